@@ -1,0 +1,220 @@
+"""The generator's public API: :func:`generate` (one DataFrame) and :func:`iter_batches` (a stream).
+
+A *sample* is one telemetry event, one row. The generator draws homes in proportion to the home-type
+shares (see :mod:`devintel.generators.fleet`), observes every device of each home over ``days`` at the
+device's own report interval, and stops adding homes when the expected number of events reaches
+``samples``; the stream is then cut at exactly ``samples`` events in event-time order. Small datasets
+therefore hold few homes (10,000 events is part of one house); mixing all 8 home types in proportion
+takes about 50 homes, roughly 1.5 million events at the default 180 days.
+
+Same arguments, same bytes: every random generator is made from ``seed`` inside the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from devintel.generators.fleet import Fleet, build_fleet
+from devintel.generators.stream import CODE_COLUMNS, FLOAT_COLUMNS, EventBatch, iter_event_batches
+from devintel.generators.templates import DEVICE_TYPES, FAILURE_MODES, HOME_TYPES, METRIC_FIELDS
+
+#: The default start of the synthetic span: 2025-01-01T00:00:00Z (the span covers winter to summer).
+DEFAULT_START = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
+
+#: Columns of the generated frame, in order: identity, canonical metrics, then ground truth.
+COLUMNS: tuple[str, ...] = (
+    "ts",
+    "device_id",
+    "home_id",
+    "home_type",
+    "device_type",
+    "power_source",
+    *METRIC_FIELDS,
+    "failure_mode",
+    "time_to_failure_h",
+    "fails_within_horizon",
+    "precursor",
+)
+
+#: Ground-truth columns: never features. ``precursor`` is the simulated precursor severity (0..1).
+TRUTH_COLUMNS: tuple[str, ...] = ("failure_mode", "time_to_failure_h", "fails_within_horizon", "precursor")
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratorConfig:
+    """Validated arguments of one generation run."""
+
+    samples: int
+    days: float
+    seed: int
+    home_types: tuple[str, ...]
+    device_types: tuple[str, ...]
+    failure_rate: float
+    horizon_days: float
+    start: float
+
+    @classmethod
+    def from_arguments(
+        cls,
+        *,
+        samples: int,
+        days: float,
+        seed: int,
+        home_types: Iterable[str] | None,
+        device_types: Iterable[str] | None,
+        failure_rate: float,
+        horizon_days: float,
+        start: float | None,
+    ) -> GeneratorConfig:
+        """Check every argument and say clearly what is wrong."""
+        homes = tuple(home_types) if home_types is not None else tuple(HOME_TYPES)
+        devices = tuple(device_types) if device_types is not None else tuple(DEVICE_TYPES)
+        problems = []
+        if samples < 1:
+            problems.append(f"samples must be at least 1, not {samples}")
+        if not 0 < days <= 3650:
+            problems.append(f"days must be in (0, 3650], not {days}")
+        if seed < 0:
+            problems.append(f"seed must be non-negative, not {seed}")
+        if not 0 <= failure_rate <= 1:
+            problems.append(f"failure_rate must be in [0, 1], not {failure_rate}")
+        if not 0 < horizon_days <= 365:
+            problems.append(f"horizon_days must be in (0, 365], not {horizon_days}")
+        unknown_homes = sorted(set(homes) - set(HOME_TYPES))
+        if unknown_homes or not homes:
+            problems.append(f"home_types must be a non-empty subset of {list(HOME_TYPES)}, got {unknown_homes or []}")
+        unknown_devices = sorted(set(devices) - set(DEVICE_TYPES))
+        if unknown_devices or not devices:
+            problems.append(f"device_types must be a non-empty subset of {list(DEVICE_TYPES)}, got {unknown_devices}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        # Keep the template order whatever order the caller used, so the same set gives the same data.
+        return cls(
+            samples=int(samples),
+            days=float(days),
+            seed=int(seed),
+            home_types=tuple(h for h in HOME_TYPES if h in homes),
+            device_types=tuple(d for d in DEVICE_TYPES if d in devices),
+            failure_rate=float(failure_rate),
+            horizon_days=float(horizon_days),
+            start=DEFAULT_START if start is None else float(start),
+        )
+
+    def fleet(self) -> Fleet:
+        """Draw the homes and devices this configuration observes."""
+        return build_fleet(
+            samples=self.samples,
+            start=self.start,
+            days=self.days,
+            seed=self.seed,
+            home_types=list(self.home_types),
+            device_types=list(self.device_types),
+            failure_rate=self.failure_rate,
+        )
+
+
+def _frame(fleet: Fleet, batch: EventBatch) -> pd.DataFrame:
+    """The documented DataFrame of a batch: categoricals for names, floats sharing the batch's block."""
+    frame = pd.DataFrame(batch.floats.T, columns=list(FLOAT_COLUMNS), copy=False)
+    names: dict[str, Sequence[str]] = {
+        "device_id": fleet.device_ids,
+        "home_id": fleet.home_ids,
+        "home_type": fleet.home_type_names,
+        "device_type": fleet.device_type_names,
+        "power_source": ("battery", "mains"),
+        "failure_mode": (*FAILURE_MODES, "none"),
+    }
+    for row, column in enumerate(CODE_COLUMNS):
+        frame[column] = pd.Categorical.from_codes(batch.codes[row], categories=list(names[column]))
+    frame["fails_within_horizon"] = batch.positive
+    return frame[list(COLUMNS)]
+
+
+def iter_batches(
+    *,
+    samples: int = 1_500_000,
+    days: float = 180.0,
+    seed: int = 0,
+    home_types: Iterable[str] | None = None,
+    device_types: Iterable[str] | None = None,
+    failure_rate: float = 0.45,
+    horizon_days: float = 7.0,
+    start: float | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Yield the same events as :func:`generate`, as event-time-ordered DataFrames of about a day each.
+
+    Memory stays flat however large ``samples`` is: only the fleet's parameters and a day or two of
+    events are held at a time. Concatenating the batches gives exactly ``generate(...)``.
+    """
+    config = GeneratorConfig.from_arguments(
+        samples=samples,
+        days=days,
+        seed=seed,
+        home_types=home_types,
+        device_types=device_types,
+        failure_rate=failure_rate,
+        horizon_days=horizon_days,
+        start=start,
+    )
+    fleet = config.fleet()
+    for batch in iter_event_batches(
+        fleet, seed=config.seed, samples=config.samples, horizon_days=config.horizon_days
+    ):
+        yield _frame(fleet, batch)
+
+
+def generate(
+    *,
+    samples: int = 1_500_000,
+    days: float = 180.0,
+    seed: int = 0,
+    home_types: Iterable[str] | None = None,
+    device_types: Iterable[str] | None = None,
+    failure_rate: float = 0.45,
+    horizon_days: float = 7.0,
+    start: float | None = None,
+) -> pd.DataFrame:
+    """Generate ``samples`` synthetic telemetry events, one row each, ordered by event time.
+
+    Args:
+        samples: number of events (rows) to return.
+        days: length of the observed span, in days.
+        seed: the dataset's seed; the same arguments always give the same bytes.
+        home_types: home types to draw homes from (default: all 8, in their population shares).
+        device_types: device types a home may contain (default: all).
+        failure_rate: mean probability that a device fails within the span (older devices more often).
+        horizon_days: the label horizon: ``fails_within_horizon`` is true when the device fails within it.
+        start: epoch seconds of the start of the span (default 2025-01-01T00:00Z).
+
+    Returns:
+        A DataFrame with the columns :data:`COLUMNS`: ``ts`` (epoch s), identity columns as
+        categoricals, the canonical metric fields as floats (NaN when not reported), and the ground
+        truth :data:`TRUTH_COLUMNS`.
+    """
+    config = GeneratorConfig.from_arguments(
+        samples=samples,
+        days=days,
+        seed=seed,
+        home_types=home_types,
+        device_types=device_types,
+        failure_rate=failure_rate,
+        horizon_days=horizon_days,
+        start=start,
+    )
+    fleet = config.fleet()
+    floats = np.empty((len(FLOAT_COLUMNS), config.samples))
+    codes = np.empty((len(CODE_COLUMNS), config.samples), dtype=np.int64)
+    positive = np.empty(config.samples, dtype=bool)
+    filled = 0
+    for batch in iter_event_batches(
+        fleet, seed=config.seed, samples=config.samples, horizon_days=config.horizon_days
+    ):
+        end = filled + batch.size
+        floats[:, filled:end], codes[:, filled:end], positive[filled:end] = batch.floats, batch.codes, batch.positive
+        filled = end
+    return _frame(fleet, EventBatch(floats, codes, positive).take(slice(0, filled)))

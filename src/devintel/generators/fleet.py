@@ -1,0 +1,385 @@
+"""The fleet: which homes and devices a synthetic dataset observes, and each device's hidden story.
+
+A fleet is drawn once per dataset, before any event exists. Each device gets its own parameters
+(report interval, radio link, battery, climate of its home, how it is used) and its story: whether and
+when it fails, in which mode, how long and how strongly the failure announces itself, whether a
+harmless transient dip happens first, and whether a replacement (a new device id) appears afterwards.
+The stream (:mod:`devintel.generators.stream`) then only evaluates these stories at event times.
+
+Homes are drawn one after another along a low-discrepancy (Weyl) sequence over the home-type shares,
+so that any prefix of the home list mixes home types in proportion. Each home has its own random
+generator made from ``(seed, home index)``, so a larger dataset starts with the same homes as a smaller
+one with the same seed. Homes are added until the expected number of events reaches the requested
+number of samples; the last home may be observed with only part of its devices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from devintel.generators.templates import (
+    DEVICE_TYPES,
+    FAILURE_MODES,
+    HOME_TYPES,
+    METRIC_FIELDS,
+    DeviceTemplate,
+    HomeTemplate,
+)
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+DAY_S: Final = 86_400.0
+HOUR_S: Final = 3_600.0
+YEAR_DAYS: Final = 365.2425
+
+#: Share of failures that come with no precursor at all (sudden death): the honest recall ceiling.
+SUDDEN_SHARE: Final = 0.10
+#: Share of announced failures whose precursor is short (2 hours to 3 days) rather than one to six weeks.
+SHORT_PRECURSOR_SHARE: Final = 0.05
+#: Median length of a (not short) precursor per failure mode, in days: log-normal, sigma 0.35, at least
+#: ``MIN_LONG_PRECURSOR_DAYS``.
+PRECURSOR_MEDIAN_DAYS: Final[dict[str, float]] = {
+    "battery_depletion": 16.0,
+    "link_degradation": 12.0,
+    "error_burst": 10.0,
+    "latency_creep": 14.0,
+    "stuck_sensor": 12.0,
+    "overheating": 10.0,
+}
+MIN_LONG_PRECURSOR_DAYS: Final = 7.0
+#: Share of devices that have one harmless transient dip (a false-alarm look-alike) in the span.
+DIP_SHARE: Final = 0.20
+#: Probability that a failed device is replaced by a new one (a new device id) within 1-14 days.
+REPLACEMENT_SHARE: Final = 0.6
+#: Failure probability of a replacement device (infant mortality), relative to ``failure_rate``.
+REPLACEMENT_FAILURE_FACTOR: Final = 0.2
+#: Base probability that a report is lost (before home crowding and precursors add to it).
+BASE_DROP: Final = 0.02
+#: Largest jitter of a report around its nominal time, as a share of the device's interval.
+JITTER: Final = 0.3
+#: Margin on the expected event count when sizing the fleet, so the stream reaches ``samples``:
+#: 1 % plus three standard deviations of the count's randomness.
+def size_margin(samples: int) -> float:
+    """Factor on ``samples`` that the fleet's expected event count must reach."""
+    return 1.01 + 3.0 / samples**0.5
+
+_PHI: Final = (5**0.5 - 1) / 2
+_MODE_CODE: Final = {m: i for i, m in enumerate(FAILURE_MODES)}
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """Per-device parameters as parallel arrays (one entry per device, replacements included)."""
+
+    start: float
+    end: float
+    device_ids: list[str]
+    home_ids: list[str]
+    home_type_names: list[str]
+    device_type_names: list[str]
+    home: I64
+    home_type: I64
+    device_type: I64
+    battery_powered: npt.NDArray[np.bool_]
+    obs_start: F64
+    interval_s: F64
+    phase_s: F64
+    age0_days: F64
+    fail_t: F64
+    mode: I64
+    precursor_s: F64
+    strength: F64
+    shape: F64
+    dip_t: F64
+    dip_s: F64
+    dip_mode: I64
+    dip_strength: F64
+    battery_start: F64
+    battery_drain: F64
+    battery_cutoff: F64
+    discharge_by_use: F64
+    lqi_base: F64
+    rssi_base: F64
+    response_ms: F64
+    error_base: F64
+    drop_base: F64
+    conn_drop_rate: F64
+    restart_rate: F64
+    self_heating: F64
+    crowding: F64
+    climate_swing: F64
+    setpoint: F64
+    humidity_base: F64
+    usage_base: F64
+    power_w: F64
+    throughput: F64
+    reboot_period_s: F64
+    reboot_phase_s: F64
+    frozen_value: F64
+
+    @property
+    def size(self) -> int:
+        """Number of devices."""
+        return len(self.device_ids)
+
+    @property
+    def alive_end(self) -> F64:
+        """Time each device stops reporting: its failure, or the end of the span."""
+        return np.minimum(self.fail_t, self.end)
+
+    def expected_events(self) -> F64:
+        """Expected number of events per device (its reporting span over its interval, less drops)."""
+        span = np.clip(self.alive_end - self.obs_start, 0.0, None)
+        return span / self.interval_s * (1.0 - self.drop_base)
+
+
+def field_matrix(device_type_names: list[str]) -> npt.NDArray[np.bool_]:
+    """Boolean matrix ``[device type, metric field]``: which fields each device type reports."""
+    return np.array(
+        [[f in DEVICE_TYPES[d].fields for f in METRIC_FIELDS] for d in device_type_names], dtype=bool
+    )
+
+
+def weyl_home_type(names: list[str], index: int, offset: float) -> str:
+    """Home type of home ``index``: every prefix of homes mixes the types in proportion to their shares.
+
+    The points ``offset + index * (golden ratio)`` modulo 1 fill the unit interval evenly, and each home
+    type owns a slice of it as wide as its share.
+    """
+    shares = np.array([HOME_TYPES[n].share for n in names])
+    edges = np.cumsum(shares / shares.sum())
+    point = (offset + _PHI * index) % 1.0
+    return names[min(int(np.searchsorted(edges, point, side="right")), len(names) - 1)]
+
+
+def _device_id(rng: np.random.Generator, protocol: str, device_type: str) -> str:
+    """A realistic, unique-enough id: a Zigbee IEEE address, or a Wi-Fi/Z-Wave style node name."""
+    bits = int(rng.integers(0, 2**40))
+    if protocol == "zigbee":
+        return f"0x00124b{bits:010x}"
+    return f"{device_type.replace('_', '-')}-{bits:010x}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Home:
+    index: int
+    name: str
+    home_type: str
+    template: HomeTemplate
+    floors: int
+    area_m2: float
+    crowding: float
+    climate_swing: float
+    setpoint: float
+
+
+class _FleetBuilder:
+    """Accumulates devices (as lists of per-device rows) and turns them into a :class:`Fleet`."""
+
+    def __init__(self, start: float, end: float, failure_rate: float, device_types: list[str]) -> None:
+        self.start = start
+        self.end = end
+        self.failure_rate = failure_rate
+        self.device_types = device_types
+        self.home_names: list[str] = []
+        self.home_type_names = list(HOME_TYPES)
+        self.rows: list[dict[str, float | int | str]] = []
+
+    def add_home(self, home: _Home, rng: np.random.Generator, budget: float) -> float:
+        """Add the devices of one home until ``budget`` expected events are used; return what was used."""
+        self.home_names.append(home.name)
+        weights = np.array(
+            [DEVICE_TYPES[d].weight * DEVICE_TYPES[d].mix_by_home.get(home.home_type, 1.0) for d in self.device_types]
+        )
+        n_devices = int(rng.integers(home.template.devices[0], home.template.devices[1] + 1))
+        kinds = rng.choice(len(self.device_types), size=n_devices, p=weights / weights.sum())
+        used = 0.0
+        for kind in kinds:
+            if used >= budget:
+                break
+            name = self.device_types[int(kind)]
+            rows = self._device_story(home, name, rng, self.start, age0_days=float(rng.uniform(0, 5 * YEAR_DAYS)))
+            for row in rows:
+                self.rows.append(row)
+                used += _expected(row, self.end)
+        return used
+
+    def _device_story(
+        self, home: _Home, name: str, rng: np.random.Generator, obs_start: float, age0_days: float
+    ) -> list[dict[str, float | int | str]]:
+        """One device's parameters and story, plus its replacement's when it fails and is replaced."""
+        tpl = DEVICE_TYPES[name]
+        span_s = self.end - obs_start
+        replacement = obs_start > self.start
+        row = _draw_device(home, name, tpl, rng, obs_start, age0_days, span_s)
+        # Failure: older devices fail more often; the mean probability over the fleet is failure_rate.
+        age_weight = 0.5 + min(age0_days / YEAR_DAYS, 4.0) / 4.0
+        p_fail = self.failure_rate * (REPLACEMENT_FAILURE_FACTOR if replacement else age_weight)
+        fails = bool(rng.random() < min(p_fail, 1.0))
+        modes = list(tpl.mode_weights)
+        mode_p = np.array([tpl.mode_weights[m] for m in modes], dtype=float)
+        mode = modes[int(rng.choice(len(modes), p=mode_p / mode_p.sum()))]
+        sudden = bool(rng.random() < SUDDEN_SHARE)
+        short = bool(rng.random() < SHORT_PRECURSOR_SHARE)
+        if short:
+            precursor_s = float(rng.uniform(2 * HOUR_S, 3 * DAY_S))
+        else:
+            days = max(PRECURSOR_MEDIAN_DAYS[mode] * float(np.exp(rng.normal(0.0, 0.35))), MIN_LONG_PRECURSOR_DAYS)
+            precursor_s = days * DAY_S
+        fail_t = float(obs_start + rng.uniform(0.02, 1.0) * span_s)
+        row |= {
+            "fail_t": fail_t if fails else np.inf,
+            "mode": _MODE_CODE[mode] if fails else -1,
+            "precursor_s": precursor_s,
+            "strength": 0.0 if (sudden or not fails) else float(rng.uniform(0.5, 1.0)),
+            "shape": float(rng.uniform(0.5, 1.2)),
+        }
+        # A harmless transient dip in one of the device's own modes: hours to three days, then recovery.
+        dip_mode = modes[int(rng.integers(len(modes)))]
+        has_dip = bool(rng.random() < DIP_SHARE)
+        dip_s = float(rng.uniform(3 * HOUR_S, 3 * DAY_S))
+        dip_t = float(obs_start + rng.uniform(0.0, 1.0) * max(span_s - dip_s, 0.0))
+        if fails and dip_t + dip_s > fail_t - precursor_s:
+            has_dip = False  # a dip inside the precursor would be indistinguishable from it
+        row |= {
+            "dip_t": dip_t,
+            "dip_s": dip_s,
+            "dip_mode": _MODE_CODE[dip_mode] if has_dip else -1,
+            "dip_strength": float(rng.uniform(0.25, 0.7)) if has_dip else 0.0,
+        }
+        rows = [row]
+        if fails and not replacement and rng.random() < REPLACEMENT_SHARE:
+            new_start = fail_t + float(rng.uniform(1.0, 14.0)) * DAY_S
+            if new_start < self.end - DAY_S:
+                rows += self._device_story(home, name, rng, new_start, age0_days=0.0)
+        return rows
+
+    def build(self) -> Fleet:
+        """Freeze the accumulated devices into parallel arrays."""
+        rows = self.rows
+        arrays: dict[str, object] = {}
+        for key in Fleet.__dataclass_fields__:
+            if key in {"start", "end", "device_ids", "home_ids", "home_type_names", "device_type_names"}:
+                continue
+            values = [r[key] for r in rows]
+            dtype = np.int64 if key in {"home", "home_type", "device_type", "mode", "dip_mode"} else np.float64
+            if key == "battery_powered":
+                arrays[key] = np.array(values, dtype=bool)
+            else:
+                arrays[key] = np.array(values, dtype=dtype)
+        return Fleet(
+            start=self.start,
+            end=self.end,
+            device_ids=[str(r["device_id"]) for r in rows],
+            home_ids=self.home_names,
+            home_type_names=self.home_type_names,
+            device_type_names=list(DEVICE_TYPES),
+            **arrays,  # type: ignore[arg-type]
+        )
+
+
+def _expected(row: dict[str, float | int | str], end: float) -> float:
+    span = max(min(float(row["fail_t"]), end) - float(row["obs_start"]), 0.0)
+    return span / float(row["interval_s"]) * (1.0 - float(row["drop_base"]))
+
+
+def _draw_device(
+    home: _Home,
+    name: str,
+    tpl: DeviceTemplate,
+    rng: np.random.Generator,
+    obs_start: float,
+    age0_days: float,
+    span_s: float,
+) -> dict[str, float | int | str]:
+    """The healthy behaviour of one device: what it would report if nothing went wrong."""
+    interval_s = tpl.interval_h * HOUR_S * float(rng.uniform(0.8, 1.25))
+    # Radio: distance from the nearest router grows with floor area; each floor in between costs more.
+    distance = float(rng.uniform(0.1, 1.0)) * home.area_m2**0.5
+    floors_between = int(rng.integers(0, home.floors))
+    lqi = 250.0 - 4.0 * distance - 30.0 * floors_between - 25.0 * home.crowding + float(rng.normal(0, 12))
+    rssi = -38.0 - 1.0 * distance - 7.0 * floors_between - 6.0 * home.crowding + float(rng.normal(0, 4))
+    battery_start = 100.0 if age0_days == 0.0 else float(rng.uniform(35.0, 100.0))
+    cutoff = float(rng.uniform(0.0, 25.0))
+    # Healthy batteries must outlast the span: they drain at most to 8 % above the brown-out level.
+    max_drain = (battery_start - cutoff - 8.0) / (span_s / DAY_S * 1.35)
+    drain = min(float(rng.uniform(0.05, 0.3)) * (1.0 + age0_days / YEAR_DAYS / 4.0), max(max_drain, 0.0))
+    rechargeable = name == "vacuum"
+    lo_heat, hi_heat = tpl.self_heating_c
+    return {
+        "device_id": _device_id(rng, tpl.protocol, name),
+        "home": home.index,
+        "home_type": list(HOME_TYPES).index(home.home_type),
+        "device_type": list(DEVICE_TYPES).index(name),
+        "battery_powered": tpl.power_source == "battery",
+        "obs_start": obs_start,
+        "interval_s": interval_s,
+        "phase_s": float(rng.uniform(JITTER, 1.0 + JITTER)) * interval_s,
+        "age0_days": age0_days,
+        "battery_start": 100.0 if rechargeable else battery_start,
+        "battery_drain": 0.0 if rechargeable else drain,
+        "battery_cutoff": cutoff,
+        "discharge_by_use": 60.0 if rechargeable else 0.0,
+        "lqi_base": float(np.clip(lqi, 60.0, 255.0)),
+        "rssi_base": float(np.clip(rssi, -85.0, -30.0)),
+        "response_ms": float(rng.uniform(*tpl.response_ms)),
+        "error_base": float(rng.uniform(0.001, 0.015)) * (1.0 + 2.0 * home.crowding),
+        "drop_base": BASE_DROP + 0.05 * home.crowding + 0.01 * floors_between,
+        "conn_drop_rate": 0.03 + 0.25 * home.crowding,
+        "restart_rate": float(rng.uniform(0.002, 0.02)),
+        "self_heating": float(rng.uniform(lo_heat, hi_heat)),
+        "crowding": home.crowding,
+        "climate_swing": home.climate_swing,
+        "setpoint": home.setpoint + float(rng.normal(0.0, 0.8)),
+        "humidity_base": float(rng.uniform(38.0, 55.0)),
+        "usage_base": tpl.usage_base * float(rng.uniform(0.6, 1.4)),
+        "power_w": float(rng.uniform(5.0, 1500.0)) if tpl.value_kind == "power" else 0.0,
+        "throughput": {"camera": 400.0, "media_player": 900.0, "hub": 6.0}.get(name, 50.0)
+        * float(rng.uniform(0.5, 1.5)),
+        "reboot_period_s": float(rng.uniform(5.0, 60.0)) * DAY_S,
+        "reboot_phase_s": float(rng.uniform(0.0, 60.0)) * DAY_S,
+        "frozen_value": float(rng.integers(0, 2)) if tpl.value_kind == "binary" else home.setpoint,
+    }
+
+
+def build_fleet(
+    *,
+    samples: int,
+    start: float,
+    days: float,
+    seed: int,
+    home_types: list[str],
+    device_types: list[str],
+    failure_rate: float,
+) -> Fleet:
+    """Draw homes and devices until their expected events reach ``samples`` (with a small margin)."""
+    end = start + days * DAY_S
+    builder = _FleetBuilder(start, end, failure_rate, device_types)
+    offset = float(np.random.default_rng([seed, 0]).random())
+    budget = samples * size_margin(samples)
+    index = 0
+    while budget > 0:
+        home_type = weyl_home_type(home_types, index, offset)
+        rng = np.random.default_rng([seed, 1, index])
+        tpl = HOME_TYPES[home_type]
+        home = _Home(
+            index=index,
+            name=f"home-{index:04d}",
+            home_type=home_type,
+            template=tpl,
+            floors=int(rng.integers(tpl.floors[0], tpl.floors[1] + 1)),
+            area_m2=float(rng.uniform(*tpl.area_m2)),
+            crowding=float(np.clip(tpl.crowding + rng.normal(0.0, 0.05), 0.0, 1.0)),
+            climate_swing=tpl.climate_swing * float(rng.uniform(0.85, 1.15)),
+            setpoint=float(rng.uniform(19.0, 23.0)),
+        )
+        budget -= builder.add_home(home, rng, budget)
+        index += 1
+        if index > 1_000_000:
+            raise ValueError("the requested sizes produce no events; widen home_types or device_types")
+    return builder.build()

@@ -1,0 +1,349 @@
+"""Evaluate a fleet's stories at event times: the synthetic telemetry stream, one day at a time.
+
+Time is cut into fixed one-day windows. A window owns the reports whose *nominal* time (the device's
+phase plus a whole number of intervals) falls inside it; each report is then jittered by up to
+``JITTER`` of the device's interval. All randomness of a window comes from a generator made from
+``(seed, window index)``, so the bytes of the stream do not depend on how it is batched. Jitter can move
+a report across a window edge, so the events of a window are held back until no later window can
+produce an earlier one; what is emitted is therefore ordered by event time across the whole stream.
+
+Every function here is pure numpy on arrays of events; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from devintel.generators.fleet import DAY_S, HOUR_S, JITTER, YEAR_DAYS, Fleet, field_matrix
+from devintel.generators.templates import DEVICE_TYPES, FAILURE_MODES, METRIC_FIELDS
+
+F64 = npt.NDArray[np.float64]
+
+#: Float columns of an :class:`EventBatch`, in row order.
+FLOAT_COLUMNS: Final[tuple[str, ...]] = ("ts", *METRIC_FIELDS, "time_to_failure_h", "precursor")
+#: Integer-code columns of an :class:`EventBatch`, in row order.
+CODE_COLUMNS: Final[tuple[str, ...]] = (
+    "device_id",
+    "home_id",
+    "home_type",
+    "device_type",
+    "power_source",
+    "failure_mode",
+)
+
+#: Length of a generation window. Part of the output's definition: changing it changes the bytes.
+WINDOW_S: Final = DAY_S
+#: Probability that a field a device reports is missing from one report.
+P_MISSING: Final = 0.02
+#: Probability that one report carries a single out-of-range value (a glitch the daemon must reject).
+P_OUT_OF_RANGE: Final = 3e-4
+#: Values a glitching device sends, per field (all outside the field's valid range).
+OUT_OF_RANGE: Final[dict[str, tuple[float, ...]]] = {
+    "battery_level": (255.0, -1.0, 1000.0),
+    "battery_voltage": (-1.0, 65535.0),
+    "signal_strength": (0.0, 31.0, -127.0),
+    "linkquality": (-1.0, 300.0),
+    "response_time": (-5.0,),
+    "error_rate": (-0.1, 1.7),
+    "connection_drops": (-1.0,),
+    "restart_count": (-3.0,),
+    "uptime_hours": (-1.0,),
+    "temperature": (-273.15, 327.67, 850.0),
+    "humidity": (-5.0, 140.0),
+    "usage_frequency": (-0.2, 4.0),
+    "data_transfer_rate": (-10.0,),
+    "value": (float("inf"), -float("inf")),
+}
+
+_MODE = {m: i for i, m in enumerate(FAILURE_MODES)}
+_NONE_MODE: Final = len(FAILURE_MODES)
+_VALUE_KINDS: Final = ("none", "binary", "ambient", "power", "level", "trace")
+_TWO_PI: Final = 2.0 * np.pi
+
+
+def _bump(x: F64, centre: float, width: float) -> F64:
+    result: F64 = np.exp(-0.5 * ((x - centre) / width) ** 2)
+    return result
+
+
+def daily_activity(hour: F64, weekend: npt.NDArray[np.bool_]) -> F64:
+    """Share of peak household activity at an hour of the day (0..1).
+
+    Weekdays have a morning peak around 07:30 and a larger evening peak around 19:30; weekends get up
+    later, are busier at midday, and peak around 20:00.
+    """
+    weekday = 0.12 + 0.55 * _bump(hour, 7.5, 1.0) + 0.10 * _bump(hour, 13.0, 3.0) + 0.85 * _bump(hour, 19.5, 1.8)
+    weekend_ = 0.18 + 0.35 * _bump(hour, 9.5, 1.5) + 0.45 * _bump(hour, 14.0, 3.0) + 0.85 * _bump(hour, 20.0, 2.0)
+    return np.where(weekend, weekend_, weekday)
+
+
+def season_cos(day: F64) -> F64:
+    """Seasonal phase: 1 in mid-January (coldest), -1 in mid-July (northern hemisphere)."""
+    result: F64 = np.cos(_TWO_PI * (day - 15.5) / YEAR_DAYS)
+    return result
+
+
+def cold_drain_integral(day: F64, day0: F64) -> F64:
+    """Integral of the battery drain multiplier ``1 + 0.5 * cold`` from ``day0`` to ``day``, in days.
+
+    ``cold`` is ``(1 + season_cos) / 2``: cold speeds battery drain by up to half in mid-winter.
+    """
+    w = _TWO_PI / YEAR_DAYS
+    result: F64 = 1.25 * (day - day0) + 0.25 / w * (np.sin(w * (day - 15.5)) - np.sin(w * (day0 - 15.5)))
+    return result
+
+
+def _slots(fleet: Fleet, base: F64, t0: float, t1: float) -> tuple[npt.NDArray[np.int64], F64]:
+    """Device index and slot number of every report whose nominal time lies in ``[t0, t1)``."""
+    interval = fleet.interval_s
+    k_lo = np.maximum(np.ceil((t0 - base) / interval), 0.0)
+    last = np.ceil((fleet.alive_end + JITTER * interval - base) / interval)
+    k_hi = np.minimum(np.ceil((t1 - base) / interval), last)
+    counts = np.clip(k_hi - k_lo, 0, None).astype(np.int64)
+    dev = np.repeat(np.arange(fleet.size), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    k = np.arange(dev.size) - first + np.repeat(k_lo, counts)
+    return dev, k.astype(np.float64)
+
+
+class _Context:
+    """Per-fleet constants gathered once and reused by every window."""
+
+    def __init__(self, fleet: Fleet, horizon_days: float) -> None:
+        self.fleet = fleet
+        self.horizon_h = horizon_days * 24.0
+        self.base = fleet.obs_start + fleet.phase_s
+        self.alive_end = fleet.alive_end
+        self.fields_by_type = field_matrix(fleet.device_type_names).T.copy()
+        kinds = [DEVICE_TYPES[d].value_kind for d in fleet.device_type_names]
+        self.value_kind = np.array([_VALUE_KINDS.index(k) for k in kinds], dtype=np.int64)
+        self.holdback = JITTER * float(fleet.interval_s.max()) if fleet.size else 0.0
+
+
+def window_events(ctx: _Context, t0: float, t1: float, rng: np.random.Generator) -> EventBatch:
+    """All events whose nominal time lies in ``[t0, t1)``, unsorted, as columns of codes and floats."""
+    f = ctx.fleet
+    dev, k = _slots(f, ctx.base, t0, t1)
+    t = ctx.base[dev] + (k + 2.0 * JITTER * (rng.random(dev.size) - 0.5)) * f.interval_s[dev]
+    alive = (t < ctx.alive_end[dev]) & (t >= f.obs_start[dev])
+    dev, t = dev[alive], t[alive]
+
+    # Hidden state: how far the device's failure precursor and its transient dip have progressed.
+    fail_t = f.fail_t[dev]
+    precursor = f.precursor_s[dev]
+    ramp = np.clip((t - (fail_t - precursor)) / precursor, 0.0, 1.0)
+    s_fail = f.strength[dev] * ramp ** f.shape[dev]
+    dip = f.dip_strength[dev] * np.clip(1.0 - np.abs(2.0 * (t - f.dip_t[dev]) / f.dip_s[dev] - 1.0), 0.0, None)
+    fmode, dmode = f.mode[dev], f.dip_mode[dev]
+    sev = {m: np.where(fmode == c, s_fail, 0.0) + np.where(dmode == c, dip, 0.0) for m, c in _MODE.items()}
+
+    # Lost reports: a weak link, a dying battery, crashes and heat make reports go missing.
+    p_drop = (
+        f.drop_base[dev]
+        + 0.35 * sev["link_degradation"]
+        + 0.15 * sev["battery_depletion"]
+        + 0.10 * sev["error_burst"]
+        + 0.10 * sev["overheating"]
+    )
+    kept = rng.random(dev.size) >= p_drop
+    dev, t, s_fail, fail_t = dev[kept], t[kept], s_fail[kept], fail_t[kept]
+    sev = {m: s[kept] for m, s in sev.items()}
+    n = dev.size
+    noise = rng.standard_normal((10, n))
+    uniform = rng.random((6, n))
+
+    # Calendar: daily activity, weekends, seasons; ageing since the start of observation.
+    day = t / DAY_S
+    hour = (t % DAY_S) / HOUR_S
+    weekend = ((np.floor(day) + 3) % 7) >= 5  # 1970-01-01 was a Thursday
+    s_cos = season_cos(day)
+    cold = 0.5 * (1.0 + s_cos)
+    usage = np.clip(f.usage_base[dev] * daily_activity(hour, weekend), 0.0, 1.0)
+    days_seen = (t - f.obs_start[dev]) / DAY_S
+    age_years = (f.age0_days[dev] + days_seen) / YEAR_DAYS
+    swing = f.climate_swing[dev]
+    crowd = f.crowding[dev]
+    room = f.setpoint[dev] + swing * (0.25 * (-11.0 * s_cos) + 0.9 * np.sin(_TWO_PI * (hour - 9.0) / 24.0))
+
+    metrics = np.empty((len(METRIC_FIELDS), n))
+    cols = {name: metrics[i] for i, name in enumerate(METRIC_FIELDS)}
+    # Battery: drains faster in the cold and with age; a depleting battery falls to its brown-out level.
+    drained = f.battery_drain[dev] * cold_drain_integral(day, f.obs_start[dev] / DAY_S)
+    healthy = f.battery_start[dev] - drained - f.discharge_by_use[dev] * usage
+    cutoff = f.battery_cutoff[dev]
+    s_batt = sev["battery_depletion"]
+    level = np.clip(np.rint(healthy - (healthy - cutoff) * s_batt + 1.0 * noise[0]), 0.0, 100.0)
+    cols["battery_level"][:] = level
+    cols["battery_voltage"][:] = np.rint(2100.0 + 9.0 * level - 120.0 * cold - 250.0 * s_batt + 20.0 * noise[1])
+
+    # Radio: links weaken with age, in crowded bands, when the link degrades and as a battery dies.
+    s_link = sev["link_degradation"]
+    lqi = f.lqi_base[dev] * (1.0 - 0.03 * age_years) * (1.0 - 0.85 * s_link) - 15.0 * s_batt
+    cols["linkquality"][:] = np.clip(np.rint(lqi + (5.0 + 10.0 * crowd) * noise[2]), 0.0, 255.0)
+    rssi = f.rssi_base[dev] - 0.5 * age_years - 28.0 * s_link - 4.0 * s_batt + (2.0 + 4.0 * crowd) * noise[3]
+    cols["signal_strength"][:] = np.clip(np.rint(rssi), -100.0, -10.0)
+
+    # Responsiveness and errors.
+    s_err, s_lat, s_ovh = sev["error_burst"], sev["latency_creep"], sev["overheating"]
+    slowdown = 1.0 + 6.0 * s_lat + 1.5 * s_link + 2.0 * s_ovh
+    cols["response_time"][:] = np.round(
+        f.response_ms[dev] * np.exp((0.25 + 0.2 * crowd) * noise[4]) * slowdown * (1.0 + 0.05 * age_years), 1
+    )
+    burst = (uniform[0] < 0.35 + 0.55 * s_err) * (0.3 + 0.7 * uniform[1])
+    error = f.error_base[dev] * np.exp(0.5 * noise[5]) + 0.45 * s_err * burst
+    cols["error_rate"][:] = np.clip(np.round(error + 0.04 * s_lat + 0.08 * s_link + 0.1 * s_ovh, 4), 0.0, 1.0)
+    cols["connection_drops"][:] = rng.poisson(f.conn_drop_rate[dev] + 3.0 * s_link + 0.5 * s_err).astype(np.float64)
+    restarts = rng.poisson(f.restart_rate[dev] + 1.2 * s_err + 1.0 * s_ovh).astype(np.float64)
+    cols["restart_count"][:] = restarts
+    uptime = ((t - f.reboot_phase_s[dev]) % f.reboot_period_s[dev]) / HOUR_S
+    since_restart = uniform[2] * f.interval_s[dev] / HOUR_S
+    cols["uptime_hours"][:] = np.round(np.where(restarts > 0, np.minimum(uptime, since_restart), uptime), 2)
+
+    # Climate and use.
+    cols["temperature"][:] = np.round(room + f.self_heating[dev] * usage + 32.0 * s_ovh + 0.3 * noise[6], 2)
+    humidity = f.humidity_base[dev] - 8.0 * swing * s_cos + 3.0 * swing * np.sin(_TWO_PI * (hour - 6.0) / 24.0)
+    cols["humidity"][:] = np.clip(np.round(humidity + 1.5 * noise[7], 1), 5.0, 99.0)
+    cols["usage_frequency"][:] = np.clip(np.round(usage + 0.03 * noise[8], 3), 0.0, 1.0)
+    cols["data_transfer_rate"][:] = np.round(
+        f.throughput[dev] * (0.3 + usage) * np.exp(0.2 * noise[9]) * (1.0 - 0.5 * s_link), 2
+    )
+    cols["value"][:] = _primary_value(ctx, dev, usage, room, sev["stuck_sensor"], uniform[3], uniform[4], noise[6])
+
+    _apply_mess(ctx, dev, metrics, rng)
+
+    ttf_h = (fail_t - t) / HOUR_S
+    positive = ttf_h <= ctx.horizon_h
+    floats = np.empty((len(FLOAT_COLUMNS), n))
+    floats[0] = t
+    floats[1 : 1 + len(METRIC_FIELDS)] = metrics
+    floats[-2] = np.where(np.isfinite(ttf_h), ttf_h, np.nan)
+    floats[-1] = np.round(s_fail, 4)
+    codes = np.stack(
+        [
+            dev,
+            f.home[dev],
+            f.home_type[dev],
+            f.device_type[dev],
+            (~f.battery_powered[dev]).astype(np.int64),
+            np.where(positive, f.mode[dev], _NONE_MODE),
+        ]
+    )
+    return EventBatch(floats, codes, positive)
+
+
+def _primary_value(
+    ctx: _Context,
+    dev: npt.NDArray[np.int64],
+    usage: F64,
+    room: F64,
+    stuck: F64,
+    u_on: F64,
+    u_level: F64,
+    noise: F64,
+) -> F64:
+    """The primary sensed value; a stuck sensor's value is pulled towards the value it froze at."""
+    kind = ctx.value_kind[ctx.fleet.device_type[dev]]
+    frozen = ctx.fleet.frozen_value[dev]
+    on = u_on < usage
+    live = np.full(dev.size, np.nan)
+    live = np.where(kind == 1, on.astype(np.float64), live)
+    live = np.where(kind == 2, np.round(room + 0.15 * noise, 2), live)
+    watts = 0.5 + ctx.fleet.power_w[dev] * on * (0.8 + 0.4 * u_level)
+    live = np.where(kind == 3, np.round(watts, 1), live)
+    live = np.where(kind == 4, np.rint(254.0 * on * (0.3 + 0.7 * u_level)), live)
+    live = np.where(kind == 5, np.round(np.abs(0.01 * noise), 3), live)
+    binary = np.where(u_level < stuck, frozen, live)
+    blended = np.round(live * (1.0 - stuck) + frozen * stuck, 2)
+    return np.where(kind == 1, binary, np.where(stuck > 0, blended, live))
+
+
+def _apply_mess(ctx: _Context, dev: npt.NDArray[np.int64], metrics: F64, rng: np.random.Generator) -> None:
+    """Blank the fields a device does not report or lost in one report; inject rare out-of-range values.
+
+    ``metrics`` is the ``[field, event]`` block, changed in place.
+    """
+    n = dev.size
+    present = ctx.fields_by_type[:, ctx.fleet.device_type[dev]]
+    metrics[~present] = np.nan
+    flat = metrics.reshape(-1)
+    lost = rng.integers(0, flat.size, size=rng.binomial(flat.size, P_MISSING)) if flat.size else np.empty(0, int)
+    flat[lost] = np.nan
+    glitch = np.flatnonzero(rng.random(n) < P_OUT_OF_RANGE)
+    picks = rng.random((glitch.size, 2))
+    for row, (u_field, u_value) in zip(glitch.tolist(), picks.tolist(), strict=True):
+        candidates = np.flatnonzero(~np.isnan(metrics[:, row]))
+        if candidates.size:
+            field = int(candidates[int(u_field * candidates.size)])
+            junk = OUT_OF_RANGE[METRIC_FIELDS[field]]
+            metrics[field, row] = junk[int(u_value * len(junk))]
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """Events as three parallel blocks, one column per event.
+
+    ``floats`` holds :data:`FLOAT_COLUMNS` (rows) and ``codes`` the integer codes of
+    :data:`CODE_COLUMNS` (indices into the fleet's names); ``positive`` is ``fails_within_horizon``.
+    """
+
+    floats: F64
+    codes: npt.NDArray[np.int64]
+    positive: npt.NDArray[np.bool_]
+
+    @property
+    def size(self) -> int:
+        """Number of events."""
+        return int(self.positive.size)
+
+    @property
+    def ts(self) -> F64:
+        """Event times."""
+        return self.floats[0]
+
+    def take(self, index: npt.NDArray[np.intp] | slice) -> EventBatch:
+        """The events at ``index`` (an index array or a slice)."""
+        return EventBatch(self.floats[:, index], self.codes[:, index], self.positive[index])
+
+    @staticmethod
+    def concat(parts: list[EventBatch]) -> EventBatch:
+        """All events of ``parts``, in order."""
+        return EventBatch(
+            np.concatenate([p.floats for p in parts], axis=1),
+            np.concatenate([p.codes for p in parts], axis=1),
+            np.concatenate([p.positive for p in parts]),
+        )
+
+
+def iter_event_batches(fleet: Fleet, *, seed: int, samples: int, horizon_days: float) -> Iterator[EventBatch]:
+    """Event-time-ordered batches of about one window each, ``samples`` events in all (fewer only
+    when the fleet runs out of events)."""
+    ctx = _Context(fleet, horizon_days)
+    n_windows = int(np.ceil((fleet.end - fleet.start) / WINDOW_S))
+    carry: EventBatch | None = None
+    emitted = 0
+    for w in range(n_windows + 1):
+        if w == n_windows:
+            batch, carry = carry, None
+        else:
+            t0 = fleet.start + w * WINDOW_S
+            t1 = min(t0 + WINDOW_S, fleet.end)
+            fresh = window_events(ctx, t0, t1, np.random.default_rng([seed, 2, w]))
+            merged = fresh if carry is None else EventBatch.concat([carry, fresh])
+            merged = merged.take(np.argsort(merged.ts, kind="stable"))
+            # Later windows can still produce events up to `holdback` before t1: keep those back.
+            cut = int(np.searchsorted(merged.ts, t1 - ctx.holdback, side="left"))
+            batch, carry = merged.take(slice(0, cut)), merged.take(slice(cut, None))
+        if batch is None or batch.size == 0:
+            continue
+        take = min(batch.size, samples - emitted)
+        if take < batch.size:
+            batch = batch.take(slice(0, take))
+        emitted += take
+        yield batch
+        if emitted >= samples:
+            return
