@@ -117,6 +117,29 @@ class GeneratorConfig:
             failure_rate=self.failure_rate,
         )
 
+    def batches(self) -> Iterator[pd.DataFrame]:
+        """The events as event-time-ordered DataFrames of about one day each (see :func:`iter_batches`)."""
+        fleet = self.fleet()
+        for batch in iter_event_batches(fleet, seed=self.seed, samples=self.samples, horizon_days=self.horizon_days):
+            yield _frame(fleet, batch)
+
+    def frame(self) -> pd.DataFrame:
+        """All events in one DataFrame (see :func:`generate`)."""
+        fleet = self.fleet()
+        floats = np.empty((len(FLOAT_COLUMNS), self.samples))
+        codes = np.empty((len(CODE_COLUMNS), self.samples), dtype=np.int64)
+        positive = np.empty(self.samples, dtype=bool)
+        filled = 0
+        for batch in iter_event_batches(fleet, seed=self.seed, samples=self.samples, horizon_days=self.horizon_days):
+            end = filled + batch.size
+            floats[:, filled:end], codes[:, filled:end], positive[filled:end] = (
+                batch.floats,
+                batch.codes,
+                batch.positive,
+            )
+            filled = end
+        return _frame(fleet, EventBatch(floats, codes, positive).take(slice(0, filled)))
+
 
 def _frame(fleet: Fleet, batch: EventBatch) -> pd.DataFrame:
     """The documented DataFrame of a batch: categoricals for names, floats sharing the batch's block."""
@@ -130,7 +153,7 @@ def _frame(fleet: Fleet, batch: EventBatch) -> pd.DataFrame:
         "failure_mode": (*FAILURE_MODES, "none"),
     }
     for row, column in enumerate(CODE_COLUMNS):
-        frame[column] = pd.Categorical.from_codes(batch.codes[row], categories=list(names[column]))
+        frame[column] = pd.Categorical.from_codes(batch.codes[row], categories=pd.Index(list(names[column])))
     frame["fails_within_horizon"] = batch.positive
     return frame[list(COLUMNS)]
 
@@ -151,7 +174,7 @@ def iter_batches(
     Memory stays flat however large ``samples`` is: only the fleet's parameters and a day or two of
     events are held at a time. Concatenating the batches gives exactly ``generate(...)``.
     """
-    config = GeneratorConfig.from_arguments(
+    yield from GeneratorConfig.from_arguments(
         samples=samples,
         days=days,
         seed=seed,
@@ -160,12 +183,7 @@ def iter_batches(
         failure_rate=failure_rate,
         horizon_days=horizon_days,
         start=start,
-    )
-    fleet = config.fleet()
-    for batch in iter_event_batches(
-        fleet, seed=config.seed, samples=config.samples, horizon_days=config.horizon_days
-    ):
-        yield _frame(fleet, batch)
+    ).batches()
 
 
 def generate(
@@ -196,7 +214,7 @@ def generate(
         categoricals, the canonical metric fields as floats (NaN when not reported), and the ground
         truth :data:`TRUTH_COLUMNS`.
     """
-    config = GeneratorConfig.from_arguments(
+    return GeneratorConfig.from_arguments(
         samples=samples,
         days=days,
         seed=seed,
@@ -205,16 +223,4 @@ def generate(
         failure_rate=failure_rate,
         horizon_days=horizon_days,
         start=start,
-    )
-    fleet = config.fleet()
-    floats = np.empty((len(FLOAT_COLUMNS), config.samples))
-    codes = np.empty((len(CODE_COLUMNS), config.samples), dtype=np.int64)
-    positive = np.empty(config.samples, dtype=bool)
-    filled = 0
-    for batch in iter_event_batches(
-        fleet, seed=config.seed, samples=config.samples, horizon_days=config.horizon_days
-    ):
-        end = filled + batch.size
-        floats[:, filled:end], codes[:, filled:end], positive[filled:end] = batch.floats, batch.codes, batch.positive
-        filled = end
-    return _frame(fleet, EventBatch(floats, codes, positive).take(slice(0, filled)))
+    ).frame()

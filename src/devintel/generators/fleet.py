@@ -62,13 +62,17 @@ REPLACEMENT_FAILURE_FACTOR: Final = 0.2
 BASE_DROP: Final = 0.02
 #: Largest jitter of a report around its nominal time, as a share of the device's interval.
 JITTER: Final = 0.3
-#: Margin on the expected event count when sizing the fleet, so the stream reaches ``samples``:
-#: 1 % plus three standard deviations of the count's randomness.
+
+
 def size_margin(samples: int) -> float:
-    """Factor on ``samples`` that the fleet's expected event count must reach."""
-    return 1.01 + 3.0 / samples**0.5
+    """Factor on ``samples`` that the fleet's expected event count must reach, so the stream gets there:
+    1 % plus three standard deviations of the count's randomness."""
+    return 1.01 + 3.0 / float(np.sqrt(samples))
+
 
 _PHI: Final = (5**0.5 - 1) / 2
+#: Typical throughput of devices that stream, in KB/s (others: small control traffic).
+_THROUGHPUT_KBPS: Final = {"camera": 400.0, "media_player": 900.0, "hub": 6.0}
 _MODE_CODE: Final = {m: i for i, m in enumerate(FAILURE_MODES)}
 
 
@@ -140,9 +144,7 @@ class Fleet:
 
 def field_matrix(device_type_names: list[str]) -> npt.NDArray[np.bool_]:
     """Boolean matrix ``[device type, metric field]``: which fields each device type reports."""
-    return np.array(
-        [[f in DEVICE_TYPES[d].fields for f in METRIC_FIELDS] for d in device_type_names], dtype=bool
-    )
+    return np.array([[f in DEVICE_TYPES[d].fields for f in METRIC_FIELDS] for d in device_type_names], dtype=bool)
 
 
 def weyl_home_type(names: list[str], index: int, offset: float) -> str:
@@ -157,9 +159,9 @@ def weyl_home_type(names: list[str], index: int, offset: float) -> str:
     return names[min(int(np.searchsorted(edges, point, side="right")), len(names) - 1)]
 
 
-def _device_id(rng: np.random.Generator, protocol: str, device_type: str) -> str:
-    """A realistic, unique-enough id: a Zigbee IEEE address, or a Wi-Fi/Z-Wave style node name."""
-    bits = int(rng.integers(0, 2**40))
+def _device_id(draw: _Draws, protocol: str, device_type: str) -> str:
+    """A realistic id: a Zigbee IEEE address, or a Wi-Fi/Z-Wave style node name (made unique by the fleet)."""
+    bits = int(draw.uniform() * 2**40)
     if protocol == "zigbee":
         return f"0x00124b{bits:010x}"
     return f"{device_type.replace('_', '-')}-{bits:010x}"
@@ -176,6 +178,40 @@ class _Home:
     crowding: float
     climate_swing: float
     setpoint: float
+
+
+class _Draws:
+    """A device's random numbers, drawn in one call and handed out in order (scalar draws from a numpy
+    generator cost about a microsecond each; a fleet needs tens of thousands of them)."""
+
+    def __init__(self, rng: np.random.Generator, uniforms: int = 48, normals: int = 8) -> None:
+        self._u: list[float] = rng.random(uniforms).tolist()
+        self._z: list[float] = rng.standard_normal(normals).tolist()
+
+    def uniform(self, lo: float = 0.0, hi: float = 1.0) -> float:
+        """A uniform number in ``[lo, hi)``."""
+        return lo + (hi - lo) * self._u.pop()
+
+    def normal(self, sigma: float = 1.0) -> float:
+        """A normal number with mean 0."""
+        return sigma * self._z.pop()
+
+    def chance(self, p: float) -> bool:
+        """True with probability ``p``."""
+        return self._u.pop() < p
+
+    def integer(self, lo: int, hi: int) -> int:
+        """A uniform integer in ``[lo, hi]``."""
+        return min(lo + int(self._u.pop() * (hi - lo + 1)), hi)
+
+    def pick(self, weights: list[float]) -> int:
+        """An index drawn with probability proportional to ``weights``."""
+        target = self._u.pop() * sum(weights)
+        for i, w in enumerate(weights):
+            target -= w
+            if target < 0:
+                return i
+        return len(weights) - 1
 
 
 class _FleetBuilder:
@@ -203,60 +239,65 @@ class _FleetBuilder:
             if used >= budget:
                 break
             name = self.device_types[int(kind)]
-            rows = self._device_story(home, name, rng, self.start, age0_days=float(rng.uniform(0, 5 * YEAR_DAYS)))
+            rows = self._device_story(home, name, rng, self.start, age0_days=None)
             for row in rows:
                 self.rows.append(row)
                 used += _expected(row, self.end)
         return used
 
     def _device_story(
-        self, home: _Home, name: str, rng: np.random.Generator, obs_start: float, age0_days: float
+        self, home: _Home, name: str, rng: np.random.Generator, obs_start: float, age0_days: float | None
     ) -> list[dict[str, float | int | str]]:
-        """One device's parameters and story, plus its replacement's when it fails and is replaced."""
+        """One device's parameters and story, plus its replacement's when it fails and is replaced.
+
+        ``age0_days`` is the device's age when observation starts (None: an installed device of 0-5 years).
+        """
+        draw = _Draws(rng)
         tpl = DEVICE_TYPES[name]
         span_s = self.end - obs_start
-        replacement = obs_start > self.start
-        row = _draw_device(home, name, tpl, rng, obs_start, age0_days, span_s)
+        replacement = age0_days is not None
+        age = draw.uniform(0.0, 5 * YEAR_DAYS) if age0_days is None else age0_days
+        row = _draw_device(home, name, tpl, draw, obs_start, age, span_s)
         # Failure: older devices fail more often; the mean probability over the fleet is failure_rate.
-        age_weight = 0.5 + min(age0_days / YEAR_DAYS, 4.0) / 4.0
+        age_weight = 0.5 + min(age / YEAR_DAYS, 4.0) / 4.0
         p_fail = self.failure_rate * (REPLACEMENT_FAILURE_FACTOR if replacement else age_weight)
-        fails = bool(rng.random() < min(p_fail, 1.0))
+        fails = draw.chance(p_fail)
         modes = list(tpl.mode_weights)
-        mode_p = np.array([tpl.mode_weights[m] for m in modes], dtype=float)
-        mode = modes[int(rng.choice(len(modes), p=mode_p / mode_p.sum()))]
-        sudden = bool(rng.random() < SUDDEN_SHARE)
-        short = bool(rng.random() < SHORT_PRECURSOR_SHARE)
-        if short:
-            precursor_s = float(rng.uniform(2 * HOUR_S, 3 * DAY_S))
+        mode = modes[draw.pick([tpl.mode_weights[m] for m in modes])]
+        sudden = draw.chance(SUDDEN_SHARE)
+        if draw.chance(SHORT_PRECURSOR_SHARE):
+            precursor_s = draw.uniform(2 * HOUR_S, 3 * DAY_S)
         else:
-            days = max(PRECURSOR_MEDIAN_DAYS[mode] * float(np.exp(rng.normal(0.0, 0.35))), MIN_LONG_PRECURSOR_DAYS)
-            precursor_s = days * DAY_S
-        fail_t = float(obs_start + rng.uniform(0.02, 1.0) * span_s)
+            days = PRECURSOR_MEDIAN_DAYS[mode] * float(np.exp(draw.normal(0.35)))
+            precursor_s = max(days, MIN_LONG_PRECURSOR_DAYS) * DAY_S
+        fail_t = obs_start + draw.uniform(0.02, 1.0) * span_s
+        strength = draw.uniform(0.5, 1.0)
         row |= {
             "fail_t": fail_t if fails else np.inf,
             "mode": _MODE_CODE[mode] if fails else -1,
             "precursor_s": precursor_s,
-            "strength": 0.0 if (sudden or not fails) else float(rng.uniform(0.5, 1.0)),
-            "shape": float(rng.uniform(0.5, 1.2)),
+            "strength": strength if fails and not sudden else 0.0,
+            "shape": draw.uniform(0.5, 1.2),
         }
         # A harmless transient dip in one of the device's own modes: hours to three days, then recovery.
-        dip_mode = modes[int(rng.integers(len(modes)))]
-        has_dip = bool(rng.random() < DIP_SHARE)
-        dip_s = float(rng.uniform(3 * HOUR_S, 3 * DAY_S))
-        dip_t = float(obs_start + rng.uniform(0.0, 1.0) * max(span_s - dip_s, 0.0))
+        dip_mode = modes[draw.integer(0, len(modes) - 1)]
+        has_dip = draw.chance(DIP_SHARE)
+        dip_s = draw.uniform(3 * HOUR_S, 3 * DAY_S)
+        dip_t = obs_start + draw.uniform() * max(span_s - dip_s, 0.0)
+        dip_strength = draw.uniform(0.25, 0.7)
         if fails and dip_t + dip_s > fail_t - precursor_s:
             has_dip = False  # a dip inside the precursor would be indistinguishable from it
         row |= {
             "dip_t": dip_t,
             "dip_s": dip_s,
             "dip_mode": _MODE_CODE[dip_mode] if has_dip else -1,
-            "dip_strength": float(rng.uniform(0.25, 0.7)) if has_dip else 0.0,
+            "dip_strength": dip_strength if has_dip else 0.0,
         }
         rows = [row]
-        if fails and not replacement and rng.random() < REPLACEMENT_SHARE:
-            new_start = fail_t + float(rng.uniform(1.0, 14.0)) * DAY_S
-            if new_start < self.end - DAY_S:
-                rows += self._device_story(home, name, rng, new_start, age0_days=0.0)
+        replaced = draw.chance(REPLACEMENT_SHARE)
+        new_start = fail_t + draw.uniform(1.0, 14.0) * DAY_S
+        if fails and replaced and not replacement and new_start < self.end - DAY_S:
+            rows += self._device_story(home, name, rng, new_start, age0_days=0.0)
         return rows
 
     def build(self) -> Fleet:
@@ -275,12 +316,25 @@ class _FleetBuilder:
         return Fleet(
             start=self.start,
             end=self.end,
-            device_ids=[str(r["device_id"]) for r in rows],
+            device_ids=_unique([str(r["device_id"]) for r in rows]),
             home_ids=self.home_names,
             home_type_names=self.home_type_names,
             device_type_names=list(DEVICE_TYPES),
             **arrays,  # type: ignore[arg-type]
         )
+
+
+def _unique(ids: list[str]) -> list[str]:
+    """``ids`` with a suffix on any repeat (40 random bits collide about once in a million devices)."""
+    seen: set[str] = set()
+    out = []
+    for device_id in ids:
+        unique, n = device_id, 1
+        while unique in seen:
+            unique, n = f"{device_id}-{n}", n + 1
+        seen.add(unique)
+        out.append(unique)
+    return out
 
 
 def _expected(row: dict[str, float | int | str], end: float) -> float:
@@ -292,58 +346,57 @@ def _draw_device(
     home: _Home,
     name: str,
     tpl: DeviceTemplate,
-    rng: np.random.Generator,
+    draw: _Draws,
     obs_start: float,
     age0_days: float,
     span_s: float,
 ) -> dict[str, float | int | str]:
     """The healthy behaviour of one device: what it would report if nothing went wrong."""
-    interval_s = tpl.interval_h * HOUR_S * float(rng.uniform(0.8, 1.25))
+    interval_s = tpl.interval_h * HOUR_S * draw.uniform(0.8, 1.25)
     # Radio: distance from the nearest router grows with floor area; each floor in between costs more.
-    distance = float(rng.uniform(0.1, 1.0)) * home.area_m2**0.5
-    floors_between = int(rng.integers(0, home.floors))
-    lqi = 250.0 - 4.0 * distance - 30.0 * floors_between - 25.0 * home.crowding + float(rng.normal(0, 12))
-    rssi = -38.0 - 1.0 * distance - 7.0 * floors_between - 6.0 * home.crowding + float(rng.normal(0, 4))
-    battery_start = 100.0 if age0_days == 0.0 else float(rng.uniform(35.0, 100.0))
-    cutoff = float(rng.uniform(0.0, 25.0))
+    distance = draw.uniform(0.1, 1.0) * home.area_m2**0.5
+    floors_between = draw.integer(0, home.floors - 1)
+    lqi = 250.0 - 4.0 * distance - 30.0 * floors_between - 25.0 * home.crowding + draw.normal(12.0)
+    rssi = -38.0 - 1.0 * distance - 7.0 * floors_between - 6.0 * home.crowding + draw.normal(4.0)
+    battery_start = 100.0 if age0_days == 0.0 else draw.uniform(35.0, 100.0)
+    cutoff = draw.uniform(0.0, 25.0)
     # Healthy batteries must outlast the span: they drain at most to 8 % above the brown-out level.
     max_drain = (battery_start - cutoff - 8.0) / (span_s / DAY_S * 1.35)
-    drain = min(float(rng.uniform(0.05, 0.3)) * (1.0 + age0_days / YEAR_DAYS / 4.0), max(max_drain, 0.0))
+    drain = min(draw.uniform(0.05, 0.3) * (1.0 + age0_days / YEAR_DAYS / 4.0), max(max_drain, 0.0))
     rechargeable = name == "vacuum"
     lo_heat, hi_heat = tpl.self_heating_c
     return {
-        "device_id": _device_id(rng, tpl.protocol, name),
+        "device_id": _device_id(draw, tpl.protocol, name),
         "home": home.index,
         "home_type": list(HOME_TYPES).index(home.home_type),
         "device_type": list(DEVICE_TYPES).index(name),
         "battery_powered": tpl.power_source == "battery",
         "obs_start": obs_start,
         "interval_s": interval_s,
-        "phase_s": float(rng.uniform(JITTER, 1.0 + JITTER)) * interval_s,
+        "phase_s": draw.uniform(JITTER, 1.0 + JITTER) * interval_s,
         "age0_days": age0_days,
         "battery_start": 100.0 if rechargeable else battery_start,
         "battery_drain": 0.0 if rechargeable else drain,
         "battery_cutoff": cutoff,
         "discharge_by_use": 60.0 if rechargeable else 0.0,
-        "lqi_base": float(np.clip(lqi, 60.0, 255.0)),
-        "rssi_base": float(np.clip(rssi, -85.0, -30.0)),
-        "response_ms": float(rng.uniform(*tpl.response_ms)),
-        "error_base": float(rng.uniform(0.001, 0.015)) * (1.0 + 2.0 * home.crowding),
+        "lqi_base": min(max(lqi, 60.0), 255.0),
+        "rssi_base": min(max(rssi, -85.0), -30.0),
+        "response_ms": draw.uniform(*tpl.response_ms),
+        "error_base": draw.uniform(0.001, 0.015) * (1.0 + 2.0 * home.crowding),
         "drop_base": BASE_DROP + 0.05 * home.crowding + 0.01 * floors_between,
         "conn_drop_rate": 0.03 + 0.25 * home.crowding,
-        "restart_rate": float(rng.uniform(0.002, 0.02)),
-        "self_heating": float(rng.uniform(lo_heat, hi_heat)),
+        "restart_rate": draw.uniform(0.002, 0.02),
+        "self_heating": draw.uniform(lo_heat, hi_heat),
         "crowding": home.crowding,
         "climate_swing": home.climate_swing,
-        "setpoint": home.setpoint + float(rng.normal(0.0, 0.8)),
-        "humidity_base": float(rng.uniform(38.0, 55.0)),
-        "usage_base": tpl.usage_base * float(rng.uniform(0.6, 1.4)),
-        "power_w": float(rng.uniform(5.0, 1500.0)) if tpl.value_kind == "power" else 0.0,
-        "throughput": {"camera": 400.0, "media_player": 900.0, "hub": 6.0}.get(name, 50.0)
-        * float(rng.uniform(0.5, 1.5)),
-        "reboot_period_s": float(rng.uniform(5.0, 60.0)) * DAY_S,
-        "reboot_phase_s": float(rng.uniform(0.0, 60.0)) * DAY_S,
-        "frozen_value": float(rng.integers(0, 2)) if tpl.value_kind == "binary" else home.setpoint,
+        "setpoint": home.setpoint + draw.normal(0.8),
+        "humidity_base": draw.uniform(38.0, 55.0),
+        "usage_base": tpl.usage_base * draw.uniform(0.6, 1.4),
+        "power_w": draw.uniform(5.0, 1500.0) if tpl.value_kind == "power" else 0.0,
+        "throughput": _THROUGHPUT_KBPS.get(name, 50.0) * draw.uniform(0.5, 1.5),
+        "reboot_period_s": draw.uniform(5.0, 60.0) * DAY_S,
+        "reboot_phase_s": draw.uniform(0.0, 60.0) * DAY_S,
+        "frozen_value": float(draw.integer(0, 1)) if tpl.value_kind == "binary" else home.setpoint,
     }
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from devintel.generators.templates import FAILURE_MODES, METRIC_FIELDS
+from devintel.generators.templates import DEVICE_TYPES, FAILURE_MODES, METRIC_FIELDS
 
 #: Valid range of each canonical metric field (DESIGN.md); values outside it are glitches.
 VALID_RANGES: dict[str, tuple[float, float]] = {
@@ -55,32 +55,74 @@ class DatasetStats:
         return asdict(self)
 
 
+class StatsAccumulator:
+    """Builds :class:`DatasetStats` batch by batch, so a streamed dataset never has to be held whole."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.positives = 0
+        self.undetectable = 0
+        self.reported_cells = 0
+        self.missing_cells = 0
+        self.out_of_range = 0
+        self.ts_min = np.inf
+        self.ts_max = -np.inf
+        self.devices: set[str] = set()
+        self.home_type_of: dict[str, str] = {}
+        self.device_type_rows: dict[str, int] = {}
+        self.failure_of: dict[str, str] = {}
+        names = list(DEVICE_TYPES)
+        self._reports = {d: np.array([f in DEVICE_TYPES[d].fields for f in METRIC_FIELDS]) for d in names}
+        self._lo = np.array([VALID_RANGES[f][0] for f in METRIC_FIELDS])
+        self._hi = np.array([VALID_RANGES[f][1] for f in METRIC_FIELDS])
+
+    def update(self, df: pd.DataFrame) -> StatsAccumulator:
+        """Add one batch of events (a frame with the generator's columns)."""
+        if df.empty:
+            return self
+        positive = df["fails_within_horizon"].to_numpy(dtype=bool)
+        ts = df["ts"].to_numpy()
+        self.rows += len(df)
+        self.positives += int(positive.sum())
+        self.undetectable += int((df["precursor"].to_numpy()[positive] == 0).sum())
+        self.ts_min = min(self.ts_min, float(ts.min()))
+        self.ts_max = max(self.ts_max, float(ts.max()))
+        self.devices.update(df["device_id"].astype(str).unique().tolist())
+        homes = df[["home_id", "home_type"]].drop_duplicates("home_id").astype(str)
+        self.home_type_of.update(zip(homes["home_id"], homes["home_type"], strict=True))
+        for name, count in df["device_type"].astype(str).value_counts().items():
+            self.device_type_rows[str(name)] = self.device_type_rows.get(str(name), 0) + int(count)
+        failing = df.loc[positive, ["device_id", "failure_mode"]].drop_duplicates("device_id").astype(str)
+        self.failure_of.update(zip(failing["device_id"], failing["failure_mode"], strict=True))
+        metrics = df[list(METRIC_FIELDS)].to_numpy(dtype=np.float64)
+        reported = np.stack([self._reports[d] for d in df["device_type"].astype(str)])
+        self.reported_cells += int(reported.sum())
+        self.missing_cells += int((np.isnan(metrics) & reported).sum())
+        with np.errstate(invalid="ignore"):
+            self.out_of_range += int(((metrics < self._lo) | (metrics > self._hi)).sum())
+        return self
+
+    def result(self) -> DatasetStats:
+        """The statistics of everything added so far."""
+        home_counts: dict[str, int] = {}
+        for home_type in self.home_type_of.values():
+            home_counts[home_type] = home_counts.get(home_type, 0) + 1
+        modes = list(self.failure_of.values())
+        return DatasetStats(
+            rows=self.rows,
+            devices=len(self.devices),
+            homes=len(self.home_type_of),
+            span_days=(self.ts_max - self.ts_min) / 86_400.0 if self.rows else 0.0,
+            homes_per_type=dict(sorted(home_counts.items(), key=lambda kv: -kv[1])),
+            rows_per_device_type=dict(sorted(self.device_type_rows.items(), key=lambda kv: -kv[1])),
+            positive_rate=self.positives / self.rows if self.rows else 0.0,
+            failures_per_mode={m: modes.count(m) for m in FAILURE_MODES},
+            undetectable_share=self.undetectable / self.positives if self.positives else 0.0,
+            missing_share=self.missing_cells / self.reported_cells if self.reported_cells else 0.0,
+            out_of_range=self.out_of_range,
+        )
+
+
 def summarize(df: pd.DataFrame) -> DatasetStats:
     """Compute :class:`DatasetStats` for a frame made by :func:`devintel.generators.generate`."""
-    positive = df["fails_within_horizon"].to_numpy(dtype=bool)
-    homes = df.drop_duplicates("home_id")["home_type"].value_counts()
-    failing = df.loc[positive, ["device_id", "failure_mode"]].drop_duplicates("device_id")
-    per_mode = failing["failure_mode"].value_counts()
-    metrics = df[list(METRIC_FIELDS)].to_numpy(dtype=np.float64)
-    reported = df.groupby("device_type", observed=True)[list(METRIC_FIELDS)].transform(
-        lambda c: c.notna().any()
-    ).to_numpy(dtype=bool)
-    lo = np.array([VALID_RANGES[f][0] for f in METRIC_FIELDS])
-    hi = np.array([VALID_RANGES[f][1] for f in METRIC_FIELDS])
-    with np.errstate(invalid="ignore"):
-        outside = (metrics < lo) | (metrics > hi)
-    ts = df["ts"].to_numpy()
-    precursor = df["precursor"].to_numpy()
-    return DatasetStats(
-        rows=len(df),
-        devices=int(df["device_id"].nunique()),
-        homes=int(df["home_id"].nunique()),
-        span_days=float((ts.max() - ts.min()) / 86_400.0) if len(df) else 0.0,
-        homes_per_type={str(k): int(v) for k, v in homes.items() if v > 0},
-        rows_per_device_type={str(k): int(v) for k, v in df["device_type"].value_counts().items() if v > 0},
-        positive_rate=float(positive.mean()) if len(df) else 0.0,
-        failures_per_mode={m: int(per_mode.get(m, 0)) for m in FAILURE_MODES},
-        undetectable_share=float((precursor[positive] == 0).mean()) if positive.any() else 0.0,
-        missing_share=float(np.isnan(metrics)[reported].mean()) if reported.any() else 0.0,
-        out_of_range=int(outside.sum()),
-    )
+    return StatsAccumulator().update(df).result()

@@ -1,6 +1,6 @@
 """Evaluate a fleet's stories at event times: the synthetic telemetry stream, one day at a time.
 
-Time is cut into fixed one-day windows. A window owns the reports whose *nominal* time (the device's
+Time is cut into fixed two-day windows. A window owns the reports whose *nominal* time (the device's
 phase plus a whole number of intervals) falls inside it; each report is then jittered by up to
 ``JITTER`` of the device's interval. All randomness of a window comes from a generator made from
 ``(seed, window index)``, so the bytes of the stream do not depend on how it is batched. Jitter can move
@@ -37,7 +37,7 @@ CODE_COLUMNS: Final[tuple[str, ...]] = (
 )
 
 #: Length of a generation window. Part of the output's definition: changing it changes the bytes.
-WINDOW_S: Final = DAY_S
+WINDOW_S: Final = 2 * DAY_S
 #: Probability that a field a device reports is missing from one report.
 P_MISSING: Final = 0.02
 #: Probability that one report carries a single out-of-range value (a glitch the daemon must reject).
@@ -88,13 +88,21 @@ def season_cos(day: F64) -> F64:
     return result
 
 
-def cold_drain_integral(day: F64, day0: F64) -> F64:
+def cold_drain_integral(day: F64, day0: F64, sin_day0: F64 | None = None) -> F64:
     """Integral of the battery drain multiplier ``1 + 0.5 * cold`` from ``day0`` to ``day``, in days.
 
     ``cold`` is ``(1 + season_cos) / 2``: cold speeds battery drain by up to half in mid-winter.
+    ``sin_day0`` may pass ``season_sin(day0)`` when it is already known.
     """
     w = _TWO_PI / YEAR_DAYS
-    result: F64 = 1.25 * (day - day0) + 0.25 / w * (np.sin(w * (day - 15.5)) - np.sin(w * (day0 - 15.5)))
+    start = season_sin(day0) if sin_day0 is None else sin_day0
+    result: F64 = 1.25 * (day - day0) + 0.25 / w * (season_sin(day) - start)
+    return result
+
+
+def season_sin(day: F64) -> F64:
+    """The sine companion of :func:`season_cos` (its integral, up to a factor)."""
+    result: F64 = np.sin(_TWO_PI * (day - 15.5) / YEAR_DAYS)
     return result
 
 
@@ -119,9 +127,12 @@ class _Context:
         self.horizon_h = horizon_days * 24.0
         self.base = fleet.obs_start + fleet.phase_s
         self.alive_end = fleet.alive_end
-        self.fields_by_type = field_matrix(fleet.device_type_names).T.copy()
+        #: ``[field, device type]``: 0 where the type reports the field, NaN where it does not.
+        self.absent_by_type = np.where(field_matrix(fleet.device_type_names).T, 0.0, np.nan)
         kinds = [DEVICE_TYPES[d].value_kind for d in fleet.device_type_names]
         self.value_kind = np.array([_VALUE_KINDS.index(k) for k in kinds], dtype=np.int64)
+        self.obs_day = fleet.obs_start / DAY_S
+        self.obs_season_sin = season_sin(self.obs_day)
         self.holdback = JITTER * float(fleet.interval_s.max()) if fleet.size else 0.0
 
 
@@ -129,33 +140,37 @@ def window_events(ctx: _Context, t0: float, t1: float, rng: np.random.Generator)
     """All events whose nominal time lies in ``[t0, t1)``, unsorted, as columns of codes and floats."""
     f = ctx.fleet
     dev, k = _slots(f, ctx.base, t0, t1)
-    t = ctx.base[dev] + (k + 2.0 * JITTER * (rng.random(dev.size) - 0.5)) * f.interval_s[dev]
-    alive = (t < ctx.alive_end[dev]) & (t >= f.obs_start[dev])
-    dev, t = dev[alive], t[alive]
+    # Event times in whole milliseconds, the resolution real payloads carry.
+    t = np.round(ctx.base[dev] + (k + 2.0 * JITTER * (rng.random(dev.size) - 0.5)) * f.interval_s[dev], 3)
+    alive = np.flatnonzero((t < ctx.alive_end[dev]) & (t >= f.obs_start[dev]))
+    order = alive[np.argsort(t[alive])]
+    dev, t = dev[order], t[order]  # sorted here, so every column below is computed in event-time order
 
     # Hidden state: how far the device's failure precursor and its transient dip have progressed.
+    # Row ``m`` of ``severity`` is the severity of failure mode ``m``; the last row absorbs "no mode".
+    n = dev.size
+    events = np.arange(n)
     fail_t = f.fail_t[dev]
     precursor = f.precursor_s[dev]
     ramp = np.clip((t - (fail_t - precursor)) / precursor, 0.0, 1.0)
-    s_fail = f.strength[dev] * ramp ** f.shape[dev]
+    rising = np.flatnonzero(ramp > 0.0)
+    s_fail = np.zeros(n)
+    s_fail[rising] = f.strength[dev[rising]] * ramp[rising] ** f.shape[dev[rising]]
     dip = f.dip_strength[dev] * np.clip(1.0 - np.abs(2.0 * (t - f.dip_t[dev]) / f.dip_s[dev] - 1.0), 0.0, None)
-    fmode, dmode = f.mode[dev], f.dip_mode[dev]
-    sev = {m: np.where(fmode == c, s_fail, 0.0) + np.where(dmode == c, dip, 0.0) for m, c in _MODE.items()}
+    severity = np.zeros((len(FAILURE_MODES) + 1, n))
+    severity[f.mode[dev], events] = s_fail
+    severity[f.dip_mode[dev], events] += dip
 
     # Lost reports: a weak link, a dying battery, crashes and heat make reports go missing.
-    p_drop = (
-        f.drop_base[dev]
-        + 0.35 * sev["link_degradation"]
-        + 0.15 * sev["battery_depletion"]
-        + 0.10 * sev["error_burst"]
-        + 0.10 * sev["overheating"]
-    )
-    kept = rng.random(dev.size) >= p_drop
+    weights = np.array([0.15, 0.35, 0.10, 0.0, 0.0, 0.10, 0.0])  # per mode, in FAILURE_MODES order
+    p_drop = f.drop_base[dev] + weights @ severity
+    kept = rng.random(n) >= p_drop
     dev, t, s_fail, fail_t = dev[kept], t[kept], s_fail[kept], fail_t[kept]
-    sev = {m: s[kept] for m, s in sev.items()}
+    sev = dict(zip(FAILURE_MODES, severity[:, kept], strict=False))
     n = dev.size
-    noise = rng.standard_normal((10, n))
-    uniform = rng.random((6, n))
+    # Fields no device reports together share a row of noise: battery and throughput, LQI and RSSI.
+    noise = rng.standard_normal((8, n), dtype=np.float32)
+    uniform = rng.random((6, n), dtype=np.float32)
 
     # Calendar: daily activity, weekends, seasons; ageing since the start of observation.
     day = t / DAY_S
@@ -170,57 +185,63 @@ def window_events(ctx: _Context, t0: float, t1: float, rng: np.random.Generator)
     crowd = f.crowding[dev]
     room = f.setpoint[dev] + swing * (0.25 * (-11.0 * s_cos) + 0.9 * np.sin(_TWO_PI * (hour - 9.0) / 24.0))
 
-    metrics = np.empty((len(METRIC_FIELDS), n))
+    floats = np.empty((len(FLOAT_COLUMNS), n))
+    metrics = floats[1 : 1 + len(METRIC_FIELDS)]
     cols = {name: metrics[i] for i, name in enumerate(METRIC_FIELDS)}
     # Battery: drains faster in the cold and with age; a depleting battery falls to its brown-out level.
-    drained = f.battery_drain[dev] * cold_drain_integral(day, f.obs_start[dev] / DAY_S)
+    drained = f.battery_drain[dev] * cold_drain_integral(day, ctx.obs_day[dev], ctx.obs_season_sin[dev])
     healthy = f.battery_start[dev] - drained - f.discharge_by_use[dev] * usage
     cutoff = f.battery_cutoff[dev]
     s_batt = sev["battery_depletion"]
     level = np.clip(np.rint(healthy - (healthy - cutoff) * s_batt + 1.0 * noise[0]), 0.0, 100.0)
     cols["battery_level"][:] = level
-    cols["battery_voltage"][:] = np.rint(2100.0 + 9.0 * level - 120.0 * cold - 250.0 * s_batt + 20.0 * noise[1])
+    np.rint(2100.0 + 9.0 * level - 120.0 * cold - 250.0 * s_batt + 20.0 * noise[1], out=cols["battery_voltage"])
 
     # Radio: links weaken with age, in crowded bands, when the link degrades and as a battery dies.
     s_link = sev["link_degradation"]
     lqi = f.lqi_base[dev] * (1.0 - 0.03 * age_years) * (1.0 - 0.85 * s_link) - 15.0 * s_batt
-    cols["linkquality"][:] = np.clip(np.rint(lqi + (5.0 + 10.0 * crowd) * noise[2]), 0.0, 255.0)
-    rssi = f.rssi_base[dev] - 0.5 * age_years - 28.0 * s_link - 4.0 * s_batt + (2.0 + 4.0 * crowd) * noise[3]
-    cols["signal_strength"][:] = np.clip(np.rint(rssi), -100.0, -10.0)
+    np.clip(np.rint(lqi + (5.0 + 10.0 * crowd) * noise[2]), 0.0, 255.0, out=cols["linkquality"])
+    rssi = f.rssi_base[dev] - 0.5 * age_years - 28.0 * s_link - 4.0 * s_batt + (2.0 + 4.0 * crowd) * noise[2]
+    np.clip(np.rint(rssi), -100.0, -10.0, out=cols["signal_strength"])
 
     # Responsiveness and errors.
     s_err, s_lat, s_ovh = sev["error_burst"], sev["latency_creep"], sev["overheating"]
     slowdown = 1.0 + 6.0 * s_lat + 1.5 * s_link + 2.0 * s_ovh
-    cols["response_time"][:] = np.round(
-        f.response_ms[dev] * np.exp((0.25 + 0.2 * crowd) * noise[4]) * slowdown * (1.0 + 0.05 * age_years), 1
+    np.round(
+        f.response_ms[dev] * np.exp((0.25 + 0.2 * crowd) * noise[3]) * slowdown * (1.0 + 0.05 * age_years),
+        1,
+        out=cols["response_time"],
     )
     burst = (uniform[0] < 0.35 + 0.55 * s_err) * (0.3 + 0.7 * uniform[1])
-    error = f.error_base[dev] * np.exp(0.5 * noise[5]) + 0.45 * s_err * burst
-    cols["error_rate"][:] = np.clip(np.round(error + 0.04 * s_lat + 0.08 * s_link + 0.1 * s_ovh, 4), 0.0, 1.0)
+    error = f.error_base[dev] * np.exp(0.5 * noise[4]) + 0.45 * s_err * burst
+    np.clip(np.round(error + 0.04 * s_lat + 0.08 * s_link + 0.1 * s_ovh, 4), 0.0, 1.0, out=cols["error_rate"])
     cols["connection_drops"][:] = rng.poisson(f.conn_drop_rate[dev] + 3.0 * s_link + 0.5 * s_err).astype(np.float64)
     restarts = rng.poisson(f.restart_rate[dev] + 1.2 * s_err + 1.0 * s_ovh).astype(np.float64)
     cols["restart_count"][:] = restarts
     uptime = ((t - f.reboot_phase_s[dev]) % f.reboot_period_s[dev]) / HOUR_S
     since_restart = uniform[2] * f.interval_s[dev] / HOUR_S
-    cols["uptime_hours"][:] = np.round(np.where(restarts > 0, np.minimum(uptime, since_restart), uptime), 2)
+    np.round(np.where(restarts > 0, np.minimum(uptime, since_restart), uptime), 2, out=cols["uptime_hours"])
 
     # Climate and use.
-    cols["temperature"][:] = np.round(room + f.self_heating[dev] * usage + 32.0 * s_ovh + 0.3 * noise[6], 2)
+    np.round(room + f.self_heating[dev] * usage + 32.0 * s_ovh + 0.3 * noise[5], 2, out=cols["temperature"])
     humidity = f.humidity_base[dev] - 8.0 * swing * s_cos + 3.0 * swing * np.sin(_TWO_PI * (hour - 6.0) / 24.0)
-    cols["humidity"][:] = np.clip(np.round(humidity + 1.5 * noise[7], 1), 5.0, 99.0)
-    cols["usage_frequency"][:] = np.clip(np.round(usage + 0.03 * noise[8], 3), 0.0, 1.0)
-    cols["data_transfer_rate"][:] = np.round(
-        f.throughput[dev] * (0.3 + usage) * np.exp(0.2 * noise[9]) * (1.0 - 0.5 * s_link), 2
+    np.clip(np.round(humidity + 1.5 * noise[6], 1), 5.0, 99.0, out=cols["humidity"])
+    np.clip(np.round(usage + 0.03 * noise[7], 3), 0.0, 1.0, out=cols["usage_frequency"])
+    np.round(
+        f.throughput[dev] * (0.3 + usage) * np.exp(0.2 * noise[0]) * (1.0 - 0.5 * s_link),
+        2,
+        out=cols["data_transfer_rate"],
     )
-    cols["value"][:] = _primary_value(ctx, dev, usage, room, sev["stuck_sensor"], uniform[3], uniform[4], noise[6])
+    cols["value"][:] = _primary_value(ctx, dev, usage, room, sev["stuck_sensor"], uniform[3], uniform[4], noise[5])
+    # A temperature sensor's reading is its value: when the sensor sticks, so does its temperature.
+    ambient = ctx.value_kind[f.device_type[dev]] == _VALUE_KINDS.index("ambient")
+    cols["temperature"][ambient] = cols["value"][ambient]
 
     _apply_mess(ctx, dev, metrics, rng)
 
     ttf_h = (fail_t - t) / HOUR_S
     positive = ttf_h <= ctx.horizon_h
-    floats = np.empty((len(FLOAT_COLUMNS), n))
     floats[0] = t
-    floats[1 : 1 + len(METRIC_FIELDS)] = metrics
     floats[-2] = np.where(np.isfinite(ttf_h), ttf_h, np.nan)
     floats[-1] = np.round(s_fail, 4)
     codes = np.stack(
@@ -268,8 +289,7 @@ def _apply_mess(ctx: _Context, dev: npt.NDArray[np.int64], metrics: F64, rng: np
     ``metrics`` is the ``[field, event]`` block, changed in place.
     """
     n = dev.size
-    present = ctx.fields_by_type[:, ctx.fleet.device_type[dev]]
-    metrics[~present] = np.nan
+    metrics += np.take(ctx.absent_by_type, ctx.fleet.device_type[dev], axis=1)  # NaN where the type does not report
     flat = metrics.reshape(-1)
     lost = rng.integers(0, flat.size, size=rng.binomial(flat.size, P_MISSING)) if flat.size else np.empty(0, int)
     flat[lost] = np.nan
@@ -303,7 +323,8 @@ class EventBatch:
     @property
     def ts(self) -> F64:
         """Event times."""
-        return self.floats[0]
+        ts: F64 = self.floats[0]
+        return ts
 
     def take(self, index: npt.NDArray[np.intp] | slice) -> EventBatch:
         """The events at ``index`` (an index array or a slice)."""
@@ -317,6 +338,16 @@ class EventBatch:
             np.concatenate([p.codes for p in parts], axis=1),
             np.concatenate([p.positive for p in parts]),
         )
+
+
+def _merge_sorted(early: EventBatch, late: EventBatch) -> EventBatch:
+    """Merge two time-sorted batches where only the start of ``late`` can interleave with ``early``."""
+    if early.size == 0:
+        return late
+    overlap = int(np.searchsorted(late.ts, early.ts[-1], side="right"))
+    head = EventBatch.concat([early, late.take(slice(0, overlap))])
+    head = head.take(np.argsort(head.ts, kind="stable"))
+    return EventBatch.concat([head, late.take(slice(overlap, None))])
 
 
 def iter_event_batches(fleet: Fleet, *, seed: int, samples: int, horizon_days: float) -> Iterator[EventBatch]:
@@ -333,8 +364,7 @@ def iter_event_batches(fleet: Fleet, *, seed: int, samples: int, horizon_days: f
             t0 = fleet.start + w * WINDOW_S
             t1 = min(t0 + WINDOW_S, fleet.end)
             fresh = window_events(ctx, t0, t1, np.random.default_rng([seed, 2, w]))
-            merged = fresh if carry is None else EventBatch.concat([carry, fresh])
-            merged = merged.take(np.argsort(merged.ts, kind="stable"))
+            merged = fresh if carry is None else _merge_sorted(carry, fresh)
             # Later windows can still produce events up to `holdback` before t1: keep those back.
             cut = int(np.searchsorted(merged.ts, t1 - ctx.holdback, side="left"))
             batch, carry = merged.take(slice(0, cut)), merged.take(slice(cut, None))

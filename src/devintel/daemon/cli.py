@@ -1,0 +1,145 @@
+"""The ``devintel`` command line: ``devintel generate`` (more subcommands arrive with the models)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from devintel.daemon.datasets import output_format, write_batches
+from devintel.daemon.progress import Progress
+from devintel.generators import HOME_TYPES, DatasetStats
+from devintel.generators.api import GeneratorConfig
+from devintel.generators.stats import StatsAccumulator
+
+logger = logging.getLogger("devintel")
+
+
+def _csv_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate synthetic device telemetry",
+        description="Generate a synthetic, event-time-ordered stream of device telemetry and write it to a file.",
+    )
+    p.add_argument("--samples", type=int, default=1_500_000, help="events (rows) to generate [%(default)s]")
+    p.add_argument("--days", type=float, default=180.0, help="length of the observed span [%(default)s]")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same arguments, same bytes [%(default)s]")
+    p.add_argument("--home-types", type=_csv_list, default=None, help="comma-separated home types [all]")
+    p.add_argument("--device-types", type=_csv_list, default=None, help="comma-separated device types [all]")
+    p.add_argument("--failure-rate", type=float, default=0.45, help="mean share of devices that fail [%(default)s]")
+    p.add_argument("--horizon-days", type=float, default=7.0, help="label horizon in days [%(default)s]")
+    p.add_argument(
+        "--per-home-type",
+        action="store_true",
+        help="write one dataset per home type (of --samples rows each); --out must contain {home_type}",
+    )
+    p.add_argument("--out", type=Path, default=None, help="output file: .parquet, .csv or .jsonl")
+    p.add_argument("--summary-json", type=Path, default=None, help="also write the dataset summary as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``devintel``."""
+    parser = argparse.ArgumentParser(prog="devintel", description="devintel: device-failure prediction tools")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    return parser
+
+
+def format_summary(stats: DatasetStats, title: str) -> str:
+    """A plain-text table of a dataset's statistics."""
+    lines = [
+        title,
+        f"  rows                 {stats.rows:,}",
+        f"  devices / homes      {stats.devices:,} / {stats.homes:,}",
+        f"  span                 {stats.span_days:.1f} days",
+        f"  positive rate        {stats.positive_rate:.2%} (fails within the horizon)",
+        f"  undetectable         {stats.undetectable_share:.1%} of positives (no precursor: recall ceiling "
+        f"{1 - stats.undetectable_share:.1%})",
+        f"  missing values       {stats.missing_share:.2%} of reported fields",
+        f"  out-of-range values  {stats.out_of_range:,}",
+        "  homes per type       " + ", ".join(f"{k} {v}" for k, v in stats.homes_per_type.items()),
+        "  failures per mode    " + ", ".join(f"{k} {v}" for k, v in stats.failures_per_mode.items()),
+    ]
+    return "\n".join(lines)
+
+
+def _observed(
+    batches: Iterator[pd.DataFrame], accumulator: StatsAccumulator, progress: Progress
+) -> Iterator[pd.DataFrame]:
+    for batch in batches:
+        accumulator.update(batch)
+        progress.advance(len(batch))
+        yield batch
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    targets: list[tuple[str, list[str] | None]]
+    if args.per_home_type:
+        if args.out is None or "{home_type}" not in str(args.out):
+            logger.error("--per-home-type needs --out with a {home_type} placeholder, e.g. data/{home_type}.parquet")
+            return 2
+        targets = [(h, [h]) for h in (args.home_types or list(HOME_TYPES))]
+    else:
+        targets = [("all", args.home_types)]
+    summaries: dict[str, dict[str, object]] = {}
+    for name, home_types in targets:
+        try:
+            config = GeneratorConfig.from_arguments(
+                samples=args.samples,
+                days=args.days,
+                seed=args.seed,
+                home_types=home_types,
+                device_types=args.device_types,
+                failure_rate=args.failure_rate,
+                horizon_days=args.horizon_days,
+                start=None,
+            )
+            out = Path(str(args.out).format(home_type=name)) if args.out is not None else None
+            if out is not None:
+                output_format(out)
+        except ValueError as exc:
+            logger.error("%s", exc)
+            return 2
+        progress = Progress(config.samples, f"generate {name}")
+        accumulator = StatsAccumulator()
+        batches = _observed(config.batches(), accumulator, progress)
+        if out is None:
+            for _ in batches:
+                pass
+        else:
+            rows = write_batches(batches, out)
+            logger.info("wrote %d rows to %s in %.1f s", rows, out, progress.elapsed)
+        stats = accumulator.result()
+        summaries[name] = stats.as_dict()
+        print(format_summary(stats, f"dataset {name} (seed {config.seed}, {config.days:g} days)"), flush=True)
+    if args.summary_json is not None:
+        args.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        args.summary_json.write_text(json.dumps(summaries, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``devintel`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "generate":
+        return _run_generate(args)
+    raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Shared, session-scoped datasets for the generator tests.
+
+Each dataset is generated once per test session: the default-size one (the size the daemon bootstraps
+from, about 1.5 s), a small one for cheap contract checks, one per home type for comparisons between
+home types, and the fleet (the hidden per-device stories) behind the default-size one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pytest
+
+from devintel.generators import DatasetStats, generate, summarize
+from devintel.generators.api import GeneratorConfig
+from devintel.generators.fleet import Fleet
+
+#: Arguments of the default-size dataset: generate()'s defaults with a fixed seed.
+DEFAULT_SAMPLES = 1_500_000
+DEFAULT_SEED = 7
+#: Arguments of the small dataset.
+SMALL_SAMPLES = 20_000
+SMALL_DAYS = 60.0
+SMALL_SEED = 11
+#: Size and seed of the per-home-type datasets.
+HOME_TYPE_SAMPLES = 150_000
+HOME_TYPE_SEED = 3
+
+
+@pytest.fixture(scope="session")
+def default_frame() -> pd.DataFrame:
+    """``generate(samples=1_500_000, seed=7)``: every other argument at its default."""
+    return generate(samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED)
+
+
+@pytest.fixture(scope="session")
+def default_stats(default_frame: pd.DataFrame) -> DatasetStats:
+    """``summarize`` of the default-size dataset."""
+    return summarize(default_frame)
+
+
+@pytest.fixture(scope="session")
+def default_fleet() -> Fleet:
+    """The fleet (homes, devices and their hidden stories) behind the default-size dataset."""
+    return GeneratorConfig.from_arguments(
+        samples=DEFAULT_SAMPLES,
+        days=180.0,
+        seed=DEFAULT_SEED,
+        home_types=None,
+        device_types=None,
+        failure_rate=0.45,
+        horizon_days=7.0,
+        start=None,
+    ).fleet()
+
+
+@pytest.fixture(scope="session")
+def default_fleet_index(default_frame: pd.DataFrame, default_fleet: Fleet) -> npt.NDArray[np.int64]:
+    """For every row of the default-size dataset, the index of its device in ``default_fleet``."""
+    position = {device_id: i for i, device_id in enumerate(default_fleet.device_ids)}
+    categories = default_frame["device_id"].cat.categories
+    lookup = np.array([position.get(str(c), -1) for c in categories], dtype=np.int64)
+    index: npt.NDArray[np.int64] = lookup[default_frame["device_id"].cat.codes.to_numpy()]
+    return index
+
+
+@pytest.fixture(scope="session")
+def small_frame() -> pd.DataFrame:
+    """A small dataset (20,000 events over 60 days) for cheap checks."""
+    return generate(samples=SMALL_SAMPLES, days=SMALL_DAYS, seed=SMALL_SEED)
+
+
+@pytest.fixture(scope="session")
+def home_type_frame() -> Callable[[str], pd.DataFrame]:
+    """``home_type_frame(name)``: a dataset of homes of that one type only, generated on first use."""
+    cache: dict[str, pd.DataFrame] = {}
+
+    def get(home_type: str) -> pd.DataFrame:
+        if home_type not in cache:
+            cache[home_type] = generate(samples=HOME_TYPE_SAMPLES, home_types=[home_type], seed=HOME_TYPE_SEED)
+        return cache[home_type]
+
+    return get
