@@ -80,7 +80,8 @@ def home_type_frame() -> Callable[[str], pd.DataFrame]:
 
     def get(home_type: str) -> pd.DataFrame:
         if home_type not in cache:
-            cache[home_type] = generate(samples=HOME_TYPE_SAMPLES, home_types=[home_type], seed=HOME_TYPE_SEED)
+            frame = generate(samples=HOME_TYPE_SAMPLES, home_types=[home_type], seed=HOME_TYPE_SEED)
+            cache[home_type] = frame
         return cache[home_type]
 
     return get

@@ -4,6 +4,7 @@ types and the calendar shape the data, transient dips that recover, and replaced
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -52,7 +53,8 @@ def test_values_lie_in_their_valid_range_apart_from_injected_glitches(default_fr
     metrics = default_frame[list(METRIC_FIELDS)].to_numpy(dtype=np.float64)
     for j, field in enumerate(METRIC_FIELDS):
         junk = set(np.unique(metrics[outside[:, j], j]).tolist())
-        assert junk <= set(OUT_OF_RANGE[field]), f"{field}: out-of-range values {junk - set(OUT_OF_RANGE[field])}"
+        unexpected = junk - set(OUT_OF_RANGE[field])
+        assert not unexpected, f"{field}: out-of-range values {unexpected}"
         # Every documented glitch value really is outside the valid range (else it would hide in the data).
         lo, hi = VALID_RANGES[field]
         assert all(not lo <= v <= hi for v in OUT_OF_RANGE[field]), field
@@ -83,7 +85,8 @@ def test_reported_fields_are_missing_about_two_percent_of_the_time(
     default_frame: pd.DataFrame, default_stats: DatasetStats
 ) -> None:
     assert 0.01 < default_stats.missing_share < 0.04
-    missing = default_frame[list(METRIC_FIELDS)].isna().groupby(default_frame["device_type"], observed=True).mean()
+    absent = default_frame[list(METRIC_FIELDS)].isna()
+    missing = absent.groupby(default_frame["device_type"], observed=True).mean()
     for device_type, row in missing.iterrows():
         for field in DEVICE_TYPES[str(device_type)].fields:
             assert 0.01 < row[field] < 0.04, f"{device_type}.{field} is missing {row[field]:.2%} of the time"
@@ -112,7 +115,7 @@ def test_protocol_decides_the_radio_field(default_frame: pd.DataFrame) -> None:
     """Zigbee devices report link quality (LQI), Wi-Fi and Z-Wave devices signal strength in dBm."""
     for device_type, template in DEVICE_TYPES.items():
         rows = default_frame[default_frame["device_type"] == device_type]
-        lqi, rssi = rows["linkquality"].notna().any(), rows["signal_strength"].notna().any()
+        lqi, rssi = bool(rows["linkquality"].notna().any()), bool(rows["signal_strength"].notna().any())
         assert (lqi, rssi) == (template.protocol == "zigbee", template.protocol != "zigbee"), device_type
 
 
@@ -151,7 +154,8 @@ def test_every_home_type_is_present_at_default_size_for_any_seed(seed: int) -> N
     homes = pd.DataFrame({"home": fleet.home, "home_type": np.array(fleet.home_type_names)[fleet.home_type]})
     homes_per_type = homes.drop_duplicates("home")["home_type"].value_counts()
     missing = sorted(set(HOME_TYPES) - set(homes_per_type.index))
-    assert not missing, f"seed {seed}: no {missing} among {len(fleet.home_ids)} homes {homes_per_type.to_dict()}"
+    found = f"{len(fleet.home_ids)} homes {homes_per_type.to_dict()}"
+    assert not missing, f"seed {seed}: no {missing} among {found}"
     device_types = {fleet.device_type_names[i] for i in np.unique(fleet.device_type)}
     assert device_types == set(DEVICE_TYPES)
 
@@ -239,10 +243,10 @@ def test_weekends_have_a_different_daily_rhythm(default_frame: pd.DataFrame) -> 
 
 def test_batteries_drain_faster_in_winter(default_frame: pd.DataFrame) -> None:
     """Healthy batteries lose more charge over four weeks of January than over four weeks of May."""
-    never_failing = ~default_frame.groupby("device_id", observed=True)["fails_within_horizon"].transform("any")
-    rows = never_failing.to_numpy() & default_frame["device_type"].isin(
-        [d for d, t in DEVICE_TYPES.items() if t.power_source == "battery" and d != "vacuum"]
-    ).to_numpy()
+    by_device = default_frame.groupby("device_id", observed=True)
+    never_failing = ~by_device["fails_within_horizon"].transform("any")
+    disposable = [d for d, t in DEVICE_TYPES.items() if t.power_source == "battery" and d != "vacuum"]
+    rows = never_failing.to_numpy() & default_frame["device_type"].isin(disposable).to_numpy()
     frame = pd.DataFrame(
         {
             "device": default_frame["device_id"].cat.codes.to_numpy()[rows],
@@ -261,7 +265,9 @@ def test_batteries_drain_faster_in_winter(default_frame: pd.DataFrame) -> None:
     assert (drops["jan"] > drops["may"]).mean() > 0.65
 
 
-def test_season_moves_indoor_temperature_most_in_cottages(home_type_frame: Callable[[str], pd.DataFrame]) -> None:
+def test_season_moves_indoor_temperature_most_in_cottages(
+    home_type_frame: Callable[[str], pd.DataFrame],
+) -> None:
     def summer_minus_winter(home_type: str) -> float:
         frame = home_type_frame(home_type)
         month = _utc(frame).month.to_numpy()
@@ -325,7 +331,10 @@ def test_transient_dips_show_in_the_data_and_recover(
 # --- Replacements ----------------------------------------------------------------------------------------
 
 
-def test_failed_devices_are_replaced_by_a_new_device(default_frame: pd.DataFrame, default_fleet: Fleet) -> None:
+def test_failed_devices_are_replaced_by_a_new_device(
+    default_frame: pd.DataFrame,
+    default_fleet: Fleet,
+) -> None:
     """Some failed devices are followed by a new device id of the same type in the same home."""
     devices = default_frame.groupby("device_id", observed=True).agg(
         home=("home_id", "first"),
@@ -337,7 +346,8 @@ def test_failed_devices_are_replaced_by_a_new_device(default_frame: pd.DataFrame
     devices.index = devices.index.astype(str)
     devices["home"] = devices["home"].astype(str)
     devices["kind"] = devices["kind"].astype(str)
-    late_start = {d for d, s in zip(default_fleet.device_ids, default_fleet.obs_start, strict=True) if s > default_fleet.start}
+    started_late = default_fleet.obs_start > default_fleet.start
+    late_start = {d for d, late in zip(default_fleet.device_ids, started_late, strict=True) if late}
     newcomers = devices[devices.index.isin(late_start)]
     assert len(newcomers) >= 20
     # They really start late: at least a day after the span starts (and so after a failure).
@@ -345,9 +355,8 @@ def test_failed_devices_are_replaced_by_a_new_device(default_frame: pd.DataFrame
     failed = devices[devices["failed"]]
     orphans: list[str] = []
     for device_id, new in newcomers.iterrows():
-        predecessors = failed[
-            (failed["home"] == new["home"]) & (failed["kind"] == new["kind"]) & (failed["last_ts"] < new["first_ts"])
-        ]
+        same_place = (failed["home"] == new["home"]) & (failed["kind"] == new["kind"])
+        predecessors = failed[same_place & (failed["last_ts"] < new["first_ts"])]
         if predecessors.empty:
             orphans.append(str(device_id))
     assert not orphans, f"new devices with no failed predecessor of their type in their home: {orphans[:5]}"

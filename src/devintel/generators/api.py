@@ -91,6 +91,8 @@ class GeneratorConfig:
         unknown_devices = sorted(set(devices) - set(DEVICE_TYPES))
         if unknown_devices or not devices:
             problems.append(f"device_types must be a non-empty subset of {list(DEVICE_TYPES)}, got {unknown_devices}")
+        if start is not None and not 0 <= start <= 4e9 - days * 86_400:
+            problems.append(f"start must be epoch seconds between 1970 and 2096, not {start}")
         if problems:
             raise ValueError("; ".join(problems))
         # Keep the template order whatever order the caller used, so the same set gives the same data.
@@ -118,7 +120,7 @@ class GeneratorConfig:
         )
 
     def batches(self) -> Iterator[pd.DataFrame]:
-        """The events as event-time-ordered DataFrames of about one day each (see :func:`iter_batches`)."""
+        """The events as event-time-ordered DataFrames of about two days each (see :func:`iter_batches`)."""
         fleet = self.fleet()
         for batch in iter_event_batches(fleet, seed=self.seed, samples=self.samples, horizon_days=self.horizon_days):
             yield _frame(fleet, batch)
@@ -169,12 +171,13 @@ def iter_batches(
     horizon_days: float = 7.0,
     start: float | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """Yield the same events as :func:`generate`, as event-time-ordered DataFrames of about a day each.
+    """The same events as :func:`generate`, as event-time-ordered DataFrames of about two days each.
 
-    Memory stays flat however large ``samples`` is: only the fleet's parameters and a day or two of
-    events are held at a time. Concatenating the batches gives exactly ``generate(...)``.
+    Arguments are checked at the call (a ``ValueError`` before any batch). Memory stays flat however
+    large ``samples`` is: only the fleet's parameters and a few days of events are held at a time.
+    Concatenating the batches gives exactly ``generate(...)``.
     """
-    yield from GeneratorConfig.from_arguments(
+    return GeneratorConfig.from_arguments(
         samples=samples,
         days=days,
         seed=seed,

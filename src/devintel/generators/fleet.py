@@ -64,13 +64,13 @@ BASE_DROP: Final = 0.02
 JITTER: Final = 0.3
 
 
-def size_margin(samples: int) -> float:
+def size_margin(samples: int, days: float) -> float:
     """Factor on ``samples`` that the fleet's expected event count must reach, so the stream gets there:
-    1 % plus three standard deviations of the count's randomness."""
-    return 1.01 + 3.0 / float(np.sqrt(samples))
+    1 %, plus three standard deviations of the count's randomness, plus a little for the edges of
+    short spans (a first report comes up to an interval after the start)."""
+    return 1.01 + 3.0 / float(np.sqrt(samples)) + 0.05 / days
 
 
-_PHI: Final = (5**0.5 - 1) / 2
 #: Typical throughput of devices that stream, in KB/s (others: small control traffic).
 _THROUGHPUT_KBPS: Final = {"camera": 400.0, "media_player": 900.0, "hub": 6.0}
 _MODE_CODE: Final = {m: i for i, m in enumerate(FAILURE_MODES)}
@@ -136,27 +136,38 @@ class Fleet:
         """Time each device stops reporting: its failure, or the end of the span."""
         return np.minimum(self.fail_t, self.end)
 
-    def expected_events(self) -> F64:
-        """Expected number of events per device (its reporting span over its interval, less drops)."""
-        span = np.clip(self.alive_end - self.obs_start, 0.0, None)
-        return span / self.interval_s * (1.0 - self.drop_base)
-
 
 def field_matrix(device_type_names: list[str]) -> npt.NDArray[np.bool_]:
     """Boolean matrix ``[device type, metric field]``: which fields each device type reports."""
     return np.array([[f in DEVICE_TYPES[d].fields for f in METRIC_FIELDS] for d in device_type_names], dtype=bool)
 
 
-def weyl_home_type(names: list[str], index: int, offset: float) -> str:
-    """Home type of home ``index``: every prefix of homes mixes the types in proportion to their shares.
+class HomeTypeSequence:
+    """The home type of each successive home: every type early, then each in proportion to its share.
 
-    The points ``offset + index * (golden ratio)`` modulo 1 fill the unit interval evenly, and each home
-    type owns a slice of it as wide as its share.
+    The first homes are one of each requested type, in an order drawn from the seed, so that every type
+    is present from ``len(names)`` homes on. After that, each new home takes the type furthest below its
+    share of the homes so far (ties to the more common type), so any prefix of the sequence mixes the
+    types in proportion, off by at most about one home per type.
     """
-    shares = np.array([HOME_TYPES[n].share for n in names])
-    edges = np.cumsum(shares / shares.sum())
-    point = (offset + _PHI * index) % 1.0
-    return names[min(int(np.searchsorted(edges, point, side="right")), len(names) - 1)]
+
+    def __init__(self, names: list[str], rng: np.random.Generator) -> None:
+        self.names = names
+        shares = np.array([HOME_TYPES[n].share for n in names])
+        self.shares = shares / shares.sum()
+        self.first = [names[int(i)] for i in rng.permutation(len(names))]
+        self.counts = dict.fromkeys(names, 0)
+
+    def next(self) -> str:
+        """The type of the next home."""
+        placed = sum(self.counts.values())
+        if placed < len(self.first):
+            name = self.first[placed]
+        else:
+            deficits = [share * (placed + 1) - self.counts[n] for n, share in zip(self.names, self.shares, strict=True)]
+            name = self.names[int(np.argmax(deficits))]
+        self.counts[name] += 1
+        return name
 
 
 def _device_id(draw: _Draws, protocol: str, device_type: str) -> str:
@@ -337,9 +348,33 @@ def _unique(ids: list[str]) -> list[str]:
     return out
 
 
+#: Extra share of reports lost per unit of severity, by failure mode (``stream`` uses the same weights).
+LOSS_PER_SEVERITY: Final[dict[str, float]] = {
+    "battery_depletion": 0.15,
+    "link_degradation": 0.35,
+    "error_burst": 0.10,
+    "latency_creep": 0.0,
+    "stuck_sensor": 0.0,
+    "overheating": 0.10,
+}
+
+
 def _expected(row: dict[str, float | int | str], end: float) -> float:
-    span = max(min(float(row["fail_t"]), end) - float(row["obs_start"]), 0.0)
-    return span / float(row["interval_s"]) * (1.0 - float(row["drop_base"]))
+    """Expected number of events of one device: its report slots, less base and precursor losses."""
+    interval = float(row["interval_s"])
+    start = float(row["obs_start"])
+    stop = min(float(row["fail_t"]), end)
+    slots = max((stop - start - float(row["phase_s"])) / interval + 0.5, 0.0)
+    lost = slots * float(row["drop_base"])
+    mode = int(row["mode"])
+    if mode >= 0:  # mean severity over a precursor is strength / (shape + 1)
+        seen = min(float(row["precursor_s"]), stop - start) / interval
+        loss = LOSS_PER_SEVERITY[FAILURE_MODES[mode]]
+        lost += seen * loss * float(row["strength"]) / (float(row["shape"]) + 1.0)
+    dip = int(row["dip_mode"])
+    if dip >= 0:
+        lost += float(row["dip_s"]) / interval * LOSS_PER_SEVERITY[FAILURE_MODES[dip]] * float(row["dip_strength"]) / 2
+    return max(slots - lost, 0.0)
 
 
 def _draw_device(
@@ -413,11 +448,11 @@ def build_fleet(
     """Draw homes and devices until their expected events reach ``samples`` (with a small margin)."""
     end = start + days * DAY_S
     builder = _FleetBuilder(start, end, failure_rate, device_types)
-    offset = float(np.random.default_rng([seed, 0]).random())
-    budget = samples * size_margin(samples)
+    sequence = HomeTypeSequence(home_types, np.random.default_rng([seed, 0]))
+    budget = samples * size_margin(samples, days)
     index = 0
     while budget > 0:
-        home_type = weyl_home_type(home_types, index, offset)
+        home_type = sequence.next()
         rng = np.random.default_rng([seed, 1, index])
         tpl = HOME_TYPES[home_type]
         home = _Home(
@@ -433,6 +468,6 @@ def build_fleet(
         )
         budget -= builder.add_home(home, rng, budget)
         index += 1
-        if index > 1_000_000:
-            raise ValueError("the requested sizes produce no events; widen home_types or device_types")
+        if index > 1_000_000 or len(builder.rows) >= 2_000_000:
+            raise ValueError("the requested sizes need more than 2,000,000 devices; generate in parts")
     return builder.build()

@@ -71,8 +71,7 @@ class StatsAccumulator:
         self.home_type_of: dict[str, str] = {}
         self.device_type_rows: dict[str, int] = {}
         self.failure_of: dict[str, str] = {}
-        names = list(DEVICE_TYPES)
-        self._reports = {d: np.array([f in DEVICE_TYPES[d].fields for f in METRIC_FIELDS]) for d in names}
+        self._reports = {d: np.array([f in DEVICE_TYPES[d].fields for f in METRIC_FIELDS]) for d in DEVICE_TYPES}
         self._lo = np.array([VALID_RANGES[f][0] for f in METRIC_FIELDS])
         self._hi = np.array([VALID_RANGES[f][1] for f in METRIC_FIELDS])
 
@@ -87,15 +86,17 @@ class StatsAccumulator:
         self.undetectable += int((df["precursor"].to_numpy()[positive] == 0).sum())
         self.ts_min = min(self.ts_min, float(ts.min()))
         self.ts_max = max(self.ts_max, float(ts.max()))
-        self.devices.update(df["device_id"].astype(str).unique().tolist())
+        self.devices.update(str(d) for d in df["device_id"].unique())
         homes = df[["home_id", "home_type"]].drop_duplicates("home_id").astype(str)
         self.home_type_of.update(zip(homes["home_id"], homes["home_type"], strict=True))
-        for name, count in df["device_type"].astype(str).value_counts().items():
+        for name, count in df["device_type"].value_counts().items():
             self.device_type_rows[str(name)] = self.device_type_rows.get(str(name), 0) + int(count)
         failing = df.loc[positive, ["device_id", "failure_mode"]].drop_duplicates("device_id").astype(str)
         self.failure_of.update(zip(failing["device_id"], failing["failure_mode"], strict=True))
         metrics = df[list(METRIC_FIELDS)].to_numpy(dtype=np.float64)
-        reported = np.stack([self._reports[d] for d in df["device_type"].astype(str)])
+        device_types = df["device_type"].astype("category")
+        by_code = np.stack([self._reports[str(d)] for d in device_types.cat.categories])
+        reported = by_code[device_types.cat.codes.to_numpy()]
         self.reported_cells += int(reported.sum())
         self.missing_cells += int((np.isnan(metrics) & reported).sum())
         with np.errstate(invalid="ignore"):

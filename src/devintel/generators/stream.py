@@ -19,7 +19,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from devintel.generators.fleet import DAY_S, HOUR_S, JITTER, YEAR_DAYS, Fleet, field_matrix
+from devintel.generators.fleet import DAY_S, HOUR_S, JITTER, LOSS_PER_SEVERITY, YEAR_DAYS, Fleet, field_matrix
 from devintel.generators.templates import DEVICE_TYPES, FAILURE_MODES, METRIC_FIELDS
 
 F64 = npt.NDArray[np.float64]
@@ -60,7 +60,10 @@ OUT_OF_RANGE: Final[dict[str, tuple[float, ...]]] = {
     "value": (float("inf"), -float("inf")),
 }
 
-_MODE = {m: i for i, m in enumerate(FAILURE_MODES)}
+#: Devices a fleet may hold (event order keys pack the device index into the low bits).
+_MAX_DEVICES: Final = 1 << 21
+#: Stuck severity from which a 0/1 sensor repeats its frozen state.
+STUCK_BINARY_AT: Final = 0.2
 _NONE_MODE: Final = len(FAILURE_MODES)
 _VALUE_KINDS: Final = ("none", "binary", "ambient", "power", "level", "trace")
 _TWO_PI: Final = 2.0 * np.pi
@@ -106,6 +109,16 @@ def season_sin(day: F64) -> F64:
     return result
 
 
+def event_order_key(t: F64, dev: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """A sort key with no ties: the event time in milliseconds, then the device index.
+
+    No two events share a key (a device's reports are at least 40 % of its interval apart), so every
+    sort algorithm, on every CPU, puts the events in the same order.
+    """
+    key: npt.NDArray[np.int64] = np.rint(t * 1000.0).astype(np.int64) * _MAX_DEVICES + dev
+    return key
+
+
 def _slots(fleet: Fleet, base: F64, t0: float, t1: float) -> tuple[npt.NDArray[np.int64], F64]:
     """Device index and slot number of every report whose nominal time lies in ``[t0, t1)``."""
     interval = fleet.interval_s
@@ -143,7 +156,7 @@ def window_events(ctx: _Context, t0: float, t1: float, rng: np.random.Generator)
     # Event times in whole milliseconds, the resolution real payloads carry.
     t = np.round(ctx.base[dev] + (k + 2.0 * JITTER * (rng.random(dev.size) - 0.5)) * f.interval_s[dev], 3)
     alive = np.flatnonzero((t < ctx.alive_end[dev]) & (t >= f.obs_start[dev]))
-    order = alive[np.argsort(t[alive])]
+    order = alive[np.argsort(event_order_key(t[alive], dev[alive]))]
     dev, t = dev[order], t[order]  # sorted here, so every column below is computed in event-time order
 
     # Hidden state: how far the device's failure precursor and its transient dip have progressed.
@@ -162,15 +175,15 @@ def window_events(ctx: _Context, t0: float, t1: float, rng: np.random.Generator)
     severity[f.dip_mode[dev], events] += dip
 
     # Lost reports: a weak link, a dying battery, crashes and heat make reports go missing.
-    weights = np.array([0.15, 0.35, 0.10, 0.0, 0.0, 0.10, 0.0])  # per mode, in FAILURE_MODES order
+    weights = np.array([*(LOSS_PER_SEVERITY[m] for m in FAILURE_MODES), 0.0])
     p_drop = f.drop_base[dev] + weights @ severity
     kept = rng.random(n) >= p_drop
     dev, t, s_fail, fail_t = dev[kept], t[kept], s_fail[kept], fail_t[kept]
     sev = dict(zip(FAILURE_MODES, severity[:, kept], strict=False))
     n = dev.size
     # Fields no device reports together share a row of noise: battery and throughput, LQI and RSSI.
-    noise = rng.standard_normal((8, n), dtype=np.float32)
-    uniform = rng.random((6, n), dtype=np.float32)
+    noise = rng.standard_normal((8, n))
+    uniform = rng.random((5, n))
 
     # Calendar: daily activity, weekends, seasons; ageing since the start of observation.
     day = t / DAY_S
@@ -264,23 +277,37 @@ def _primary_value(
     room: F64,
     stuck: F64,
     u_on: F64,
-    u_level: F64,
+    u_level_all: F64,
     noise: F64,
 ) -> F64:
-    """The primary sensed value; a stuck sensor's value is pulled towards the value it froze at."""
+    """The primary sensed value; a stuck sensor's value is pulled towards the value it froze at.
+
+    A continuous reading is blended towards its frozen value by the stuck severity, so its variation
+    shrinks steadily. A 0/1 state cannot be blended: it sticks at its frozen state for as long as the
+    severity is at least ``STUCK_BINARY_AT`` (which, as a precursor only grows, is until the failure).
+    """
     kind = ctx.value_kind[ctx.fleet.device_type[dev]]
-    frozen = ctx.fleet.frozen_value[dev]
-    on = u_on < usage
-    live = np.full(dev.size, np.nan)
-    live = np.where(kind == 1, on.astype(np.float64), live)
-    live = np.where(kind == 2, np.round(room + 0.15 * noise, 2), live)
-    watts = 0.5 + ctx.fleet.power_w[dev] * on * (0.8 + 0.4 * u_level)
-    live = np.where(kind == 3, np.round(watts, 1), live)
-    live = np.where(kind == 4, np.rint(254.0 * on * (0.3 + 0.7 * u_level)), live)
-    live = np.where(kind == 5, np.round(np.abs(0.01 * noise), 3), live)
-    binary = np.where(u_level < stuck, frozen, live)
-    blended = np.round(live * (1.0 - stuck) + frozen * stuck, 2)
-    return np.where(kind == 1, binary, np.where(stuck > 0, blended, live))
+    value = np.full(dev.size, np.nan)
+    for code, name in enumerate(_VALUE_KINDS):
+        rows = np.flatnonzero(kind == code)
+        if name == "none" or rows.size == 0:
+            continue
+        d, u_level, s = dev[rows], u_level_all[rows], stuck[rows]
+        on = (u_on[rows] < usage[rows]).astype(np.float64)
+        frozen = ctx.fleet.frozen_value[d]
+        if name == "binary":
+            value[rows] = np.where(s >= STUCK_BINARY_AT, frozen, on)
+            continue
+        if name == "ambient":
+            live = np.round(room[rows] + 0.15 * noise[rows], 2)
+        elif name == "power":
+            live = np.round(0.5 + ctx.fleet.power_w[d] * on * (0.8 + 0.4 * u_level), 1)
+        elif name == "level":
+            live = np.rint(254.0 * on * (0.3 + 0.7 * u_level))
+        else:  # trace
+            live = np.round(np.abs(0.01 * noise[rows]), 3)
+        value[rows] = np.where(s > 0, np.round(live * (1.0 - s) + frozen * s, 2), live)
+    return value
 
 
 def _apply_mess(ctx: _Context, dev: npt.NDArray[np.int64], metrics: F64, rng: np.random.Generator) -> None:
@@ -346,12 +373,12 @@ def _merge_sorted(early: EventBatch, late: EventBatch) -> EventBatch:
         return late
     overlap = int(np.searchsorted(late.ts, early.ts[-1], side="right"))
     head = EventBatch.concat([early, late.take(slice(0, overlap))])
-    head = head.take(np.argsort(head.ts, kind="stable"))
+    head = head.take(np.argsort(event_order_key(head.ts, head.codes[0])))
     return EventBatch.concat([head, late.take(slice(overlap, None))])
 
 
 def iter_event_batches(fleet: Fleet, *, seed: int, samples: int, horizon_days: float) -> Iterator[EventBatch]:
-    """Event-time-ordered batches of about one window each, ``samples`` events in all (fewer only
+    """Event-time-ordered batches of about one window (two days) each, ``samples`` events in all (fewer only
     when the fleet runs out of events)."""
     ctx = _Context(fleet, horizon_days)
     n_windows = int(np.ceil((fleet.end - fleet.start) / WINDOW_S))
