@@ -298,14 +298,15 @@ def _primary_value(
         if name == "binary":
             value[rows] = np.where(s >= STUCK_BINARY_AT, frozen, on)
             continue
+        live: F64
         if name == "ambient":
             live = np.round(room[rows] + 0.15 * noise[rows], 2)
         elif name == "power":
             live = np.round(0.5 + ctx.fleet.power_w[d] * on * (0.8 + 0.4 * u_level), 1)
         elif name == "level":
-            live = np.rint(254.0 * on * (0.3 + 0.7 * u_level))
+            live = np.rint(254.0 * on * (0.3 + 0.7 * u_level)).astype(np.float64)
         else:  # trace
-            live = np.round(np.abs(0.01 * noise[rows]), 3)
+            live = np.round(np.abs(0.01 * noise[rows]), 3).astype(np.float64)
         value[rows] = np.where(s > 0, np.round(live * (1.0 - s) + frozen * s, 2), live)
     return value
 
