@@ -28,7 +28,7 @@ from devintel.generators.templates import MODE_SIGNATURE_FIELDS
 #   latency_creep      102     93      107     74      102     101
 #   stuck_sensor       61      60      66      46      53      54
 #   overheating        43      41      35      38      42      33
-#   missing             1.97%-1.99% of reported fields
+#   missing             1.98%-1.99% of reported fields
 #: Share of events labelled ``fails_within_horizon``.
 DOCUMENTED_POSITIVE_RATE: tuple[float, float] = (0.017, 0.027)
 #: Devices that fail within the data (seen through at least one positive event), per failure mode.
