@@ -1,4 +1,4 @@
-"""Evaluate a fleet's stories at event times: the synthetic telemetry stream, one day at a time.
+"""Evaluate a fleet's stories at event times: the synthetic telemetry stream, two days at a time.
 
 Time is cut into fixed two-day windows. A window owns the reports whose *nominal* time (the device's
 phase plus a whole number of intervals) falls inside it; each report is then jittered by up to
@@ -161,7 +161,7 @@ class _Context:
 
 
 def window_events(ctx: _Context, t0: float, t1: float, rng: np.random.Generator) -> EventBatch:
-    """All events whose nominal time lies in ``[t0, t1)``, unsorted, as columns of codes and floats."""
+    """All events whose nominal time lies in ``[t0, t1)``, ordered by event time, as blocks of floats and codes."""
     f = ctx.fleet
     dev, k = _slots(f, ctx.base, t0, t1)
     # Event times in whole milliseconds, the resolution real payloads carry.
