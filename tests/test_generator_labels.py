@@ -19,15 +19,15 @@ from devintel.generators.templates import MODE_SIGNATURE_FIELDS
 # Documented statistics of generate(samples=1_500_000, seed=7) (every other argument at its default), as
 # (low, high) ranges that also hold for seeds 0-4. The README quotes them. Measured when they were set:
 #   seed:              0       1       2       3       4       7
-#   positive rate      2.16%   2.27%   2.08%   2.03%   2.02%   2.05%
-#   undetectable       13.5%   14.0%   15.4%   11.8%   15.2%   14.5%
-#   failing devices    685     679     655     615     639     650
-#   battery_depletion  166     179     146     185     166     156
-#   link_degradation   212     207     212     176     169     208
-#   error_burst        101     99      89      96      107     98
-#   latency_creep      102     93      107     74      102     101
-#   stuck_sensor       61      60      66      46      53      54
-#   overheating        43      41      35      38      42      33
+#   positive rate      2.33%   2.19%   2.09%   1.92%   2.11%   2.10%
+#   undetectable       14.9%   16.1%   13.6%   12.6%   13.4%   14.0%
+#   failing devices    706     677     684     606     658     646
+#   battery_depletion  162     189     165     168     154     171
+#   link_degradation   236     207     222     183     210     194
+#   error_burst        108     94      106     98      112     92
+#   latency_creep      98      88      107     81      89      88
+#   stuck_sensor       63      55      59      43      49      56
+#   overheating        39      44      25      33      44      45
 #   missing             1.98%-1.99% of reported fields
 #: Share of events labelled ``fails_within_horizon``.
 DOCUMENTED_POSITIVE_RATE: tuple[float, float] = (0.017, 0.027)
@@ -38,7 +38,7 @@ DOCUMENTED_FAILURES_PER_MODE: dict[str, tuple[int, int]] = {
     "error_burst": (70, 135),
     "latency_creep": (70, 135),
     "stuck_sensor": (30, 80),
-    "overheating": (25, 70),
+    "overheating": (20, 70),
 }
 #: Devices that fail within the data, all modes.
 DOCUMENTED_FAILURES: tuple[int, int] = (560, 820)
@@ -347,6 +347,22 @@ def test_no_single_feature_threshold_predicts_the_label(default_frame: pd.DataFr
     assert best[worst][0] < 0.9, f"best single-threshold F1 per field: {best}"
     # Some fields do carry signal: the label is learnable, just not by one threshold.
     assert best[worst][0] > 0.2, best
+
+
+#: The hidden precursor severity, thresholded, must reach this F1 on the label: the labels are learnable from
+#: the state the signals reflect (the README quotes the measured value, 0.86 at seed 7).
+DOCUMENTED_SEVERITY_F1_AT_LEAST = 0.84
+
+
+def test_hidden_severity_separates_the_label(default_frame: pd.DataFrame) -> None:
+    """A threshold on the hidden severity (what the observable signals reflect, noisily) nearly separates the
+    label: slow wear stays below the terminal phase, so the ambiguity is limited to sudden failures, short
+    precursors and the terminal phase's fuzzy start around the horizon."""
+    label = default_frame["fails_within_horizon"].to_numpy()
+    scores = _best_f1(default_frame["precursor"].to_numpy(dtype=np.float64), label)
+    assert scores[">= excluded"] >= DOCUMENTED_SEVERITY_F1_AT_LEAST, scores
+    # Perfect separation would mean the labels were a rule on the hidden state with nothing undetectable.
+    assert scores[">= excluded"] < 0.97, scores
 
 
 # --- Documented statistics -------------------------------------------------------------------------------

@@ -52,6 +52,11 @@ PRECURSOR_MEDIAN_DAYS: Final[dict[str, float]] = {
     "overheating": 10.0,
 }
 MIN_LONG_PRECURSOR_DAYS: Final = 7.0
+#: Length of the terminal phase that ends a long precursor, in days: after weeks of slow wear, the last
+#: days before a failure degrade fast (a battery's knee, a link that gives way, latency that runs away).
+TERMINAL_DAYS: Final = (5.5, 8.5)
+#: Share of a long precursor's severity reached by slow wear before the terminal phase starts.
+WEAR_SHARE: Final = 0.2
 #: Share of devices that have one harmless transient dip (a false-alarm look-alike) in the span.
 DIP_SHARE: Final = 0.20
 #: Probability that a failed device is replaced by a new one (a new device id) within 1-14 days.
@@ -97,6 +102,7 @@ class Fleet:
     fail_t: F64
     mode: I64
     precursor_s: F64
+    terminal_s: F64
     strength: F64
     shape: F64
     dip_t: F64
@@ -276,17 +282,19 @@ class _FleetBuilder:
         modes = list(tpl.mode_weights)
         mode = modes[draw.pick([tpl.mode_weights[m] for m in modes])]
         sudden = draw.chance(SUDDEN_SHARE)
+        terminal_s = draw.uniform(*TERMINAL_DAYS) * DAY_S
         if draw.chance(SHORT_PRECURSOR_SHARE):
-            precursor_s = draw.uniform(2 * HOUR_S, 3 * DAY_S)
+            precursor_s = terminal_s = draw.uniform(2 * HOUR_S, 3 * DAY_S)
         else:
             days = PRECURSOR_MEDIAN_DAYS[mode] * float(np.exp(draw.normal(0.35)))
-            precursor_s = max(days, MIN_LONG_PRECURSOR_DAYS) * DAY_S
+            precursor_s = max(days * DAY_S, MIN_LONG_PRECURSOR_DAYS * DAY_S, terminal_s)
         fail_t = obs_start + draw.uniform(0.02, 1.0) * span_s
         strength = draw.uniform(0.5, 1.0)
         row |= {
             "fail_t": fail_t if fails else np.inf,
             "mode": _MODE_CODE[mode] if fails else -1,
             "precursor_s": precursor_s,
+            "terminal_s": terminal_s,
             "strength": strength if fails and not sudden else 0.0,
             "shape": draw.uniform(0.5, 1.2),
         }
@@ -368,9 +376,10 @@ def _expected(row: dict[str, float | int | str], end: float) -> float:
     lost = slots * float(row["drop_base"])
     mode = int(row["mode"])
     if mode >= 0:  # mean severity over a precursor is strength / (shape + 1)
-        seen = min(float(row["precursor_s"]), stop - start) / interval
-        loss = LOSS_PER_SEVERITY[FAILURE_MODES[mode]]
-        lost += seen * loss * float(row["strength"]) / (float(row["shape"]) + 1.0)
+        loss = LOSS_PER_SEVERITY[FAILURE_MODES[mode]] * float(row["strength"])
+        wear = min(float(row["precursor_s"]), stop - start) / interval * WEAR_SHARE / 2.0
+        terminal = min(float(row["terminal_s"]), stop - start) / interval * (1 - WEAR_SHARE) / (float(row["shape"]) + 1)
+        lost += loss * (wear + terminal)
     dip = int(row["dip_mode"])
     if dip >= 0:
         lost += float(row["dip_s"]) / interval * LOSS_PER_SEVERITY[FAILURE_MODES[dip]] * float(row["dip_strength"]) / 2

@@ -19,7 +19,16 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from devintel.generators.fleet import DAY_S, HOUR_S, JITTER, LOSS_PER_SEVERITY, YEAR_DAYS, Fleet, field_matrix
+from devintel.generators.fleet import (
+    DAY_S,
+    HOUR_S,
+    JITTER,
+    LOSS_PER_SEVERITY,
+    WEAR_SHARE,
+    YEAR_DAYS,
+    Fleet,
+    field_matrix,
+)
 from devintel.generators.templates import DEVICE_TYPES, FAILURE_MODES, METRIC_FIELDS
 
 F64 = npt.NDArray[np.float64]
@@ -179,7 +188,9 @@ def window_events(ctx: _Context, t0: float, t1: float, rng: np.random.Generator)
     ramp = np.clip((t - (fail_t - precursor)) / precursor, 0.0, 1.0)
     rising = np.flatnonzero(ramp > 0.0)
     s_fail = np.zeros(n)
-    s_fail[rising] = f.strength[dev[rising]] * ramp[rising] ** f.shape[dev[rising]]
+    d = dev[rising]
+    terminal = np.clip((t[rising] - (fail_t[rising] - f.terminal_s[d])) / f.terminal_s[d], 0.0, 1.0)
+    s_fail[rising] = f.strength[d] * (WEAR_SHARE * ramp[rising] + (1.0 - WEAR_SHARE) * terminal ** f.shape[d])
     dip = f.dip_strength[dev] * np.clip(1.0 - np.abs(2.0 * (t - f.dip_t[dev]) / f.dip_s[dev] - 1.0), 0.0, None)
     severity = np.zeros((len(FAILURE_MODES) + 1, n))
     severity[f.mode[dev], events] = s_fail
