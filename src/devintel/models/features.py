@@ -1,0 +1,235 @@
+"""Per-device online features: each event in, the feature vector that predicts failure out.
+
+One implementation serves the warm start, replay and live ingest. State is a fixed set of floats per
+device (exponentially weighted averages, a baseline, a slope, a variance), so memory per device is
+bounded whatever the stream's length. Values outside the canonical ranges are ignored as if missing.
+
+Features (all floats; a field the device does not report yields no feature):
+- ``<signal>``: the latest value of battery_level, battery_voltage, linkquality, signal_strength,
+  response_time (log ms), error_rate, temperature, uptime_hours;
+- ``<signal>_ewm``: a fast average; ``<signal>_dev``: its deviation from the device's own slow baseline,
+  in units of the signal's report-to-report noise; ``<signal>_slope``: the smoothed change per day;
+- ``gap_ratio``: time since the previous report over the device's usual interval, and ``gap_ewm`` its
+  recent average (lost reports raise both);
+- ``value_var_ratio``: recent variance of the sensed value over its long-run variance (a stuck sensor
+  tends to 0), and ``value_flip_rate`` for 0/1 values;
+- ``drops_ewm``, ``restarts_ewm``: recent connection drops and restarts per report;
+- ``age_days``: days since the device was first seen;
+- ``hour_sin``, ``hour_cos``, ``weekend``, ``season_sin``, ``season_cos``;
+- ``battery`` (1 for battery power), ``type_<device_type>`` (one-hot).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from devintel.generators.stats import VALID_RANGES
+from devintel.generators.templates import DEVICE_TYPES
+
+Features = dict[str, float]
+
+#: Signals with average, baseline, deviation and slope features.
+TRACKED: Final[tuple[str, ...]] = (
+    "battery_level",
+    "battery_voltage",
+    "linkquality",
+    "signal_strength",
+    "response_time",
+    "error_rate",
+    "temperature",
+)
+#: Signals reported as their latest value only.
+LATEST_ONLY: Final[tuple[str, ...]] = ("uptime_hours",)
+
+FAST: Final = 0.3
+"""Weight of a new value in the fast averages."""
+SLOW: Final = 0.02
+"""Weight of a new value in the long-run baselines (about the last 50 reports)."""
+SLOPE: Final = 0.2
+"""Weight of a new per-day change in the smoothed slope."""
+NOISE: Final = 0.05
+"""Weight of a new report-to-report change in a signal's noise scale."""
+
+_DAY_S: Final = 86_400.0
+_YEAR_DAYS: Final = 365.2425
+_TWO_PI: Final = 2.0 * math.pi
+_TYPE_FEATURES: Final = {name: f"type_{name}" for name in DEVICE_TYPES}
+
+
+def valid(field_name: str, value: object) -> float | None:
+    """The value as a float when it is a finite number inside the field's canonical range, else None."""
+    if value is None or (isinstance(value, bool) and field_name != "value"):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number):
+        return None
+    lo, hi = VALID_RANGES[field_name]
+    return number if lo <= number <= hi else None
+
+
+@dataclass(slots=True)
+class _Signal:
+    """Fast average, slow baseline, report-to-report noise and smoothed slope of one signal."""
+
+    last: float
+    last_ts: float
+    fast: float
+    slow: float
+    noise: float = 0.0
+    slope: float = 0.0
+
+    def update(self, x: float, ts: float) -> None:
+        days = (ts - self.last_ts) / _DAY_S
+        if days > 1e-6:
+            self.slope += SLOPE * ((x - self.last) / days - self.slope)
+        self.noise += NOISE * (abs(x - self.last) - self.noise)
+        self.fast += FAST * (x - self.fast)
+        self.slow += SLOW * (x - self.slow)
+        self.last, self.last_ts = x, ts
+
+    def deviation(self) -> float:
+        """How far the fast average has moved from the baseline, in units of the signal's own noise
+        (the typical change from one report to the next), so a drift stands out however it is scaled."""
+        return (self.fast - self.slow) / max(self.noise, 1e-3 * (abs(self.slow) + 1.0))
+
+
+@dataclass(slots=True)
+class DeviceState:
+    """Everything the features remember about one device: a fixed number of floats."""
+
+    first_ts: float
+    last_ts: float
+    usual_gap: float = 0.0
+    gap_ewm: float = 1.0
+    signals: dict[str, _Signal] = field(default_factory=dict)
+    latest: dict[str, float] = field(default_factory=dict)
+    value_fast: float = 0.0
+    value_fast_var: float = 0.0
+    value_slow: float = 0.0
+    value_slow_var: float = 0.0
+    value_seen: int = 0
+    last_value: float | None = None
+    flip_rate: float = 0.0
+    drops_ewm: float = 0.0
+    restarts_ewm: float = 0.0
+
+
+def _calendar(ts: float, out: Features) -> None:
+    day = ts / _DAY_S
+    hour_angle = _TWO_PI * (day % 1.0)
+    out["hour_sin"] = math.sin(hour_angle)
+    out["hour_cos"] = math.cos(hour_angle)
+    out["weekend"] = 1.0 if (int(day) + 3) % 7 >= 5 else 0.0  # 1970-01-01 was a Thursday
+    season = _TWO_PI * (day - 15.5) / _YEAR_DAYS
+    out["season_sin"] = math.sin(season)
+    out["season_cos"] = math.cos(season)
+
+
+class FeatureExtractor:
+    """Turns events into feature vectors, keeping a bounded state per device.
+
+    ``update(event)`` takes a canonical event (a mapping with ``device_id``, ``ts`` and any canonical
+    fields), updates that device's state and returns its features. ``forget(device_id)`` drops a device
+    (failed, replaced or evicted).
+    """
+
+    def __init__(self) -> None:
+        self.states: dict[str, DeviceState] = {}
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def forget(self, device_id: str) -> None:
+        """Drop everything remembered about ``device_id``."""
+        self.states.pop(device_id, None)
+
+    def update(self, event: Mapping[str, object]) -> Features:
+        """Fold ``event`` into its device's state and return the device's features after it."""
+        device_id = str(event["device_id"])
+        ts = float(event["ts"])  # type: ignore[arg-type]
+        state = self.states.get(device_id)
+        if state is None:
+            state = self.states[device_id] = DeviceState(first_ts=ts, last_ts=ts)
+            gap = 0.0
+        else:
+            gap = max(ts - state.last_ts, 0.0)
+            state.last_ts = max(state.last_ts, ts)
+        out: Features = {}
+        if gap > 0.0:
+            if state.usual_gap == 0.0:
+                state.usual_gap = gap
+            # The usual interval follows the shorter gaps: lost reports lengthen gaps, not the schedule.
+            state.usual_gap += (0.1 if gap < state.usual_gap else 0.01) * (gap - state.usual_gap)
+            ratio = gap / state.usual_gap
+            state.gap_ewm += FAST * (ratio - state.gap_ewm)
+            out["gap_ratio"] = ratio
+        out["gap_ewm"] = state.gap_ewm
+
+        for name in TRACKED:
+            x = valid(name, event.get(name))
+            if x is not None and name == "response_time":
+                x = math.log1p(x)
+            sig = state.signals.get(name)
+            if x is not None:
+                if sig is None:
+                    sig = state.signals[name] = _Signal(last=x, last_ts=ts, fast=x, slow=x)
+                else:
+                    sig.update(x, ts)
+            if sig is not None:
+                out[name] = sig.last
+                out[name + "_ewm"] = sig.fast
+                out[name + "_dev"] = sig.deviation()
+                out[name + "_slope"] = sig.slope
+        for name in LATEST_ONLY:
+            x = valid(name, event.get(name))
+            if x is not None:
+                state.latest[name] = x
+            if name in state.latest:
+                out[name] = state.latest[name]
+
+        self._value(state, valid("value", event.get("value")), out)
+        drops = valid("connection_drops", event.get("connection_drops"))
+        if drops is not None:
+            state.drops_ewm += FAST * (drops - state.drops_ewm)
+            out["drops_ewm"] = state.drops_ewm
+        restarts = valid("restart_count", event.get("restart_count"))
+        if restarts is not None:
+            state.restarts_ewm += FAST * (restarts - state.restarts_ewm)
+            out["restarts_ewm"] = state.restarts_ewm
+
+        out["age_days"] = (ts - state.first_ts) / _DAY_S
+        _calendar(ts, out)
+        out["battery"] = 1.0 if event.get("power_source") == "battery" else 0.0
+        type_feature = _TYPE_FEATURES.get(str(event.get("device_type")))
+        if type_feature is not None:
+            out[type_feature] = 1.0
+        return out
+
+    @staticmethod
+    def _value(state: DeviceState, x: float | None, out: Features) -> None:
+        if x is None:
+            if state.value_seen < 2:
+                return
+        else:
+            state.value_seen += 1
+            if state.value_seen == 1:
+                state.value_fast = state.value_slow = x
+            delta_fast = x - state.value_fast
+            state.value_fast += 0.1 * delta_fast
+            state.value_fast_var = 0.9 * (state.value_fast_var + 0.1 * delta_fast * delta_fast)
+            delta_slow = x - state.value_slow
+            state.value_slow += 0.01 * delta_slow
+            state.value_slow_var = 0.99 * (state.value_slow_var + 0.01 * delta_slow * delta_slow)
+            if state.last_value is not None:
+                flipped = 1.0 if x != state.last_value else 0.0
+                state.flip_rate += 0.1 * (flipped - state.flip_rate)
+            state.last_value = x
+        if state.value_seen >= 2:
+            out["value_var_ratio"] = state.value_fast_var / (state.value_slow_var + 1e-9)
+            out["value_flip_rate"] = state.flip_rate
