@@ -71,8 +71,8 @@ OUT_OF_RANGE: Final[dict[str, tuple[float, ...]]] = {
 
 #: Devices a fleet may hold (event order keys pack the device index into the low bits).
 _MAX_DEVICES: Final = 1 << 21
-#: Stuck severity from which a 0/1 sensor repeats its frozen state.
-STUCK_BINARY_AT: Final = 0.2
+#: Stuck severity from which a sensor repeats its frozen value exactly (the same payload over and over).
+STUCK_AT: Final = 0.2
 _NONE_MODE: Final = len(FAILURE_MODES)
 _VALUE_KINDS: Final = ("none", "binary", "ambient", "power", "level", "trace")
 _TWO_PI: Final = 2.0 * np.pi
@@ -304,9 +304,9 @@ def _primary_value(
 ) -> F64:
     """The primary sensed value; a stuck sensor's value is pulled towards the value it froze at.
 
-    A continuous reading is blended towards its frozen value by the stuck severity, so its variation
-    shrinks steadily. A 0/1 state cannot be blended: it sticks at its frozen state for as long as the
-    severity is at least ``STUCK_BINARY_AT`` (which, as a precursor only grows, is until the failure).
+    Once the stuck severity reaches ``STUCK_AT`` the sensor repeats its frozen value exactly (as a
+    precursor only grows, until the failure; during a transient dip, for a while). Below that, a
+    continuous reading is blended towards the frozen value, so its variation starts to shrink.
     """
     kind = ctx.value_kind[ctx.fleet.device_type[dev]]
     value = np.full(dev.size, np.nan)
@@ -318,7 +318,7 @@ def _primary_value(
         on = (u_on[rows] < usage[rows]).astype(np.float64)
         frozen = ctx.fleet.frozen_value[d]
         if name == "binary":
-            value[rows] = np.where(s >= STUCK_BINARY_AT, frozen, on)
+            value[rows] = np.where(s >= STUCK_AT, frozen, on)
             continue
         live: F64
         if name == "ambient":
@@ -329,7 +329,8 @@ def _primary_value(
             live = np.rint(254.0 * on * (0.3 + 0.7 * u_level)).astype(np.float64)
         else:  # trace
             live = np.round(np.abs(0.01 * noise[rows]), 3).astype(np.float64)
-        value[rows] = np.where(s > 0, np.round(live * (1.0 - s) + frozen * s, 2), live)
+        blended = np.where(s > 0, np.round(live * (1.0 - s) + frozen * s, 2), live)
+        value[rows] = np.where(s >= STUCK_AT, frozen, blended)
     return value
 
 

@@ -12,7 +12,8 @@ Features (all floats; a field the device does not report yields no feature):
 - ``gap_ratio``: time since the previous report over the device's usual interval, and ``gap_ewm`` its
   recent average (lost reports raise both);
 - ``value_var_ratio``: recent variance of the sensed value over its long-run variance (a stuck sensor
-  tends to 0), and ``value_flip_rate`` for 0/1 values;
+  tends to 0), ``value_flip_rate`` for 0/1 values, and ``value_repeats``: how many reports in a row
+  carried exactly the same value;
 - ``drops_ewm``, ``restarts_ewm``: recent connection drops and restarts per report;
 - ``age_days``: days since the device was first seen;
 - ``hour_sin``, ``hour_cos``, ``weekend``, ``season_sin``, ``season_cos``;
@@ -52,6 +53,10 @@ SLOPE: Final = 0.2
 """Weight of a new per-day change in the smoothed slope."""
 NOISE: Final = 0.05
 """Weight of a new report-to-report change in a signal's noise scale."""
+BASELINE_WARMUP: Final = 20
+"""Reports during which a baseline follows every value freely, before it becomes robust."""
+REPEATS_CAP: Final = 100
+"""Longest run of identical values counted by ``value_repeats``."""
 
 _DAY_S: Final = 86_400.0
 _YEAR_DAYS: Final = 365.2425
@@ -83,6 +88,7 @@ class _Signal:
     slow: float
     noise: float = 0.0
     slope: float = 0.0
+    seen: int = 1
 
     def update(self, x: float, ts: float) -> None:
         days = (ts - self.last_ts) / _DAY_S
@@ -90,13 +96,23 @@ class _Signal:
             self.slope += SLOPE * ((x - self.last) / days - self.slope)
         self.noise += NOISE * (abs(x - self.last) - self.noise)
         self.fast += FAST * (x - self.fast)
-        self.slow += SLOW * (x - self.slow)
+        # The baseline is robust: after a warm-up, a step counts at most 3 noise units, so a sustained
+        # drift (the thing to detect) barely drags the baseline along.
+        step = x - self.slow
+        if self.seen >= BASELINE_WARMUP:
+            limit = 3.0 * self._scale()
+            step = min(max(step, -limit), limit)
+        self.slow += SLOW * step
+        self.seen += 1
         self.last, self.last_ts = x, ts
+
+    def _scale(self) -> float:
+        return max(self.noise, 1e-3 * (abs(self.slow) + 1.0))
 
     def deviation(self) -> float:
         """How far the fast average has moved from the baseline, in units of the signal's own noise
         (the typical change from one report to the next), so a drift stands out however it is scaled."""
-        return (self.fast - self.slow) / max(self.noise, 1e-3 * (abs(self.slow) + 1.0))
+        return (self.fast - self.slow) / self._scale()
 
 
 @dataclass(slots=True)
@@ -115,6 +131,7 @@ class DeviceState:
     value_slow_var: float = 0.0
     value_seen: int = 0
     last_value: float | None = None
+    repeats: int = 0
     flip_rate: float = 0.0
     drops_ewm: float = 0.0
     restarts_ewm: float = 0.0
@@ -229,7 +246,9 @@ class FeatureExtractor:
             if state.last_value is not None:
                 flipped = 1.0 if x != state.last_value else 0.0
                 state.flip_rate += 0.1 * (flipped - state.flip_rate)
+                state.repeats = 0 if flipped else min(state.repeats + 1, REPEATS_CAP)
             state.last_value = x
         if state.value_seen >= 2:
             out["value_var_ratio"] = state.value_fast_var / (state.value_slow_var + 1e-9)
             out["value_flip_rate"] = state.flip_rate
+            out["value_repeats"] = float(state.repeats)
