@@ -1,0 +1,150 @@
+"""The one path from an event to a prediction, and from a resolved label to learning.
+
+:class:`OnlineLearner` folds each event into the device's features, asks the model for the failure
+probability, and holds the event in the delayed-label buffer; when labels resolve (failure evidence, or
+the horizon passing) it learns from them with River's ``learn_one`` and updates the rolling metrics.
+The warm start feeds synthetic events through it (:func:`warm_start`), with each device's simulated
+failure time delivered as failure evidence when the stream clock reaches it; replay and the live daemon
+will feed it real events.
+
+Class imbalance: failures are rare (about 2 % of events), so by default every positive is learned but
+only a share ``negative_rate`` of negatives, drawn from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from devintel.generators.api import TRUTH_COLUMNS
+from devintel.models.features import FeatureExtractor, Features
+from devintel.models.labels import DelayedLabels, Resolved
+from devintel.models.metrics import RollingMetrics
+
+
+class Classifier(Protocol):
+    """What a River binary classifier offers (the verbs devintel uses)."""
+
+    def learn_one(self, x: dict[str, float], y: bool) -> Any:
+        """Learn from one labelled example."""
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:
+        """Class probabilities for one example."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """What the label buffer keeps for an event: its features and the probability predicted then."""
+
+    features: Features
+    probability: float
+
+
+@dataclass(slots=True)
+class OnlineLearner:
+    """Features, prediction, delayed labels and learning for a stream of events (see the module)."""
+
+    model: Classifier
+    horizon_s: float
+    threshold: float = 0.5
+    negative_rate: float = 0.2
+    seed: int = 0
+    learn: bool = True
+    features: FeatureExtractor = field(default_factory=FeatureExtractor)
+    rolling: RollingMetrics = field(default_factory=lambda: RollingMetrics(window_size=5_000, every=1_000))
+    learned: int = 0
+    resolved: int = 0
+    keep_examples: bool = False
+    """Keep every learned (features, label) in ``examples`` (benchmarks replay them into a bare model)."""
+    examples: list[tuple[Features, bool]] = field(default_factory=list)
+    outcomes: list[tuple[bool, float]] = field(default_factory=list)
+    """(label, probability predicted then) of every resolved event, for calibrating the threshold."""
+    labels: DelayedLabels[Scored] = field(init=False)
+    _rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.labels = DelayedLabels(self.horizon_s)
+        self._rng = random.Random(self.seed)
+
+    def predict(self, features: Features) -> float:
+        """The model's failure probability for one feature vector."""
+        return float(self.model.predict_proba_one(features).get(True, 0.0))
+
+    def process(self, event: Mapping[str, object]) -> float:
+        """Handle one event: features, prediction, label buffer, and any labels the clock resolves."""
+        features = self.features.update(event)
+        probability = self.predict(features)
+        ts = float(event["ts"])  # type: ignore[arg-type]
+        self._resolve(self.labels.advance(ts))
+        self.labels.add(str(event["device_id"]), ts, Scored(features, probability))
+        return probability
+
+    def failure(self, device_id: str, ts: float) -> None:
+        """Failure evidence for a device: resolve its waiting events and forget its state."""
+        self._resolve(self.labels.failure(device_id, ts))
+        self.features.forget(device_id)
+
+    def finish(self, now: float) -> None:
+        """Advance the clock to ``now`` (the end of a warm start) and resolve what has expired."""
+        self._resolve(self.labels.advance(now))
+
+    def _resolve(self, resolved: list[Resolved[Scored]]) -> None:
+        for item in resolved:
+            self.resolved += 1
+            self.outcomes.append((item.label, item.payload.probability))
+            self.rolling.update(item.label, item.payload.probability >= self.threshold)
+            if self.learn and (item.label or self._rng.random() < self.negative_rate):
+                self.model.learn_one(item.payload.features, item.label)
+                self.learned += 1
+                if self.keep_examples:
+                    self.examples.append((item.payload.features, item.label))
+
+
+def events(frame: pd.DataFrame) -> Iterator[dict[str, object]]:
+    """The canonical events of a generated frame, in order, without its ground-truth columns."""
+    columns = [c for c in frame.columns if c not in TRUTH_COLUMNS]
+    strings = [c for c in columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+    view = frame[columns].astype(dict.fromkeys(strings, str))
+    for record in view.to_dict("records"):
+        yield {str(k): v for k, v in record.items() if not (isinstance(v, float) and v != v)}  # drop NaN fields
+
+
+def failure_times(frame: pd.DataFrame) -> dict[str, float]:
+    """Each failing device's simulated failure time (epoch s), from ``ts + time_to_failure_h``."""
+    ttf = frame["time_to_failure_h"].to_numpy()
+    known = np.isfinite(ttf)
+    when = frame["ts"].to_numpy()[known] + ttf[known] * 3600.0
+    devices = frame["device_id"].astype(str).to_numpy()[known]
+    return dict(zip(devices.tolist(), when.tolist(), strict=True))
+
+
+def warm_start(
+    learner: OnlineLearner,
+    stream: Iterable[Mapping[str, object]],
+    failures: Mapping[str, float],
+    on_event: Callable[[int], None] | None = None,
+) -> None:
+    """Feed ``stream`` (time-ordered events) through ``learner``, delivering each device's failure
+    evidence when the stream clock reaches its failure time; resolve what is left at the end."""
+    pending = [(t, d) for d, t in failures.items()]
+    heapq.heapify(pending)
+    last = -np.inf
+    for i, event in enumerate(stream):
+        ts = float(event["ts"])  # type: ignore[arg-type]
+        while pending and pending[0][0] <= ts:
+            t_fail, device = heapq.heappop(pending)
+            learner.failure(device, t_fail)
+        learner.process(event)
+        last = ts
+        if on_event is not None:
+            on_event(i)
+    while pending and pending[0][0] <= last:
+        t_fail, device = heapq.heappop(pending)
+        learner.failure(device, t_fail)
+    learner.finish(last)
