@@ -7,13 +7,15 @@ bounded whatever the stream's length. Values outside the canonical ranges are ig
 Features (all floats; a field the device does not report yields no feature):
 - ``<signal>``: the latest value of battery_level, battery_voltage, linkquality, signal_strength,
   response_time (log ms), error_rate, temperature, uptime_hours;
-- ``<signal>_ewm``: a fast average; ``<signal>_dev``: its deviation from the device's own slow baseline,
-  in units of the signal's report-to-report noise; ``<signal>_slope``: the smoothed change per day;
+- ``<signal>_ewm``: a fast average (time constant 12 h); ``<signal>_dev``: its deviation from the device's
+  own robust baseline (10 days), in units of the signal's report-to-report noise; ``<signal>_slope``: the
+  smoothed change per day; ``<signal>_peak``: the recent peak (decaying over 2 days) of error rate,
+  response time and temperature;
 - ``gap_ratio``: time since the previous report over the device's usual interval, and ``gap_ewm`` its
   recent average (lost reports raise both);
 - ``value_var_ratio``: recent variance of the sensed value over its long-run variance (a stuck sensor
-  tends to 0), ``value_flip_rate`` for 0/1 values, and ``value_repeats``: how many reports in a row
-  carried exactly the same value;
+  tends to 0); for 0/1 values ``value_flip_rate`` and ``value_flip_ratio`` (against its long-run rate);
+  ``value_repeats``: how many reports in a row carried exactly the same value;
 - ``drops_ewm``, ``restarts_ewm``: recent connection drops and restarts per report;
 - ``age_days``: days since the device was first seen;
 - ``hour_sin``, ``hour_cos``, ``weekend``, ``season_sin``, ``season_cos``;
@@ -42,13 +44,19 @@ TRACKED: Final[tuple[str, ...]] = (
     "error_rate",
     "temperature",
 )
+#: Signals whose recent peak is a feature (bursts that an average smooths away).
+PEAKED: Final[frozenset[str]] = frozenset({"error_rate", "response_time", "temperature"})
 #: Signals reported as their latest value only.
 LATEST_ONLY: Final[tuple[str, ...]] = ("uptime_hours",)
 
 FAST: Final = 0.3
-"""Weight of a new value in the fast averages."""
-SLOW: Final = 0.02
-"""Weight of a new value in the long-run baselines (about the last 50 reports)."""
+"""Weight of a new count in the drop and restart averages (per report)."""
+FAST_S: Final = 12 * 3600.0
+"""Time constant of a signal's fast average, in seconds."""
+SLOW_S: Final = 10 * 86_400.0
+"""Time constant of a signal's long-run baseline, in seconds."""
+PEAK_S: Final = 2 * 86_400.0
+"""Time constant with which a signal's recent peak decays, in seconds."""
 SLOPE: Final = 0.2
 """Weight of a new per-day change in the smoothed slope."""
 NOISE: Final = 0.05
@@ -88,21 +96,25 @@ class _Signal:
     slow: float
     noise: float = 0.0
     slope: float = 0.0
+    peak: float = 0.0
     seen: int = 1
 
     def update(self, x: float, ts: float) -> None:
-        days = (ts - self.last_ts) / _DAY_S
+        gap = max(ts - self.last_ts, 0.0)
+        days = gap / _DAY_S
         if days > 1e-6:
             self.slope += SLOPE * ((x - self.last) / days - self.slope)
         self.noise += NOISE * (abs(x - self.last) - self.noise)
-        self.fast += FAST * (x - self.fast)
+        # Averages weigh time, not reports, so devices that report hourly and twice a day compare.
+        self.fast += (1.0 - math.exp(-gap / FAST_S)) * (x - self.fast)
+        self.peak = max(x, self.peak * math.exp(-gap / PEAK_S))
         # The baseline is robust: after a warm-up, a step counts at most 3 noise units, so a sustained
         # drift (the thing to detect) barely drags the baseline along.
         step = x - self.slow
         if self.seen >= BASELINE_WARMUP:
             limit = 3.0 * self._scale()
             step = min(max(step, -limit), limit)
-        self.slow += SLOW * step
+        self.slow += (1.0 - math.exp(-gap / SLOW_S)) * step if self.seen >= BASELINE_WARMUP else step / (self.seen + 1)
         self.seen += 1
         self.last, self.last_ts = x, ts
 
@@ -133,6 +145,7 @@ class DeviceState:
     last_value: float | None = None
     repeats: int = 0
     flip_rate: float = 0.0
+    flip_base: float = 0.0
     drops_ewm: float = 0.0
     restarts_ewm: float = 0.0
 
@@ -203,6 +216,8 @@ class FeatureExtractor:
                 out[name + "_ewm"] = sig.fast
                 out[name + "_dev"] = sig.deviation()
                 out[name + "_slope"] = sig.slope
+                if name in PEAKED:
+                    out[name + "_peak"] = sig.peak
         for name in LATEST_ONLY:
             x = valid(name, event.get(name))
             if x is not None:
@@ -246,9 +261,11 @@ class FeatureExtractor:
             if state.last_value is not None:
                 flipped = 1.0 if x != state.last_value else 0.0
                 state.flip_rate += 0.1 * (flipped - state.flip_rate)
+                state.flip_base += 0.01 * (flipped - state.flip_base)
                 state.repeats = 0 if flipped else min(state.repeats + 1, REPEATS_CAP)
             state.last_value = x
         if state.value_seen >= 2:
             out["value_var_ratio"] = state.value_fast_var / (state.value_slow_var + 1e-9)
             out["value_flip_rate"] = state.flip_rate
+            out["value_flip_ratio"] = state.flip_rate / (state.flip_base + 0.01)
             out["value_repeats"] = float(state.repeats)
