@@ -46,12 +46,51 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--summary-json", type=Path, default=None, help="also write the dataset summary as JSON")
 
 
+def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bootstrap",
+        help="train models from synthetic data, gate them on held-out homes, snapshot them",
+        description="Generate, warm-start, validate, gate and snapshot the models (see devintel.models.bootstrap).",
+    )
+    p.add_argument("--samples", type=int, default=200_000, help="training events [%(default)s]")
+    p.add_argument("--holdout-samples", type=int, default=100_000, help="validation and test events [%(default)s]")
+    p.add_argument("--days", type=float, default=180.0, help="length of the synthetic span [%(default)s]")
+    p.add_argument("--seed", type=int, default=0, help="training seed; held-out homes use seed+1000, +2000")
+    p.add_argument("--model-dir", type=Path, default=Path("models"), help="snapshot directory [%(default)s]")
+    p.add_argument("--keep", type=int, default=5, help="snapshots to keep [%(default)s]")
+    p.add_argument("--allow-low-quality", action="store_true", help="a failed gate warns instead of failing")
+
+
+def _run_bootstrap(args: argparse.Namespace) -> int:
+    from devintel.models.bootstrap import BootstrapConfig, bootstrap
+    from devintel.models.gate import GateFailed
+    from devintel.models.snapshots import SnapshotStore
+
+    config = BootstrapConfig(
+        samples=args.samples,
+        holdout_samples=args.holdout_samples,
+        days=args.days,
+        seed=args.seed,
+        allow_low_quality=args.allow_low_quality,
+    )
+    try:
+        result = bootstrap(config, SnapshotStore(args.model_dir, keep=args.keep))
+    except GateFailed as failed:
+        print(failed.result.table())
+        logger.error("quality gate failed on held-out homes; no snapshot written (use --allow-low-quality to keep it)")
+        return 1
+    print(result.gate.table())
+    print(f"snapshot {result.version} in {args.model_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``devintel``."""
     parser = argparse.ArgumentParser(prog="devintel", description="devintel: device-failure prediction tools")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
+    _add_bootstrap(sub)
     return parser
 
 
@@ -138,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "generate":
         return _run_generate(args)
+    if args.command == "bootstrap":
+        return _run_bootstrap(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands
 
 

@@ -1,0 +1,250 @@
+"""Bootstrap: generate, warm-start, validate, gate, snapshot.
+
+1. **Generate** a training stream (``seed``) and two streams of other homes: validation
+   (``seed + 1000``) and held-out test (``seed + 2000``). A different seed draws different homes.
+2. **Warm-start** a global model on every training event and one model per home type on that type's
+   events, through the online path (features, delayed labels with the synthetic failure times as
+   evidence, learning on resolution). Each model's decision threshold is tuned for F1 on the last fifth
+   of its own resolved warm-start predictions (a calibration slice of the training stream).
+3. **Route**: on the validation homes, a home type keeps its own model only where it beats the global
+   model's F1 on that type; otherwise the global model serves it.
+4. **Gate** the routed predictions on the held-out test homes against the quality thresholds. A failed
+   gate raises :class:`~devintel.models.gate.GateFailed` (nothing is written) unless
+   ``allow_low_quality``, which writes the snapshot and records the failure in its manifest.
+5. **Snapshot** the pickled models with a manifest (descriptor, thresholds, router, metrics, gate) and
+   a report (Markdown and JSON) through the atomic :class:`~devintel.models.snapshots.SnapshotStore`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Final
+
+import numpy as np
+import pandas as pd
+from river import tree
+
+from devintel.generators import HOME_TYPES, generate
+from devintel.models.features import FeatureExtractor
+from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
+from devintel.models.metrics import BinaryReport, binary_report, recall_by_group
+from devintel.models.online import Classifier, OnlineLearner, events, failure_times, warm_start
+from devintel.models.snapshots import SnapshotStore
+
+logger = logging.getLogger(__name__)
+
+GLOBAL: Final = "global"
+VALIDATION_SEED_OFFSET: Final = 1000
+TEST_SEED_OFFSET: Final = 2000
+
+
+def default_model() -> Classifier:
+    """The learner devintel ships (see bench/bench_learners.py for the comparison behind the choice)."""
+    model: Classifier = tree.HoeffdingTreeClassifier(grace_period=100, delta=1e-5)
+    return model
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapConfig:
+    """What a bootstrap trains on and how it is judged."""
+
+    samples: int = 200_000
+    days: float = 180.0
+    seed: int = 0
+    holdout_samples: int = 100_000
+    horizon_days: float = 7.0
+    negative_rate: float = 0.2
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+    allow_low_quality: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapResult:
+    """What a bootstrap produced."""
+
+    version: str | None
+    gate: GateResult
+    test: BinaryReport
+    router: dict[str, str]
+    report: dict[str, object]
+
+
+def _tune_threshold(outcomes: list[tuple[bool, float]]) -> float:
+    """The threshold with the best F1 on the last fifth of a model's resolved warm-start predictions."""
+    tail = outcomes[int(len(outcomes) * 0.8) :]
+    if not tail:
+        return 0.5
+    y = np.array([o[0] for o in tail])
+    p = np.array([o[1] for o in tail])
+    best_f1, best_t = -1.0, 0.5
+    for t in np.unique(np.quantile(p, np.linspace(0.0, 1.0, 201))):
+        predicted = p >= t
+        denominator = int(predicted.sum() + y.sum())
+        f1 = 2.0 * int((predicted & y).sum()) / denominator if denominator else 0.0
+        if f1 > best_f1:
+            best_f1, best_t = f1, float(t)
+    return best_t
+
+
+def _score(models: dict[str, Classifier], frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each model's probability for every event of ``frame`` (features from the frame's own history)."""
+    extractor = FeatureExtractor()
+    out = {name: np.empty(len(frame)) for name in models}
+    for i, event in enumerate(events(frame)):
+        features = extractor.update(event)
+        for name, model in models.items():
+            out[name][i] = model.predict_proba_one(features).get(True, 0.0)
+    return out
+
+
+def _routed(
+    frame: pd.DataFrame, scores: dict[str, np.ndarray], thresholds: dict[str, float], router: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and decisions of the routed model for every event of ``frame``."""
+    home_types = frame["home_type"].astype(str).to_numpy()
+    probability = scores[GLOBAL].copy()
+    decision = probability >= thresholds[GLOBAL]
+    for home_type, model in router.items():
+        rows = home_types == home_type
+        probability[rows] = scores[model][rows]
+        decision[rows] = scores[model][rows] >= thresholds[model]
+    return probability, decision
+
+
+def bootstrap(
+    config: BootstrapConfig,
+    store: SnapshotStore,
+    model_factory: Callable[[], Classifier] = default_model,
+    progress: Callable[[str], None] | None = None,
+) -> BootstrapResult:
+    """Run the whole bootstrap (see the module docstring); return what it produced."""
+    say = progress or (lambda message: logger.info("%s", message))
+    horizon_s = config.horizon_days * 86_400.0
+    say(f"generating {config.samples:,} training events (seed {config.seed})")
+    train = generate(samples=config.samples, days=config.days, seed=config.seed, horizon_days=config.horizon_days)
+    learners = {
+        name: OnlineLearner(model=model_factory(), horizon_s=horizon_s, negative_rate=config.negative_rate, seed=i)
+        for i, name in enumerate([GLOBAL, *HOME_TYPES])
+    }
+    train_types = train["home_type"].astype(str).to_numpy()
+    failures = failure_times(train)
+    say("warm-starting the global model")
+    warm_start(learners[GLOBAL], events(train), failures)
+    for home_type in HOME_TYPES:
+        part = train[train_types == home_type]
+        if len(part):
+            say(f"warm-starting the {home_type} model on {len(part):,} events")
+            warm_start(learners[home_type], events(part), failure_times(part))
+    trained = {name: lrn for name, lrn in learners.items() if lrn.learned > 0}
+    thresholds = {name: _tune_threshold(lrn.outcomes) for name, lrn in trained.items()}
+    models = {name: lrn.model for name, lrn in trained.items()}
+
+    say(f"validating on {config.holdout_samples:,} events of other homes")
+    validation = generate(
+        samples=config.holdout_samples,
+        days=config.days,
+        seed=config.seed + VALIDATION_SEED_OFFSET,
+        horizon_days=config.horizon_days,
+    )
+    val_scores = _score(models, validation)
+    val_truth = validation["fails_within_horizon"].to_numpy()
+    val_types = validation["home_type"].astype(str).to_numpy()
+    router: dict[str, str] = {}
+    comparison: dict[str, dict[str, float]] = {}
+    for home_type in HOME_TYPES:
+        rows = val_types == home_type
+        if home_type not in models or not val_truth[rows].any():
+            continue
+        own = binary_report(val_truth[rows], val_scores[home_type][rows], thresholds[home_type]).f1
+        shared = binary_report(val_truth[rows], val_scores[GLOBAL][rows], thresholds[GLOBAL]).f1
+        comparison[home_type] = {"home_type_f1": own, "global_f1": shared}
+        if own > shared:
+            router[home_type] = home_type
+
+    say(f"testing on {config.holdout_samples:,} events of other homes")
+    test = generate(
+        samples=config.holdout_samples,
+        days=config.days,
+        seed=config.seed + TEST_SEED_OFFSET,
+        horizon_days=config.horizon_days,
+    )
+    test_scores = _score(models, test)
+    probability, decision = _routed(test, test_scores, thresholds, router)
+    truth = test["fails_within_horizon"].to_numpy()
+    # binary_report thresholds one probability array; routed decisions mix thresholds, so score them
+    # as 0/1 "probabilities" at 0.5, and keep the probabilities for the ranking metrics.
+    report = binary_report(truth, decision.astype(np.float64), 0.5)
+    ranking = binary_report(truth, probability, 0.5)
+    report = BinaryReport(**{**asdict(report), "pr_auc": ranking.pr_auc, "brier": ranking.brier})
+    gate = evaluate_gate(report, config.thresholds)
+    details: dict[str, object] = {
+        "test": report.as_dict(),
+        "recall_by_failure_mode": recall_by_group(truth, decision, test["failure_mode"].astype(str).to_numpy()),
+        "recall_by_home_type": recall_by_group(truth, decision, test["home_type"].astype(str).to_numpy()),
+        "home_type_vs_global": comparison,
+        "rolling_warm_start": learners[GLOBAL].rolling.history,
+        "gate": gate.as_dict(),
+    }
+    if not gate.passed and not config.allow_low_quality:
+        raise GateFailed(gate)
+    if not gate.passed:
+        logger.warning("quality gate failed; writing the snapshot anyway (--allow-low-quality):\n%s", gate.table())
+
+    manifest: dict[str, object] = {
+        "training": {
+            "generator": "devintel.generators",
+            "seed": config.seed,
+            "samples": config.samples,
+            "days": config.days,
+            "homes": int(train["home_id"].nunique()),
+            "validation_seed": config.seed + VALIDATION_SEED_OFFSET,
+            "test_seed": config.seed + TEST_SEED_OFFSET,
+            "holdout_samples": config.holdout_samples,
+        },
+        "settings": {"horizon_days": config.horizon_days, "negative_rate": config.negative_rate},
+        "models": {name: {"threshold": thresholds[name], "learned": trained[name].learned} for name in trained},
+        "router": router,
+        "quality_gate": {**gate.as_dict(), "allowed_low_quality": config.allow_low_quality and not gate.passed},
+        "metrics": report.as_dict(),
+        "python": sys.version.split()[0],
+    }
+    files = {f"models/{name}.pkl": pickle.dumps(model) for name, model in models.items()}
+    files["report/report.json"] = json.dumps(details, indent=2, default=float).encode()
+    files["report/report.md"] = _markdown(config, report, gate, router, details).encode()
+    version = store.write(files, manifest)
+    say(f"snapshot {version} written")
+    return BootstrapResult(version, gate, report, router, details)
+
+
+def _markdown(
+    config: BootstrapConfig, report: BinaryReport, gate: GateResult, router: dict[str, str], details: dict[str, object]
+) -> str:
+    lines = [
+        "# devintel production-readiness report",
+        "",
+        f"Trained on {config.samples:,} synthetic events (seed {config.seed}, {config.days:g} days); "
+        f"validated and tested on {config.holdout_samples:,} events each of other homes "
+        f"(seeds {config.seed + VALIDATION_SEED_OFFSET} and {config.seed + TEST_SEED_OFFSET}).",
+        "",
+        "## Quality gate (held-out test homes)",
+        "",
+        "```",
+        gate.table(),
+        "```",
+        "",
+        f"MCC {report.mcc:.3f}, PR-AUC {report.pr_auc:.3f}, Brier {report.brier:.4f}.",
+        "",
+        "## Routing",
+        "",
+        "Home types served by their own model: " + (", ".join(sorted(router)) or "none (the global model serves all)"),
+        "",
+        "## Recall per failure mode",
+        "",
+        *(f"- {mode}: {value:.3f}" for mode, value in dict(details["recall_by_failure_mode"]).items()),  # type: ignore[call-overload]
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,68 @@
+"""Bootstrap end to end on a small size: gate pass, gate fail, and --allow-low-quality, with real snapshots."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from devintel.daemon.cli import main as cli_main
+from devintel.models.bootstrap import BootstrapConfig, bootstrap
+from devintel.models.gate import GateFailed, QualityThresholds
+from devintel.models.snapshots import SnapshotStore
+
+SMALL = {"samples": 20_000, "holdout_samples": 8_000, "days": 40.0, "seed": 3}
+IMPOSSIBLE = QualityThresholds(min_accuracy=1.0, min_precision=1.0, min_recall=1.0, min_f1=1.0)
+TRIVIAL = QualityThresholds(min_accuracy=0.0, min_precision=0.0, min_recall=0.0, min_f1=0.0)
+
+
+def test_failed_gate_writes_nothing(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    with pytest.raises(GateFailed) as failed:
+        bootstrap(BootstrapConfig(**SMALL, thresholds=IMPOSSIBLE), store)
+    assert "FAIL" in str(failed.value)
+    assert store.versions() == []
+
+
+def test_allow_low_quality_writes_and_records_the_failure(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    result = bootstrap(BootstrapConfig(**SMALL, thresholds=IMPOSSIBLE, allow_low_quality=True), store)
+    loaded = store.load()
+    assert loaded.version == result.version
+    gate = loaded.manifest["quality_gate"]
+    assert gate["passed"] is False
+    assert gate["allowed_low_quality"] is True
+    assert loaded.manifest["training"]["seed"] == 3
+    assert {"report/report.md", "report/report.json", "models/global.pkl"} <= set(loaded.files)
+    model = pickle.loads(loaded.files["models/global.pkl"])
+    assert 0.0 <= model.predict_proba_one({"battery_level": 10.0}).get(True, 0.0) <= 1.0
+    for name, spec in loaded.manifest["models"].items():
+        assert f"models/{name}.pkl" in loaded.files
+        assert 0.0 <= spec["threshold"] <= 1.0
+
+
+def test_passing_gate_is_recorded(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    result = bootstrap(BootstrapConfig(**SMALL, thresholds=TRIVIAL), store)
+    assert result.gate.passed
+    manifest = store.load().manifest
+    assert manifest["quality_gate"]["passed"] is True
+    assert manifest["quality_gate"]["allowed_low_quality"] is False
+    assert set(manifest["router"]) <= set(manifest["models"])
+
+
+def test_cli_exits_non_zero_on_a_failed_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["bootstrap", "--samples", "15000", "--holdout-samples", "6000", "--days", "30"]
+    code = cli_main([*args, "--model-dir", str(tmp_path / "strict")])
+    out = capsys.readouterr().out
+    # The shipped learner does not pass the default gate yet (see the README); either way the exit code
+    # and the table must agree, and nothing is written on failure.
+    if code == 1:
+        assert "Quality gate FAILED" in out
+        assert SnapshotStore(tmp_path / "strict").versions() == []
+    else:
+        assert code == 0
+        assert "PASS" in out
+    assert cli_main([*args, "--model-dir", str(tmp_path / "lenient"), "--allow-low-quality"]) == 0
+    assert len(SnapshotStore(tmp_path / "lenient").versions()) == 1
