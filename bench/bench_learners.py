@@ -75,7 +75,8 @@ def main() -> int:
         start = time.perf_counter()
         warm_start(learner, train_events, failures)
         online_s = time.perf_counter() - start
-        calibration = learner.outcomes[int(len(learner.outcomes) * 0.8) :]
+        outcomes = list(learner.outcomes)
+        calibration = outcomes[int(len(outcomes) * 0.8) :]
         threshold = best_f1_threshold(calibration)
         bare = factory()
         start = time.perf_counter()

@@ -21,7 +21,7 @@ import json
 import logging
 import pickle
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Final
 
@@ -74,9 +74,10 @@ class BootstrapResult:
     report: dict[str, object]
 
 
-def _tune_threshold(outcomes: list[tuple[bool, float]]) -> float:
+def _tune_threshold(outcomes: Iterable[tuple[bool, float]]) -> float:
     """The threshold with the best F1 on the last fifth of a model's resolved warm-start predictions."""
-    tail = outcomes[int(len(outcomes) * 0.8) :]
+    kept = list(outcomes)
+    tail = kept[int(len(kept) * 0.8) :]
     if not tail:
         return 0.5
     y = np.array([o[0] for o in tail])

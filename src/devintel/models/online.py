@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,9 @@ from devintel.generators.api import TRUTH_COLUMNS
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.labels import DelayedLabels, Resolved
 from devintel.models.metrics import RollingMetrics
+
+#: Resolved outcomes an :class:`OnlineLearner` keeps (the newest), so its memory stays bounded live.
+OUTCOMES_KEPT: Final = 200_000
 
 
 class Classifier(Protocol):
@@ -63,8 +67,8 @@ class OnlineLearner:
     keep_examples: bool = False
     """Keep every learned (features, label) in ``examples`` (benchmarks replay them into a bare model)."""
     examples: list[tuple[Features, bool]] = field(default_factory=list)
-    outcomes: list[tuple[bool, float]] = field(default_factory=list)
-    """(label, probability predicted then) of every resolved event, for calibrating the threshold."""
+    outcomes: deque[tuple[bool, float]] = field(default_factory=lambda: deque(maxlen=OUTCOMES_KEPT))
+    """(label, probability predicted then) of the latest resolved events, for calibrating the threshold."""
     labels: DelayedLabels[Scored] = field(init=False)
     _rng: random.Random = field(init=False)
 
