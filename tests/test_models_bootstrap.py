@@ -66,3 +66,10 @@ def test_cli_exits_non_zero_on_a_failed_gate(tmp_path: Path, capsys: pytest.Capt
         assert "PASS" in out
     assert cli_main([*args, "--model-dir", str(tmp_path / "lenient"), "--allow-low-quality"]) == 0
     assert len(SnapshotStore(tmp_path / "lenient").versions()) == 1
+
+
+def test_too_little_data_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no label resolved"):
+        bootstrap(
+            BootstrapConfig(samples=300, holdout_samples=300, days=3.0, failure_rate=0.0), SnapshotStore(tmp_path)
+        )

@@ -59,6 +59,7 @@ class BootstrapConfig:
     seed: int = 0
     holdout_samples: int = 100_000
     horizon_days: float = 7.0
+    failure_rate: float = 0.45
     negative_rate: float = 0.2
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
     allow_low_quality: bool = False
@@ -94,13 +95,17 @@ def _tune_threshold(outcomes: Iterable[tuple[bool, float]]) -> float:
 
 
 def _score(models: dict[str, Classifier], frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Each model's probability for every event of ``frame`` (features from the frame's own history)."""
+    """The global model's probability for every event of ``frame``, and each home-type model's for the events
+    of its home type (NaN elsewhere); features come from the frame's own history, computed once per event."""
     extractor = FeatureExtractor()
-    out = {name: np.empty(len(frame)) for name in models}
+    out = {name: np.full(len(frame), np.nan) for name in models}
+    home_types = frame["home_type"].astype(str).tolist()
     for i, event in enumerate(events(frame)):
         features = extractor.update(event)
-        for name, model in models.items():
-            out[name][i] = model.predict_proba_one(features).get(True, 0.0)
+        out[GLOBAL][i] = models[GLOBAL].predict_proba_one(features).get(True, 0.0)
+        own = models.get(home_types[i])
+        if own is not None:
+            out[home_types[i]][i] = own.predict_proba_one(features).get(True, 0.0)
     return out
 
 
@@ -128,7 +133,13 @@ def bootstrap(
     say = progress or (lambda message: logger.info("%s", message))
     horizon_s = config.horizon_days * 86_400.0
     say(f"generating {config.samples:,} training events (seed {config.seed})")
-    train = generate(samples=config.samples, days=config.days, seed=config.seed, horizon_days=config.horizon_days)
+    train = generate(
+        samples=config.samples,
+        days=config.days,
+        seed=config.seed,
+        horizon_days=config.horizon_days,
+        failure_rate=config.failure_rate,
+    )
     learners = {
         name: OnlineLearner(model=model_factory(), horizon_s=horizon_s, negative_rate=config.negative_rate, seed=i)
         for i, name in enumerate([GLOBAL, *HOME_TYPES])
@@ -143,6 +154,11 @@ def bootstrap(
             say(f"warm-starting the {home_type} model on {len(part):,} events")
             warm_start(learners[home_type], events(part), failure_times(part))
     trained = {name: lrn for name, lrn in learners.items() if lrn.learned > 0}
+    if GLOBAL not in trained:
+        raise ValueError(
+            f"no label resolved in {config.samples:,} training events over {config.days:g} days: "
+            f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
+        )
     thresholds = {name: _tune_threshold(lrn.outcomes) for name, lrn in trained.items()}
     models = {name: lrn.model for name, lrn in trained.items()}
 
@@ -208,7 +224,11 @@ def bootstrap(
             "test_seed": config.seed + TEST_SEED_OFFSET,
             "holdout_samples": config.holdout_samples,
         },
-        "settings": {"horizon_days": config.horizon_days, "negative_rate": config.negative_rate},
+        "settings": {
+            "horizon_days": config.horizon_days,
+            "failure_rate": config.failure_rate,
+            "negative_rate": config.negative_rate,
+        },
         "models": {name: {"threshold": thresholds[name], "learned": trained[name].learned} for name in trained},
         "router": router,
         "quality_gate": {**gate.as_dict(), "allowed_low_quality": config.allow_low_quality and not gate.passed},
