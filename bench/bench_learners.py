@@ -24,6 +24,7 @@ import numpy as np
 from river import forest, linear_model, naive_bayes, optim, preprocessing, tree
 
 from devintel.generators import generate
+from devintel.models.bootstrap import tune_threshold
 from devintel.models.metrics import binary_report
 from devintel.models.online import OnlineLearner, events, failure_times, warm_start
 
@@ -40,19 +41,6 @@ CANDIDATES: dict[str, Callable[[], object]] = {
     ),
     "GaussianNB": lambda: naive_bayes.GaussianNB(),
 }
-
-
-def best_f1_threshold(outcomes: list[tuple[bool, float]]) -> float:
-    y = np.array([o[0] for o in outcomes])
-    p = np.array([o[1] for o in outcomes])
-    best, best_t = -1.0, 0.5
-    for t in np.unique(np.quantile(p, np.linspace(0.5, 0.999, 200))):
-        pred = p >= t
-        tp = int((pred & y).sum())
-        f1 = 2 * tp / (pred.sum() + y.sum()) if pred.sum() + y.sum() else 0.0
-        if f1 > best:
-            best, best_t = f1, float(t)
-    return best_t
 
 
 def main() -> int:
@@ -75,9 +63,7 @@ def main() -> int:
         start = time.perf_counter()
         warm_start(learner, train_events, failures)
         online_s = time.perf_counter() - start
-        outcomes = list(learner.outcomes)
-        calibration = outcomes[int(len(outcomes) * 0.8) :]
-        threshold = best_f1_threshold(calibration)
+        threshold = tune_threshold(learner.outcomes)
         bare = factory()
         start = time.perf_counter()
         for x, y in examples:

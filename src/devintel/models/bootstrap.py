@@ -76,7 +76,18 @@ class BootstrapResult:
     report: dict[str, object]
 
 
-def _tune_threshold(outcomes: Iterable[tuple[bool, float]]) -> float:
+def _synthetic(config: BootstrapConfig, samples: int, seed: int) -> pd.DataFrame:
+    """A synthetic stream shaped by the bootstrap's settings (a different seed draws different homes)."""
+    return generate(
+        samples=samples,
+        days=config.days,
+        seed=seed,
+        horizon_days=config.horizon_days,
+        failure_rate=config.failure_rate,
+    )
+
+
+def tune_threshold(outcomes: Iterable[tuple[bool, float]]) -> float:
     """The threshold with the best F1 on the last fifth of a model's resolved warm-start predictions."""
     kept = list(outcomes)
     tail = kept[int(len(kept) * 0.8) :]
@@ -133,13 +144,7 @@ def bootstrap(
     say = progress or (lambda message: logger.info("%s", message))
     horizon_s = config.horizon_days * 86_400.0
     say(f"generating {config.samples:,} training events (seed {config.seed})")
-    train = generate(
-        samples=config.samples,
-        days=config.days,
-        seed=config.seed,
-        horizon_days=config.horizon_days,
-        failure_rate=config.failure_rate,
-    )
+    train = _synthetic(config, config.samples, config.seed)
     learners = {
         name: OnlineLearner(model=model_factory(), horizon_s=horizon_s, negative_rate=config.negative_rate, seed=i)
         for i, name in enumerate([GLOBAL, *HOME_TYPES])
@@ -159,16 +164,11 @@ def bootstrap(
             f"no label resolved in {config.samples:,} training events over {config.days:g} days: "
             f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
         )
-    thresholds = {name: _tune_threshold(lrn.outcomes) for name, lrn in trained.items()}
+    thresholds = {name: tune_threshold(lrn.outcomes) for name, lrn in trained.items()}
     models = {name: lrn.model for name, lrn in trained.items()}
 
     say(f"validating on {config.holdout_samples:,} events of other homes")
-    validation = generate(
-        samples=config.holdout_samples,
-        days=config.days,
-        seed=config.seed + VALIDATION_SEED_OFFSET,
-        horizon_days=config.horizon_days,
-    )
+    validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET)
     val_scores = _score(models, validation)
     val_truth = validation["fails_within_horizon"].to_numpy()
     val_types = validation["home_type"].astype(str).to_numpy()
@@ -185,12 +185,7 @@ def bootstrap(
             router[home_type] = home_type
 
     say(f"testing on {config.holdout_samples:,} events of other homes")
-    test = generate(
-        samples=config.holdout_samples,
-        days=config.days,
-        seed=config.seed + TEST_SEED_OFFSET,
-        horizon_days=config.horizon_days,
-    )
+    test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET)
     test_scores = _score(models, test)
     probability, decision = _routed(test, test_scores, thresholds, router)
     truth = test["fails_within_horizon"].to_numpy()
