@@ -1,4 +1,4 @@
-"""The ``devintel`` command line: ``devintel generate`` (more subcommands arrive with the models)."""
+"""The ``devintel`` command line: ``devintel generate`` and ``devintel bootstrap``."""
 
 from __future__ import annotations
 
