@@ -47,13 +47,7 @@ def default_fleet() -> Fleet:
     """The fleet (homes, devices and their hidden stories) behind the default-size dataset."""
     return GeneratorConfig.from_arguments(
         samples=DEFAULT_SAMPLES,
-        days=180.0,
         seed=DEFAULT_SEED,
-        home_types=None,
-        device_types=None,
-        failure_rate=0.45,
-        horizon_days=7.0,
-        start=None,
     ).fleet()
 
 

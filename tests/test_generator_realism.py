@@ -142,13 +142,7 @@ def test_every_home_type_is_present_at_default_size_for_any_seed(seed: int) -> N
     """Not a property of one lucky seed: the default size must mix all 8 home types whatever the seed."""
     config = GeneratorConfig.from_arguments(
         samples=1_500_000,
-        days=180.0,
         seed=seed,
-        home_types=None,
-        device_types=None,
-        failure_rate=0.45,
-        horizon_days=7.0,
-        start=None,
     )
     fleet = config.fleet()
     homes = pd.DataFrame({"home": fleet.home, "home_type": np.array(fleet.home_type_names)[fleet.home_type]})

@@ -14,7 +14,13 @@ import pandas as pd
 from devintel.daemon.datasets import output_format, write_batches
 from devintel.daemon.progress import Progress
 from devintel.generators import HOME_TYPES, DatasetStats
-from devintel.generators.api import GeneratorConfig
+from devintel.generators.api import (
+    DEFAULT_DAYS,
+    DEFAULT_FAILURE_RATE,
+    DEFAULT_HORIZON_DAYS,
+    DEFAULT_SAMPLES,
+    GeneratorConfig,
+)
 from devintel.generators.stats import StatsAccumulator
 
 logger = logging.getLogger("devintel")
@@ -30,13 +36,17 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="generate synthetic device telemetry",
         description="Generate a synthetic, event-time-ordered stream of device telemetry and write it to a file.",
     )
-    p.add_argument("--samples", type=int, default=1_500_000, help="events (rows) to generate [%(default)s]")
-    p.add_argument("--days", type=float, default=180.0, help="length of the observed span [%(default)s]")
+    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="events (rows) to generate [%(default)s]")
+    p.add_argument("--days", type=float, default=DEFAULT_DAYS, help="length of the observed span [%(default)s]")
     p.add_argument("--seed", type=int, default=0, help="random seed; same arguments, same bytes [%(default)s]")
     p.add_argument("--home-types", type=_csv_list, default=None, help="comma-separated home types [all]")
     p.add_argument("--device-types", type=_csv_list, default=None, help="comma-separated device types [all]")
-    p.add_argument("--failure-rate", type=float, default=0.45, help="mean share of devices that fail [%(default)s]")
-    p.add_argument("--horizon-days", type=float, default=7.0, help="label horizon in days [%(default)s]")
+    p.add_argument(
+        "--failure-rate", type=float, default=DEFAULT_FAILURE_RATE, help="mean share of devices that fail [%(default)s]"
+    )
+    p.add_argument(
+        "--horizon-days", type=float, default=DEFAULT_HORIZON_DAYS, help="label horizon in days [%(default)s]"
+    )
     p.add_argument(
         "--per-home-type",
         action="store_true",

@@ -26,6 +26,12 @@ from devintel.generators.templates import DEVICE_TYPES, FAILURE_MODES, HOME_TYPE
 #: The default start of the synthetic span: 2025-01-01T00:00:00Z (the span covers winter to summer).
 DEFAULT_START = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
 
+#: Default size: about 45 homes, enough for every home type in its population share.
+DEFAULT_SAMPLES = 1_500_000
+DEFAULT_DAYS = 180.0
+DEFAULT_FAILURE_RATE = 0.45
+DEFAULT_HORIZON_DAYS = 7.0
+
 #: Columns of the generated frame, in order: identity, canonical metrics, then ground truth.
 COLUMNS: tuple[str, ...] = (
     "ts",
@@ -62,16 +68,16 @@ class GeneratorConfig:
     def from_arguments(
         cls,
         *,
-        samples: int,
-        days: float,
-        seed: int,
-        home_types: Iterable[str] | None,
-        device_types: Iterable[str] | None,
-        failure_rate: float,
-        horizon_days: float,
-        start: float | None,
+        samples: int = DEFAULT_SAMPLES,
+        days: float = DEFAULT_DAYS,
+        seed: int = 0,
+        home_types: Iterable[str] | None = None,
+        device_types: Iterable[str] | None = None,
+        failure_rate: float = DEFAULT_FAILURE_RATE,
+        horizon_days: float = DEFAULT_HORIZON_DAYS,
+        start: float | None = None,
     ) -> GeneratorConfig:
-        """Check every argument and say clearly what is wrong."""
+        """Check every argument (defaults as in :func:`generate`) and say clearly what is wrong."""
         homes = tuple(home_types) if home_types is not None else tuple(HOME_TYPES)
         devices = tuple(device_types) if device_types is not None else tuple(DEVICE_TYPES)
         problems = []
@@ -162,13 +168,13 @@ def _frame(fleet: Fleet, batch: EventBatch) -> pd.DataFrame:
 
 def iter_batches(
     *,
-    samples: int = 1_500_000,
-    days: float = 180.0,
+    samples: int = DEFAULT_SAMPLES,
+    days: float = DEFAULT_DAYS,
     seed: int = 0,
     home_types: Iterable[str] | None = None,
     device_types: Iterable[str] | None = None,
-    failure_rate: float = 0.45,
-    horizon_days: float = 7.0,
+    failure_rate: float = DEFAULT_FAILURE_RATE,
+    horizon_days: float = DEFAULT_HORIZON_DAYS,
     start: float | None = None,
 ) -> Iterator[pd.DataFrame]:
     """The same events as :func:`generate`, as event-time-ordered DataFrames of about two days each.
@@ -191,13 +197,13 @@ def iter_batches(
 
 def generate(
     *,
-    samples: int = 1_500_000,
-    days: float = 180.0,
+    samples: int = DEFAULT_SAMPLES,
+    days: float = DEFAULT_DAYS,
     seed: int = 0,
     home_types: Iterable[str] | None = None,
     device_types: Iterable[str] | None = None,
-    failure_rate: float = 0.45,
-    horizon_days: float = 7.0,
+    failure_rate: float = DEFAULT_FAILURE_RATE,
+    horizon_days: float = DEFAULT_HORIZON_DAYS,
     start: float | None = None,
 ) -> pd.DataFrame:
     """Generate ``samples`` synthetic telemetry events, one row each, ordered by event time.
