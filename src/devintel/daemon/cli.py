@@ -114,6 +114,7 @@ def format_summary(stats: DatasetStats, title: str) -> str:
         f"  positive rate        {stats.positive_rate:.2%} (fails within the horizon)",
         f"  undetectable         {stats.undetectable_share:.1%} of positives (no precursor: recall ceiling "
         f"{1 - stats.undetectable_share:.1%})",
+        f"  severity ceiling     F1 {stats.severity_f1:.3f} for a threshold on the hidden precursor severity",
         f"  missing values       {stats.missing_share:.2%} of reported fields",
         f"  out-of-range values  {stats.out_of_range:,}",
         "  homes per type       " + ", ".join(f"{k} {v}" for k, v in stats.homes_per_type.items()),

@@ -28,6 +28,10 @@ VALID_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+#: Resolution of the severity histogram behind :attr:`DatasetStats.severity_f1`.
+SEVERITY_BINS = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class DatasetStats:
     """What a dataset holds, and how hard its labels are."""
@@ -45,6 +49,9 @@ class DatasetStats:
     undetectable_share: float
     """Share of positive events with no precursor signal at all (sudden failures, or before the
     precursor starts): no model can catch these, so event-level recall cannot exceed 1 minus this."""
+    severity_f1: float
+    """Best F1 of a threshold on the hidden precursor severity (to 0.001): about the best any model that
+    reads the signals perfectly can do on the label."""
     missing_share: float
     """Share of field values missing among the fields each device type reports."""
     out_of_range: int
@@ -62,6 +69,9 @@ class StatsAccumulator:
         self.rows = 0
         self.positives = 0
         self.undetectable = 0
+        # Positive and negative counts per thousandth of precursor severity, for severity_f1.
+        self._severity_pos = np.zeros(SEVERITY_BINS + 1, dtype=np.int64)
+        self._severity_neg = np.zeros(SEVERITY_BINS + 1, dtype=np.int64)
         self.reported_cells = 0
         self.missing_cells = 0
         self.out_of_range = 0
@@ -83,7 +93,11 @@ class StatsAccumulator:
         ts = df["ts"].to_numpy()
         self.rows += len(df)
         self.positives += int(positive.sum())
-        self.undetectable += int((df["precursor"].to_numpy()[positive] == 0).sum())
+        precursor = df["precursor"].to_numpy()
+        self.undetectable += int((precursor[positive] == 0).sum())
+        bins = np.clip(np.floor(precursor * SEVERITY_BINS), 0, SEVERITY_BINS).astype(np.int64)
+        self._severity_pos += np.bincount(bins[positive], minlength=SEVERITY_BINS + 1)
+        self._severity_neg += np.bincount(bins[~positive], minlength=SEVERITY_BINS + 1)
         self.ts_min = min(self.ts_min, float(ts.min()))
         self.ts_max = max(self.ts_max, float(ts.max()))
         self.devices.update(str(d) for d in df["device_id"].unique())
@@ -119,9 +133,17 @@ class StatsAccumulator:
             positive_rate=self.positives / self.rows if self.rows else 0.0,
             failures_per_mode={m: modes.count(m) for m in FAILURE_MODES},
             undetectable_share=self.undetectable / self.positives if self.positives else 0.0,
+            severity_f1=self._severity_f1(),
             missing_share=self.missing_cells / self.reported_cells if self.reported_cells else 0.0,
             out_of_range=self.out_of_range,
         )
+
+    def _severity_f1(self) -> float:
+        # Predict positive at or above each bin (from the top): F1 = 2 TP / (predicted + positives).
+        true_pos = np.cumsum(self._severity_pos[::-1])
+        predicted = true_pos + np.cumsum(self._severity_neg[::-1])
+        total = int(self._severity_pos.sum())
+        return float((2.0 * true_pos / (predicted + total)).max()) if total else 0.0
 
 
 def summarize(df: pd.DataFrame) -> DatasetStats:
