@@ -38,9 +38,9 @@ HOUR_S: Final = 3_600.0
 YEAR_DAYS: Final = 365.2425
 
 #: Share of failures that come with no precursor at all (sudden death): the honest recall ceiling.
-SUDDEN_SHARE: Final = 0.10
+SUDDEN_SHARE: Final = 0.03
 #: Share of announced failures whose precursor is short (2 hours to 3 days) rather than one to six weeks.
-SHORT_PRECURSOR_SHARE: Final = 0.05
+SHORT_PRECURSOR_SHARE: Final = 0.02
 #: Median length of a (not short) precursor per failure mode, in days: log-normal, sigma 0.35, at least
 #: ``MIN_LONG_PRECURSOR_DAYS``.
 PRECURSOR_MEDIAN_DAYS: Final[dict[str, float]] = {
@@ -54,7 +54,8 @@ PRECURSOR_MEDIAN_DAYS: Final[dict[str, float]] = {
 MIN_LONG_PRECURSOR_DAYS: Final = 7.0
 #: Length of the terminal phase that ends a long precursor, in days: after weeks of slow wear, the last
 #: days before a failure degrade fast (a battery's knee, a link that gives way, latency that runs away).
-TERMINAL_DAYS: Final = (5.5, 8.5)
+#: It starts at or just before the default 7-day horizon (see docs/synthetic-data.md, calibration).
+TERMINAL_DAYS: Final = (7.0, 9.0)
 #: Share of a long precursor's severity reached by slow wear before the terminal phase starts.
 WEAR_SHARE: Final = 0.2
 #: Share of devices that have one harmless transient dip (a false-alarm look-alike) in the span.

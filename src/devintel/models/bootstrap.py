@@ -2,12 +2,14 @@
 
 1. **Generate** a training stream (``seed``) and two streams of other homes: validation
    (``seed + 1000``) and held-out test (``seed + 2000``). A different seed draws different homes.
-2. **Warm-start** a global model on every training event and one model per home type on that type's
-   events, through the online path (features, delayed labels with the synthetic failure times as
-   evidence, learning on resolution). Each model's decision threshold is tuned for F1 on the last fifth
-   of its own resolved warm-start predictions (a calibration slice of the training stream).
-3. **Route**: on the validation homes, a home type keeps its own model only where it beats the global
-   model's F1 on that type; otherwise the global model serves it.
+2. **Warm-start** a global model on every training event through the online path (features, delayed
+   labels with the synthetic failure times as evidence, learning on resolution), and one model per home
+   type on the same learned examples of that type's devices (features are computed once per event).
+3. **Calibrate and route** on the validation homes: each model's decision threshold is tuned there
+   (:func:`tune_threshold`: the best F1 among thresholds that keep precision and recall within
+   ``balance`` of each other); a home type keeps its own model only where it beats the global model's F1 on
+   that type, otherwise the global model serves it. Validation homes, not the tail of the warm start,
+   calibrate the thresholds because they are what a deployment is: homes the models never saw.
 4. **Gate** the routed predictions on the held-out test homes against the quality thresholds. A failed
    gate raises :class:`~devintel.models.gate.GateFailed` (nothing is written) unless
    ``allow_low_quality``, which writes the snapshot and records the failure in its manifest.
@@ -21,17 +23,17 @@ import json
 import logging
 import pickle
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Final
 
 import numpy as np
 import pandas as pd
-from river import naive_bayes
 
 from devintel.generators import HOME_TYPES, generate
-from devintel.models.features import FeatureExtractor
+from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
+from devintel.models.learners import default_model
 from devintel.models.metrics import BinaryReport, binary_report, recall_by_group
 from devintel.models.online import Classifier, OnlineLearner, events, failure_times, warm_start
 from devintel.models.snapshots import SnapshotStore
@@ -43,21 +45,14 @@ VALIDATION_SEED_OFFSET: Final = 1000
 TEST_SEED_OFFSET: Final = 2000
 
 
-def default_model() -> Classifier:
-    """The learner devintel ships: Gaussian naive Bayes had the best held-out F1 and PR-AUC in the last
-    comparison (bench/bench_learners.py; Hoeffding trees' thresholds did not transfer to new homes)."""
-    model: Classifier = naive_bayes.GaussianNB()  # type: ignore[no-untyped-call]
-    return model
-
-
 @dataclass(frozen=True, slots=True)
 class BootstrapConfig:
     """What a bootstrap trains on and how it is judged."""
 
-    samples: int = 200_000
+    samples: int = 1_000_000
     days: float = 180.0
     seed: int = 0
-    holdout_samples: int = 100_000
+    holdout_samples: int = 300_000
     horizon_days: float = 7.0
     failure_rate: float = 0.45
     negative_rate: float = 0.2
@@ -87,22 +82,26 @@ def _synthetic(config: BootstrapConfig, samples: int, seed: int) -> pd.DataFrame
     )
 
 
-def tune_threshold(outcomes: Iterable[tuple[bool, float]]) -> float:
-    """The threshold with the best F1 on the last fifth of a model's resolved warm-start predictions."""
-    kept = list(outcomes)
-    tail = kept[int(len(kept) * 0.8) :]
-    if not tail:
+def tune_threshold(truth: np.ndarray, probability: np.ndarray, balance: float = 0.05) -> float:
+    """The decision threshold with the best F1 on (truth, probability) among those whose precision and recall
+    differ by at most ``balance`` (the quality gate asks for both; the plain best F1 often buys precision with
+    recall); the plain best F1 when no threshold is that balanced; 0.5 with no positive example."""
+    y = np.asarray(truth, dtype=bool)
+    p = np.asarray(probability, dtype=np.float64)
+    if not y.any():
         return 0.5
-    y = np.array([o[0] for o in tail])
-    p = np.array([o[1] for o in tail])
-    best_f1, best_t = -1.0, 0.5
-    for t in np.unique(np.quantile(p, np.linspace(0.0, 1.0, 201))):
-        predicted = p >= t
-        denominator = int(predicted.sum() + y.sum())
-        f1 = 2.0 * int((predicted & y).sum()) / denominator if denominator else 0.0
-        if f1 > best_f1:
-            best_f1, best_t = f1, float(t)
-    return best_t
+    order = np.argsort(-p, kind="stable")
+    ranked = p[order]
+    # Flag the top k for every k that ends a run of tied probabilities (a threshold cannot split a tie).
+    ends = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))
+    true_positive = np.cumsum(y[order])[ends]
+    flagged = ends + 1
+    precision = true_positive / flagged
+    recall = true_positive / y.sum()
+    f1 = 2.0 * true_positive / (flagged + y.sum())
+    balanced = np.abs(precision - recall) <= balance
+    score = np.where(balanced, f1, -1.0) if balanced.any() else f1
+    return float(ranked[ends[int(np.argmax(score))]])
 
 
 def _score(models: dict[str, Classifier], frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -145,44 +144,51 @@ def bootstrap(
     horizon_s = config.horizon_days * 86_400.0
     say(f"generating {config.samples:,} training events (seed {config.seed})")
     train = _synthetic(config, config.samples, config.seed)
-    learners = {
-        name: OnlineLearner(model=model_factory(), horizon_s=horizon_s, negative_rate=config.negative_rate, seed=i)
-        for i, name in enumerate([GLOBAL, *HOME_TYPES])
-    }
-    train_types = train["home_type"].astype(str).to_numpy()
-    failures = failure_times(train)
-    say("warm-starting the global model")
-    warm_start(learners[GLOBAL], events(train), failures)
-    for home_type in HOME_TYPES:
-        part = train[train_types == home_type]
-        if len(part):
-            say(f"warm-starting the {home_type} model on {len(part):,} events")
-            warm_start(learners[home_type], events(part), failure_times(part))
-    trained = {name: lrn for name, lrn in learners.items() if lrn.learned > 0}
-    if GLOBAL not in trained:
+    models: dict[str, Classifier] = {name: model_factory() for name in [GLOBAL, *HOME_TYPES]}
+    learned: dict[str, int] = dict.fromkeys(models, 0)
+    home_type_of = dict(zip(train["device_id"].astype(str), train["home_type"].astype(str), strict=True))
+
+    def teach_home_type_model(device_id: str, features: Features, label: bool) -> None:
+        home_type = home_type_of[device_id]
+        models[home_type].learn_one(features, label)
+        learned[home_type] += 1
+
+    learner = OnlineLearner(
+        model=models[GLOBAL],
+        horizon_s=horizon_s,
+        negative_rate=config.negative_rate,
+        seed=config.seed,
+        on_learn=teach_home_type_model,
+    )
+    say(f"warm-starting the global model and {len(HOME_TYPES)} home-type models")
+    warm_start(learner, events(train), failure_times(train))
+    learned[GLOBAL] = learner.learned
+    if learner.learned == 0:
         raise ValueError(
             f"no label resolved in {config.samples:,} training events over {config.days:g} days: "
             f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
         )
-    thresholds = {name: tune_threshold(lrn.outcomes) for name, lrn in trained.items()}
-    models = {name: lrn.model for name, lrn in trained.items()}
+    models = {name: model for name, model in models.items() if learned[name] > 0}
 
     say(f"validating on {config.holdout_samples:,} events of other homes")
     validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET)
     val_scores = _score(models, validation)
     val_truth = validation["fails_within_horizon"].to_numpy()
     val_types = validation["home_type"].astype(str).to_numpy()
+    thresholds = {GLOBAL: tune_threshold(val_truth, val_scores[GLOBAL])}
     router: dict[str, str] = {}
     comparison: dict[str, dict[str, float]] = {}
     for home_type in HOME_TYPES:
         rows = val_types == home_type
         if home_type not in models or not val_truth[rows].any():
             continue
+        thresholds[home_type] = tune_threshold(val_truth[rows], val_scores[home_type][rows])
         own = binary_report(val_truth[rows], val_scores[home_type][rows], thresholds[home_type]).f1
         shared = binary_report(val_truth[rows], val_scores[GLOBAL][rows], thresholds[GLOBAL]).f1
         comparison[home_type] = {"home_type_f1": own, "global_f1": shared}
         if own > shared:
             router[home_type] = home_type
+    models = {name: model for name, model in models.items() if name in thresholds}
 
     say(f"testing on {config.holdout_samples:,} events of other homes")
     test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET)
@@ -200,7 +206,7 @@ def bootstrap(
         "recall_by_failure_mode": recall_by_group(truth, decision, test["failure_mode"].astype(str).to_numpy()),
         "recall_by_home_type": recall_by_group(truth, decision, test["home_type"].astype(str).to_numpy()),
         "home_type_vs_global": comparison,
-        "rolling_warm_start": learners[GLOBAL].rolling.history,
+        "rolling_warm_start": learner.rolling.history,
         "gate": gate.as_dict(),
     }
     if not gate.passed and not config.allow_low_quality:
@@ -218,13 +224,14 @@ def bootstrap(
             "validation_seed": config.seed + VALIDATION_SEED_OFFSET,
             "test_seed": config.seed + TEST_SEED_OFFSET,
             "holdout_samples": config.holdout_samples,
+            "threshold_calibration": "validation homes",
         },
         "settings": {
             "horizon_days": config.horizon_days,
             "failure_rate": config.failure_rate,
             "negative_rate": config.negative_rate,
         },
-        "models": {name: {"threshold": thresholds[name], "learned": trained[name].learned} for name in trained},
+        "models": {name: {"threshold": thresholds[name], "learned": learned[name]} for name in models},
         "router": router,
         "quality_gate": {**gate.as_dict(), "allowed_low_quality": config.allow_low_quality and not gate.passed},
         "metrics": report.as_dict(),

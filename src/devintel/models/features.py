@@ -8,14 +8,17 @@ Features (all floats; a field the device does not report yields no feature):
 - ``<signal>``: the latest value of battery_level, battery_voltage, linkquality, signal_strength,
   response_time (log ms), error_rate, temperature, uptime_hours;
 - ``<signal>_ewm``: a fast average (time constant 12 h); ``<signal>_dev``: its deviation from the device's
-  own robust baseline (10 days), in units of the signal's report-to-report noise; ``<signal>_slope``: the
+  own robust baseline (10 days), in units of the signal's report-to-report noise, and ``<signal>_dev2d`` the
+  same for a medium average (time constant 2 days); ``<signal>_slope``: the
   smoothed change per day; ``<signal>_peak``: the recent peak (decaying over 2 days) of error rate,
   response time and temperature;
 - ``gap_ratio``: time since the previous report over the device's usual interval, and ``gap_ewm`` its
   recent average (lost reports raise both);
 - ``value_var_ratio``: recent variance of the sensed value over its long-run variance (a stuck sensor
   tends to 0); for 0/1 values ``value_flip_rate`` and ``value_flip_ratio`` (against its long-run rate);
-  ``value_repeats``: how many reports in a row carried exactly the same value;
+  ``value_repeats``: how many reports in a row carried exactly the same value, and ``value_stuck_surprise``
+  how unlikely that run is for this device (minus its log-probability under the device's long-run rate of
+  change);
 - ``drops_ewm``, ``restarts_ewm``: recent connection drops and restarts per report;
 - ``age_days``: days since the device was first seen;
 - ``hour_sin``, ``hour_cos``, ``weekend``, ``season_sin``, ``season_cos``;
@@ -53,6 +56,9 @@ FAST: Final = 0.3
 """Weight of a new count in the drop and restart averages (per report)."""
 FAST_S: Final = 12 * 3600.0
 """Time constant of a signal's fast average, in seconds."""
+MID_S: Final = 2 * 86_400.0
+"""Time constant of a signal's medium average, in seconds: less noisy than the fast one, so a small sustained
+shift (the start of a terminal phase) stands out from report-to-report noise."""
 SLOW_S: Final = 10 * 86_400.0
 """Time constant of a signal's long-run baseline, in seconds."""
 PEAK_S: Final = 2 * 86_400.0
@@ -93,6 +99,7 @@ class _Signal:
     last: float
     last_ts: float
     fast: float
+    mid: float
     slow: float
     noise: float = 0.0
     slope: float = 0.0
@@ -107,6 +114,7 @@ class _Signal:
         self.noise += NOISE * (abs(x - self.last) - self.noise)
         # Averages weigh time, not reports, so devices that report hourly and twice a day compare.
         self.fast += (1.0 - math.exp(-gap / FAST_S)) * (x - self.fast)
+        self.mid += (1.0 - math.exp(-gap / MID_S)) * (x - self.mid)
         self.peak = max(x, self.peak * math.exp(-gap / PEAK_S))
         # The baseline is robust: after a warm-up, a step counts at most 3 noise units, so a sustained
         # drift (the thing to detect) barely drags the baseline along.
@@ -125,6 +133,10 @@ class _Signal:
         """How far the fast average has moved from the baseline, in units of the signal's own noise
         (the typical change from one report to the next), so a drift stands out however it is scaled."""
         return (self.fast - self.slow) / self._scale()
+
+    def sustained_deviation(self) -> float:
+        """Like :meth:`deviation`, for the medium (2-day) average."""
+        return (self.mid - self.slow) / self._scale()
 
 
 @dataclass(slots=True)
@@ -208,13 +220,14 @@ class FeatureExtractor:
             sig = state.signals.get(name)
             if x is not None:
                 if sig is None:
-                    sig = state.signals[name] = _Signal(last=x, last_ts=ts, fast=x, slow=x)
+                    sig = state.signals[name] = _Signal(last=x, last_ts=ts, fast=x, mid=x, slow=x)
                 else:
                     sig.update(x, ts)
             if sig is not None:
                 out[name] = sig.last
                 out[name + "_ewm"] = sig.fast
                 out[name + "_dev"] = sig.deviation()
+                out[name + "_dev2d"] = sig.sustained_deviation()
                 out[name + "_slope"] = sig.slope
                 if name in PEAKED:
                     out[name + "_peak"] = sig.peak
@@ -260,8 +273,11 @@ class FeatureExtractor:
             state.value_slow_var = 0.99 * (state.value_slow_var + 0.01 * delta_slow * delta_slow)
             if state.last_value is not None:
                 flipped = 1.0 if x != state.last_value else 0.0
-                state.flip_rate += 0.1 * (flipped - state.flip_rate)
-                state.flip_base += 0.01 * (flipped - state.flip_base)
+                changes = state.value_seen - 1
+                # Plain means until the averages have seen enough changes, then exponential ones: a rate
+                # that starts at 0 would call every young continuous sensor frozen.
+                state.flip_rate += max(0.1, 1.0 / changes) * (flipped - state.flip_rate)
+                state.flip_base += max(0.01, 1.0 / changes) * (flipped - state.flip_base)
                 state.repeats = 0 if flipped else min(state.repeats + 1, REPEATS_CAP)
             state.last_value = x
         if state.value_seen >= 2:
@@ -269,3 +285,7 @@ class FeatureExtractor:
             out["value_flip_rate"] = state.flip_rate
             out["value_flip_ratio"] = state.flip_rate / (state.flip_base + 0.01)
             out["value_repeats"] = float(state.repeats)
+            # How unlikely the current run of identical values is for this device: a continuous reading
+            # (a value changes at nearly every report) frozen for a few reports is more surprising than a
+            # light left off all night.
+            out["value_stuck_surprise"] = -state.repeats * math.log(max(1.0 - state.flip_base, 0.01))

@@ -67,6 +67,9 @@ class OnlineLearner:
     keep_examples: bool = False
     """Keep every learned (features, label) in ``examples`` (benchmarks replay them into a bare model)."""
     examples: list[tuple[Features, bool]] = field(default_factory=list)
+    on_learn: Callable[[str, Features, bool], None] | None = None
+    """Called with (device id, features, label) for every example learned: the bootstrap teaches the same
+    examples to the device's home-type model, so features are computed once for every model."""
     outcomes: deque[tuple[bool, float]] = field(default_factory=lambda: deque(maxlen=OUTCOMES_KEPT))
     """(label, probability predicted then) of the latest resolved events, for calibrating the threshold."""
     labels: DelayedLabels[Scored] = field(init=False)
@@ -108,6 +111,8 @@ class OnlineLearner:
                 self.learned += 1
                 if self.keep_examples:
                     self.examples.append((item.payload.features, item.label))
+                if self.on_learn is not None:
+                    self.on_learn(item.device_id, item.payload.features, item.label)
 
 
 def events(frame: pd.DataFrame) -> Iterator[dict[str, object]]:

@@ -1,0 +1,150 @@
+"""devintel's settings: one strict pydantic-settings model, every field described.
+
+Sources, highest priority first: keyword arguments (the command line), ``DEVINTEL_*`` environment variables
+(nested with ``__``: ``DEVINTEL_MQTT__HOST``), a ``.env`` file in the working directory, a TOML file
+(``--config``), secrets from ``$CREDENTIALS_DIRECTORY`` (systemd's ``LoadCredential=``: a file named
+``mqtt__password`` holds ``mqtt.password``), then the defaults. Unknown keys are an error, so a typo fails
+at start instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from devintel.generators import HOME_TYPES
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class MqttSettings(BaseModel):
+    """The MQTT broker devintel subscribes to and publishes on."""
+
+    model_config = _STRICT
+    host: str = Field("localhost", description="broker host name or address")
+    port: int = Field(1883, ge=1, le=65535, description="broker port")
+    username: str | None = Field(None, description="user name, when the broker asks for one")
+    password: SecretStr | None = Field(None, description="password (better from $CREDENTIALS_DIRECTORY)")
+    tls: bool = Field(False, description="connect with TLS")
+    client_id: str = Field("devintel", min_length=1, description="fixed client id (a persistent session)")
+
+
+class Zigbee2MqttSettings(BaseModel):
+    """Where Zigbee2MQTT publishes."""
+
+    model_config = _STRICT
+    base_topic: str = Field("zigbee2mqtt", min_length=1, description="Zigbee2MQTT's base topic")
+
+
+class HomeAssistantSettings(BaseModel):
+    """Home Assistant MQTT discovery."""
+
+    model_config = _STRICT
+    discovery: bool = Field(True, description="publish discovery configs for every device")
+    prefix: str = Field("homeassistant", min_length=1, description="Home Assistant's discovery prefix")
+
+
+class QualitySettings(BaseModel):
+    """The quality gate on held-out homes (positive class: fails within the horizon)."""
+
+    model_config = _STRICT
+    min_accuracy: float = Field(0.85, ge=0.0, le=1.0, description="minimum held-out accuracy")
+    min_precision: float = Field(0.80, ge=0.0, le=1.0, description="minimum held-out precision")
+    min_recall: float = Field(0.80, ge=0.0, le=1.0, description="minimum held-out recall")
+    min_f1: float = Field(0.80, ge=0.0, le=1.0, description="minimum held-out F1")
+
+
+class BootstrapSettings(BaseModel):
+    """The synthetic warm start."""
+
+    model_config = _STRICT
+    samples: int = Field(1_000_000, ge=100, description="training events generated")
+    holdout_samples: int = Field(300_000, ge=100, description="events of the validation and of the test homes each")
+    days: float = Field(180.0, gt=0.0, description="span of the synthetic stream, in days")
+    seed: int = Field(0, ge=0, description="training seed; validation and test homes use seed + 1000 and + 2000")
+
+
+class HttpSettings(BaseModel):
+    """The small HTTP API."""
+
+    model_config = _STRICT
+    host: str = Field("127.0.0.1", description="listen address (loopback by default)")
+    port: int = Field(8019, ge=1, le=65535, description="listen port")
+    token: SecretStr | None = Field(None, description="bearer token required by changing endpoints")
+
+
+class SnapshotSettings(BaseModel):
+    """Model snapshots."""
+
+    model_config = _STRICT
+    interval_s: float = Field(300.0, gt=0.0, description="seconds between periodic snapshots")
+    keep: int = Field(5, ge=1, description="snapshots kept")
+
+
+class Settings(BaseSettings):
+    """Everything devintel can be configured with (see the module docstring for the sources)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DEVINTEL_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+    toml_file: ClassVar[Path | None] = None
+
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="MQTT broker")
+    zigbee2mqtt: Zigbee2MqttSettings = Field(default_factory=Zigbee2MqttSettings, description="Zigbee2MQTT")
+    ha: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings, description="Home Assistant")
+    topic_prefix: str = Field("devintel", min_length=1, description="prefix of devintel's own topics")
+    model_dir: Path = Field(Path("models"), description="directory of the model snapshots")
+    home_type: str = Field("single_family_house", description="home type of events that do not name one")
+    horizon_days: float = Field(7.0, gt=0.0, description="a failure within this many days makes an event positive")
+    quality: QualitySettings = Field(default_factory=QualitySettings, description="quality gate")
+    bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings, description="synthetic warm start")
+    http: HttpSettings = Field(default_factory=HttpSettings, description="HTTP API")
+    snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings, description="snapshots")
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Check what field constraints cannot express."""
+        if self.home_type not in HOME_TYPES:
+            raise ValueError(f"home_type {self.home_type!r} is not one of {', '.join(HOME_TYPES)}")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, environment, .env, the TOML file, then systemd credentials."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        if cls.toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file))
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if credentials:
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=credentials, env_prefix=""))
+        return tuple(sources)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """The settings from every source, with ``config`` as the TOML file; raises on any invalid value."""
+    if config is not None and not config.is_file():
+        raise FileNotFoundError(f"config file {config} does not exist")
+
+    class _Configured(Settings):
+        toml_file: ClassVar[Path | None] = config
+
+    return _Configured(**overrides)
