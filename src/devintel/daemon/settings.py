@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
-    SecretsSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
@@ -25,6 +25,34 @@ from pydantic_settings import (
 from devintel.generators import HOME_TYPES
 
 _STRICT = ConfigDict(extra="forbid")
+ENV_PREFIX = "DEVINTEL_"
+
+
+class CredentialsSource(PydanticBaseSettingsSource):
+    """Settings from the files of a credentials directory (systemd's ``$CREDENTIALS_DIRECTORY``): the file
+    ``mqtt__password`` holds ``mqtt.password``, nested with ``__`` as the environment is. A trailing newline
+    is dropped; files of other names than settings are an error, as unknown keys are."""
+
+    def __init__(self, settings_cls: type[BaseSettings], directory: Path) -> None:
+        super().__init__(settings_cls)
+        self.directory = directory
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` reads the whole directory at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        """The settings the directory holds, as a nested mapping."""
+        values: dict[str, Any] = {}
+        for path in sorted(self.directory.iterdir()):
+            if not path.is_file():
+                continue
+            *parents, leaf = path.name.lower().split("__")
+            node = values
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = path.read_text(encoding="utf-8").rstrip("\n")
+        return values
 
 
 class MqttSettings(BaseModel):
@@ -95,7 +123,7 @@ class Settings(BaseSettings):
     """Everything devintel can be configured with (see the module docstring for the sources)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="DEVINTEL_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         env_file=".env",
         extra="forbid",
@@ -135,7 +163,7 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file))
         credentials = os.environ.get("CREDENTIALS_DIRECTORY")
         if credentials:
-            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=credentials, env_prefix=""))
+            sources.append(CredentialsSource(settings_cls, Path(credentials)))
         return tuple(sources)
 
 
@@ -143,6 +171,14 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """The settings from every source, with ``config`` as the TOML file; raises on any invalid value."""
     if config is not None and not config.is_file():
         raise FileNotFoundError(f"config file {config} does not exist")
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.upper().startswith(ENV_PREFIX)
+        and name[len(ENV_PREFIX) :].lower().split("__")[0] not in Settings.model_fields
+    )
+    if unknown:
+        raise ValueError(f"unknown setting(s) in the environment: {', '.join(unknown)}")
 
     class _Configured(Settings):
         toml_file: ClassVar[Path | None] = config

@@ -6,10 +6,10 @@
    labels with the synthetic failure times as evidence, learning on resolution), and one model per home
    type on the same learned examples of that type's devices (features are computed once per event).
 3. **Calibrate and route** on the validation homes: each model's decision threshold is tuned there
-   (:func:`tune_threshold`: the best F1 among thresholds that keep precision and recall within
-   ``balance`` of each other); a home type keeps its own model only where it beats the global model's F1 on
-   that type, otherwise the global model serves it. Validation homes, not the tail of the warm start,
-   calibrate the thresholds because they are what a deployment is: homes the models never saw.
+   (:func:`tune_threshold`: where the lower of precision and recall is highest); a home type keeps its
+   own model only where it beats the global model's F1 on that type, otherwise the global model serves
+   it. Validation homes, not the tail of the warm start, calibrate the thresholds because they are what a
+   deployment is: homes the models never saw.
 4. **Gate** the routed predictions on the held-out test homes against the quality thresholds. A failed
    gate raises :class:`~devintel.models.gate.GateFailed` (nothing is written) unless
    ``allow_low_quality``, which writes the snapshot and records the failure in its manifest.
@@ -82,10 +82,10 @@ def _synthetic(config: BootstrapConfig, samples: int, seed: int) -> pd.DataFrame
     )
 
 
-def tune_threshold(truth: np.ndarray, probability: np.ndarray, balance: float = 0.05) -> float:
-    """The decision threshold with the best F1 on (truth, probability) among those whose precision and recall
-    differ by at most ``balance`` (the quality gate asks for both; the plain best F1 often buys precision with
-    recall); the plain best F1 when no threshold is that balanced; 0.5 with no positive example."""
+def tune_threshold(truth: np.ndarray, probability: np.ndarray) -> float:
+    """The decision threshold at which the lower of precision and recall on (truth, probability) is highest
+    (their break-even point): the quality gate asks for both, and the plain best F1 buys precision with
+    recall. 0.5 when there is no positive example."""
     y = np.asarray(truth, dtype=bool)
     p = np.asarray(probability, dtype=np.float64)
     if not y.any():
@@ -98,9 +98,7 @@ def tune_threshold(truth: np.ndarray, probability: np.ndarray, balance: float = 
     flagged = ends + 1
     precision = true_positive / flagged
     recall = true_positive / y.sum()
-    f1 = 2.0 * true_positive / (flagged + y.sum())
-    balanced = np.abs(precision - recall) <= balance
-    score = np.where(balanced, f1, -1.0) if balanced.any() else f1
+    score = np.minimum(precision, recall)
     return float(ranked[ends[int(np.argmax(score))]])
 
 
