@@ -9,7 +9,10 @@ Features (all floats; a field the device does not report yields no feature):
   response_time (log ms), error_rate, temperature, uptime_hours;
 - ``<signal>_ewm``: a fast average (time constant 12 h); ``<signal>_dev``: its deviation from the device's
   own robust baseline (10 days), in units of the signal's report-to-report noise, and ``<signal>_dev2d`` the
-  same for a medium average (time constant 2 days); ``<signal>_slope``: the
+  same for a medium average (time constant 2 days); ``<signal>_tdev``: the deviation less the lag that the
+  baseline's own steady drift explains (a battery draining as it should); ``<signal>_cusum_up`` and
+  ``_cusum_down``: Page's CUSUM of the per-report deviation beyond one noise unit, both ways (a small
+  sustained shift adds up report after report, noise drains away); ``<signal>_slope``: the
   smoothed change per day; ``<signal>_peak``: the recent peak (decaying over 2 days) of error rate,
   response time and temperature;
 - ``gap_ratio``: time since the previous report over the device's usual interval, and ``gap_ewm`` its
@@ -69,6 +72,10 @@ NOISE: Final = 0.05
 """Weight of a new report-to-report change in a signal's noise scale."""
 BASELINE_WARMUP: Final = 20
 """Reports during which a baseline follows every value freely, before it becomes robust."""
+CUSUM_SLACK: Final = 1.0
+"""Deviation (in noise units) a report must exceed to add to a CUSUM: smaller wobbles drain it."""
+CUSUM_CAP: Final = 50.0
+"""Largest value a CUSUM reaches (its state stays bounded; beyond it the evidence is no stronger)."""
 REPEATS_CAP: Final = 100
 """Longest run of identical values counted by ``value_repeats``."""
 
@@ -102,6 +109,9 @@ class _Signal:
     mid: float
     slow: float
     noise: float = 0.0
+    drift: float = 0.0
+    cusum_up: float = 0.0
+    cusum_down: float = 0.0
     slope: float = 0.0
     peak: float = 0.0
     seen: int = 1
@@ -120,9 +130,20 @@ class _Signal:
         # drift (the thing to detect) barely drags the baseline along.
         step = x - self.slow
         if self.seen >= BASELINE_WARMUP:
+            # Page's CUSUM both ways: evidence of a small, sustained shift away from the baseline, which
+            # grows report after report where a single noisy report or a short wobble does not.
+            z = step / self._scale()
+            self.cusum_up = min(max(self.cusum_up + z - CUSUM_SLACK, 0.0), CUSUM_CAP)
+            self.cusum_down = min(max(self.cusum_down - z - CUSUM_SLACK, 0.0), CUSUM_CAP)
+        if self.seen >= BASELINE_WARMUP:
             limit = 3.0 * self._scale()
             step = min(max(step, -limit), limit)
+        before = self.slow
         self.slow += (1.0 - math.exp(-gap / SLOW_S)) * step if self.seen >= BASELINE_WARMUP else step / (self.seen + 1)
+        if self.seen >= BASELINE_WARMUP and days > 1e-6:
+            # The baseline's own rate of change (per day): a steady drift (a battery draining as it should)
+            # that the lagging baseline would otherwise report as a deviation.
+            self.drift += (1.0 - math.exp(-gap / SLOW_S)) * ((self.slow - before) / days - self.drift)
         self.seen += 1
         self.last, self.last_ts = x, ts
 
@@ -133,6 +154,11 @@ class _Signal:
         """How far the fast average has moved from the baseline, in units of the signal's own noise
         (the typical change from one report to the next), so a drift stands out however it is scaled."""
         return (self.fast - self.slow) / self._scale()
+
+    def drift_corrected_deviation(self) -> float:
+        """Like :meth:`deviation`, less the lag that the baseline's steady drift alone explains."""
+        lag = self.drift * (SLOW_S - FAST_S) / _DAY_S
+        return (self.fast - self.slow - lag) / self._scale()
 
     def sustained_deviation(self) -> float:
         """Like :meth:`deviation`, for the medium (2-day) average."""
@@ -228,6 +254,9 @@ class FeatureExtractor:
                 out[name + "_ewm"] = sig.fast
                 out[name + "_dev"] = sig.deviation()
                 out[name + "_dev2d"] = sig.sustained_deviation()
+                out[name + "_tdev"] = sig.drift_corrected_deviation()
+                out[name + "_cusum_up"] = sig.cusum_up
+                out[name + "_cusum_down"] = sig.cusum_down
                 out[name + "_slope"] = sig.slope
                 if name in PEAKED:
                     out[name + "_peak"] = sig.peak

@@ -7,10 +7,12 @@ best F1 of the River learners compared, it learns and predicts in microseconds, 
 and its weights say which signals drove a prediction (:func:`reasons`).
 
 :func:`model_inputs` keeps what transfers from one home to another: a signal's deviation from the
-device's own baseline in the direction that failing takes it (a link weakens, latency rises), lost
-reports, drops, restarts, errors, a frozen sensed value, a low battery, and the device's type. It leaves
-out what does not: the calendar, the device's age and uptime, and raw levels whose meaning changes with
-the device type (they let a learner memorise the training homes; held-out F1 fell when they were in).
+device's own baseline in the direction that failing takes it (a link weakens, latency rises) over 12 hours,
+over 2 days, net of the baseline's steady drift, and as a CUSUM; lost reports, drops, restarts, errors,
+how unlikely the current run of identical values is, a low battery, slopes and peaks, and the device's
+type (every other feature passes through). It leaves out what does not: the calendar, the device's age
+and uptime, and raw levels whose meaning changes with the device type (they let a learner memorise the
+training homes; held-out F1 fell when they were in).
 """
 
 from __future__ import annotations
@@ -27,17 +29,10 @@ from devintel.models.online import Classifier
 FAILING_LOW: Final[tuple[str, ...]] = ("battery_level", "battery_voltage", "linkquality", "signal_strength")
 #: Signals that rise when a device is failing (latency, errors, heat).
 FAILING_HIGH: Final[tuple[str, ...]] = ("response_time", "error_rate", "temperature")
-#: Features passed through unchanged.
-PASSED: Final[tuple[str, ...]] = (
-    "gap_ewm",
-    "drops_ewm",
-    "restarts_ewm",
-    "error_rate_ewm",
-    "error_rate_peak",
-    "battery",
-)
 #: Features the learner never sees (calendar, age, uptime) ...
 LEFT_OUT_PREFIXES: Final[tuple[str, ...]] = ("hour_", "season_", "weekend", "age_days", "uptime_hours")
+#: Suffixes of features the learner sees only through the failing direction (``_cusum``).
+LEFT_OUT_SUFFIXES: Final[tuple[str, ...]] = ("_cusum_up", "_cusum_down")
 #: ... and raw latest levels, whose meaning changes with the device type.
 LEFT_OUT: Final[frozenset[str]] = frozenset(
     (*FAILING_LOW, *FAILING_HIGH, "value_repeats", "value_stuck_surprise", "value_var_ratio", "value_flip_ratio")
@@ -56,15 +51,15 @@ def model_inputs(features: Features) -> Features:
         if dev is not None:
             x[name + "_drop"] = max(-dev, 0.0)
             x[name + "_drop2d"] = max(-features[name + "_dev2d"], 0.0)
+            x[name + "_tdrop"] = max(-features[name + "_tdev"], 0.0)
+            x[name + "_cusum"] = features[name + "_cusum_down"]
     for name in FAILING_HIGH:
         dev = features.get(name + "_dev")
         if dev is not None:
             x[name + "_rise"] = max(dev, 0.0)
             x[name + "_rise2d"] = max(features[name + "_dev2d"], 0.0)
-    for name in PASSED:
-        value = features.get(name)
-        if value is not None:
-            x[name] = value
+            x[name + "_trise"] = max(features[name + "_tdev"], 0.0)
+            x[name + "_cusum"] = features[name + "_cusum_up"]
     level = features.get("battery_level_ewm")
     if level is not None:
         x["battery_low"] = max(LOW_BATTERY - level, 0.0)
@@ -76,7 +71,12 @@ def model_inputs(features: Features) -> Features:
         x["value_frozen"] = -math.log(features["value_var_ratio"] + 1e-3)
         x["value_flips_lost"] = max(1.0 - features["value_flip_ratio"], 0.0)
     for name, value in features.items():
-        if name not in x and not name.startswith(LEFT_OUT_PREFIXES) and name not in LEFT_OUT:
+        if (
+            name not in x
+            and not name.startswith(LEFT_OUT_PREFIXES)
+            and not name.endswith(LEFT_OUT_SUFFIXES)
+            and name not in LEFT_OUT
+        ):
             x[name] = value
     return x
 
