@@ -57,15 +57,20 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from devintel.models.bootstrap import BootstrapConfig
+
+    defaults = BootstrapConfig()
     p = sub.add_parser(
         "bootstrap",
         help="train models from synthetic data, gate them on held-out homes, snapshot them",
         description="Generate, warm-start, validate, gate and snapshot the models (see devintel.models.bootstrap).",
     )
-    p.add_argument("--samples", type=int, default=200_000, help="training events [%(default)s]")
-    p.add_argument("--holdout-samples", type=int, default=100_000, help="validation and test events [%(default)s]")
-    p.add_argument("--days", type=float, default=180.0, help="length of the synthetic span [%(default)s]")
-    p.add_argument("--seed", type=int, default=0, help="training seed; held-out homes use seed+1000, +2000")
+    p.add_argument("--samples", type=int, default=defaults.samples, help="training events [%(default)s]")
+    p.add_argument(
+        "--holdout-samples", type=int, default=defaults.holdout_samples, help="validation and test events [%(default)s]"
+    )
+    p.add_argument("--days", type=float, default=defaults.days, help="length of the synthetic span [%(default)s]")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="training seed; held-out homes use seed+1000, +2000")
     p.add_argument("--model-dir", type=Path, default=Path("models"), help="snapshot directory [%(default)s]")
     p.add_argument("--keep", type=int, default=5, help="snapshots to keep [%(default)s]")
     p.add_argument("--allow-low-quality", action="store_true", help="a failed gate warns instead of failing")

@@ -81,6 +81,42 @@ def model_inputs(features: Features) -> Features:
     return x
 
 
+#: The signal each model input speaks for, by prefix (checked in order; the first match names it).
+_SIGNAL_OF_PREFIX: Final[tuple[tuple[str, str], ...]] = (
+    *((name, name) for name in FAILING_LOW + FAILING_HIGH),
+    ("battery_low", "battery_level"),
+    ("value_", "value"),
+    ("gap_", "missed_reports"),
+    ("drops_", "connection_drops"),
+    ("restarts_", "restart_count"),
+)
+
+
+def signal_of(model_input: str) -> str | None:
+    """The telemetry signal a model input is evidence about (``linkquality_drop2d`` -> ``linkquality``), or None
+    for inputs that describe the device rather than its health (its type, its power source)."""
+    for prefix, signal in _SIGNAL_OF_PREFIX:
+        if model_input.startswith(prefix):
+            return signal
+    return None
+
+
+def reasons(model: Classifier, features: Features, top: int = 3) -> list[str]:
+    """The signals that pushed this prediction towards failure, most important first (at most ``top``).
+
+    An input's push is its weight times its scaled value; a signal's push is the sum over its inputs; only
+    signals that pushed towards failure are named. ``model`` must be a :func:`default_model` pipeline."""
+    scaled = model["StandardScaler"].transform_one(model_inputs(features))  # type: ignore[index]
+    weights = model["LogisticRegression"].weights  # type: ignore[index]
+    push: dict[str, float] = {}
+    for name, value in scaled.items():
+        signal = signal_of(name)
+        if signal is not None:
+            push[signal] = push.get(signal, 0.0) + weights.get(name, 0.0) * value
+    ranked = sorted((p, s) for s, p in push.items() if p > 0.0)
+    return [signal for _, signal in reversed(ranked[-top:])] if top > 0 else []
+
+
 def default_model() -> Classifier:
     """A fresh copy of the learner devintel ships (see the module docstring)."""
     model: Classifier = (
