@@ -91,3 +91,14 @@ def test_threshold_is_the_break_even_of_precision_and_recall() -> None:
     chosen_score = min((flagged & truth).sum() / flagged.sum(), (flagged & truth).sum() / truth.sum())
     assert chosen_score == best
     assert tune_threshold(np.zeros(10, dtype=bool), np.linspace(0, 1, 10)) == 0.5
+
+
+def test_report_has_lead_time_and_drift(tmp_path: Path) -> None:
+    result = bootstrap(BootstrapConfig(**SMALL, thresholds=TRIVIAL), SnapshotStore(tmp_path))
+    lead = result.report["lead_time"]
+    assert isinstance(lead, dict)
+    assert lead["failures"] >= lead["warned"] >= 0
+    assert isinstance(result.report["error_drifts_in_warm_start"], int)
+    markdown = SnapshotStore(tmp_path).load().files["report/report.md"].decode()
+    assert "Lead time:" in markdown
+    assert "ADWIN" in markdown

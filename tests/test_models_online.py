@@ -6,7 +6,7 @@ import numpy as np
 from river import linear_model, preprocessing
 
 from devintel.generators import generate
-from devintel.models.online import OnlineLearner, events, failure_times, warm_start
+from devintel.models.online import OnlineLearner, Scored, events, failure_times, warm_start
 
 H = 7 * 86_400.0
 
@@ -41,3 +41,16 @@ def test_negatives_are_sampled_and_features_have_no_ground_truth() -> None:
     labels = np.array([label for label, _ in learner.outcomes])
     assert learner.learned < 0.5 * learner.resolved
     assert learner.learned >= labels.sum()  # every positive is learned
+
+
+def test_adwin_flags_a_change_in_the_error_rate() -> None:
+    """Errors jump from none to all: ADWIN on the decision errors must notice, and only after the jump."""
+    learner = OnlineLearner(model=linear_model.LogisticRegression(), horizon_s=H, learn=False)
+    features = {"x": 1.0}
+    for i in range(4_000):
+        ts = float(i)
+        learner.labels.add("d", ts, Scored(features, 0.0 if i < 2_000 else 1.0))  # flagged from event 2000 on
+        learner.finish(ts + H + 1.0)
+    assert learner.resolved == 4_000
+    assert learner.drifts
+    assert min(learner.drifts) > 2_000 + H

@@ -34,7 +34,7 @@ from devintel.generators import HOME_TYPES, generate
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
 from devintel.models.learners import default_model
-from devintel.models.metrics import BinaryReport, binary_report, recall_by_group
+from devintel.models.metrics import BinaryReport, binary_report, lead_times, recall_by_group
 from devintel.models.online import Classifier, OnlineLearner, events, failure_times, warm_start
 from devintel.models.snapshots import SnapshotStore
 
@@ -199,12 +199,16 @@ def bootstrap(
     ranking = binary_report(truth, probability, 0.5)
     report = BinaryReport(**{**asdict(report), "pr_auc": ranking.pr_auc, "brier": ranking.brier})
     gate = evaluate_gate(report, config.thresholds)
+    failure_at = test["ts"].to_numpy() + test["time_to_failure_h"].to_numpy() * 3600.0
+    lead = lead_times(test["device_id"].astype(str).to_numpy(), test["ts"].to_numpy(), decision, 0.5, failure_at)
     details: dict[str, object] = {
         "test": report.as_dict(),
         "recall_by_failure_mode": recall_by_group(truth, decision, test["failure_mode"].astype(str).to_numpy()),
         "recall_by_home_type": recall_by_group(truth, decision, test["home_type"].astype(str).to_numpy()),
         "home_type_vs_global": comparison,
+        "lead_time": asdict(lead),
         "rolling_warm_start": learner.rolling.history,
+        "error_drifts_in_warm_start": len(learner.drifts),
         "gate": gate.as_dict(),
     }
     if not gate.passed and not config.allow_low_quality:
@@ -243,6 +247,13 @@ def bootstrap(
     return BootstrapResult(version, gate, report, router, details)
 
 
+def _lead_line(lead: object) -> str:
+    values = dict(lead)  # type: ignore[call-overload]
+    median = values["median_h"]
+    warned = f"{values['warned']} of {values['failures']} failing devices warned (3 flagged events in a row)"
+    return f"median {median:.0f} h before the failure; {warned}" if median is not None else warned
+
+
 def _markdown(
     config: BootstrapConfig, report: BinaryReport, gate: GateResult, router: dict[str, str], details: dict[str, object]
 ) -> str:
@@ -260,6 +271,10 @@ def _markdown(
         "```",
         "",
         f"MCC {report.mcc:.3f}, PR-AUC {report.pr_auc:.3f}, Brier {report.brier:.4f}.",
+        "",
+        f"Lead time: {_lead_line(details['lead_time'])}",
+        "",
+        f"Drift (ADWIN on the warm start's decision errors): {details['error_drifts_in_warm_start']} detection(s).",
         "",
         "## Routing",
         "",

@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 import pandas as pd
+from river import drift
 
 from devintel.generators.api import TRUTH_COLUMNS
 from devintel.models.features import FeatureExtractor, Features
@@ -67,6 +68,10 @@ class OnlineLearner:
     keep_examples: bool = False
     """Keep every learned (features, label) in ``examples`` (benchmarks replay them into a bare model)."""
     examples: list[tuple[Features, bool]] = field(default_factory=list)
+    error_drift: drift.ADWIN = field(default_factory=lambda: drift.ADWIN())  # type: ignore[no-untyped-call]
+    """ADWIN on the stream of decision errors of resolved events: it flags a change in the error rate."""
+    drifts: deque[float] = field(default_factory=lambda: deque(maxlen=1_000))
+    """Stream times (epoch s) at which ``error_drift`` detected a drift, the newest 1,000."""
     on_learn: Callable[[str, Features, bool], None] | None = None
     """Called with (device id, features, label) for every example learned: the bootstrap teaches the same
     examples to the device's home-type model, so features are computed once for every model."""
@@ -105,7 +110,11 @@ class OnlineLearner:
         for item in resolved:
             self.resolved += 1
             self.outcomes.append((item.label, item.payload.probability))
-            self.rolling.update(item.label, item.payload.probability >= self.threshold)
+            flagged = item.payload.probability >= self.threshold
+            self.rolling.update(item.label, flagged)
+            self.error_drift.update(float(flagged != item.label))  # type: ignore[no-untyped-call]
+            if self.error_drift.drift_detected:
+                self.drifts.append(item.resolved_at)
             if self.learn and (item.label or self._rng.random() < self.negative_rate):
                 self.model.learn_one(item.payload.features, item.label)
                 self.learned += 1
