@@ -1,6 +1,6 @@
 """River learners compared on the devintel online path, side by side in one run.
 
-    python bench/bench_learners.py [--train 400000] [--test 200000]
+    python bench/bench_learners.py [--train 250000] [--test 150000]
 
 Each learner sees the shipped model's inputs (``devintel.models.learners.model_inputs``), is warm-started
 through the real online path (features, delayed labels with the synthetic failure times as evidence,
@@ -52,8 +52,8 @@ CANDIDATES: dict[str, Callable[[], object]] = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=int, default=400_000)
-    parser.add_argument("--test", type=int, default=200_000, help="events of the validation and test streams")
+    parser.add_argument("--train", type=int, default=250_000)
+    parser.add_argument("--test", type=int, default=150_000, help="events of the validation and test streams")
     parser.add_argument("--only", nargs="*", default=None)
     args = parser.parse_args()
     train = generate(samples=args.train, seed=1)
