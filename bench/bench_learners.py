@@ -67,8 +67,12 @@ def main() -> int:
     for name, factory in CANDIDATES.items():
         if args.only and name not in args.only:
             continue
-        learner = OnlineLearner(model=factory(), horizon_s=HORIZON_S, keep_examples=True)  # type: ignore[arg-type]
-        examples = learner.examples
+        examples: list[tuple[dict[str, float], bool]] = []
+        learner = OnlineLearner(
+            model=factory(),  # type: ignore[arg-type]
+            horizon_s=HORIZON_S,
+            on_learn=lambda _device, x, y, keep=examples.append: keep((x, y)),
+        )
         start = time.perf_counter()
         warm_start(learner, train_events, failures)
         online_s = time.perf_counter() - start

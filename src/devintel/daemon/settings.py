@@ -167,7 +167,7 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+def load_settings(config: Path | None = None) -> Settings:
     """The settings from every source, with ``config`` as the TOML file; raises on any invalid value."""
     if config is not None and not config.is_file():
         raise FileNotFoundError(f"config file {config} does not exist")
@@ -183,4 +183,4 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     class _Configured(Settings):
         toml_file: ClassVar[Path | None] = config
 
-    return _Configured(**overrides)
+    return _Configured()

@@ -199,8 +199,9 @@ def bootstrap(
     ranking = binary_report(truth, probability, 0.5)
     report = BinaryReport(**{**asdict(report), "pr_auc": ranking.pr_auc, "brier": ranking.brier})
     gate = evaluate_gate(report, config.thresholds)
-    failure_at = test["ts"].to_numpy() + test["time_to_failure_h"].to_numpy() * 3600.0
-    lead = lead_times(test["device_id"].astype(str).to_numpy(), test["ts"].to_numpy(), decision, 0.5, failure_at)
+    test_devices = test["device_id"].astype(str)
+    failure_at = test_devices.map(failure_times(test)).to_numpy(dtype=np.float64)  # NaN: never fails
+    lead = lead_times(test_devices.to_numpy(), test["ts"].to_numpy(), decision, 0.5, failure_at)
     details: dict[str, object] = {
         "test": report.as_dict(),
         "recall_by_failure_mode": recall_by_group(truth, decision, test["failure_mode"].astype(str).to_numpy()),

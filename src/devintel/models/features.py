@@ -129,21 +129,22 @@ class _Signal:
         # The baseline is robust: after a warm-up, a step counts at most 3 noise units, so a sustained
         # drift (the thing to detect) barely drags the baseline along.
         step = x - self.slow
-        if self.seen >= BASELINE_WARMUP:
+        if self.seen < BASELINE_WARMUP:
+            self.slow += step / (self.seen + 1)
+        else:
+            scale = self._scale()
             # Page's CUSUM both ways: evidence of a small, sustained shift away from the baseline, which
             # grows report after report where a single noisy report or a short wobble does not.
-            z = step / self._scale()
+            z = step / scale
             self.cusum_up = min(max(self.cusum_up + z - CUSUM_SLACK, 0.0), CUSUM_CAP)
             self.cusum_down = min(max(self.cusum_down - z - CUSUM_SLACK, 0.0), CUSUM_CAP)
-        if self.seen >= BASELINE_WARMUP:
-            limit = 3.0 * self._scale()
-            step = min(max(step, -limit), limit)
-        before = self.slow
-        self.slow += (1.0 - math.exp(-gap / SLOW_S)) * step if self.seen >= BASELINE_WARMUP else step / (self.seen + 1)
-        if self.seen >= BASELINE_WARMUP and days > 1e-6:
-            # The baseline's own rate of change (per day): a steady drift (a battery draining as it should)
-            # that the lagging baseline would otherwise report as a deviation.
-            self.drift += (1.0 - math.exp(-gap / SLOW_S)) * ((self.slow - before) / days - self.drift)
+            weight = 1.0 - math.exp(-gap / SLOW_S)
+            moved = weight * min(max(step, -3.0 * scale), 3.0 * scale)
+            self.slow += moved
+            if days > 1e-6:
+                # The baseline's own rate of change (per day): a steady drift (a battery draining as it
+                # should) that the lagging baseline would otherwise report as a deviation.
+                self.drift += weight * (moved / days - self.drift)
         self.seen += 1
         self.last, self.last_ts = x, ts
 

@@ -29,11 +29,11 @@ from devintel.models.online import Classifier
 FAILING_LOW: Final[tuple[str, ...]] = ("battery_level", "battery_voltage", "linkquality", "signal_strength")
 #: Signals that rise when a device is failing (latency, errors, heat).
 FAILING_HIGH: Final[tuple[str, ...]] = ("response_time", "error_rate", "temperature")
-#: Features the learner never sees (calendar, age, uptime) ...
+#: Features the learner never sees: the calendar, age and uptime ...
 LEFT_OUT_PREFIXES: Final[tuple[str, ...]] = ("hour_", "season_", "weekend", "age_days", "uptime_hours")
-#: Suffixes of features the learner sees only through the failing direction (``_cusum``).
+#: ... features it sees only as shaped inputs (a CUSUM in the failing direction) ...
 LEFT_OUT_SUFFIXES: Final[tuple[str, ...]] = ("_cusum_up", "_cusum_down")
-#: ... and raw latest levels, whose meaning changes with the device type.
+#: ... and raw latest levels, whose meaning changes with the device type, and raw value statistics.
 LEFT_OUT: Final[frozenset[str]] = frozenset(
     (*FAILING_LOW, *FAILING_HIGH, "value_repeats", "value_stuck_surprise", "value_var_ratio", "value_flip_ratio")
 )

@@ -65,18 +65,17 @@ class OnlineLearner:
     rolling: RollingMetrics = field(default_factory=lambda: RollingMetrics(window_size=5_000, every=1_000))
     learned: int = 0
     resolved: int = 0
-    keep_examples: bool = False
-    """Keep every learned (features, label) in ``examples`` (benchmarks replay them into a bare model)."""
-    examples: list[tuple[Features, bool]] = field(default_factory=list)
     error_drift: drift.ADWIN = field(default_factory=lambda: drift.ADWIN())  # type: ignore[no-untyped-call]
     """ADWIN on the stream of decision errors of resolved events: it flags a change in the error rate."""
     drifts: deque[float] = field(default_factory=lambda: deque(maxlen=1_000))
     """Stream times (epoch s) at which ``error_drift`` detected a drift, the newest 1,000."""
     on_learn: Callable[[str, Features, bool], None] | None = None
     """Called with (device id, features, label) for every example learned: the bootstrap teaches the same
-    examples to the device's home-type model, so features are computed once for every model."""
+    examples to the device's home-type model (features are computed once for every model), and the learner
+    benchmark keeps them to replay into a bare model."""
     outcomes: deque[tuple[bool, float]] = field(default_factory=lambda: deque(maxlen=OUTCOMES_KEPT))
-    """(label, probability predicted then) of the latest resolved events, for calibrating the threshold."""
+    """(label, probability predicted then) of the latest resolved events, for inspection (the bootstrap
+    calibrates thresholds on validation homes instead)."""
     labels: DelayedLabels[Scored] = field(init=False)
     _rng: random.Random = field(init=False)
 
@@ -118,8 +117,6 @@ class OnlineLearner:
             if self.learn and (item.label or self._rng.random() < self.negative_rate):
                 self.model.learn_one(item.payload.features, item.label)
                 self.learned += 1
-                if self.keep_examples:
-                    self.examples.append((item.payload.features, item.label))
                 if self.on_learn is not None:
                     self.on_learn(item.device_id, item.payload.features, item.label)
 
