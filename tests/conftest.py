@@ -3,11 +3,15 @@
 Each dataset is generated once per test session: the default-size one (the size the daemon bootstraps
 from, about 1.5 s), a small one for cheap contract checks, one per home type for comparisons between
 home types, and the fleet (the hidden per-device stories) behind the default-size one.
+
+For the MQTT integration tests: ``mqtt_broker``, a real broker (mosquitto, else amqtt) in a subprocess per
+test (see ``mqtt_broker.py``), and ``topic_namespace``, a topic prefix unique to the test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +21,8 @@ import pytest
 from devintel.generators import DatasetStats, generate, summarize
 from devintel.generators.api import GeneratorConfig
 from devintel.generators.fleet import Fleet
+from mqtt_broker import Broker, describe_broker
+from snapshot_fixtures import small_snapshot, small_snapshot_master  # noqa: F401 (fixtures shared by the live tests)
 
 #: Arguments of the default-size dataset: generate()'s defaults with a fixed seed.
 DEFAULT_SAMPLES = 1_500_000
@@ -79,3 +85,28 @@ def home_type_frame() -> Callable[[str], pd.DataFrame]:
         return cache[home_type]
 
     return get
+
+
+# --- MQTT integration tests: a real broker per test, one topic namespace per test -------------------------
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which broker the MQTT integration tests run against (mosquitto, or the embedded amqtt)."""
+    return describe_broker()
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A fresh, running MQTT broker on a free loopback port for this test; stopped afterwards, even on failure."""
+    broker = Broker(tmp_path_factory.mktemp("mqtt-broker"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topic_namespace() -> str:
+    """A topic prefix unique to this test (``t`` and 8 hex digits), so tests never see each other's messages."""
+    return f"t{uuid.uuid4().hex[:8]}"

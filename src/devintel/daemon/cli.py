@@ -1,4 +1,4 @@
-"""The ``devintel`` command line: ``devintel generate`` and ``devintel bootstrap``."""
+"""The ``devintel`` command line: ``devintel generate``, ``devintel bootstrap`` and ``devintel replay``."""
 
 from __future__ import annotations
 
@@ -99,6 +99,51 @@ def _run_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="feed a recorded MQTT capture through the daemon's handler",
+        description="Feed a capture (JSON lines of ts, topic, payload) through the same handler as the live broker, "
+        "with the newest valid snapshot of model_dir, and write every message the daemon would have published.",
+    )
+    p.add_argument("capture", type=Path, help="capture file (.jsonl)")
+    p.add_argument("--out", type=Path, required=True, help="where to write the published messages (.jsonl)")
+    p.add_argument("--no-learn", action="store_true", help="predict only: learn nothing from resolved labels")
+    p.add_argument("--config", type=Path, default=None, help="TOML settings file (model_dir, topics, ...)")
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from devintel.daemon.replay import replay
+    from devintel.daemon.runtime import build_handler
+    from devintel.daemon.settings import load_settings
+    from devintel.models.snapshots import NoValidSnapshot, SnapshotStore
+
+    try:
+        settings = load_settings(args.config)
+        snapshot = SnapshotStore(settings.model_dir, keep=settings.snapshot.keep).load()
+    except (ValidationError, ValueError, FileNotFoundError, NoValidSnapshot) as error:
+        logger.error("%s", error)
+        return 2
+    if not args.capture.is_file():
+        logger.error("capture %s does not exist", args.capture)
+        return 2
+    handler = build_handler(settings, snapshot)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(args.out.name + ".partial")
+    with args.capture.open(encoding="utf-8") as lines, partial.open("wb") as out:
+        stats = replay(handler, lines, out, learn=not args.no_learn)
+    partial.replace(args.out)
+    counters = handler.counters
+    print(
+        f"replayed {stats.lines:,} lines with snapshot {snapshot.version}: {counters.events:,} events, "
+        f"{stats.written:,} messages written to {args.out}; rejected {dict(counters.rejected)}, "
+        f"skipped {dict(counters.skipped)}, bad capture lines {stats.bad_lines}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``devintel``."""
     parser = argparse.ArgumentParser(prog="devintel", description="devintel: device-failure prediction tools")
@@ -106,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     _add_bootstrap(sub)
+    _add_replay(sub)
     return parser
 
 
@@ -195,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_generate(args)
     if args.command == "bootstrap":
         return _run_bootstrap(args)
+    if args.command == "replay":
+        return _run_replay(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands
 
 

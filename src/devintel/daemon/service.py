@@ -1,10 +1,12 @@
 """``devintel-daemon``: the service.
 
-Today it does the start-up half of the service: load the newest valid snapshot from ``model_dir``, or, with
-``--bootstrap-synthetic``, generate, warm-start, validate, gate and snapshot first (``--force-bootstrap``
-even when a snapshot exists; ``--exit-after-bootstrap`` stops there, as a Docker build or CI does). The
-live MQTT loop is not built yet: without ``--exit-after-bootstrap`` the daemon says so and exits 2 once the
-models are ready, rather than pretend to run.
+Start-up: load the newest valid snapshot from ``model_dir``, or, with ``--bootstrap-synthetic``, generate,
+warm-start, validate, gate and snapshot first (``--force-bootstrap`` even when a snapshot exists;
+``--exit-after-bootstrap`` stops there, as a Docker build or CI does). Then the live service
+(:mod:`devintel.daemon.runtime`) runs until SIGTERM or SIGINT: MQTT ingest, predictions, Home Assistant
+discovery, health, snapshots and the HTTP API. ``--embedded-broker`` runs an MQTT broker in-process on the
+configured host and port, ``--simulate`` publishes a simulated home's events to it, and
+``--exit-after-simulation`` stops cleanly once they are handled (the README's main command).
 
 Exit codes: 0 done, 1 quality gate failed (nothing written), 2 configuration or model error.
 """
@@ -12,6 +14,7 @@ Exit codes: 0 done, 1 quality gate failed (nothing written), 2 configuration or 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -19,9 +22,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from devintel.daemon.runtime import Runtime, bootstrap_config, optional_broker
 from devintel.daemon.settings import Settings, load_settings
-from devintel.models.bootstrap import BootstrapConfig, bootstrap
-from devintel.models.gate import GateFailed, QualityThresholds
+from devintel.models.bootstrap import bootstrap
+from devintel.models.gate import GateFailed
 from devintel.models.snapshots import LoadedSnapshot, NoValidSnapshot, SnapshotStore
 
 logger = logging.getLogger("devintel.daemon")
@@ -38,23 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-after-bootstrap", action="store_true", help="stop once the models are ready")
     p.add_argument("--allow-low-quality", action="store_true", help="a failed quality gate warns instead of failing")
     p.add_argument("--validate-config", action="store_true", help="check the settings and exit")
-    p.add_argument("--embedded-broker", action="store_true", help="run an MQTT broker in-process (not built yet)")
-    p.add_argument("--simulate", action="store_true", help="publish a simulated home's events (not built yet)")
+    p.add_argument(
+        "--embedded-broker", action="store_true", help="run an MQTT broker in-process (host and port of mqtt)"
+    )
+    p.add_argument("--simulate", action="store_true", help="publish a simulated home's live events to the broker")
+    p.add_argument(
+        "--exit-after-simulation", action="store_true", help="with --simulate: stop once its events are handled"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
-
-
-def bootstrap_config(settings: Settings, allow_low_quality: bool) -> BootstrapConfig:
-    """The bootstrap the settings ask for."""
-    return BootstrapConfig(
-        samples=settings.bootstrap.samples,
-        holdout_samples=settings.bootstrap.holdout_samples,
-        days=settings.bootstrap.days,
-        seed=settings.bootstrap.seed,
-        horizon_days=settings.horizon_days,
-        thresholds=QualityThresholds(**settings.quality.model_dump()),
-        allow_low_quality=allow_low_quality,
-    )
 
 
 def prepare_models(settings: Settings, args: argparse.Namespace) -> LoadedSnapshot:
@@ -103,8 +99,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("models ready: snapshot %s in %s", snapshot.version, settings.model_dir)
     if args.exit_after_bootstrap:
         return 0
-    logger.error("the live MQTT service is not built yet; use --exit-after-bootstrap (see the README's status)")
-    return 2
+    return asyncio.run(serve(settings, snapshot, args))
+
+
+async def serve(settings: Settings, snapshot: LoadedSnapshot, args: argparse.Namespace) -> int:
+    """Run the live service on ``snapshot`` until a signal (or the end of the simulation, when asked)."""
+    store = SnapshotStore(settings.model_dir, keep=settings.snapshot.keep)
+    async with optional_broker(args.embedded_broker, settings.mqtt.host, settings.mqtt.port):
+        runtime = Runtime(
+            settings, store, snapshot, simulate=args.simulate, exit_after_simulation=args.exit_after_simulation
+        )
+        return await runtime.run()
 
 
 if __name__ == "__main__":

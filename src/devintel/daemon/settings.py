@@ -65,6 +65,9 @@ class MqttSettings(BaseModel):
     password: SecretStr | None = Field(None, description="password (better from $CREDENTIALS_DIRECTORY)")
     tls: bool = Field(False, description="connect with TLS")
     client_id: str = Field("devintel", min_length=1, description="fixed client id (a persistent session)")
+    ca_file: Path | None = Field(None, description="CA certificate file for TLS (default: the system's CAs)")
+    keepalive_s: int = Field(60, ge=5, le=3600, description="MQTT keepalive, seconds")
+    reconnect_max_s: float = Field(60.0, gt=0.0, description="longest wait between reconnection attempts, seconds")
 
 
 class Zigbee2MqttSettings(BaseModel):
@@ -80,6 +83,9 @@ class HomeAssistantSettings(BaseModel):
     model_config = _STRICT
     discovery: bool = Field(True, description="publish discovery configs for every device")
     prefix: str = Field("homeassistant", min_length=1, description="Home Assistant's discovery prefix")
+    remove_gone: bool = Field(
+        True, description="remove a device's entities (empty retained configs) once it is evicted or leaves"
+    )
 
 
 class QualitySettings(BaseModel):
@@ -102,12 +108,50 @@ class BootstrapSettings(BaseModel):
     seed: int = Field(0, ge=0, description="training seed; validation and test homes use seed + 1000 and + 2000")
 
 
+class LabelSettings(BaseModel):
+    """Live evidence of failure: what turns waiting events into labels."""
+
+    model_config = _STRICT
+    offline_grace_s: float = Field(3600.0, gt=0.0, description="offline longer than this (stream time) is a failure")
+    silence_factor: float = Field(10.0, gt=1.0, description="silent longer than this many usual intervals: a failure")
+    min_silence_s: float = Field(6 * 3600.0, gt=0.0, description="silence shorter than this is never a failure")
+
+
+class LiveSettings(BaseModel):
+    """The live loop: intake, publishing, and the bounds on what it keeps."""
+
+    model_config = _STRICT
+    queue_size: int = Field(10_000, ge=10, description="messages waiting for the processing worker at most")
+    shed_learning_at: float = Field(
+        0.5, gt=0.0, le=1.0, description="queue fill (share) above which learning is shed before prediction"
+    )
+    publish_interval_s: float = Field(
+        300.0, ge=0.0, description="a device's unchanged prediction is republished at most this often (stream s)"
+    )
+    health_interval_s: float = Field(60.0, gt=0.0, description="seconds between health messages")
+    max_devices: int = Field(10_000, ge=1, description="devices tracked at most (the least recently heard go first)")
+    retention_days: float = Field(30.0, gt=0.0, description="a device silent this long (stream time) is evicted")
+    max_future_s: float = Field(86_400.0, gt=0.0, description="event times further ahead of receipt are rejected")
+    max_past_days: float = Field(400.0, gt=0.0, description="event times further behind receipt are rejected")
+    shutdown_timeout_s: float = Field(10.0, gt=0.0, description="time to drain the queue on shutdown")
+
+
+class SimulateSettings(BaseModel):
+    """``--simulate``: a synthetic home publishing live events at accelerated time."""
+
+    model_config = _STRICT
+    samples: int = Field(20_000, ge=100, description="events the simulated home publishes")
+    days: float = Field(60.0, gt=0.0, description="span of the simulated stream, in days (ending now)")
+    seed: int = Field(4242, ge=0, description="seed of the simulated home (not a training or held-out seed)")
+    rate: float = Field(1000.0, gt=0.0, description="events published per second")
+
+
 class HttpSettings(BaseModel):
     """The small HTTP API."""
 
     model_config = _STRICT
     host: str = Field("127.0.0.1", description="listen address (loopback by default)")
-    port: int = Field(8019, ge=1, le=65535, description="listen port")
+    port: int = Field(8019, ge=0, le=65535, description="listen port (0: HTTP API off)")
     token: SecretStr | None = Field(None, description="bearer token required by changing endpoints")
 
 
@@ -142,6 +186,9 @@ class Settings(BaseSettings):
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings, description="synthetic warm start")
     http: HttpSettings = Field(default_factory=HttpSettings, description="HTTP API")
     snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings, description="snapshots")
+    labels: LabelSettings = Field(default_factory=LabelSettings, description="live evidence of failure")
+    live: LiveSettings = Field(default_factory=LiveSettings, description="live loop")
+    simulate: SimulateSettings = Field(default_factory=SimulateSettings, description="simulated home")
 
     def model_post_init(self, context: Any, /) -> None:
         """Check what field constraints cannot express."""

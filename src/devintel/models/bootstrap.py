@@ -34,13 +34,13 @@ from devintel.generators import HOME_TYPES, generate
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
 from devintel.models.learners import default_model
+from devintel.models.live import GLOBAL, MODELS_DIR
 from devintel.models.metrics import BinaryReport, binary_report, lead_times, recall_by_group
 from devintel.models.online import Classifier, OnlineLearner, events, failure_times, warm_start
 from devintel.models.snapshots import SnapshotStore
 
 logger = logging.getLogger(__name__)
 
-GLOBAL: Final = "global"
 VALIDATION_SEED_OFFSET: Final = 1000
 TEST_SEED_OFFSET: Final = 2000
 
@@ -240,7 +240,7 @@ def bootstrap(
         "metrics": report.as_dict(),
         "python": sys.version.split()[0],
     }
-    files = {f"models/{name}.pkl": pickle.dumps(model) for name, model in models.items()}
+    files = {f"{MODELS_DIR}/{name}.pkl": pickle.dumps(model) for name, model in models.items()}
     files["report/report.json"] = json.dumps(details, indent=2, default=float).encode()
     files["report/report.md"] = _markdown(config, report, gate, router, details).encode()
     version = store.write(files, manifest)

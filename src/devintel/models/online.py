@@ -49,6 +49,9 @@ class Scored:
 
     features: Features
     probability: float
+    flagged: bool | None = None
+    """The decision made then (probability against the serving model's threshold); None: against the
+    learner's own ``threshold`` when the label resolves."""
 
 
 @dataclass(slots=True)
@@ -65,6 +68,9 @@ class OnlineLearner:
     rolling: RollingMetrics = field(default_factory=lambda: RollingMetrics(window_size=5_000, every=1_000))
     learned: int = 0
     resolved: int = 0
+    shed: int = 0
+    """Examples not learned because learning was switched off (``learn`` False) when they resolved: the live
+    daemon sheds learning before prediction when it falls behind."""
     error_drift: drift.ADWIN = field(default_factory=lambda: drift.ADWIN())  # type: ignore[no-untyped-call]
     """ADWIN on the stream of decision errors of resolved events: it flags a change in the error rate."""
     drifts: deque[float] = field(default_factory=lambda: deque(maxlen=1_000))
@@ -87,14 +93,22 @@ class OnlineLearner:
         """The model's failure probability for one feature vector."""
         return float(self.model.predict_proba_one(features).get(True, 0.0))
 
-    def process(self, event: Mapping[str, object]) -> float:
-        """Handle one event: features, prediction, label buffer, and any labels the clock resolves."""
+    def process(
+        self, event: Mapping[str, object], model: Classifier | None = None, threshold: float | None = None
+    ) -> Scored:
+        """Handle one event: features, prediction, label buffer, and any labels the clock resolves.
+
+        ``model`` and ``threshold`` serve this event instead of the learner's own (the daemon routes a device to
+        its home type's model); learning, when its label resolves, still goes to the learner's model."""
         features = self.features.update(event)
-        probability = self.predict(features)
+        serving = self.model if model is None else model
+        probability = float(serving.predict_proba_one(features).get(True, 0.0))
         ts = float(event["ts"])  # type: ignore[arg-type]
         self._resolve(self.labels.advance(ts))
-        self.labels.add(str(event["device_id"]), ts, Scored(features, probability))
-        return probability
+        flagged = None if threshold is None else probability >= threshold
+        scored = Scored(features, probability, flagged)
+        self.labels.add(str(event["device_id"]), ts, scored)
+        return scored
 
     def failure(self, device_id: str, ts: float) -> None:
         """Failure evidence for a device: resolve its waiting events and forget its state."""
@@ -109,12 +123,17 @@ class OnlineLearner:
         for item in resolved:
             self.resolved += 1
             self.outcomes.append((item.label, item.payload.probability))
-            flagged = item.payload.probability >= self.threshold
+            flagged = item.payload.flagged
+            if flagged is None:
+                flagged = item.payload.probability >= self.threshold
             self.rolling.update(item.label, flagged)
             self.error_drift.update(float(flagged != item.label))  # type: ignore[no-untyped-call]
             if self.error_drift.drift_detected:
                 self.drifts.append(item.resolved_at)
-            if self.learn and (item.label or self._rng.random() < self.negative_rate):
+            if item.label or self._rng.random() < self.negative_rate:
+                if not self.learn:
+                    self.shed += 1
+                    continue
                 self.model.learn_one(item.payload.features, item.label)
                 self.learned += 1
                 if self.on_learn is not None:

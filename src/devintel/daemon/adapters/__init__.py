@@ -1,0 +1,28 @@
+"""Adapters: one per message source, each turning MQTT messages into the daemon's inbound vocabulary.
+
+:class:`Adapter` (``base.py``) is the interface; :class:`NativeAdapter` reads devintel's own topics,
+:class:`Zigbee2MqttAdapter` Zigbee2MQTT's, :class:`HomeAssistantAdapter` Home Assistant's birth message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from devintel.daemon.adapters.base import Adapter, topic_matches
+from devintel.daemon.adapters.homeassistant import HomeAssistantAdapter
+from devintel.daemon.adapters.native import NativeAdapter
+from devintel.daemon.adapters.zigbee2mqtt import Zigbee2MqttAdapter
+
+__all__ = [
+    "Adapter",
+    "HomeAssistantAdapter",
+    "NativeAdapter",
+    "Zigbee2MqttAdapter",
+    "claiming",
+    "topic_matches",
+]
+
+
+def claiming(adapters: Iterable[Adapter], topic: str) -> Adapter | None:
+    """The first adapter that claims ``topic``, or ``None`` (the handler's ``unknown_topic`` skip)."""
+    return next((adapter for adapter in adapters if adapter.claims(topic)), None)

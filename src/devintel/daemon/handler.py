@@ -1,0 +1,287 @@
+"""The one path from an MQTT message to what devintel publishes: live ingest and replay both call it.
+
+:meth:`Handler.handle` takes a message (topic, payload bytes, time of receipt), lets the adapter that claims
+the topic turn it into inbound items (:mod:`devintel.daemon.inbound`), and acts on each: telemetry goes to the
+live models (features, routed prediction, delayed labels, learning), availability and feedback become live
+evidence of failure, bridge device lists attach Home Assistant entities to the bridge's devices. It returns the
+messages to publish and the commands to carry out; it does no I/O itself, so replay writes exactly what the
+live daemon would have published.
+
+Bad input never reaches a model: an adapter raises :class:`~devintel.daemon.inbound.Rejected`, the handler
+counts the reason and writes a rate-limited log line. Per-device state is bounded: at most ``max_devices``
+devices (the least recently heard are evicted first), and devices silent for ``retention_s`` of stream time
+are evicted (their Home Assistant entities removed when ``remove_gone``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from devintel.daemon.adapters.base import Adapter
+from devintel.daemon.counters import Counters, RateLimitedLog
+from devintel.daemon.inbound import (
+    Availability,
+    Command,
+    DeviceInfo,
+    DeviceLeft,
+    Feedback,
+    HomeAssistantOnline,
+    Inbound,
+    Rejected,
+    Skipped,
+    Telemetry,
+)
+from devintel.daemon.outbound import (
+    Outgoing,
+    Topics,
+    discovery_messages,
+    prediction_message,
+    removal_messages,
+)
+from devintel.models.live import LiveModels, Prediction
+
+logger = logging.getLogger(__name__)
+
+#: Latest events remembered per device to recognise a duplicate (a QoS 1 redelivery).
+RECENT_EVENTS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerOptions:
+    """How the handler publishes and what it keeps (from the settings)."""
+
+    discovery: bool = True
+    remove_gone: bool = True
+    publish_interval_s: float = 300.0
+    retention_s: float = 30 * 86_400.0
+    max_devices: int = 10_000
+    tick_interval_s: float = 60.0
+    """Stream time between checks of the live evidence (offline, silence) and of retention."""
+
+
+@dataclass(slots=True)
+class DeviceRecord:
+    """What the handler knows of one device."""
+
+    last_heard: float
+    device_type: str | None = None
+    info: DeviceInfo | None = None
+    prediction: Prediction | None = None
+    published: tuple[str, bool, float] | None = None
+    """(risk level, needs attention, event time) of the last prediction published."""
+    discovered: bool = False
+    recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+    """(event time, hash of the event) of the device's latest events, to drop redelivered duplicates."""
+
+
+@dataclass(slots=True)
+class Handled:
+    """What one message produced."""
+
+    messages: list[Outgoing] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+
+
+class Handler:
+    """Messages in, messages to publish out (see the module docstring)."""
+
+    def __init__(
+        self, live: LiveModels, adapters: Sequence[Adapter], topics: Topics, options: HandlerOptions | None = None
+    ) -> None:
+        self.live = live
+        self.adapters = list(adapters)
+        self.topics = topics
+        self.options = options or HandlerOptions()
+        self.counters = Counters()
+        self.devices: OrderedDict[str, DeviceRecord] = OrderedDict()
+        """Known devices, least recently heard first."""
+        self.infos: dict[str, DeviceInfo] = {}
+        self.last_drift: float | None = None
+        self._drifts_seen = len(live.learner.drifts)
+        self._last_tick = float("-inf")
+        self._bad_input = RateLimitedLog(logger)
+        self._drift_log = RateLimitedLog(logger, interval_s=600.0)
+
+    def subscriptions(self) -> list[str]:
+        """Every topic filter the adapters need."""
+        return [topic for adapter in self.adapters for topic in adapter.subscriptions()]
+
+    def handle(self, topic: str, payload: bytes, received: float) -> Handled:
+        """Handle one message received at ``received`` (epoch s); never raises for bad input."""
+        self.counters.messages += 1
+        out = Handled()
+        adapter = next((a for a in self.adapters if a.claims(topic)), None)
+        if adapter is None:
+            self.counters.skipped["unknown_topic"] += 1
+            return out
+        try:
+            items = adapter.parse(topic, payload, received)
+        except Rejected as rejected:
+            self.counters.rejected[rejected.reason] += 1
+            self._bad_input.warning(
+                rejected.reason, "dropped a message on %s: %s", topic[:200], str(rejected.detail)[:200]
+            )
+            return out
+        for item in items:
+            self._act(item, out)
+        if self.live.clock - self._last_tick >= self.options.tick_interval_s:
+            self._tick(out)
+        return out
+
+    def _act(self, item: Inbound, out: Handled) -> None:
+        match item:
+            case Telemetry():
+                self._telemetry(item, out)
+            case Availability():
+                self.live.availability(item.device_id, item.online, item.ts)
+            case Feedback():
+                self.live.feedback(item.device_id, item.ts)
+                self.counters.failures["feedback"] += 1
+                logger.info("feedback: %s %s", item.device_id, item.kind)
+            case DeviceInfo():
+                self._device_info(item, out)
+            case DeviceLeft():
+                if item.device_id in self.devices:
+                    self._evict(item.device_id, out, "left the network")
+            case Command():
+                out.commands.append(item)
+            case HomeAssistantOnline():
+                out.messages += self.discovery()
+            case Skipped():
+                self.counters.skipped[item.reason] += 1
+
+    def _telemetry(self, item: Telemetry, out: Handled) -> None:
+        event = item.event
+        device_id = item.device_id
+        ts = float(event["ts"])  # type: ignore[arg-type]
+        record = self._record(device_id, ts, out)
+        fingerprint = (ts, hash(tuple(sorted((k, repr(v)) for k, v in event.items()))))
+        if fingerprint in record.recent:
+            self.counters.skipped["duplicate"] += 1
+            return
+        record.recent.append(fingerprint)
+        info = self.infos.get(device_id)
+        if info is not None:
+            if info.device_type and "device_type" not in event:
+                event["device_type"] = info.device_type
+            if info.power_source and "power_source" not in event:
+                event["power_source"] = info.power_source
+        record.device_type = str(event.get("device_type") or record.device_type or "generic")
+        prediction = self.live.observe(event)
+        self.counters.events += 1
+        self.counters.predictions += 1
+        record.prediction = prediction
+        if self.options.discovery and not record.discovered:
+            out.messages += discovery_messages(self.topics, device_id, info, record.device_type)
+            record.discovered = True
+        if self._due(record, prediction):
+            if prediction.needs_attention and (record.published is None or not record.published[1]):
+                logger.info(
+                    "%s needs attention: failure probability %.2f (%s), model %s, signals: %s",
+                    device_id,
+                    prediction.failure_probability,
+                    prediction.risk_level,
+                    prediction.model,
+                    ", ".join(prediction.reasons) or "-",
+                )
+            out.messages.append(prediction_message(self.topics, prediction))
+            record.published = (prediction.risk_level, prediction.needs_attention, prediction.ts)
+            self.counters.published += 1
+        drifts = len(self.live.learner.drifts)
+        if drifts != self._drifts_seen:
+            self._drifts_seen = drifts
+            self.counters.drift_alerts += 1
+            self.last_drift = self.live.learner.drifts[-1] if drifts else None
+            self._drift_log.warning(
+                "drift",
+                "drift: the live error rate changed (ADWIN) at stream time %.0f; rolling metrics %s",
+                self.last_drift or 0.0,
+                self.live.learner.rolling.get(),
+            )
+
+    def _record(self, device_id: str, ts: float, out: Handled) -> DeviceRecord:
+        record = self.devices.get(device_id)
+        if record is None:
+            while len(self.devices) >= self.options.max_devices:
+                oldest = next(iter(self.devices))
+                self._evict(oldest, out, f"over the cap of {self.options.max_devices} devices")
+            record = self.devices[device_id] = DeviceRecord(last_heard=ts)
+        else:
+            self.devices.move_to_end(device_id)
+            record.last_heard = max(record.last_heard, ts)
+        return record
+
+    def _due(self, record: DeviceRecord, prediction: Prediction) -> bool:
+        if record.published is None:
+            return True
+        risk, attention, ts = record.published
+        if (risk, attention) != (prediction.risk_level, prediction.needs_attention):
+            return True
+        return prediction.ts - ts >= self.options.publish_interval_s
+
+    def _device_info(self, info: DeviceInfo, out: Handled) -> None:
+        previous = self.infos.get(info.device_id)
+        self.infos[info.device_id] = info
+        record = self.devices.get(info.device_id)
+        if record is not None and record.discovered and self.options.discovery and previous != info:
+            out.messages += discovery_messages(self.topics, info.device_id, info, record.device_type)
+
+    def _tick(self, out: Handled) -> None:
+        self._last_tick = self.live.clock
+        for failure in self.live.tick():
+            self.counters.failures[failure.evidence] += 1
+            logger.info("failure evidence: %s (%s at %.0f)", failure.device_id, failure.evidence, failure.ts)
+        horizon = self.live.clock - self.options.retention_s
+        while self.devices:
+            device_id, record = next(iter(self.devices.items()))
+            if record.last_heard >= horizon:
+                break
+            self._evict(device_id, out, "silent past the retention time")
+
+    def _evict(self, device_id: str, out: Handled, why: str) -> None:
+        self.devices.pop(device_id, None)
+        self.infos.pop(device_id, None)
+        self.live.forget(device_id)
+        self.counters.evicted += 1
+        logger.info("forgetting device %s: %s", device_id, why)
+        if self.options.remove_gone:
+            out.messages += removal_messages(self.topics, device_id, self.options.discovery)
+
+    def discovery(self) -> list[Outgoing]:
+        """Discovery configs of every known device (Home Assistant came online)."""
+        if not self.options.discovery:
+            return []
+        messages = []
+        for device_id, record in self.devices.items():
+            messages += discovery_messages(self.topics, device_id, self.infos.get(device_id), record.device_type)
+            record.discovered = True
+        return messages
+
+    def predictions(self) -> list[Prediction]:
+        """The latest prediction of every known device."""
+        return [r.prediction for r in self.devices.values() if r.prediction is not None]
+
+    def report(self) -> dict[str, object]:
+        """What the handler knows of its own health: counters, devices, the stream clock, rolling metrics."""
+        learner = self.live.learner
+        return {
+            "model_version": self.live.version,
+            "models": {name: {"threshold": t} for name, t in sorted(self.live.thresholds.items())},
+            "router": dict(sorted(self.live.router.items())),
+            "stream_time": self.live.clock if self.live.clock > float("-inf") else None,
+            "devices": len(self.devices),
+            "needs_attention": sum(1 for p in self.predictions() if p.needs_attention),
+            "rolling": learner.rolling.get(),
+            "labels": {
+                "resolved": learner.resolved,
+                "learned": learner.learned,
+                "shed_learning": learner.shed,
+                "waiting": len(learner.labels),
+                "dropped": learner.labels.dropped,
+            },
+            "drift": {"detections": self.counters.drift_alerts, "last": self.last_drift},
+            "counters": self.counters.as_dict(),
+        }

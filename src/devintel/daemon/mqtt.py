@@ -1,0 +1,218 @@
+"""The MQTT session: connect, subscribe, receive into the bounded queue, publish from the outbox, reconnect.
+
+One task runs the aiomqtt 2.x reconnection loop: a fixed client id with a persistent session (``clean_session``
+False), so QoS 1 messages published while devintel is away wait at the broker; QoS 1 subscriptions; the last
+will is a retained ``offline`` on ``<prefix>/status``, and every connection publishes a retained ``online``.
+A lost connection is retried after a capped, randomised exponential backoff.
+
+The receive loop never waits on model work: it puts each message into the processing queue without blocking,
+and when the queue is full the message is dropped and counted (``shed_events``). Publishing goes through an
+outbox queue, so the processing worker never waits on the network either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from dataclasses import dataclass, field
+
+import aiomqtt
+
+from devintel.daemon.counters import Counters, RateLimitedLog
+from devintel.daemon.outbound import Outgoing, Topics
+from devintel.daemon.settings import MqttSettings
+
+logger = logging.getLogger(__name__)
+
+#: First wait before reconnecting, seconds (doubled after every failed attempt, up to the cap).
+BACKOFF_START_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message as received: topic, payload bytes, and the wall-clock time of receipt (epoch s)."""
+
+    topic: str
+    payload: bytes
+    received: float
+
+
+@dataclass(slots=True)
+class SessionState:
+    """What the health report says of the MQTT session."""
+
+    connected: bool = False
+    connections: int = 0
+    last_error: str | None = None
+    connected_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def backoff_delays(cap_s: float, rng: random.Random | None = None) -> list[float]:
+    """The first waits of the reconnection backoff (for tests and docs): doubling from
+    :data:`BACKOFF_START_S`, capped at ``cap_s``, each randomised to between half and all of it."""
+    rng = rng or random.Random()
+    return [_jitter(min(cap_s, BACKOFF_START_S * 2**attempt), rng) for attempt in range(10)]
+
+
+def _jitter(delay: float, rng: random.Random) -> float:
+    return delay * (0.5 + 0.5 * rng.random())
+
+
+def _payload_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    if payload is None:
+        return b""
+    return str(payload).encode("utf-8")
+
+
+class MqttSession:
+    """The MQTT connection of the daemon (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        topics: Topics,
+        subscriptions: list[str],
+        inbox: asyncio.Queue[Received],
+        outbox: asyncio.Queue[Outgoing],
+        counters: Counters,
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.subscriptions = subscriptions
+        self.inbox = inbox
+        self.outbox = outbox
+        self.counters = counters
+        self.state = SessionState()
+        self.intake = True
+        """While False (shutting down) received messages are no longer queued."""
+        self._client: aiomqtt.Client | None = None
+        self._shed_log = RateLimitedLog(logger)
+
+    def _client_for(self) -> aiomqtt.Client:
+        s = self.settings
+        tls: ssl.SSLContext | None = None
+        if s.tls:
+            tls = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+        return aiomqtt.Client(
+            s.host,
+            s.port,
+            identifier=s.client_id,
+            clean_session=False,
+            username=s.username,
+            password=s.password.get_secret_value() if s.password else None,
+            will=aiomqtt.Will(self.topics.status, b"offline", qos=1, retain=True),
+            keepalive=s.keepalive_s,
+            tls_context=tls,
+            timeout=10.0,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected until ``stop`` is set, reconnecting with backoff."""
+        rng = random.Random()
+        attempt = 0
+        while not stop.is_set():
+            try:
+                async with self._client_for() as client:
+                    self._client = client
+                    await self._on_connect(client)
+                    attempt = 0
+                    await self._serve(client, stop)
+                    if stop.is_set():
+                        return
+            except aiomqtt.MqttError as error:
+                self.state.last_error = str(error)
+                delay = _jitter(min(self.settings.reconnect_max_s, BACKOFF_START_S * 2**attempt), rng)
+                attempt = min(attempt + 1, 30)
+                logger.warning(
+                    "MQTT %s:%s: %s; reconnecting in %.1f s", self.settings.host, self.settings.port, error, delay
+                )
+            finally:
+                self._client = None
+                self.state.connected = False
+                self.state.connected_event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def _on_connect(self, client: aiomqtt.Client) -> None:
+        await client.publish(self.topics.status, b"online", qos=1, retain=True)
+        for topic in self.subscriptions:
+            await client.subscribe(topic, qos=1)
+        self.state.connected = True
+        self.state.connections += 1
+        self.state.connected_event.set()
+        logger.info(
+            "MQTT connected to %s:%s as %s; subscribed to %s",
+            self.settings.host,
+            self.settings.port,
+            self.settings.client_id,
+            ", ".join(self.subscriptions),
+        )
+
+    async def _serve(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        tasks = [
+            asyncio.create_task(self._receive(client), name="mqtt-receive"),
+            asyncio.create_task(self._send(client), name="mqtt-send"),
+            asyncio.create_task(stop.wait(), name="mqtt-stop"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            if not self.intake:
+                continue
+            item = Received(message.topic.value, _payload_bytes(message.payload), time.time())
+            try:
+                self.inbox.put_nowait(item)
+            except asyncio.QueueFull:
+                self.counters.shed_events += 1
+                self._shed_log.warning("queue_full", "processing queue full: dropped a message on %s", item.topic)
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        while True:
+            message = await self.outbox.get()
+            try:
+                await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+            except aiomqtt.MqttError:
+                # Put it back at the front? asyncio.Queue has no such verb: requeue and let the
+                # reconnection loop take over; order across a reconnection is not guaranteed.
+                self.outbox.put_nowait(message)
+                raise
+            finally:
+                self.outbox.task_done()
+
+    async def publish_now(self, message: Outgoing, timeout_s: float = 5.0) -> bool:
+        """Publish directly when connected (the final ``stopped`` status); False when it could not be sent."""
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await asyncio.wait_for(
+                client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain), timeout_s
+            )
+        except (aiomqtt.MqttError, TimeoutError) as error:
+            logger.warning("could not publish %s: %s", message.topic, error)
+            return False
+        return True
+
+    async def drain_outbox(self, timeout_s: float) -> bool:
+        """Wait until every queued outgoing message was handed to the broker; False on timeout."""
+        try:
+            await asyncio.wait_for(self.outbox.join(), timeout_s)
+        except TimeoutError:
+            return False
+        return True

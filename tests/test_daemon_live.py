@@ -1,0 +1,342 @@
+"""The live daemon end to end: ``devintel-daemon`` as a real subprocess against a real broker (mosquitto when
+installed, as in CI), one topic namespace per test.
+
+Events in, predictions and Home Assistant discovery out; bad input counted; the HTTP API; ``online`` status and a
+retained ``offline`` after kill -9; SIGTERM writes the final snapshot and publishes ``stopped``; the broker
+restarted mid-stream loses no QoS 1 message; replay and live give the same predictions; the README's main
+command (embedded broker and simulated home) and systemd notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiomqtt
+import httpx
+import orjson
+import pytest
+
+from devintel.models.snapshots import SnapshotStore
+from mqtt_broker import Broker
+
+WAIT_S = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(model_dir: Path, broker: Broker | None, namespace: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVINTEL_") and k != "NOTIFY_SOCKET"}
+    env.update(
+        {
+            "DEVINTEL_MODEL_DIR": str(model_dir),
+            "DEVINTEL_TOPIC_PREFIX": namespace,
+            "DEVINTEL_HA__PREFIX": f"{namespace}-ha",
+            "DEVINTEL_ZIGBEE2MQTT__BASE_TOPIC": f"{namespace}-z2m",
+            "DEVINTEL_MQTT__CLIENT_ID": f"devintel-{namespace}",
+            "DEVINTEL_HTTP__PORT": "0",
+            "DEVINTEL_LIVE__HEALTH_INTERVAL_S": "0.5",
+        }
+    )
+    if broker is not None:
+        env.update({"DEVINTEL_MQTT__HOST": broker.host, "DEVINTEL_MQTT__PORT": str(broker.port)})
+    env.update(extra)
+    return env
+
+
+def _start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "devintel.daemon.service", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        _, err = process.communicate(timeout=WAIT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        raise AssertionError(f"the daemon did not stop within {WAIT_S} s:\n{err[-3000:]}") from None
+    return process.returncode, err
+
+
+class Collector:
+    """Every message on the subscribed filters, newest retained value per topic too."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.latest: dict[str, bytes] = {}
+
+    async def run(self) -> None:
+        async for message in self.client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            self.messages.append((message.topic.value, payload, message.retain))
+            self.latest[message.topic.value] = payload
+
+    async def wait_for(self, predicate: object, what: str, timeout: float = WAIT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():  # type: ignore[operator]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; last: {self.messages[-5:]}")
+            await asyncio.sleep(0.05)
+
+    def health(self, namespace: str) -> dict[str, object]:
+        raw = self.latest.get(f"{namespace}/health")
+        return orjson.loads(raw) if raw else {}
+
+    def predictions(self, namespace: str) -> list[dict[str, object]]:
+        prefix = f"{namespace}/predictions/"
+        return [orjson.loads(p) for t, p, _ in self.messages if t.startswith(prefix) and p]
+
+
+@asynccontextmanager
+async def collect(broker: Broker, *filters: str) -> AsyncIterator[Collector]:
+    async with aiomqtt.Client(broker.host, broker.port, identifier=f"test-{time.monotonic_ns()}") as client:
+        for f in filters:
+            await client.subscribe(f, qos=1)
+        collector = Collector(client)
+        task = asyncio.create_task(collector.run())
+        try:
+            yield collector
+        finally:
+            task.cancel()
+
+
+def _event(device: str, ts: float, i: int) -> bytes:
+    return orjson.dumps(
+        {
+            "ts": ts,
+            "device_type": "leak_sensor",
+            "power_source": "battery",
+            "battery_level": 95.0 - 0.5 * i,
+            "linkquality": 120.0 - i,
+            "value": 0.0,
+        }
+    )
+
+
+async def test_events_in_predictions_and_discovery_out_then_sigterm(
+    mqtt_broker: Broker, topic_namespace: str, small_snapshot: Path
+) -> None:
+    ns = topic_namespace
+    http_port = _free_port()
+    daemon = _start(_env(small_snapshot, mqtt_broker, ns, DEVINTEL_HTTP__PORT=str(http_port)))
+    try:
+        async with collect(mqtt_broker, f"{ns}/#", f"{ns}-ha/#") as seen:
+            await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
+            now = time.time() - 3600
+            async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub-{ns}") as pub:
+                for i in range(10):
+                    for device in ("leak.kitchen", "leak.bath"):
+                        await pub.publish(f"{ns}/events/{device}", _event(device, now + i * 60, i), qos=1)
+                await pub.publish(f"{ns}/events/bad", b"{nope", qos=1)
+                await pub.publish(f"{ns}/events/bad", b'{"battery_level": 300}', qos=1)
+            await seen.wait_for(
+                lambda: seen.health(ns).get("counters", {}).get("events") == 20,  # type: ignore[union-attr]
+                "20 events handled",
+            )
+            predictions = seen.predictions(ns)
+            assert {p["device_id"] for p in predictions} == {"leak.kitchen", "leak.bath"}
+            assert all(0.0 <= float(p["failure_probability"]) <= 1.0 for p in predictions)  # type: ignore[arg-type]
+            configs = {t for t, p, _ in seen.messages if t.startswith(f"{ns}-ha/") and t.endswith("/config") and p}
+            assert f"{ns}-ha/sensor/{ns}/leak_kitchen_failure_probability/config" in configs
+            assert f"{ns}-ha/binary_sensor/{ns}/leak_bath_needs_attention/config" in configs
+            health = seen.health(ns)
+            assert health["counters"]["rejected"] == {"malformed_json": 1, "out_of_range": 1}  # type: ignore[index]
+            assert health["mqtt"]["connected"] is True  # type: ignore[index]
+
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
+                assert (await http.get("/health")).status_code == 200
+                assert len((await http.get("/predictions")).json()) == 2
+                assert (await http.get("/predictions/leak.bath")).json()["device_id"] == "leak.bath"
+                assert (await http.get("/predictions/nobody")).status_code == 404
+                assert "devintel_events_total 20" in (await http.get("/metrics")).text
+
+            versions_before = SnapshotStore(small_snapshot).versions()
+            code, err = _stop(daemon)
+            assert code == 0, err[-3000:]
+            await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"stopped", "status stopped")
+        assert len(SnapshotStore(small_snapshot).versions()) == len(versions_before) + 1  # the final snapshot
+        assert "snapshot" in err
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+
+
+async def test_kill_9_leaves_a_retained_offline(
+    mqtt_broker: Broker, topic_namespace: str, small_snapshot: Path
+) -> None:
+    ns = topic_namespace
+    daemon = _start(_env(small_snapshot, mqtt_broker, ns))
+    try:
+        async with collect(mqtt_broker, f"{ns}/status") as seen:
+            await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
+            daemon.kill()
+            daemon.communicate(timeout=WAIT_S)
+            await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"offline", "the last will")
+        async with collect(mqtt_broker, f"{ns}/status") as fresh:  # a newcomer sees it retained
+            await fresh.wait_for(lambda: fresh.latest.get(f"{ns}/status") == b"offline", "retained offline")
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+
+
+async def test_broker_restart_mid_stream_loses_no_qos1_message(
+    mqtt_broker: Broker, topic_namespace: str, small_snapshot: Path
+) -> None:
+    if mqtt_broker.kind != "mosquitto":
+        pytest.skip("needs a broker that keeps persistent sessions across a restart (mosquitto)")
+    ns = topic_namespace
+    daemon = _start(_env(small_snapshot, mqtt_broker, ns))
+    now = time.time() - 7200
+    try:
+        async with collect(mqtt_broker, f"{ns}/status") as seen:
+            await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
+        async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub1-{ns}") as pub:
+            for i in range(50):
+                await pub.publish(f"{ns}/events/dev{i % 5}", _event("d", now + i, i), qos=1)
+        mqtt_broker.restart()
+        async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub2-{ns}") as pub:
+            for i in range(50, 100):  # published at once: the daemon may not be back yet; its session queues them
+                await pub.publish(f"{ns}/events/dev{i % 5}", _event("d", now + i, i), qos=1)
+        async with collect(mqtt_broker, f"{ns}/health") as seen:
+            await seen.wait_for(
+                lambda: seen.health(ns).get("counters", {}).get("events") == 100,  # type: ignore[union-attr]
+                "all 100 events handled after the restart",
+            )
+            assert seen.health(ns)["mqtt"]["connections"] >= 2  # type: ignore[index]
+        code, err = _stop(daemon)
+        assert code == 0, err[-3000:]
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+
+
+async def test_replay_and_live_give_the_same_predictions(
+    mqtt_broker: Broker, topic_namespace: str, small_snapshot: Path, tmp_path: Path
+) -> None:
+    ns = topic_namespace
+    now = time.time() - 86_400
+    capture = tmp_path / "capture.jsonl"
+    lines = []
+    for i in range(40):
+        for device in ("a", "b", "c"):
+            payload = orjson.loads(_event(device, now + i * 600, i))
+            lines.append(orjson.dumps({"ts": now + i * 600, "topic": f"{ns}/events/{device}", "payload": payload}))
+    capture.write_bytes(b"\n".join(lines) + b"\n")
+    replay_dir = tmp_path / "replay-models"
+    replay_dir.mkdir()
+    for child in small_snapshot.iterdir():  # the same snapshot for both
+        target = replay_dir / child.name
+        if child.is_dir():
+            subprocess.run(["cp", "-a", str(child), str(target)], check=True)
+        else:
+            target.write_bytes(child.read_bytes())
+
+    daemon = _start(_env(small_snapshot, mqtt_broker, ns))
+    try:
+        async with collect(mqtt_broker, f"{ns}/#") as seen:
+            await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
+            async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub-{ns}") as pub:
+                for line in lines:
+                    record = orjson.loads(line)
+                    await pub.publish(record["topic"], orjson.dumps(record["payload"]), qos=1)
+            await seen.wait_for(
+                lambda: seen.health(ns).get("counters", {}).get("events") == 120,  # type: ignore[union-attr]
+                "120 events handled",
+            )
+            live = seen.predictions(ns)
+        _stop(daemon)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+
+    out = tmp_path / "predictions.jsonl"
+    run = subprocess.run(
+        [sys.executable, "-m", "devintel.daemon.cli", "replay", str(capture), "--out", str(out)],
+        env=_env(replay_dir, None, ns),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    replayed = [
+        r["payload"]
+        for r in map(orjson.loads, out.read_bytes().splitlines())
+        if r["topic"].startswith(f"{ns}/predictions/") and r["payload"]
+    ]
+    assert len(live) > 3
+    assert replayed == live
+
+
+def test_main_command_embedded_broker_and_simulated_home(tmp_path: Path, small_snapshot: Path) -> None:
+    """The README's main command, at a small size: an embedded broker, a simulated home, predictions, a clean
+    stop; and systemd's notifications on a real socket."""
+    notify = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify))
+    listener.settimeout(0.2)
+    env = _env(
+        small_snapshot,
+        None,
+        "devintel",
+        DEVINTEL_MQTT__HOST="127.0.0.1",
+        DEVINTEL_MQTT__PORT=str(_free_port()),
+        DEVINTEL_SIMULATE__SAMPLES="1500",
+        DEVINTEL_SIMULATE__DAYS="20",
+        DEVINTEL_SIMULATE__RATE="3000",
+        NOTIFY_SOCKET=str(notify),
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "devintel.daemon.service",
+            "--embedded-broker",
+            "--simulate",
+            "--exit-after-simulation",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    notes = []
+    while True:
+        try:
+            notes.append(listener.recv(4096).decode())
+        except TimeoutError:
+            break
+    listener.close()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "simulation done: 1500 events published" in run.stderr
+    assert "stopped" in run.stderr
+    health_lines = [line for line in run.stderr.splitlines() if "health:" in line]
+    assert health_lines, run.stderr[-3000:]
+    assert any(n.startswith("READY=1") or "\nREADY=1" in n for n in notes), notes
+    assert any("STOPPING=1" in n for n in notes), notes
