@@ -455,14 +455,27 @@ class Runtime:
         self._done.set()
         logger.info("stopped; %s", self.summary())
 
+    def attention_table(self, top: int = 10) -> str:
+        """A plain-text table of the devices that need attention (the end of ``--exit-after-simulation``)."""
+        flagged = self.maintenance()
+        lines = [self.summary(), ""]
+        if flagged:
+            lines.append(f"{'device':<24} {'probability':>11}  {'risk':<8}  signals")
+            for p in flagged[:top]:
+                signals = ", ".join(p["reasons"]) or "-"
+                lines.append(f"{p['device_id']:<24} {p['failure_probability']:>11.2f}  {p['risk_level']:<8}  {signals}")
+        return "\n".join(lines)
+
     def summary(self) -> str:
         """One line on what the service did: events, predictions, and the devices that need attention."""
         counters = self.handler.counters
         flagged = self.maintenance()
         top = ", ".join(f"{p['device_id']} {p['failure_probability']:.2f}" for p in flagged[:5])
+        rejected = sum(counters.rejected.values())
         return (
-            f"{counters.events} events, {counters.published} predictions published for "
-            f"{len(self.handler.devices)} devices, {len(flagged)} need attention" + (f" ({top})" if top else "")
+            f"{counters.events} events ({rejected} rejected as bad input), {counters.published} predictions "
+            f"published for {len(self.handler.devices)} devices, {len(flagged)} need attention"
+            + (f" ({top})" if top else "")
         )
 
 

@@ -109,7 +109,10 @@ async def serve(settings: Settings, snapshot: LoadedSnapshot, args: argparse.Nam
         runtime = Runtime(
             settings, store, snapshot, simulate=args.simulate, exit_after_simulation=args.exit_after_simulation
         )
-        return await runtime.run()
+        code = await runtime.run()
+    if args.exit_after_simulation:
+        print(runtime.attention_table(), flush=True)
+    return code
 
 
 if __name__ == "__main__":

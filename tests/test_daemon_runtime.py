@@ -1,0 +1,128 @@
+"""The runtime's overload and shutdown paths: learning shed before prediction, a full queue drops and counts,
+the shutdown is bounded when the broker is away, and a second signal forces the exit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiomqtt
+import orjson
+
+from devintel.daemon.counters import Counters
+from devintel.daemon.mqtt import MqttSession, Received
+from devintel.daemon.outbound import Outgoing, Topics
+from devintel.daemon.runtime import Runtime
+from devintel.daemon.settings import MqttSettings, Settings
+from devintel.models.snapshots import SnapshotStore
+from mqtt_broker import Broker, free_port
+
+T0 = time.time() - 86_400
+
+
+def _received(topic: str, body: dict[str, object], ts: float) -> Received:
+    return Received(topic, orjson.dumps(body), ts)
+
+
+async def test_learning_is_shed_before_prediction_when_the_queue_is_deep(small_snapshot: Path) -> None:
+    settings = Settings(model_dir=small_snapshot, live={"queue_size": 200, "shed_learning_at": 0.1})  # type: ignore[arg-type]
+    store = SnapshotStore(small_snapshot)
+    runtime = Runtime(settings, store, store.load())
+    for i in range(10):
+        runtime.inbox.put_nowait(_received("devintel/events/a", {"ts": T0 + i * 60, "battery_level": 50.0}, T0))
+    runtime.inbox.put_nowait(_received("devintel/feedback/a", {"event": "failure", "ts": T0 + 900}, T0))
+    for i in range(90):  # behind the feedback: the queue is deep when its labels resolve
+        runtime.inbox.put_nowait(_received("devintel/events/b", {"ts": T0 + 1000 + i, "battery_level": 80.0}, T0))
+    worker = asyncio.create_task(runtime._work())
+    await asyncio.wait_for(runtime.inbox.join(), 30)
+    worker.cancel()
+    learner = runtime.handler.live.learner
+    assert runtime.handler.counters.events == 100  # every event still got its prediction
+    assert learner.shed == 10  # the 10 positives resolved by the feedback were not learned
+    assert learner.learned == 0
+    assert runtime.handler.report()["labels"]["shed_learning"] == 10  # type: ignore[index]
+
+
+async def test_a_full_queue_drops_and_counts_without_blocking_the_receive_loop(mqtt_broker: Broker) -> None:
+    inbox: asyncio.Queue[Received] = asyncio.Queue(maxsize=5)
+    outbox: asyncio.Queue[Outgoing] = asyncio.Queue()
+    counters = Counters()
+    settings = MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port, client_id="devintel-shed")
+    session = MqttSession(settings, Topics("shed"), ["shed/events/+"], inbox, outbox, counters)
+    stop = asyncio.Event()
+    task = asyncio.create_task(session.run(stop))
+    await asyncio.wait_for(session.state.connected_event.wait(), 10)
+    async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier="shed-pub") as pub:
+        for i in range(50):
+            await pub.publish(f"shed/events/d{i}", b"{}", qos=1)
+    deadline = time.monotonic() + 10
+    while inbox.qsize() + counters.shed_events < 50 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert inbox.qsize() == 5
+    assert counters.shed_events == 45
+
+
+def _daemon_env(model_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVINTEL_") and k != "NOTIFY_SOCKET"}
+    env.update(
+        {
+            "DEVINTEL_MODEL_DIR": str(model_dir),
+            "DEVINTEL_MQTT__HOST": "127.0.0.1",
+            "DEVINTEL_MQTT__PORT": str(free_port()),  # nobody listens: the broker is away
+            "DEVINTEL_HTTP__PORT": "0",
+            **extra,
+        }
+    )
+    return env
+
+
+def _wait_for_line(log: Path, text: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not logged:\n{log.read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+def test_shutdown_is_bounded_and_writes_the_snapshot_with_the_broker_away(small_snapshot: Path, tmp_path: Path) -> None:
+    log = tmp_path / "daemon.log"
+    env = _daemon_env(small_snapshot, DEVINTEL_LIVE__SHUTDOWN_TIMEOUT_S="1")
+    with log.open("w") as err:
+        daemon = subprocess.Popen([sys.executable, "-m", "devintel.daemon.service"], env=env, stderr=err)
+        try:
+            _wait_for_line(log, "reconnecting in")
+            before = len(SnapshotStore(small_snapshot).versions())
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=30) == 0  # ends, though the broker never returns (each step has 1 s)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+    text = log.read_text()
+    assert "messages not published" in text  # the outbox could not drain: said, not waited on forever
+    assert len(SnapshotStore(small_snapshot).versions()) == before + 1
+
+
+def test_a_second_signal_forces_the_exit(small_snapshot: Path, tmp_path: Path) -> None:
+    log = tmp_path / "daemon.log"
+    env = _daemon_env(small_snapshot, DEVINTEL_LIVE__SHUTDOWN_TIMEOUT_S="60")
+    with log.open("w") as err:
+        daemon = subprocess.Popen([sys.executable, "-m", "devintel.daemon.service"], env=env, stderr=err)
+        try:
+            _wait_for_line(log, "reconnecting in")
+            daemon.send_signal(signal.SIGTERM)
+            _wait_for_line(log, "shutting down")
+            daemon.send_signal(signal.SIGINT)
+            assert daemon.wait(timeout=30) == 1
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+    assert "second SIGINT: exiting now" in log.read_text()
