@@ -30,7 +30,9 @@ def _received(topic: str, body: dict[str, object], ts: float) -> Received:
 
 
 async def test_learning_is_shed_before_prediction_when_the_queue_is_deep(small_snapshot: Path) -> None:
-    settings = Settings(model_dir=small_snapshot, live={"queue_size": 200, "shed_learning_at": 0.1})  # type: ignore[arg-type]
+    settings = Settings(
+        model_dir=small_snapshot, live={"queue_size": 200, "shed_learning_at": 0.1, "label_interval_s": 0}
+    )  # type: ignore[arg-type]
     store = SnapshotStore(small_snapshot)
     runtime = Runtime(settings, store, store.load())
     for i in range(10):

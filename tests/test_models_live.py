@@ -17,6 +17,7 @@ from devintel.models.live import (
     risk_level,
     snapshot_contents,
 )
+from devintel.models.online import FeaturePacker
 from devintel.models.snapshots import SnapshotStore
 
 H = 7 * 86_400.0
@@ -144,3 +145,29 @@ def test_from_snapshot_refuses_a_manifest_without_models() -> None:
         from_snapshot({}, {"models": {}}, "v", H)
     with pytest.raises(ValueError, match="holds no"):
         from_snapshot({}, {"models": {GLOBAL: {"threshold": 0.5}}}, "v", H)
+
+
+def test_live_models_hold_at_most_one_event_per_label_interval() -> None:
+    live = LiveModels(
+        models={GLOBAL: default_model()}, thresholds={GLOBAL: 0.5}, router={}, version="v", horizon_s=H,
+        label_interval_s=HOUR,
+    )  # fmt: skip
+    for i in range(60):  # a report every 10 minutes for 10 hours
+        assert live.observe(_event("a", i * 600.0)).device_id == "a"  # every event is predicted
+    assert len(live.learner.labels) == 10  # one held per hour
+    live.feedback("a", 61 * 600.0)
+    assert live.learner.learned == 10
+
+
+def test_packed_features_unpack_to_the_same_keys_in_order_at_float32() -> None:
+    packer = FeaturePacker(max_layouts=1)
+    features = {"b": 1.0 / 3.0, "a": 2.5, "c": -7.0}
+    packed = packer.pack(features)
+    assert not isinstance(packed, dict)
+    restored = packer.unpack(packed)
+    assert list(restored) == ["b", "a", "c"]
+    assert restored == pytest.approx(features, rel=1e-7)
+    assert restored["a"] == 2.5
+    other = {"z": 1.0}
+    assert packer.pack(other) is other  # the layout table is full: kept as it is
+    assert packer.unpack(other) is other

@@ -63,7 +63,12 @@ def live_models(settings: Settings, snapshot: LoadedSnapshot) -> LiveModels:
         min_silence_s=settings.labels.min_silence_s,
     )
     return from_snapshot(
-        snapshot.files, snapshot.manifest, snapshot.version, settings.horizon_days * 86_400.0, evidence
+        snapshot.files,
+        snapshot.manifest,
+        snapshot.version,
+        settings.horizon_days * 86_400.0,
+        evidence,
+        label_interval_s=settings.live.label_interval_s,
     )
 
 

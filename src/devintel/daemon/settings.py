@@ -129,6 +129,9 @@ class LiveSettings(BaseModel):
         300.0, ge=0.0, description="a device's unchanged prediction is republished at most this often (stream s)"
     )
     health_interval_s: float = Field(60.0, gt=0.0, description="seconds between health messages")
+    label_interval_s: float = Field(
+        3600.0, ge=0.0, description="a device's events wait for a label at most once per this much stream time"
+    )
     max_devices: int = Field(10_000, ge=1, description="devices tracked at most (the least recently heard go first)")
     retention_days: float = Field(30.0, gt=0.0, description="a device silent this long (stream time) is evicted")
     max_future_s: float = Field(86_400.0, gt=0.0, description="event times further ahead of receipt are rejected")

@@ -20,18 +20,23 @@ from __future__ import annotations
 
 import copy
 import pickle
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.learners import reasons
-from devintel.models.online import Classifier, OnlineLearner
+from devintel.models.metrics import RollingMetrics
+from devintel.models.online import Classifier, FeaturePacker, OnlineLearner
 from devintel.models.snapshots import STORE_FIELDS
 
 GLOBAL: Final = "global"
 #: Folder of the pickled models inside a snapshot (``models/<name>.pkl``), as the bootstrap writes them.
 MODELS_DIR: Final = "models"
+#: Resolved outcomes and rolling-metric history points kept live (bounded: the daemon runs for months).
+LIVE_OUTCOMES_KEPT: Final = 10_000
+LIVE_HISTORY_KEPT: Final = 1_000
 #: Lower bounds of the risk levels (DESIGN.md), highest first.
 RISK_LEVELS: Final[tuple[tuple[float, str], ...]] = (
     (0.8, "critical"),
@@ -108,6 +113,8 @@ class LiveModels:
     evidence: LiveEvidence = field(default_factory=LiveEvidence)
     negative_rate: float = 0.2
     seed: int = 0
+    label_interval_s: float = 0.0
+    """See :attr:`OnlineLearner.label_interval_s`."""
     learner: OnlineLearner = field(init=False)
     clock: float = field(default=float("-inf"), init=False)
     """The stream clock: the largest event time seen."""
@@ -129,6 +136,10 @@ class LiveModels:
             negative_rate=self.negative_rate,
             seed=self.seed,
             on_learn=self._teach_home_type_model,
+            packer=FeaturePacker(),
+            label_interval_s=self.label_interval_s,
+            outcomes=deque(maxlen=LIVE_OUTCOMES_KEPT),
+            rolling=RollingMetrics(window_size=5_000, every=1_000, max_history=LIVE_HISTORY_KEPT),
         )
 
     def _teach_home_type_model(self, device_id: str, features: Features, label: bool) -> None:
@@ -151,7 +162,9 @@ class LiveModels:
         self.clock = max(self.clock, ts)
         name = self.route(home_type)
         scored = self.learner.process(event, self.models[name], self.thresholds[name])
-        return self._prediction(device_id, ts, name, scored.probability, scored.features)
+        features = scored.features
+        assert isinstance(features, dict)  # process() returns the features unpacked
+        return self._prediction(device_id, ts, name, scored.probability, features)
 
     def score(self, event: Mapping[str, object]) -> Prediction:
         """The prediction ``observe`` would make for ``event``, changing nothing (an ad-hoc question)."""
@@ -218,8 +231,7 @@ class LiveModels:
 
     def forget(self, device_id: str) -> None:
         """Drop everything about a device (evicted, or gone for good): features, waiting labels, evidence."""
-        self.learner.features.forget(device_id)
-        self.learner.labels.forget(device_id)
+        self.learner.forget(device_id)
         self.offline_since.pop(device_id, None)
         self.home_type_of.pop(device_id, None)
 
@@ -227,7 +239,8 @@ class LiveModels:
         """Carry the per-device state of ``previous`` (features, waiting labels, live evidence, rolling metrics)
         over to these models, which take over serving (a reload or refresh must not forget every device)."""
         mine, theirs = self.learner, previous.learner
-        mine.features, mine.labels = theirs.features, theirs.labels
+        mine.features, mine.labels, mine.packer = theirs.features, theirs.labels, theirs.packer
+        mine.last_held = theirs.last_held
         mine.rolling, mine.error_drift, mine.drifts = theirs.rolling, theirs.error_drift, theirs.drifts
         mine.outcomes, mine.resolved, mine.shed = theirs.outcomes, theirs.resolved, theirs.shed
         self.clock = previous.clock
@@ -247,6 +260,7 @@ def from_snapshot(
     horizon_s: float,
     evidence: LiveEvidence | None = None,
     seed: int = 0,
+    label_interval_s: float = 0.0,
 ) -> LiveModels:
     """The live models of a verified snapshot: ``files`` are the bytes the snapshot store checked against the
     manifest (``models/<name>.pkl``); thresholds and router come from the manifest."""
@@ -272,6 +286,7 @@ def from_snapshot(
         horizon_s=horizon_s,
         evidence=evidence or LiveEvidence(),
         seed=seed,
+        label_interval_s=label_interval_s,
     )
 
 

@@ -283,6 +283,8 @@ class RollingMetrics:
 
     window_size: int = 1000
     every: int = 100
+    max_history: int | None = None
+    """Points of ``history`` kept (the newest); None keeps all."""
     n: int = field(default=0, init=False)
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list, init=False)
     _rolling: dict[str, utils.Rolling[metrics.base.Metric]] = field(default_factory=dict, init=False, repr=False)
@@ -304,6 +306,8 @@ class RollingMetrics:
         self.n += 1
         if self.n % self.every == 0:
             self.history.append((self.n, self.get()))
+            if self.max_history is not None and len(self.history) > self.max_history:
+                del self.history[: len(self.history) - self.max_history]
 
     def get(self) -> dict[str, float]:
         """The current values (0.0 before any update, and for a ratio whose denominator is 0)."""

@@ -13,6 +13,7 @@ only a share ``negative_rate`` of negatives, drawn from a seeded generator.
 
 from __future__ import annotations
 
+import array
 import heapq
 import random
 from collections import deque
@@ -43,11 +44,50 @@ class Classifier(Protocol):
         """Class probabilities for one example."""
 
 
+#: Features packed for the label buffer: (layout id, the values as float32 in the layout's order).
+Packed = tuple[int, array.array]  # type: ignore[type-arg]
+
+
+class FeaturePacker:
+    """Packs feature dicts into float32 arrays over interned name layouts, about a tenth of a dict's memory.
+
+    Events wait in the label buffer for up to the horizon, so a live daemon with thousands of devices holds
+    hundreds of thousands of them; a dict of ~50 floats costs ~2.7 KB, its packed form ~0.3 KB. A layout is the
+    tuple of a dict's keys in order (one per device type and field pattern, so few); unpacking restores the
+    same keys in the same order. Values are rounded to float32 (7 significant digits), which learning does not
+    notice. At most ``max_layouts`` layouts are interned; past that, dicts are kept as they are.
+    """
+
+    def __init__(self, max_layouts: int = 4096) -> None:
+        self.max_layouts = max_layouts
+        self._ids: dict[tuple[str, ...], int] = {}
+        self._layouts: list[tuple[str, ...]] = []
+
+    def pack(self, features: Features) -> Features | Packed:
+        """The packed form of ``features`` (or the dict itself when the layout table is full)."""
+        layout = tuple(features)
+        layout_id = self._ids.get(layout)
+        if layout_id is None:
+            if len(self._layouts) >= self.max_layouts:
+                return features
+            layout_id = self._ids[layout] = len(self._layouts)
+            self._layouts.append(layout)
+        return layout_id, array.array("f", features.values())
+
+    def unpack(self, packed: Features | Packed) -> Features:
+        """The feature dict of a packed form (a dict is returned as it is)."""
+        if isinstance(packed, dict):
+            return packed
+        layout_id, values = packed
+        return dict(zip(self._layouts[layout_id], values, strict=True))
+
+
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """What the label buffer keeps for an event: its features and the probability predicted then."""
+    """What the label buffer keeps for an event: its features (packed, when the learner packs them) and the
+    probability predicted then."""
 
-    features: Features
+    features: Features | Packed
     probability: float
     flagged: bool | None = None
     """The decision made then (probability against the serving model's threshold); None: against the
@@ -82,8 +122,17 @@ class OnlineLearner:
     outcomes: deque[tuple[bool, float]] = field(default_factory=lambda: deque(maxlen=OUTCOMES_KEPT))
     """(label, probability predicted then) of the latest resolved events, for inspection (the bootstrap
     calibrates thresholds on validation homes instead)."""
+    packer: FeaturePacker | None = None
+    """Packs the features of waiting events (the live daemon, whose buffer spans thousands of devices); None
+    keeps them as dicts (the warm start, whose figures are then exactly reproducible)."""
+    label_interval_s: float = 0.0
+    """An event waits for its label only when at least this much stream time has passed since the device's
+    previous waiting event (0: every event). Every event is predicted; this bounds the buffer, and so memory,
+    for devices that report often: at most horizon / interval events per device."""
     labels: DelayedLabels[Scored] = field(init=False)
     _rng: random.Random = field(init=False)
+    last_held: dict[str, float] = field(init=False, default_factory=dict)
+    """Per device, the time of its latest event held for a label (for ``label_interval_s``)."""
 
     def __post_init__(self) -> None:
         self.labels = DelayedLabels(self.horizon_s)
@@ -107,13 +156,25 @@ class OnlineLearner:
         self._resolve(self.labels.advance(ts))
         flagged = None if threshold is None else probability >= threshold
         scored = Scored(features, probability, flagged)
-        self.labels.add(str(event["device_id"]), ts, scored)
+        device_id = str(event["device_id"])
+        previous = self.last_held.get(device_id)
+        if previous is None or ts - previous >= self.label_interval_s or ts < previous:
+            held = scored if self.packer is None else Scored(self.packer.pack(features), probability, flagged)
+            self.labels.add(device_id, ts, held)
+            self.last_held[device_id] = ts
         return scored
 
     def failure(self, device_id: str, ts: float) -> None:
         """Failure evidence for a device: resolve its waiting events and forget its state."""
         self._resolve(self.labels.failure(device_id, ts))
         self.features.forget(device_id)
+        self.last_held.pop(device_id, None)
+
+    def forget(self, device_id: str) -> None:
+        """Drop a device without labels (evicted): its features and its waiting events."""
+        self.features.forget(device_id)
+        self.labels.forget(device_id)
+        self.last_held.pop(device_id, None)
 
     def finish(self, now: float) -> None:
         """Advance the clock to ``now`` (the end of a warm start) and resolve what has expired."""
@@ -134,10 +195,13 @@ class OnlineLearner:
                 if not self.learn:
                     self.shed += 1
                     continue
-                self.model.learn_one(item.payload.features, item.label)
+                x = item.payload.features
+                if not isinstance(x, dict):
+                    x = self.packer.unpack(x) if self.packer is not None else {}
+                self.model.learn_one(x, item.label)
                 self.learned += 1
                 if self.on_learn is not None:
-                    self.on_learn(item.device_id, item.payload.features, item.label)
+                    self.on_learn(item.device_id, x, item.label)
 
 
 def events(frame: pd.DataFrame) -> Iterator[dict[str, object]]:

@@ -1,0 +1,873 @@
+"""The live daemon end to end through a real mosquitto: throughput, latency and memory, in one run.
+
+    .venv/bin/python bench/bench_live.py [--events 20000] [--devices 200] [--repeat 3] [--model-dir DIR]
+
+Everything runs on 127.0.0.1 against a private mosquitto (``max_queued_messages 0``: a persistent session may
+queue the whole backlog; other limits are mosquitto's defaults, among them 20 QoS 1 messages in flight per
+client). The snapshot is a toy bootstrap made for the run (about 5 s), or a copy of ``--model-dir``; the
+daemon (``python -m devintel.daemon.service``) runs with Home Assistant discovery on, the HTTP API off,
+``live.publish_interval_s`` 0 (one prediction per event) and a processing queue of 200,000. Measures:
+
+1. **Backlog drain, events/s**: the consumer's persistent session is registered (a bare aiomqtt subscriber
+   connects once with ``clean_session`` False, subscribes QoS 1 and leaves; the daemon starts, reaches a
+   retained ``online`` and is stopped with SIGTERM), N events (QoS 1) are published while it is away, then the
+   consumer starts and is timed from its first delivered message to the N-th. For the bare subscriber (a fresh
+   process) the messages are the events; for the daemon they are its predictions, counted by an observer
+   subscription in this process, and its retained health must then say ``events == N`` and
+   ``shed_events == 0``. Best of ``--repeat`` each; target: the daemon at least 0.8x the bare subscriber.
+2. **Event-to-prediction latency**, p50 and p99 at 200 and at 1,000 events/s: a paced publisher (a separate
+   process, QoS 1) sends events stamped with the wall-clock send time; the observer takes receive time minus
+   the prediction's ``ts``. Whether the publisher kept the pace is reported.
+3. **Resident memory** of the daemon (``VmRSS`` and ``VmHWM`` of ``/proc/<pid>/status``) right after start
+   and with 5,000 devices (10 events each, 4 minutes apart in event time, paced below the measured drain
+   rate so that no backlog inflates it); target: under 250 MB.
+
+Prints a Markdown table and writes ``bench/results/live.md`` and ``live.json``. Takes about 2-4 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import pwd
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+HOST = "127.0.0.1"
+QUEUE_SIZE = 200_000
+RSS_TARGET_MB = 250.0
+RATIO_TARGET = 0.8
+MEMORY_DEVICES = 5_000
+#: (events/s, events) of the latency runs.
+LATENCY_RATES = ((200, 1_000), (1_000, 3_000))
+
+#: Typical value, noise and drift per event of each canonical metric (the events the bench publishes).
+FIELD_SHAPES: dict[str, tuple[float, float, float]] = {
+    "battery_level": (85.0, 0.5, -0.05),
+    "battery_voltage": (2950.0, 8.0, -0.4),
+    "signal_strength": (-62.0, 3.0, 0.0),
+    "linkquality": (130.0, 8.0, 0.0),
+    "response_time": (120.0, 20.0, 0.0),
+    "error_rate": (0.01, 0.004, 0.0),
+    "connection_drops": (1.0, 0.0, 0.0),
+    "restart_count": (0.0, 0.0, 0.0),
+    "uptime_hours": (400.0, 0.0, 0.07),
+    "temperature": (21.0, 0.4, 0.0),
+    "humidity": (45.0, 1.5, 0.0),
+    "usage_frequency": (0.3, 0.05, 0.0),
+    "data_transfer_rate": (20_000.0, 3_000.0, 0.0),
+    "value": (20.0, 1.0, 0.0),
+}
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on the loopback port."""
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0-1) of ``values``, nearest rank; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def proc_memory_mb(pid: int) -> dict[str, float]:
+    """``VmRSS`` and ``VmHWM`` of a process, in MB."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(rest.split()[0]) / 1024
+    return out
+
+
+def device_specs(devices: int, seed: int) -> list[dict[str, Any]]:
+    """Per-device event shapes: a device type cycling through every template, its fields and power source."""
+    from devintel.generators.stats import VALID_RANGES
+    from devintel.generators.templates import DEVICE_TYPES
+
+    rng = random.Random(seed)
+    names = list(DEVICE_TYPES)
+    specs = []
+    for index in range(devices):
+        name = names[index % len(names)]
+        template = DEVICE_TYPES[name]
+        fields = {}
+        for metric in sorted(template.fields):
+            base, noise, drift = FIELD_SHAPES[metric]
+            base += noise * rng.uniform(-2.0, 2.0)
+            fields[metric] = [base, noise, drift, *VALID_RANGES[metric]]
+        specs.append(
+            {
+                "device_id": f"dev{index:05d}",
+                "device_type": name,
+                "power_source": template.power_source,
+                "fields": fields,
+            }
+        )
+    return specs
+
+
+def event_payload(spec: dict[str, Any], k: int, ts: float, rng: random.Random) -> bytes:
+    """The ``k``-th canonical event of a device, at ``ts``."""
+    import orjson
+
+    body: dict[str, object] = {
+        "ts": round(ts, 3),
+        "device_type": spec["device_type"],
+        "power_source": spec["power_source"],
+    }
+    for metric, (base, noise, drift, low, high) in spec["fields"].items():
+        value = base + drift * k + (noise * rng.gauss(0.0, 1.0) if noise else 0.0)
+        body[metric] = round(min(high, max(low, value)), 4)
+    return orjson.dumps(body)
+
+
+# -- child processes ---------------------------------------------------------------------------------------------
+
+
+def child_publish(args: argparse.Namespace) -> dict[str, Any]:
+    """Publish events (QoS 1) with paho in its own thread: all at once (``--rate 0``), or paced."""
+    import paho.mqtt.client as mqtt
+
+    specs = json.loads(Path(args.spec).read_text())[: args.devices]
+    rng = random.Random(args.seed)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv311)
+    client.max_inflight_messages_set(200)
+    client.max_queued_messages_set(0)
+    acked = [0]
+
+    def on_publish(*_: object) -> None:
+        acked[0] += 1
+
+    client.on_publish = on_publish
+    client.connect(args.host, args.port, keepalive=60)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + 10.0
+        while not client.is_connected():
+            if time.monotonic() > deadline:
+                raise RuntimeError("publisher: no CONNACK within 10 s")
+            time.sleep(0.01)
+        n, devices = args.n, len(specs)
+        topics = [f"{args.prefix}/events/{spec['device_id']}" for spec in specs]
+        lateness: list[float] = []
+        if args.rate <= 0:  # a backlog: payloads made first, then published as fast as paho goes
+            step = args.interval / devices
+            payloads = [
+                event_payload(
+                    specs[i % devices],
+                    i // devices,
+                    args.start_ts + (i // devices) * args.interval + (i % devices) * step,
+                    rng,
+                )
+                for i in range(n)
+            ]
+            started = time.perf_counter()
+            for i, payload in enumerate(payloads):
+                client.publish(topics[i % devices], payload, qos=1)
+            sent_at = [started, time.perf_counter()]
+        else:
+            sent_at = []
+            t0 = time.perf_counter() + 0.05
+            for i in range(n):
+                target = t0 + i / args.rate
+                now = time.perf_counter()
+                if target > now:
+                    time.sleep(target - now)
+                now = time.perf_counter()
+                lateness.append(now - target)
+                ts = time.time() if args.ts_mode == "now" else args.start_ts + (i // devices) * args.interval
+                client.publish(topics[i % devices], event_payload(specs[i % devices], i // devices, ts, rng), qos=1)
+                sent_at.append(now)
+            sent_at = [sent_at[0], sent_at[-1]]
+        sent_s = sent_at[1] - sent_at[0]
+        deadline = time.monotonic() + args.timeout
+        while acked[0] < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        acked_s = time.perf_counter() - sent_at[0]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return {
+        "events": n,
+        "acked": acked[0],
+        "send_seconds": sent_s,
+        "acked_seconds": acked_s,
+        "rate_sent": (n - 1) / sent_s if sent_s > 0 else float("inf"),
+        "lateness_p99_ms": percentile(lateness, 0.99) * 1000 if lateness else None,
+        "lateness_max_ms": max(lateness) * 1000 if lateness else None,
+    }
+
+
+async def child_bare(args: argparse.Namespace) -> dict[str, Any]:
+    """A bare aiomqtt subscriber with a persistent session: register it, or drain ``n`` messages."""
+    import aiomqtt
+
+    topic = f"{args.prefix}/events/+"
+    started = time.perf_counter()
+    async with aiomqtt.Client(args.host, args.port, identifier=args.client_id, clean_session=False) as client:
+        await client.subscribe(topic, qos=1)
+        if args.n == 0:
+            return {"registered": args.client_id}
+        count, first, last = 0, 0.0, 0.0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(args.timeout):
+                async for _message in client.messages:
+                    last = time.perf_counter()
+                    if count == 0:
+                        first = last
+                    count += 1
+                    if count >= args.n:
+                        break
+    seconds = last - first
+    return {
+        "count": count,
+        "seconds": seconds,
+        "rate": (count - 1) / seconds if seconds > 0 else 0.0,
+        "connect_to_first_s": first - started if count else None,
+    }
+
+
+async def run_child(kind: str, limit_s: float, **options: object) -> dict[str, Any]:
+    """Run ``bench_live.py --child KIND`` in a fresh interpreter; its last stdout line is JSON."""
+    command = [sys.executable, __file__, "--child", kind]
+    for key, value in options.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), limit_s)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    if process.returncode != 0:
+        raise RuntimeError(f"child {kind} exited with {process.returncode}: {err.decode()[-2000:]}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+# -- the broker and the daemon -----------------------------------------------------------------------------------
+
+
+class Mosquitto:
+    """A private mosquitto on a free loopback port, without the 1,000-message limit on a session's queue."""
+
+    def __init__(self, executable: str, workdir: Path) -> None:
+        self.executable = executable
+        self.workdir = workdir
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "mosquitto.log"
+
+    def start(self) -> None:
+        """Start it and wait (10 s at most) until it accepts connections; three ports are tried."""
+        for _ in range(3):
+            self.port = free_port()
+            lines = [
+                f"listener {self.port} {HOST}",
+                "allow_anonymous true",
+                "persistence false",
+                "max_queued_messages 0",
+                "log_dest stderr",
+                "log_type error",
+                "log_type warning",
+                "log_type notice",
+            ]
+            if os.geteuid() == 0:
+                lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
+            config = self.workdir / "mosquitto.conf"
+            config.write_text("\n".join(lines) + "\n")
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(
+                    [self.executable, "-c", str(config)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                )
+            deadline = time.monotonic() + 10.0
+            while self.process.poll() is None and time.monotonic() < deadline:
+                if accepts(self.port):
+                    return
+                time.sleep(0.02)
+            self.stop()
+        raise RuntimeError(f"mosquitto did not start; its log:\n{self.log_path.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@dataclass
+class Daemon:
+    """One ``devintel-daemon`` process on its own topic namespace."""
+
+    model_dir: Path
+    workdir: Path
+    port: int
+    namespace: str
+    extra: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+
+    def env(self) -> dict[str, str]:
+        """The environment: nothing of the caller's ``DEVINTEL_*``, the bench's settings instead."""
+        ns = self.namespace
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DEVINTEL_") and k != "NOTIFY_SOCKET"}
+        env.update(
+            {
+                "DEVINTEL_MODEL_DIR": str(self.model_dir),
+                "DEVINTEL_MQTT__HOST": HOST,
+                "DEVINTEL_MQTT__PORT": str(self.port),
+                "DEVINTEL_MQTT__CLIENT_ID": f"devintel-{ns}",
+                "DEVINTEL_TOPIC_PREFIX": ns,
+                "DEVINTEL_HA__PREFIX": f"{ns}-ha",
+                "DEVINTEL_ZIGBEE2MQTT__BASE_TOPIC": f"{ns}-z2m",
+                "DEVINTEL_HTTP__PORT": "0",
+                "DEVINTEL_LIVE__HEALTH_INTERVAL_S": "0.5",
+                "DEVINTEL_LIVE__QUEUE_SIZE": str(QUEUE_SIZE),
+                **self.extra,
+            }
+        )
+        return env
+
+    def start(self) -> None:
+        """Spawn it (its log goes to a file: a full pipe would stall it)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with (self.workdir / f"daemon-{self.namespace}.log").open("ab") as log:
+            self.started = time.perf_counter()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "devintel.daemon.service"],
+                env=self.env(),
+                cwd=self.workdir,  # no stray .env file
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self, timeout: float = 30.0) -> tuple[int | None, float]:
+        """SIGTERM and wait (SIGKILL after ``timeout``); the exit code and the seconds it took."""
+        process = self.process
+        if process is None:
+            return None, 0.0
+        began = time.perf_counter()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode, time.perf_counter() - began
+
+    def kill(self) -> None:
+        """SIGKILL when still running (cleanup)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, chars: int = 1500) -> str:
+        """The end of its log."""
+        path = self.workdir / f"daemon-{self.namespace}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+class Observer:
+    """Everything the daemon of one namespace publishes: predictions with their receive times, and the latest
+    status and health (every health report kept)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.ns = namespace
+        self.predictions: list[tuple[float, float, bytes]] = []
+        """(perf_counter, wall-clock time, payload) of each prediction as received."""
+        self.status: bytes | None = None
+        self.healths: list[bytes] = []
+
+    def health(self) -> dict[str, Any]:
+        """The latest health report."""
+        import orjson
+
+        report: dict[str, Any] = orjson.loads(self.healths[-1]) if self.healths else {}
+        return report
+
+    def counter(self, name: str) -> int:
+        """A counter of the latest health report (0 when absent)."""
+        return int(self.health().get("counters", {}).get(name, 0))
+
+    async def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float, daemon: Daemon) -> None:
+        """Poll ``predicate`` until true; raise with the daemon's log after ``timeout`` or when it exits."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if daemon.process is not None and daemon.process.poll() is not None:
+                raise RuntimeError(f"the daemon exited ({daemon.process.returncode}) waiting for {what}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}; log:\n{daemon.log_tail()}")
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def observe(port: int, namespace: str) -> AsyncIterator[Observer]:
+    """An observer subscribed (QoS 0: no in-flight window to slow it) for the block."""
+    import aiomqtt
+
+    observer = Observer(namespace)
+    prediction_prefix = f"{namespace}/predictions/"
+    async with aiomqtt.Client(HOST, port, identifier=f"bench-observer-{namespace}-{time.monotonic_ns()}") as client:
+        await client.subscribe(f"{namespace}/predictions/+", qos=0)
+        await client.subscribe(f"{namespace}/health", qos=0)
+        await client.subscribe(f"{namespace}/status", qos=0)
+
+        async def run() -> None:
+            async for message in client.messages:
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                topic = message.topic.value
+                if topic.startswith(prediction_prefix):
+                    if payload:
+                        observer.predictions.append((time.perf_counter(), time.time(), payload))
+                elif topic.endswith("/health"):
+                    observer.healths.append(payload)
+                else:
+                    observer.status = payload
+
+        task = asyncio.create_task(run())
+        try:
+            yield observer
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+# -- the measurements --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """What every measurement shares."""
+
+    args: argparse.Namespace
+    broker: Mosquitto
+    workdir: Path
+    base_models: Path
+    spec: Path
+    daemons: list[Daemon] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    startups: list[float] = field(default_factory=list)
+    stops: list[float] = field(default_factory=list)
+
+    def daemon(self, namespace: str, **extra: str) -> Daemon:
+        """A daemon on a fresh copy of the snapshot (every run starts from the same models)."""
+        models = self.workdir / f"models-{namespace}"
+        shutil.copytree(self.base_models, models)
+        daemon = Daemon(models, self.workdir / "logs", self.broker.port, namespace, extra)
+        self.daemons.append(daemon)
+        return daemon
+
+    async def start_online(self, daemon: Daemon, observer: Observer) -> float:
+        """Start the daemon and wait for its retained ``online``; the seconds that took."""
+        observer.status = None
+        daemon.start()
+        await observer.wait_for(lambda: observer.status == b"online", "status online", 60.0, daemon)
+        seconds = time.perf_counter() - daemon.started
+        self.startups.append(seconds)
+        return seconds
+
+    async def stop(self, daemon: Daemon) -> None:
+        """SIGTERM; a non-zero exit is a problem worth reporting."""
+        code, seconds = await asyncio.to_thread(daemon.stop)
+        self.stops.append(seconds)
+        if code != 0:
+            self.problems.append(
+                f"{daemon.namespace}: the daemon exited with {code} on SIGTERM: {daemon.log_tail(600)}"
+            )
+
+    async def publish(
+        self, prefix: str, n: int, devices: int, *, rate: float = 0.0, **options: object
+    ) -> dict[str, Any]:
+        """Publish ``n`` events of ``devices`` devices under ``prefix`` (a child process)."""
+        options.setdefault("start_ts", time.time() - 6 * 3600.0)
+        options.setdefault("interval", 60.0)
+        timeout = 60.0 + (n / rate if rate > 0 else n / 2_000)
+        return await run_child(
+            "publish",
+            timeout + 30.0,
+            host=HOST,
+            port=self.broker.port,
+            prefix=prefix,
+            spec=self.spec,
+            n=n,
+            devices=devices,
+            rate=rate,
+            seed=self.args.seed,
+            timeout=timeout,
+            **options,
+        )
+
+    async def drain_bare(self, rep: int) -> dict[str, Any]:
+        """The bare subscriber's drain of a backlog of N events."""
+        n, ns = self.args.events, f"bench-bare{rep}-{os.getpid()}"
+        options = {"host": HOST, "port": self.broker.port, "prefix": ns, "client_id": f"bare-{ns}"}
+        await run_child("bare", 30.0, n=0, timeout=10.0, **options)
+        published = await self.publish(ns, n, self.args.devices)
+        result = await run_child("bare", 180.0, n=n, timeout=120.0, **options)
+        result["published"] = published
+        if result["count"] != n:
+            self.problems.append(f"bare subscriber, run {rep}: {result['count']} of {n} messages delivered")
+        return result
+
+    async def drain_daemon(self, rep: int) -> dict[str, Any]:
+        """The daemon's drain of a backlog of N events: first to N-th prediction."""
+        n, ns = self.args.events, f"bench-daemon{rep}-{os.getpid()}"
+        daemon = self.daemon(ns, DEVINTEL_LIVE__PUBLISH_INTERVAL_S="0")
+        async with observe(self.broker.port, ns) as observer:
+            startup = await self.start_online(daemon, observer)
+            await self.stop(daemon)
+        published = await self.publish(ns, n, self.args.devices)
+        async with observe(self.broker.port, ns) as observer:
+            daemon.start()
+            await observer.wait_for(lambda: len(observer.predictions) >= n, f"{n} predictions", 180.0, daemon)
+            first, nth = observer.predictions[0][0], observer.predictions[n - 1][0]
+            await observer.wait_for(lambda: observer.counter("events") >= n, f"health: {n} events", 30.0, daemon)
+            counters = observer.health()["counters"]
+            queue = [json.loads(h)["queue"]["depth"] for h in observer.healths if h]
+            await self.stop(daemon)
+        seconds = nth - first
+        result = {
+            "predictions": len(observer.predictions),
+            "seconds": seconds,
+            "rate": (n - 1) / seconds if seconds > 0 else 0.0,
+            "start_to_first_s": first - daemon.started,
+            "startup_to_online_s": startup,
+            "events": counters.get("events"),
+            "shed_events": counters.get("shed_events"),
+            "shed_publish": counters.get("shed_publish"),
+            "rejected": counters.get("rejected"),
+            "max_queue_depth": max(queue, default=0),
+            "published": published,
+        }
+        if result["events"] != n or result["shed_events"]:
+            self.problems.append(
+                f"daemon drain, run {rep}: events {result['events']} of {n}, shed_events {result['shed_events']}"
+            )
+        return result
+
+    async def latency(self) -> dict[str, Any]:
+        """Event-to-prediction latency at each paced rate, after a warm-up of one event per device."""
+        import orjson
+
+        ns, devices = f"bench-latency-{os.getpid()}", self.args.devices
+        daemon = self.daemon(ns, DEVINTEL_LIVE__PUBLISH_INTERVAL_S="0")
+        out: dict[str, Any] = {}
+        async with observe(self.broker.port, ns) as observer:
+            await self.start_online(daemon, observer)
+            await self.publish(ns, devices, devices, rate=200.0, ts_mode="now")
+            await observer.wait_for(lambda: len(observer.predictions) >= devices, "warm-up", 60.0, daemon)
+            for rate, n in LATENCY_RATES:
+                await asyncio.sleep(0.5)
+                observer.predictions.clear()
+                published = await self.publish(ns, n, devices, rate=float(rate), ts_mode="now")
+                with contextlib.suppress(TimeoutError):
+                    await observer.wait_for(
+                        lambda n=n: len(observer.predictions) >= n, f"{n} predictions", 30.0, daemon
+                    )
+                latencies = [wall - float(orjson.loads(p)["ts"]) for _, wall, p in observer.predictions]
+                out[str(rate)] = {
+                    "events": n,
+                    "predictions": len(latencies),
+                    "p50_ms": percentile(latencies, 0.50) * 1000,
+                    "p99_ms": percentile(latencies, 0.99) * 1000,
+                    "max_ms": max(latencies, default=float("nan")) * 1000,
+                    "publisher": published,
+                    "kept_pace": published["rate_sent"] >= 0.97 * rate,
+                }
+                if len(latencies) != n:
+                    self.problems.append(f"latency at {rate}/s: {len(latencies)} predictions for {n} events")
+            out["shed_events"] = observer.counter("shed_events")
+            await self.stop(daemon)
+        return out
+
+    async def memory(self, rate: float) -> dict[str, Any]:
+        """RSS right after start, then with 5,000 devices (product defaults but the queue size)."""
+        ns, per_device = f"bench-memory-{os.getpid()}", self.args.memory_events_per_device
+        n = MEMORY_DEVICES * per_device
+        daemon = self.daemon(ns)
+        async with observe(self.broker.port, ns) as observer:
+            await self.start_online(daemon, observer)
+            await asyncio.sleep(1.0)
+            empty = proc_memory_mb(daemon.pid)
+            interval = 240.0
+            published = await self.publish(
+                ns, n, MEMORY_DEVICES, rate=rate, ts_mode="stream", interval=interval,
+                start_ts=time.time() - 3600.0 - per_device * interval,
+            )  # fmt: skip
+            await observer.wait_for(lambda: observer.counter("events") >= n, f"health: {n} events", 120.0, daemon)
+            await asyncio.sleep(1.0)
+            full = proc_memory_mb(daemon.pid)
+            health = observer.health()
+            queue = [json.loads(h)["queue"]["depth"] for h in observer.healths if h]
+            await self.stop(daemon)
+        return {
+            "devices": health.get("devices"),
+            "events": health.get("counters", {}).get("events"),
+            "shed_events": health.get("counters", {}).get("shed_events"),
+            "labels_waiting": health.get("labels", {}).get("waiting"),
+            "max_queue_depth": max(queue, default=0),
+            "rate": rate,
+            "publisher": published,
+            "rss_start_mb": empty["VmRSS"],
+            "rss_mb": full["VmRSS"],
+            "hwm_mb": full["VmHWM"],
+            "per_device_kb": (full["VmRSS"] - empty["VmRSS"]) * 1024 / MEMORY_DEVICES,
+        }
+
+
+# -- the run -----------------------------------------------------------------------------------------------------
+
+
+def prepare_models(args: argparse.Namespace, workdir: Path) -> Path:
+    """A snapshot for the run: a copy of ``--model-dir`` (the daemon writes into its directory), or a toy
+    bootstrap."""
+    target = workdir / "models"
+    if args.model_dir is not None:
+        shutil.copytree(args.model_dir, target)
+        return target
+    subprocess.run(
+        [
+            sys.executable, "-m", "devintel.daemon.cli", "bootstrap", "--samples", "20000",
+            "--holdout-samples", "8000", "--days", "40", "--seed", "3", "--model-dir", str(target),
+            "--allow-low-quality",
+        ],
+        check=True, capture_output=True, timeout=300, cwd=workdir,
+    )  # fmt: skip
+    return target
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Every measurement; the subprocesses are gone when it returns or raises."""
+    executable = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    broker = Mosquitto(executable, workdir)
+    began = time.perf_counter()
+    base_models = await asyncio.to_thread(prepare_models, args, workdir)
+    spec = workdir / "devices.json"
+    spec.write_text(json.dumps(device_specs(max(args.devices, MEMORY_DEVICES), args.seed)))
+    bench = Bench(args, broker, workdir, base_models, spec)
+    broker.start()
+    try:
+        bare, daemon = [], []
+        for rep in range(args.repeat):
+            order = (bench.drain_bare, bench.drain_daemon) if rep % 2 == 0 else (bench.drain_daemon, bench.drain_bare)
+            for measure in order:
+                result = await measure(rep)
+                (bare if measure == bench.drain_bare else daemon).append(result)
+                print(f"  run {rep + 1} {measure.__name__}: {result['rate']:,.0f} events/s", file=sys.stderr)
+        latency = await bench.latency()
+        best_daemon = max(r["rate"] for r in daemon)
+        memory_rate = args.memory_rate or min(2_000.0, max(200.0, round(0.6 * best_daemon, -2)))
+        memory = await bench.memory(memory_rate)
+    finally:
+        for process in bench.daemons:
+            process.kill()
+        broker.stop()
+    return {
+        "bare": bare,
+        "daemon": daemon,
+        "latency": latency,
+        "memory": memory,
+        "startup_to_online_s": bench.startups,
+        "sigterm_to_exit_s": bench.stops,
+        "problems": bench.problems,
+        "seconds": time.perf_counter() - began,
+    }
+
+
+def report(args: argparse.Namespace, record: dict[str, Any]) -> str:
+    """The Markdown table and the notes under it."""
+    bare = max(r["rate"] for r in record["bare"])
+    daemon = max(r["rate"] for r in record["daemon"])
+    ratio = daemon / bare
+    n = args.events
+    clean = all(r["events"] == n and r["shed_events"] == 0 for r in record["daemon"])
+    handled = ", ".join(f"{r['events']:,}/{r['shed_events']}" for r in record["daemon"])
+    memory = record["memory"]
+
+    def rates(consumer: str) -> str:
+        return ", ".join(f"{r['rate']:,.0f}" for r in record[consumer])
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    rows = [
+        (
+            f"bare aiomqtt subscriber drains {n:,} queued events (best of {args.repeat})",
+            f"{bare:,.0f} events/s",
+            "",
+            "",
+        ),
+        (f"daemon drains {n:,} queued events, first to last prediction", f"{daemon:,.0f} events/s", "", ""),
+        ("daemon / bare subscriber", f"{ratio:.2f}x", f"≥ {RATIO_TARGET}x", verdict(ratio >= RATIO_TARGET)),
+        ("daemon events handled / shed_events, each run", handled, f"{n:,} / 0", verdict(clean)),
+    ]
+    for rate, _ in LATENCY_RATES:
+        lat = record["latency"][str(rate)]
+        pub = lat["publisher"]
+        pace = "publisher kept pace" if lat["kept_pace"] else f"publisher fell behind ({pub['rate_sent']:,.0f}/s)"
+        rows.append(
+            (
+                f"event → prediction latency at {rate:,} events/s ({lat['predictions']:,} of {lat['events']:,})",
+                f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms",
+                "(reported)",
+                pace,
+            )
+        )
+    rows += [
+        ("daemon RSS right after start, 0 devices", f"{memory['rss_start_mb']:,.0f} MB", "", ""),
+        (
+            f"daemon RSS with {memory['devices']:,} devices ({memory['events']:,} events)",
+            f"{memory['rss_mb']:,.0f} MB (peak {memory['hwm_mb']:,.0f} MB)",
+            f"< {RSS_TARGET_MB:.0f} MB",
+            verdict(memory["hwm_mb"] < RSS_TARGET_MB),
+        ),
+        ("… per device", f"{memory['per_device_kb']:,.1f} KB", "", ""),
+        (
+            "daemon start → retained `online` (median)",
+            f"{statistics.median(record['startup_to_online_s']):.1f} s",
+            "",
+            "",
+        ),
+        ("daemon SIGTERM → exit (median)", f"{statistics.median(record['sigterm_to_exit_s']):.1f} s", "", ""),
+    ]
+    lines = [
+        "| measurement | value | target | verdict |",
+        "| --- | ---: | --- | --- |",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+        "",
+        f"Backlog: {n:,} events of {args.devices} devices (QoS 1) queued at mosquitto for the consumer's persistent "
+        f"session, then drained; bare rates {rates('bare')}, daemon rates {rates('daemon')} events/s. "
+        "Daemon: discovery on, HTTP off, "
+        f"publish interval 0, queue {QUEUE_SIZE:,}; latency and memory runs on their own daemons; memory fed at "
+        f"{memory['rate']:,.0f} events/s, {args.memory_events_per_device} events per device (largest queue depth "
+        f"seen {memory['max_queue_depth']:,}; peak RSS is judged against the target). Mosquitto "
+        f"{mosquitto_version()}: `max_queued_messages 0`, other settings default.",
+        "",
+        f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{record['load_before']} before the run; the whole bench took {record['seconds']:.0f} s.",
+    ]
+    if record["problems"]:
+        lines += ["", "Problems:", *(f"- {p}" for p in record["problems"])]
+    return "\n".join(lines)
+
+
+def mosquitto_version() -> str:
+    """``2.0.11`` or the like."""
+    executable = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([executable, "-h"], capture_output=True, text=True, timeout=5).stdout
+        return out.split("version", 1)[1].split()[0] if "version" in out else "?"
+    return "?"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000, help="events of each backlog drain")
+    parser.add_argument("--devices", type=int, default=200, help="devices of the drain and latency runs")
+    parser.add_argument("--repeat", type=int, default=3, help="drains of each consumer (the best counts)")
+    parser.add_argument("--model-dir", type=Path, default=None, help="use (a copy of) this snapshot directory")
+    parser.add_argument("--memory-events-per-device", type=int, default=10)
+    parser.add_argument("--memory-rate", type=float, default=0.0, help="events/s of the memory feed (0: auto)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    child = parser.add_argument_group("child processes (internal)")
+    for name in ("--child", "--host", "--prefix", "--spec", "--client-id", "--ts-mode"):
+        child.add_argument(name, default=None, help=argparse.SUPPRESS)
+    for name in ("--port", "--n"):
+        child.add_argument(name, type=int, default=0, help=argparse.SUPPRESS)
+    for name in ("--rate", "--interval", "--start-ts", "--timeout"):
+        child.add_argument(name, type=float, default=0.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "publish":
+        print(json.dumps(child_publish(args)))
+        return 0
+    if args.child == "bare":
+        print(json.dumps(asyncio.run(child_bare(args))))
+        return 0
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    try:
+        record = asyncio.run(run(args, workdir))
+    finally:
+        if args.keep:
+            print(f"work directory kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    record["load_before"] = load_before
+    table = report(args, record)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "live.md").write_text(table + "\n", encoding="utf-8")
+    record.update(
+        {
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "python": platform.python_version(),
+            "cores": os.cpu_count(),
+            "mosquitto": mosquitto_version(),
+            "events": args.events,
+            "devices": args.devices,
+            "repeat": args.repeat,
+            "best_bare_rate": max(r["rate"] for r in record["bare"]),
+            "best_daemon_rate": max(r["rate"] for r in record["daemon"]),
+        }
+    )
+    record["ratio_daemon_over_bare"] = record["best_daemon_rate"] / record["best_bare_rate"]
+    (RESULTS / "live.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
