@@ -57,23 +57,9 @@ MEMORY_DEVICES = 5_000
 #: (events/s, events) of the latency runs.
 LATENCY_RATES = ((200, 1_000), (1_000, 3_000))
 
-#: Typical value, noise and drift per event of each canonical metric (the events the bench publishes).
-FIELD_SHAPES: dict[str, tuple[float, float, float]] = {
-    "battery_level": (85.0, 0.5, -0.05),
-    "battery_voltage": (2950.0, 8.0, -0.4),
-    "signal_strength": (-62.0, 3.0, 0.0),
-    "linkquality": (130.0, 8.0, 0.0),
-    "response_time": (120.0, 20.0, 0.0),
-    "error_rate": (0.01, 0.004, 0.0),
-    "connection_drops": (1.0, 0.0, 0.0),
-    "restart_count": (0.0, 0.0, 0.0),
-    "uptime_hours": (400.0, 0.0, 0.07),
-    "temperature": (21.0, 0.4, 0.0),
-    "humidity": (45.0, 1.5, 0.0),
-    "usage_frequency": (0.3, 0.05, 0.0),
-    "data_transfer_rate": (20_000.0, 3_000.0, 0.0),
-    "value": (20.0, 1.0, 0.0),
-}
+#: Synthetic events (``devintel.generators.generate``) the bench's events are made of, and rows kept per device.
+SYNTHETIC_EVENTS = 100_000
+ROWS_PER_DEVICE = 120
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
@@ -113,46 +99,32 @@ def proc_memory_mb(pid: int) -> dict[str, float]:
     return out
 
 
-def device_specs(devices: int, seed: int) -> list[dict[str, Any]]:
-    """Per-device event shapes: a device type cycling through every template, its fields and power source."""
-    from devintel.generators.stats import VALID_RANGES
-    from devintel.generators.templates import DEVICE_TYPES
+def device_rows(seed: int) -> list[list[dict[str, object]]]:
+    """Realistic event bodies, without ``ts``: per synthetic device (about a hundred, of every type), its first
+    healthy reports (no failure precursor, no failure within the horizon). Bench device ``d`` replays the rows
+    of synthetic device ``d`` modulo their number, so every bench device reports like one real device."""
+    import math
 
-    rng = random.Random(seed)
-    names = list(DEVICE_TYPES)
-    specs = []
-    for index in range(devices):
-        name = names[index % len(names)]
-        template = DEVICE_TYPES[name]
-        fields = {}
-        for metric in sorted(template.fields):
-            base, noise, drift = FIELD_SHAPES[metric]
-            base += noise * rng.uniform(-2.0, 2.0)
-            fields[metric] = [base, noise, drift, *VALID_RANGES[metric]]
-        specs.append(
-            {
-                "device_id": f"dev{index:05d}",
-                "device_type": name,
-                "power_source": template.power_source,
-                "fields": fields,
-            }
-        )
-    return specs
+    from devintel.generators import METRIC_FIELDS, generate
+
+    frame = generate(samples=SYNTHETIC_EVENTS, seed=seed)
+    healthy = frame[(frame["precursor"] == 0) & ~frame["fails_within_horizon"].astype(bool)]
+    devices = []
+    for _, rows in healthy.groupby("device_id", observed=True):
+        bodies = []
+        for row in rows.head(ROWS_PER_DEVICE).to_dict("records"):
+            body: dict[str, object] = {k: str(row[k]) for k in ("device_type", "power_source", "home_type")}
+            body.update({m: round(float(row[m]), 4) for m in METRIC_FIELDS if not math.isnan(row[m])})
+            bodies.append(body)
+        devices.append(bodies)
+    return devices
 
 
-def event_payload(spec: dict[str, Any], k: int, ts: float, rng: random.Random) -> bytes:
-    """The ``k``-th canonical event of a device, at ``ts``."""
+def event_payload(rows: list[dict[str, object]], k: int, ts: float) -> bytes:
+    """The ``k``-th event of a device that replays ``rows``, at ``ts``."""
     import orjson
 
-    body: dict[str, object] = {
-        "ts": round(ts, 3),
-        "device_type": spec["device_type"],
-        "power_source": spec["power_source"],
-    }
-    for metric, (base, noise, drift, low, high) in spec["fields"].items():
-        value = base + drift * k + (noise * rng.gauss(0.0, 1.0) if noise else 0.0)
-        body[metric] = round(min(high, max(low, value)), 4)
-    return orjson.dumps(body)
+    return orjson.dumps({**rows[k % len(rows)], "ts": round(ts, 3)})
 
 
 # -- child processes ---------------------------------------------------------------------------------------------
@@ -162,8 +134,8 @@ def child_publish(args: argparse.Namespace) -> dict[str, Any]:
     """Publish events (QoS 1) with paho in its own thread: all at once (``--rate 0``), or paced."""
     import paho.mqtt.client as mqtt
 
-    specs = json.loads(Path(args.spec).read_text())[: args.devices]
-    rng = random.Random(args.seed)
+    synthetic = json.loads(Path(args.spec).read_text())
+    rows = [synthetic[d % len(synthetic)] for d in range(args.devices)]
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv311)
     client.max_inflight_messages_set(200)
     client.max_queued_messages_set(0)
@@ -181,8 +153,8 @@ def child_publish(args: argparse.Namespace) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise RuntimeError("publisher: no CONNACK within 10 s")
             time.sleep(0.01)
-        n, devices = args.n, len(specs)
-        topics = [f"{args.prefix}/events/{spec['device_id']}" for spec in specs]
+        n, devices = args.n, args.devices
+        topics = [f"{args.prefix}/events/dev{d:05d}" for d in range(devices)]
         lateness: list[float] = []
         if args.rate <= 0:  # a backlog: payloads made first, then published as fast as paho goes
             step = args.interval / devices
