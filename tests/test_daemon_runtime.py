@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import aiomqtt
 import orjson
 
 from devintel.daemon.counters import Counters
-from devintel.daemon.mqtt import MqttSession, Received
+from devintel.daemon.mqtt import MqttSession, Received, backoff_delay
 from devintel.daemon.outbound import Outgoing, Topics
 from devintel.daemon.runtime import Runtime
 from devintel.daemon.settings import MqttSettings, Settings
@@ -128,3 +129,13 @@ def test_a_second_signal_forces_the_exit(small_snapshot: Path, tmp_path: Path) -
                 daemon.kill()
                 daemon.wait()
     assert "second SIGINT: exiting now" in log.read_text()
+
+
+def test_reconnection_backoff_doubles_is_capped_and_randomised() -> None:
+    rng = random.Random(1)
+    delays = [backoff_delay(attempt, 10.0, rng) for attempt in range(12)]
+    for attempt, delay in enumerate(delays):
+        ceiling = min(10.0, 0.5 * 2**attempt)
+        assert ceiling / 2 <= delay <= ceiling
+    assert len({round(d, 6) for d in delays[6:]}) > 1  # capped, but not in lockstep
+    assert backoff_delay(10_000, 10.0, rng) <= 10.0

@@ -51,15 +51,11 @@ class SessionState:
     connected_event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def backoff_delays(cap_s: float, rng: random.Random | None = None) -> list[float]:
-    """The first waits of the reconnection backoff (for tests and docs): doubling from
-    :data:`BACKOFF_START_S`, capped at ``cap_s``, each randomised to between half and all of it."""
-    rng = rng or random.Random()
-    return [_jitter(min(cap_s, BACKOFF_START_S * 2**attempt), rng) for attempt in range(10)]
-
-
-def _jitter(delay: float, rng: random.Random) -> float:
-    return delay * (0.5 + 0.5 * rng.random())
+def backoff_delay(attempt: int, cap_s: float, rng: random.Random) -> float:
+    """The wait before reconnection attempt ``attempt`` (0-based): :data:`BACKOFF_START_S` doubled per attempt,
+    capped at ``cap_s``, and randomised to between half and all of that (so that many clients do not return in
+    step after a broker restart)."""
+    return float(min(cap_s, BACKOFF_START_S * 2.0 ** min(attempt, 30)) * (0.5 + 0.5 * rng.random()))
 
 
 def _payload_bytes(payload: object) -> bytes:
@@ -127,8 +123,8 @@ class MqttSession:
                         return
             except aiomqtt.MqttError as error:
                 self.state.last_error = str(error)
-                delay = _jitter(min(self.settings.reconnect_max_s, BACKOFF_START_S * 2**attempt), rng)
-                attempt = min(attempt + 1, 30)
+                delay = backoff_delay(attempt, self.settings.reconnect_max_s, rng)
+                attempt += 1
                 logger.warning(
                     "MQTT %s:%s: %s; reconnecting in %.1f s", self.settings.host, self.settings.port, error, delay
                 )
@@ -188,9 +184,11 @@ class MqttSession:
             try:
                 await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
             except aiomqtt.MqttError:
-                # Put it back at the front? asyncio.Queue has no such verb: requeue and let the
-                # reconnection loop take over; order across a reconnection is not guaranteed.
-                self.outbox.put_nowait(message)
+                # Requeue it (at the back: order across a reconnection is not kept) for the next connection.
+                try:
+                    self.outbox.put_nowait(message)
+                except asyncio.QueueFull:
+                    self.counters.shed_publish += 1
                 raise
             finally:
                 self.outbox.task_done()

@@ -147,6 +147,7 @@ class Runtime:
         self._signals = 0
         self._publish_log = RateLimitedLog(logger)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._commands: set[asyncio.Task[None]] = set()
 
     # -- the task group ---------------------------------------------------------------------------------------
 
@@ -167,7 +168,7 @@ class Runtime:
             async with asyncio.TaskGroup() as group:
                 self._spawn(group, "mqtt", self.session.run(self._mqtt_stop))
                 self._spawn(group, "worker", self._work())
-                self._spawn(group, "health", self._every(self.settings.live.health_interval_s, self._publish_health))
+                self._spawn(group, "health", self._health_loop())
                 self._spawn(group, "snapshots", self._every(self.settings.snapshot.interval_s, self._periodic_snapshot))
                 self._spawn(group, "watchdog", self._watchdog())
                 if self.settings.http.port:
@@ -235,7 +236,9 @@ class Runtime:
                 for message in handled.messages:
                     self.publish(message)
                 for command in handled.commands:
-                    asyncio.create_task(self._command(command), name=f"cmd-{command.name}")  # noqa: RUF006
+                    task = asyncio.create_task(self._command(command), name=f"cmd-{command.name}")
+                    self._commands.add(task)
+                    task.add_done_callback(self._commands.discard)
             except Exception:
                 logger.exception("handling a message on %s failed; it is dropped", item.topic[:200])
             finally:
@@ -283,6 +286,12 @@ class Runtime:
             "snapshot": {"last": self.last_snapshot, "last_error": self.last_snapshot_error},
             **self.handler.report(),
         }
+
+    async def _health_loop(self) -> None:
+        await self.session.state.connected_event.wait()  # the first report as soon as there is a broker
+        while True:
+            await self._publish_health()
+            await asyncio.sleep(self.settings.live.health_interval_s)
 
     async def _publish_health(self) -> None:
         report = self.health()
