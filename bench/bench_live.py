@@ -255,8 +255,9 @@ async def run_child(kind: str, limit_s: float, **options: object) -> dict[str, A
 class Mosquitto:
     """A private mosquitto on a free loopback port, without the 1,000-message limit on a session's queue."""
 
-    def __init__(self, executable: str, workdir: Path) -> None:
+    def __init__(self, executable: str, workdir: Path, extra: list[str]) -> None:
         self.executable = executable
+        self.extra = extra
         self.workdir = workdir
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -275,6 +276,7 @@ class Mosquitto:
                 "log_type error",
                 "log_type warning",
                 "log_type notice",
+                *self.extra,
             ]
             if os.geteuid() == 0:
                 lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
@@ -643,6 +645,9 @@ class Bench:
             empty = proc_memory_mb(daemon.pid)
             published = await self.publish(ns, n, MEMORY_DEVICES, rate=rate, interval=240.0)
             await observer.wait_for(lambda: observer.counter("events") >= n, f"health: {n} events", 120.0, daemon)
+            await observer.wait_for(
+                lambda: observer.health()["queue"]["outbox"] == 0, "the outbox to drain", 120.0, daemon
+            )
             await asyncio.sleep(1.0)
             full = proc_memory_mb(daemon.pid)
             health = observer.health()
@@ -653,6 +658,7 @@ class Bench:
             "events": health.get("counters", {}).get("events"),
             "shed_events": health.get("counters", {}).get("shed_events"),
             "labels_waiting": health.get("labels", {}).get("waiting"),
+            "shed_publish": health.get("counters", {}).get("shed_publish"),
             "max_queue_depth": inbox,
             "max_outbox_depth": outbox,
             "rate": rate,
@@ -688,7 +694,7 @@ def prepare_models(args: argparse.Namespace, workdir: Path) -> Path:
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Every measurement; the subprocesses are gone when it returns or raises."""
     executable = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    broker = Mosquitto(executable, workdir)
+    broker = Mosquitto(executable, workdir, args.broker_config)
     began = time.perf_counter()
     base_models = await asyncio.to_thread(prepare_models, args, workdir)
     spec = workdir / "devices.json"
@@ -797,7 +803,8 @@ def report(args: argparse.Namespace, record: dict[str, Any]) -> str:
         f"(publisher → mosquitto → observer, no daemon). Memory: fed at {memory['rate']:,.0f} events/s, "
         f"{args.memory_events_per_device} events per device 4 minutes apart (largest queue / outbox depth "
         f"{depths([memory])}); the peak (VmHWM) is judged against the target. Mosquitto {mosquitto_version()}: "
-        "`max_queued_messages 0`, other settings default (20 QoS 1 messages in flight per client).",
+        f"`max_queued_messages 0`{''.join(f', `{line}`' for line in args.broker_config)}, other settings default "
+        "(20 QoS 1 messages in flight per client).",
         "",
         f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores, load average "
         f"{record['load_before']} before the run; the whole bench took {record['seconds']:.0f} s.",
@@ -824,6 +831,7 @@ def main() -> int:
     parser.add_argument("--model-dir", type=Path, default=None, help="use (a copy of) this snapshot directory")
     parser.add_argument("--memory-events-per-device", type=int, default=10)
     parser.add_argument("--memory-rate", type=float, default=0.0, help="events/s of the memory feed (0: auto)")
+    parser.add_argument("--broker-config", action="append", default=[], help="extra mosquitto.conf line (repeatable)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     child = parser.add_argument_group("child processes (internal)")

@@ -58,7 +58,7 @@ class HandlerOptions:
     publish_interval_s: float = 300.0
     retention_s: float = 30 * 86_400.0
     max_devices: int = 10_000
-    tick_interval_s: float = 60.0
+    tick_interval_s: float = 300.0
     """Stream time between checks of the live evidence (offline, silence) and of retention."""
 
 
@@ -170,7 +170,7 @@ class Handler:
             if info.power_source and "power_source" not in event:
                 event["power_source"] = info.power_source
         record.device_type = str(event.get("device_type") or record.device_type or "generic")
-        prediction = self.live.observe(event)
+        prediction = self.live.observe(event, explain=False)
         self.counters.events += 1
         self.counters.predictions += 1
         record.prediction = prediction
@@ -178,6 +178,7 @@ class Handler:
             out.messages += discovery_messages(self.topics, device_id, info, record.device_type)
             record.discovered = True
         if self._due(record, prediction):
+            prediction = record.prediction = self.live.explain(prediction)
             if prediction.needs_attention and (record.published is None or not record.published[1]):
                 logger.info(
                     "%s needs attention: failure probability %.2f (%s), model %s, signals: %s",

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: First wait before reconnecting, seconds (doubled after every failed attempt, up to the cap).
 BACKOFF_START_S = 0.5
+#: QoS 1 messages published and not yet acknowledged, at most.
+MAX_IN_FLIGHT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,19 +181,43 @@ class MqttSession:
                 self._shed_log.warning("queue_full", "processing queue full: dropped a message on %s", item.topic)
 
     async def _send(self, client: aiomqtt.Client) -> None:
-        while True:
-            message = await self.outbox.get()
+        """Publish from the outbox, up to :data:`MAX_IN_FLIGHT` QoS 1 messages awaiting their acknowledgement at
+        once (one at a time would cap publishing at one broker round trip per message). Messages are handed to
+        the client in outbox order, so they reach the broker in that order."""
+        in_flight: set[asyncio.Task[None]] = set()
+        errors: list[BaseException] = []
+
+        def finished(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                errors.append(task.exception())  # type: ignore[arg-type]
+
+        try:
+            while not errors:
+                message = await self.outbox.get()
+                while len(in_flight) >= MAX_IN_FLIGHT:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                task = asyncio.create_task(self._publish(client, message), name="mqtt-publish")
+                in_flight.add(task)
+                task.add_done_callback(finished)
+            raise errors[0]  # the connection failed: the reconnection loop takes over
+        finally:
+            for task in list(in_flight):
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _publish(self, client: aiomqtt.Client, message: Outgoing) -> None:
+        try:
+            await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+        except (aiomqtt.MqttError, asyncio.CancelledError):
+            # Requeue it (at the back: order across a reconnection is not kept) for the next connection.
             try:
-                await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
-            except aiomqtt.MqttError:
-                # Requeue it (at the back: order across a reconnection is not kept) for the next connection.
-                try:
-                    self.outbox.put_nowait(message)
-                except asyncio.QueueFull:
-                    self.counters.shed_publish += 1
-                raise
-            finally:
-                self.outbox.task_done()
+                self.outbox.put_nowait(message)
+            except asyncio.QueueFull:
+                self.counters.shed_publish += 1
+            raise
+        finally:
+            self.outbox.task_done()
 
     async def publish_now(self, message: Outgoing, timeout_s: float = 5.0) -> bool:
         """Publish directly when connected (the final ``stopped`` status); False when it could not be sent."""

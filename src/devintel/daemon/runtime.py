@@ -28,7 +28,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from importlib.metadata import version as package_version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devintel.daemon.adapters.homeassistant import HomeAssistantAdapter
 from devintel.daemon.adapters.native import NativeAdapter
@@ -42,10 +42,11 @@ from devintel.daemon.outbound import Outgoing, Topics, json_message
 from devintel.daemon.prometheus import prometheus_text
 from devintel.daemon.settings import Settings
 from devintel.daemon.validation import TimeWindow, canonical_event, sanitize_device_id
-from devintel.models.bootstrap import BootstrapConfig, bootstrap
-from devintel.models.gate import QualityThresholds
 from devintel.models.live import LiveEvidence, LiveModels, from_snapshot, snapshot_contents
 from devintel.models.snapshots import LoadedSnapshot, SnapshotStore
+
+if TYPE_CHECKING:
+    from devintel.models.bootstrap import BootstrapConfig
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ def build_handler(settings: Settings, snapshot: LoadedSnapshot) -> Handler:
 
 def bootstrap_config(settings: Settings, allow_low_quality: bool) -> BootstrapConfig:
     """The bootstrap the settings ask for."""
+    from devintel.models.bootstrap import BootstrapConfig  # with pandas: only when a bootstrap runs
+    from devintel.models.gate import QualityThresholds
+
     return BootstrapConfig(
         samples=settings.bootstrap.samples,
         holdout_samples=settings.bootstrap.holdout_samples,
@@ -392,6 +396,8 @@ class Runtime:
             raise RuntimeError("a refresh is already running")
         self._refreshing = True
         try:
+            from devintel.models.bootstrap import bootstrap
+
             config = bootstrap_config(self.settings, allow_low_quality=False)
             result = await asyncio.to_thread(bootstrap, config, self.store)
             self._serve_snapshot(await asyncio.to_thread(self.store.load, result.version))

@@ -24,7 +24,6 @@ from pydantic import ValidationError
 
 from devintel.daemon.runtime import Runtime, bootstrap_config, optional_broker
 from devintel.daemon.settings import Settings, load_settings
-from devintel.models.bootstrap import bootstrap
 from devintel.models.gate import GateFailed
 from devintel.models.snapshots import LoadedSnapshot, NoValidSnapshot, SnapshotStore
 
@@ -66,6 +65,8 @@ def prepare_models(settings: Settings, args: argparse.Namespace) -> LoadedSnapsh
             if not args.bootstrap_synthetic:
                 raise
             logger.info("no valid snapshot (%s); bootstrapping from synthetic data", missing)
+    from devintel.models.bootstrap import bootstrap  # with pandas: only when a bootstrap runs
+
     result = bootstrap(bootstrap_config(settings, args.allow_low_quality), store)
     print(result.gate.table(), flush=True)
     return store.load(result.version)

@@ -1,4 +1,7 @@
-"""Summary statistics of a generated dataset: what the README documents and a test checks."""
+"""Summary statistics of a generated dataset: what the README documents and a test checks.
+
+``VALID_RANGES`` (the canonical ranges) lives in :mod:`devintel.generators.templates` and is re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from devintel.generators.templates import DEVICE_TYPES, FAILURE_MODES, METRIC_FIELDS
-
-#: Valid range of each canonical metric field (DESIGN.md); values outside it are glitches.
-VALID_RANGES: dict[str, tuple[float, float]] = {
-    "battery_level": (0.0, 100.0),
-    "battery_voltage": (0.0, 5000.0),
-    "signal_strength": (-100.0, -10.0),
-    "linkquality": (0.0, 255.0),
-    "response_time": (0.0, 60_000.0),
-    "error_rate": (0.0, 1.0),
-    "connection_drops": (0.0, 10_000.0),
-    "restart_count": (0.0, 10_000.0),
-    "uptime_hours": (0.0, 1e6),
-    "temperature": (-40.0, 125.0),
-    "humidity": (0.0, 100.0),
-    "usage_frequency": (0.0, 1.0),
-    "data_transfer_rate": (0.0, 1e7),
-    "value": (-1e9, 1e9),
-}
-
+from devintel.generators.templates import DEVICE_TYPES, FAILURE_MODES, METRIC_FIELDS, VALID_RANGES
 
 #: Resolution of the severity histogram behind :attr:`DatasetStats.severity_f1`.
 SEVERITY_BINS = 1000

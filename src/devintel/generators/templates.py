@@ -30,6 +30,24 @@ METRIC_FIELDS: Final[tuple[str, ...]] = (
     "value",
 )
 
+#: Valid range of each canonical metric field (DESIGN.md); values outside it are glitches.
+VALID_RANGES: Final[dict[str, tuple[float, float]]] = {
+    "battery_level": (0.0, 100.0),
+    "battery_voltage": (0.0, 5000.0),
+    "signal_strength": (-100.0, -10.0),
+    "linkquality": (0.0, 255.0),
+    "response_time": (0.0, 60_000.0),
+    "error_rate": (0.0, 1.0),
+    "connection_drops": (0.0, 10_000.0),
+    "restart_count": (0.0, 10_000.0),
+    "uptime_hours": (0.0, 1e6),
+    "temperature": (-40.0, 125.0),
+    "humidity": (0.0, 100.0),
+    "usage_frequency": (0.0, 1.0),
+    "data_transfer_rate": (0.0, 1e7),
+    "value": (-1e9, 1e9),
+}
+
 #: Failure modes, in the order used for integer codes. ``none`` is not a mode and has no code.
 FAILURE_MODES: Final[tuple[str, ...]] = (
     "battery_depletion",

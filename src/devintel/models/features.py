@@ -35,8 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from devintel.generators.stats import VALID_RANGES
-from devintel.generators.templates import DEVICE_TYPES
+from devintel.generators.templates import DEVICE_TYPES, VALID_RANGES
 
 Features = dict[str, float]
 

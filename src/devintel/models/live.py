@@ -37,6 +37,8 @@ MODELS_DIR: Final = "models"
 #: Resolved outcomes and rolling-metric history points kept live (bounded: the daemon runs for months).
 LIVE_OUTCOMES_KEPT: Final = 10_000
 LIVE_HISTORY_KEPT: Final = 1_000
+#: Predictions from this probability on (and those that need attention) name their reasons.
+EXPLAINED_FROM: Final = 0.2
 #: Lower bounds of the risk levels (DESIGN.md), highest first.
 RISK_LEVELS: Final[tuple[tuple[float, str], ...]] = (
     (0.8, "critical"),
@@ -122,6 +124,7 @@ class LiveModels:
     home_type_of: dict[str, str] = field(default_factory=dict, init=False)
     failures: int = field(default=0, init=False)
     """Failures established by live evidence (each resolves the device's waiting labels)."""
+    _latest: tuple[str, float, Features] = field(default=("", 0.0, {}), init=False, repr=False)
 
     def __post_init__(self) -> None:
         if GLOBAL not in self.models or GLOBAL not in self.thresholds:
@@ -151,9 +154,10 @@ class LiveModels:
         """The name of the model that serves devices of ``home_type``."""
         return self.router.get(home_type, GLOBAL)
 
-    def observe(self, event: Mapping[str, object]) -> Prediction:
+    def observe(self, event: Mapping[str, object], explain: bool = True) -> Prediction:
         """One canonical event in (already validated), its device's prediction out; labels that the new stream
-        time resolves are learned from."""
+        time resolves are learned from. ``explain`` False leaves ``reasons`` empty (they cost more than the
+        prediction): :meth:`explain` fills them in for the latest observed event, when it is to be published."""
         device_id = str(event["device_id"])
         ts = float(event["ts"])  # type: ignore[arg-type]
         home_type = str(event.get("home_type", ""))
@@ -164,7 +168,16 @@ class LiveModels:
         scored = self.learner.process(event, self.models[name], self.thresholds[name])
         features = scored.features
         assert isinstance(features, dict)  # process() returns the features unpacked
-        return self._prediction(device_id, ts, name, scored.probability, features)
+        self._latest = (device_id, ts, features)
+        return self._prediction(device_id, ts, name, scored.probability, features if explain else None)
+
+    def explain(self, prediction: Prediction) -> Prediction:
+        """``prediction`` with its reasons, when it is the latest observed event's (else unchanged)."""
+        device_id, ts, features = self._latest
+        if prediction.reasons or (device_id, ts) != (prediction.device_id, prediction.ts):
+            return prediction
+        explained = self._prediction(device_id, ts, prediction.model, prediction.failure_probability, features)
+        return explained
 
     def score(self, event: Mapping[str, object]) -> Prediction:
         """The prediction ``observe`` would make for ``event``, changing nothing (an ad-hoc question)."""
@@ -178,8 +191,11 @@ class LiveModels:
         probability = float(self.models[name].predict_proba_one(features).get(True, 0.0))
         return self._prediction(device_id, float(event["ts"]), name, probability, features)  # type: ignore[arg-type]
 
-    def _prediction(self, device_id: str, ts: float, name: str, probability: float, features: Features) -> Prediction:
+    def _prediction(
+        self, device_id: str, ts: float, name: str, probability: float, features: Features | None
+    ) -> Prediction:
         attention = probability >= self.thresholds[name]
+        explain = features is not None and (attention or probability >= EXPLAINED_FROM)
         return Prediction(
             device_id=device_id,
             ts=ts,
@@ -188,7 +204,7 @@ class LiveModels:
             risk_level=risk_level(probability),
             model=name,
             model_version=self.version,
-            reasons=reasons(self.models[name], features) if attention or probability >= 0.2 else [],
+            reasons=reasons(self.models[name], features) if explain and features is not None else [],
         )
 
     def feedback(self, device_id: str, ts: float) -> DetectedFailure:

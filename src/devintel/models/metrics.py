@@ -25,7 +25,6 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 from river import metrics, utils
 
 #: How far before a failure a warning still counts as a warning of that failure.
@@ -96,6 +95,8 @@ def _floats(values: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
 
 def _codes(labels: npt.ArrayLike) -> npt.NDArray[np.intp]:
     """Integer codes of labels: hashed, not sorted, and read straight from a pandas categorical column."""
+    import pandas as pd  # here, not at the top: the live daemon, which never groups labels, does not load pandas
+
     values = labels if isinstance(labels, pd.Series | pd.Index | pd.Categorical) else np.asarray(labels)
     if values.ndim != 1:
         raise ValueError(f"labels must be one-dimensional, not of shape {values.shape}")

@@ -19,16 +19,17 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
-import pandas as pd
 from river import drift
 
-from devintel.generators.api import TRUTH_COLUMNS
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.labels import DelayedLabels, Resolved
 from devintel.models.metrics import RollingMetrics
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Resolved outcomes an :class:`OnlineLearner` keeps (the newest), so its memory stays bounded live.
 OUTCOMES_KEPT: Final = 200_000
@@ -206,6 +207,10 @@ class OnlineLearner:
 
 def events(frame: pd.DataFrame) -> Iterator[dict[str, object]]:
     """The canonical events of a generated frame, in order, without its ground-truth columns."""
+    import pandas as pd  # here, not at the top: the live daemon never loads pandas
+
+    from devintel.generators.api import TRUTH_COLUMNS
+
     columns = [c for c in frame.columns if c not in TRUTH_COLUMNS]
     strings = [c for c in columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
     view = frame[columns].astype(dict.fromkeys(strings, str))

@@ -38,8 +38,7 @@ from devintel.daemon.validation import (
     sanitize_device_id,
     to_number,
 )
-from devintel.generators.stats import VALID_RANGES
-from devintel.generators.templates import DEVICE_TYPES
+from devintel.generators.templates import DEVICE_TYPES, VALID_RANGES
 
 logger = logging.getLogger(__name__)
 
