@@ -100,11 +100,13 @@ def proc_memory_mb(pid: int) -> dict[str, float]:
 
 def device_rows(seed: int) -> list[list[dict[str, object]]]:
     """Realistic event bodies, without ``ts``: per synthetic device (about a hundred, of every type), its first
-    healthy reports (no failure precursor, no failure within the horizon). Bench device ``d`` replays the rows
+    healthy reports (no failure precursor, no failure within the horizon, none of the generator's deliberately
+    out-of-range values, which the daemon would reject). Bench device ``d`` replays the rows
     of synthetic device ``d`` modulo their number, so every bench device reports like one real device."""
     import math
 
     from devintel.generators import METRIC_FIELDS, generate
+    from devintel.generators.stats import VALID_RANGES
 
     frame = generate(samples=SYNTHETIC_EVENTS, seed=seed)
     healthy = frame[(frame["precursor"] == 0) & ~frame["fails_within_horizon"].astype(bool)]
@@ -113,8 +115,10 @@ def device_rows(seed: int) -> list[list[dict[str, object]]]:
         bodies = []
         for row in rows.head(ROWS_PER_DEVICE).to_dict("records"):
             body: dict[str, object] = {k: str(row[k]) for k in ("device_type", "power_source", "home_type")}
-            body.update({m: round(float(row[m]), 4) for m in METRIC_FIELDS if not math.isnan(row[m])})
-            bodies.append(body)
+            metrics = {m: float(row[m]) for m in METRIC_FIELDS if not math.isnan(row[m])}
+            if all(VALID_RANGES[m][0] <= v <= VALID_RANGES[m][1] for m, v in metrics.items()):
+                body.update({m: round(v, 4) for m, v in metrics.items()})
+                bodies.append(body)
         devices.append(bodies)
     return devices
 
@@ -567,7 +571,7 @@ class Bench:
         published = await self.publish(ns, n, self.args.devices)
         async with observe(self.broker.port, ns) as observer:
             daemon.start()
-            await observer.wait_for(lambda: len(observer.predictions) >= n, f"{n} predictions", 180.0, daemon)
+            await observer.wait_for(lambda: len(observer.predictions) >= n, f"{n} predictions", 90.0, daemon)
             first, nth = observer.predictions[0][0], observer.predictions[n - 1][0]
             await observer.wait_for(lambda: observer.counter("events") >= n, f"health: {n} events", 30.0, daemon)
             counters = observer.health()["counters"]

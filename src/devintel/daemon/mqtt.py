@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -108,15 +109,21 @@ class MqttSession:
             keepalive=s.keepalive_s,
             tls_context=tls,
             timeout=10.0,
+            # Predictions are small messages: without TCP_NODELAY, Nagle's algorithm and delayed ACKs add
+            # tens of milliseconds to each (measured in bench/bench_live.py).
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until ``stop`` is set, reconnecting with backoff."""
         rng = random.Random()
         attempt = 0
+        # One client for every connection: messages it received (and acknowledged) but we had not yet taken
+        # from its queue when a connection dropped are still there on the next one, so none is lost.
+        reusable = self._client_for()
         while not stop.is_set():
             try:
-                async with self._client_for() as client:
+                async with reusable as client:
                     self._client = client
                     await self._on_connect(client)
                     attempt = 0
