@@ -12,6 +12,7 @@ seconds); from a coroutine, ``await asyncio.to_thread(broker.restart)`` keeps th
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -26,6 +27,8 @@ import time
 import weakref
 from pathlib import Path
 from typing import Literal
+
+import aiomqtt
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +284,7 @@ class Broker:
                 self._process = None
                 _live.discard(self)
                 raise BrokerError(f"{self._kind} exited with {code} on start; its log:\n{self.log()}")
-            if _accepts(self.host, self.port):
+            if accepts(self.port, self.host):
                 return
             if time.monotonic() > deadline:
                 self.kill()
@@ -292,7 +295,8 @@ class Broker:
             time.sleep(0.02)
 
 
-def _accepts(host: str, port: int) -> bool:
+def accepts(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port."""
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
@@ -305,3 +309,9 @@ def _kill_leftovers() -> None:
     for broker in list(_live):
         with contextlib.suppress(Exception):
             broker.kill()
+
+
+async def next_message(client: aiomqtt.Client, timeout: float = 5.0) -> aiomqtt.Message:
+    """The next message the client receives (a ``TimeoutError`` when none arrives in time)."""
+    async with asyncio.timeout(timeout):
+        return await anext(client.messages)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 
@@ -11,22 +10,7 @@ import pytest
 from amqtt.errors import BrokerError
 
 from devintel.daemon.broker import broker_config, embedded_broker
-from mqtt_broker import free_port
-
-
-async def next_message(client: aiomqtt.Client, timeout: float = 5.0) -> aiomqtt.Message:
-    """The next message the client receives (a ``TimeoutError`` when none arrives in time)."""
-    async with asyncio.timeout(timeout):
-        return await anext(client.messages)
-
-
-def accepts(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:port."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+from mqtt_broker import accepts, free_port, next_message
 
 
 async def test_publish_subscribe_and_retained(topic_namespace: str) -> None:

@@ -26,15 +26,9 @@ import orjson
 import pytest
 
 from devintel.models.snapshots import SnapshotStore
-from mqtt_broker import Broker
+from mqtt_broker import Broker, free_port
 
 WAIT_S = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(model_dir: Path, broker: Broker | None, namespace: str, **extra: str) -> dict[str, str]:
@@ -138,7 +132,7 @@ async def test_events_in_predictions_and_discovery_out_then_sigterm(
     mqtt_broker: Broker, topic_namespace: str, small_snapshot: Path
 ) -> None:
     ns = topic_namespace
-    http_port = _free_port()
+    http_port = free_port()
     daemon = _start(_env(small_snapshot, mqtt_broker, ns, DEVINTEL_HTTP__PORT=str(http_port)))
     try:
         async with collect(mqtt_broker, f"{ns}/#", f"{ns}-ha/#") as seen:
@@ -305,7 +299,7 @@ def test_main_command_embedded_broker_and_simulated_home(tmp_path: Path, small_s
         None,
         "devintel",
         DEVINTEL_MQTT__HOST="127.0.0.1",
-        DEVINTEL_MQTT__PORT=str(_free_port()),
+        DEVINTEL_MQTT__PORT=str(free_port()),
         DEVINTEL_SIMULATE__SAMPLES="1500",
         DEVINTEL_SIMULATE__DAYS="20",
         DEVINTEL_SIMULATE__RATE="3000",

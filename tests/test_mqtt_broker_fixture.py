@@ -9,22 +9,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from mqtt_broker import Broker, BrokerError, describe_broker, find_mosquitto
-
-
-async def next_message(client: aiomqtt.Client, timeout: float = 5.0) -> aiomqtt.Message:
-    """The next message the client receives (a ``TimeoutError`` when none arrives in time)."""
-    async with asyncio.timeout(timeout):
-        return await anext(client.messages)
-
-
-def accepts(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:port."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+from mqtt_broker import Broker, BrokerError, accepts, describe_broker, find_mosquitto, next_message
 
 
 def state(broker: Broker) -> tuple[bool, bool]:
