@@ -1,4 +1,4 @@
-"""The ``devintel`` command line: ``devintel generate``, ``devintel bootstrap`` and ``devintel replay``."""
+"""The ``devintel`` command line: ``generate``, ``bootstrap``, ``replay``, ``models`` and ``report``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -22,6 +23,9 @@ from devintel.generators.api import (
     GeneratorConfig,
 )
 from devintel.generators.stats import StatsAccumulator
+
+if TYPE_CHECKING:
+    from devintel.models.snapshots import SnapshotStore
 
 logger = logging.getLogger("devintel")
 
@@ -139,8 +143,91 @@ def _run_replay(args: argparse.Namespace) -> int:
     print(
         f"replayed {stats.lines:,} lines with snapshot {snapshot.version}: {counters.events:,} events, "
         f"{stats.written:,} messages written to {args.out}; rejected {dict(counters.rejected)}, "
-        f"skipped {dict(counters.skipped)}, bad capture lines {stats.bad_lines}"
+        f"skipped {dict(counters.skipped)}, bad capture lines {stats.bad_lines}, handling errors {stats.errors}"
     )
+    return 0
+
+
+def _add_snapshot_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    models = sub.add_parser(
+        "models",
+        help="list the snapshots of the model directory",
+        description="List the snapshot versions of the model directory (the live one marked *), each with its "
+        "models, decision thresholds, held-out quality and what it learned live; a snapshot that fails "
+        "verification is listed with the reason.",
+    )
+    models.add_argument("--config", type=Path, default=None, help="TOML settings file (model_dir)")
+    report = sub.add_parser(
+        "report",
+        help="print the production-readiness report of a snapshot",
+        description="Print report/report.md of the live snapshot (or of --version), after verifying its hashes.",
+    )
+    report.add_argument("--config", type=Path, default=None, help="TOML settings file (model_dir)")
+    report.add_argument("--version", default=None, help="snapshot version [the live one]")
+    report.add_argument("--json", action="store_true", help="print report/report.json instead")
+
+
+def _store(args: argparse.Namespace) -> SnapshotStore | None:
+    from pydantic import ValidationError
+
+    from devintel.daemon.settings import load_settings
+    from devintel.models.snapshots import SnapshotStore
+
+    try:
+        settings = load_settings(args.config)
+    except (ValidationError, ValueError, FileNotFoundError) as error:
+        logger.error("%s", error)
+        return None
+    return SnapshotStore(settings.model_dir, keep=settings.snapshot.keep)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from devintel.models.snapshots import NoValidSnapshot
+
+    store = _store(args)
+    if store is None:
+        return 2
+    current = store.current_version()
+    versions = store.versions()
+    if not versions:
+        print(f"no snapshot in {store.root}")
+        return 1
+    for version in versions:
+        marker = "*" if version == current else " "
+        try:
+            manifest = store.load(version).manifest
+        except NoValidSnapshot as refused:
+            print(f"{marker} {version}  REFUSED: {refused}")
+            continue
+        metrics = manifest.get("metrics", {})
+        thresholds = ", ".join(f"{name} {entry['threshold']:.3f}" for name, entry in manifest.get("models", {}).items())
+        live = manifest.get("live")
+        learned = f", {live['learned']:,} learned live" if isinstance(live, dict) else ""
+        print(
+            f"{marker} {version}  F1 {metrics.get('f1', float('nan')):.3f} precision "
+            f"{metrics.get('precision', float('nan')):.3f} recall {metrics.get('recall', float('nan')):.3f} "
+            f"(held-out homes){learned}; thresholds: {thresholds}"
+        )
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from devintel.models.snapshots import NoValidSnapshot
+
+    store = _store(args)
+    if store is None:
+        return 2
+    try:
+        snapshot = store.load(args.version)
+    except NoValidSnapshot as missing:
+        logger.error("%s", missing)
+        return 2
+    name = "report/report.json" if args.json else "report/report.md"
+    text = snapshot.files.get(name)
+    if text is None:
+        logger.error("snapshot %s holds no %s", snapshot.version, name)
+        return 2
+    sys.stdout.write(text.decode("utf-8"))
     return 0
 
 
@@ -152,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_bootstrap(sub)
     _add_replay(sub)
+    _add_snapshot_commands(sub)
     return parser
 
 
@@ -243,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_bootstrap(args)
     if args.command == "replay":
         return _run_replay(args)
+    if args.command == "models":
+        return _run_models(args)
+    if args.command == "report":
+        return _run_report(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands
 
 

@@ -28,6 +28,8 @@ class ReplayStats:
 
     lines: int = 0
     bad_lines: int = 0
+    errors: int = 0
+    """Messages whose handling failed (logged; the daemon drops them the same way)."""
     written: int = 0
 
 
@@ -63,7 +65,13 @@ def replay(handler: Handler, lines: Iterable[str], out: IO[bytes], learn: bool =
             stats.bad_lines += 1
             bad.warning("capture", "capture line %d skipped: %s", number, error)
             continue
-        for message in handler.handle(topic, payload, received).messages:
+        try:
+            handled = handler.handle(topic, payload, received)
+        except Exception:
+            stats.errors += 1
+            logger.exception("capture line %d: handling the message on %s failed; it is dropped", number, topic[:200])
+            continue
+        for message in handled.messages:
             out.write(orjson.dumps(message.as_record()) + b"\n")
             stats.written += 1
     return stats
