@@ -476,14 +476,27 @@ class Runtime:
         logger.info("stopped; %s", self.summary())
 
     def attention_table(self, top: int = 10) -> str:
-        """A plain-text table of the devices that need attention (the end of ``--exit-after-simulation``)."""
-        flagged = self.maintenance()
+        """A plain-text table of the devices that need attention (the end of ``--exit-after-simulation``): the
+        latest prediction of each, and how long it has been silent (a device that stopped reporting has most
+        likely failed already; one still reporting is the warning)."""
+        clock = self.handler.live.clock
+
+        def silent_days(prediction: dict[str, Any]) -> float:
+            return (clock - self.handler.devices[prediction["device_id"]].last_heard) / 86_400.0
+
+        # Still reporting first (the warnings), then the silent ones (most likely failed already).
+        flagged = sorted(self.maintenance(), key=lambda p: (silent_days(p) >= 1.0, -p["failure_probability"]))
         lines = [self.summary(), ""]
         if flagged:
-            lines.append(f"{'device':<24} {'probability':>11}  {'risk':<8}  signals")
+            lines.append(f"{'device':<24} {'probability':>11}  {'risk':<8}  {'last report':<15}  signals")
             for p in flagged[:top]:
+                days = silent_days(p)
+                heard = "in the last day" if days < 1.0 else f"{days:.0f} days ago"
                 signals = ", ".join(p["reasons"]) or "-"
-                lines.append(f"{p['device_id']:<24} {p['failure_probability']:>11.2f}  {p['risk_level']:<8}  {signals}")
+                lines.append(
+                    f"{p['device_id']:<24} {p['failure_probability']:>11.2f}  {p['risk_level']:<8}  {heard:<15}  "
+                    f"{signals}"
+                )
         return "\n".join(lines)
 
     def summary(self) -> str:
