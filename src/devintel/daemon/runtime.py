@@ -152,11 +152,14 @@ class Runtime:
         self._publish_log = RateLimitedLog(logger)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._commands: set[asyncio.Task[None]] = set()
+        self.failed = False
+        """A task crashed (logged): the exit code is 1."""
 
     # -- the task group ---------------------------------------------------------------------------------------
 
     async def run(self) -> int:
-        """Run until a signal; return the exit code (0 after a clean shutdown)."""
+        """Run until a signal; return the exit code: 0 after a clean shutdown, 1 when a task crashed (the
+        shutdown still ran, so that systemd's ``Restart=on-failure`` restarts the service)."""
         self._install_signals()
         self.notifier.ready()
         self.notifier.status(f"serving snapshot {self.handler.live.version}")
@@ -182,14 +185,14 @@ class Runtime:
                 self._spawn(group, "shutdown", self._shutdown())
         finally:
             self._remove_signals()
-        return 0
+        return 1 if self.failed else 0
 
     def _spawn(self, group: asyncio.TaskGroup, name: str, work: Coroutine[Any, Any, None]) -> None:
         self._tasks[name] = group.create_task(self._until_done(name, work), name=name)
 
     async def _until_done(self, name: str, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` until it ends or the shutdown is complete; a crash of a task is logged and stops the
-        service (the TaskGroup cancels the others)."""
+        """Run ``work`` until it ends or the shutdown is complete. A task that crashes is logged and starts the
+        orderly shutdown (final snapshot included); should the shutdown itself crash, the service ends at once."""
         task = asyncio.ensure_future(work)
         done = asyncio.ensure_future(self._done.wait())
         try:
@@ -198,11 +201,14 @@ class Runtime:
             done.cancel()
             if not task.done():
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("task %s failed: %s", name, task.exception(), exc_info=task.exception())
+            await asyncio.wait({task})  # let it finish; its outcome is read below, never raised here
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            logger.error("task %s failed: %s", name, error, exc_info=error)
+            self.failed = True
             self.stop.set()
+            if name == "shutdown":
+                self._done.set()
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
