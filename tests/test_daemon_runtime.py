@@ -7,6 +7,7 @@ import asyncio
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -139,3 +140,26 @@ def test_reconnection_backoff_doubles_is_capped_and_randomised() -> None:
         assert ceiling / 2 <= delay <= ceiling
     assert len({round(d, 6) for d in delays[6:]}) > 1  # capped, but not in lockstep
     assert backoff_delay(10_000, 10.0, rng) <= 10.0
+
+
+def test_a_crashed_task_shuts_down_in_order_and_exits_1(small_snapshot: Path, tmp_path: Path) -> None:
+    """The HTTP port is taken: the http task fails, the others stop in order, the final snapshot is written."""
+    log = tmp_path / "daemon.log"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = _daemon_env(small_snapshot, DEVINTEL_HTTP__PORT=str(port), DEVINTEL_LIVE__SHUTDOWN_TIMEOUT_S="1")
+        before = len(SnapshotStore(small_snapshot).versions())
+        with log.open("w") as err:
+            daemon = subprocess.Popen([sys.executable, "-m", "devintel.daemon.service"], env=env, stderr=err)
+            try:
+                assert daemon.wait(timeout=60) == 1
+            finally:
+                if daemon.poll() is None:
+                    daemon.kill()
+                    daemon.wait()
+    text = log.read_text()
+    assert "task http failed" in text
+    assert "cannot listen" in text
+    assert len(SnapshotStore(small_snapshot).versions()) == before + 1
