@@ -121,6 +121,9 @@ class MqttSession:
         # One client for every connection: messages it received (and acknowledged) but we had not yet taken
         # from its queue when a connection dropped are still there on the next one, so none is lost.
         reusable = self._client_for()
+        # aiomqtt warns at every call past this many pending ones; up to MAX_IN_FLIGHT publishes (plus a
+        # subscribe or two) are pending by design.
+        reusable.pending_calls_threshold = 2 * MAX_IN_FLIGHT
         while not stop.is_set():
             try:
                 async with reusable as client:

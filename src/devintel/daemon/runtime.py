@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Messages the worker handles in a row before it lets the other tasks run (the receive loop among them).
+WORKER_BATCH = 32
+
 
 def time_window(settings: Settings) -> TimeWindow:
     """How far event times may stray from their receipt (settings ``live.max_future_s``, ``max_past_days``)."""
@@ -237,6 +240,7 @@ class Runtime:
 
     async def _work(self) -> None:
         shed_at = self.settings.live.shed_learning_at * self.settings.live.queue_size
+        handled_in_a_row = 0
         while True:
             item = await self.inbox.get()
             try:
@@ -253,7 +257,10 @@ class Runtime:
                 logger.exception("handling a message on %s failed; it is dropped", item.topic[:200])
             finally:
                 self.inbox.task_done()
-            await asyncio.sleep(0)  # let the receive loop run between messages
+            handled_in_a_row += 1
+            if handled_in_a_row >= WORKER_BATCH or self.inbox.empty():
+                handled_in_a_row = 0
+                await asyncio.sleep(0)  # let the receive and send loops run
 
     def publish(self, message: Outgoing) -> None:
         """Queue a message for the broker; when the outbox is full it is dropped and counted."""
