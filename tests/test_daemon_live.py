@@ -262,7 +262,9 @@ async def test_replay_and_live_give_the_same_predictions(
                 "120 events handled",
             )
             live = seen.predictions(ns)
-        _stop(daemon)
+        code, err = _stop(daemon)
+        assert code == 0, err[-3000:]
+        assert "pending publish calls" not in err  # aiomqtt's warning when more calls wait than it expects
     finally:
         if daemon.poll() is None:
             daemon.kill()
