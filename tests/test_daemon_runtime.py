@@ -163,3 +163,22 @@ def test_a_crashed_task_shuts_down_in_order_and_exits_1(small_snapshot: Path, tm
     assert "task http failed" in text
     assert "cannot listen" in text
     assert len(SnapshotStore(small_snapshot).versions()) == before + 1
+
+
+async def test_refresh_serves_a_passing_bootstrap_and_keeps_serving_after_a_failed_gate(small_snapshot: Path) -> None:
+    small = {"samples": 20_000, "holdout_samples": 8_000, "days": 40.0, "seed": 5}
+    impossible = {"min_accuracy": 1.0, "min_precision": 1.0, "min_recall": 1.0, "min_f1": 1.0}
+    store = SnapshotStore(small_snapshot)
+    strict = Settings(model_dir=small_snapshot, bootstrap=small, quality=impossible)  # type: ignore[arg-type]
+    runtime = Runtime(strict, store, store.load())
+    serving, versions = runtime.model_version(), store.versions()
+    failed = await runtime.refresh()
+    assert failed["passed"] is False
+    assert failed["version"] is None
+    assert runtime.model_version() == serving
+    assert store.versions() == versions  # nothing written
+    lenient = Settings(model_dir=small_snapshot, bootstrap=small, quality={k: 0.0 for k in impossible})  # type: ignore[arg-type]
+    runtime = Runtime(lenient, store, store.load())
+    passed = await runtime.refresh()
+    assert passed["passed"] is True
+    assert runtime.model_version() == passed["version"] == store.current_version() != serving

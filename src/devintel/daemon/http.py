@@ -50,9 +50,11 @@ class ServiceApi(Protocol):
         ...
 
     async def refresh(self) -> dict[str, Any]:
-        """Re-bootstrap from synthetic data: ``{"version": ..., "gate": {...}}``.
+        """Re-bootstrap from synthetic data: ``{"passed": bool, "version": ... | None, "gate": {...}}`` (a failed
+        gate writes and changes nothing).
 
-        Raises :class:`RuntimeError` when a refresh is already running."""
+        Raises :class:`RuntimeError` when a refresh is already running, :class:`OSError` when the snapshot
+        cannot be written."""
         ...
 
     async def snapshot(self) -> str:
@@ -171,6 +173,9 @@ def create_app(service: ServiceApi, token: str | None) -> fastapi.FastAPI:
             result = await service.refresh()
         except RuntimeError as exc:
             return _error(409, f"a refresh is already running: {exc}")
+        except OSError as exc:
+            logger.error("refresh requested over HTTP failed: %s", exc)
+            return _error(507, f"could not write the snapshot: {exc}")
         return _json(result)
 
     @app.post("/models/snapshot", dependencies=changing)

@@ -404,17 +404,29 @@ class Runtime:
         return snapshot.version
 
     async def refresh(self) -> dict[str, Any]:
-        """Re-bootstrap from synthetic data (in a thread; the service keeps serving), then serve the result."""
+        """Re-bootstrap from synthetic data (in a thread; the service keeps serving), then serve the result:
+        ``{"passed", "version", "gate"}``. A failed quality gate writes nothing and changes nothing (``passed``
+        False, ``version`` None). Raises RuntimeError when a refresh is already running, OSError when the
+        snapshot cannot be written."""
         if self._refreshing:
             raise RuntimeError("a refresh is already running")
         self._refreshing = True
         try:
             from devintel.models.bootstrap import bootstrap
+            from devintel.models.gate import GateFailed
 
             config = bootstrap_config(self.settings, allow_low_quality=False)
-            result = await asyncio.to_thread(bootstrap, config, self.store)
+            try:
+                result = await asyncio.to_thread(bootstrap, config, self.store)
+            except GateFailed as failed:
+                logger.warning(
+                    "refresh: the quality gate failed, nothing written; still serving %s\n%s",
+                    self.handler.live.version,
+                    failed.result.table(),
+                )
+                return {"passed": False, "version": None, "gate": failed.result.as_dict()}
             self._serve_snapshot(await asyncio.to_thread(self.store.load, result.version))
-            return {"version": result.version, "gate": result.gate.as_dict()}
+            return {"passed": True, "version": result.version, "gate": result.gate.as_dict()}
         finally:
             self._refreshing = False
 

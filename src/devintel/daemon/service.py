@@ -93,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NoValidSnapshot as missing:
         logger.error("%s; start with --bootstrap-synthetic to train models from synthetic data", missing)
         return 2
+    except OSError as error:
+        logger.error("cannot write the bootstrapped snapshot to %s: %s", settings.model_dir, error)
+        return 2
     except GateFailed as failed:
         print(failed.result.table(), flush=True)
         logger.error("quality gate failed on held-out homes; no snapshot written (--allow-low-quality keeps it)")

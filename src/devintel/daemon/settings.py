@@ -136,7 +136,11 @@ class LiveSettings(BaseModel):
     retention_days: float = Field(30.0, gt=0.0, description="a device silent this long (stream time) is evicted")
     max_future_s: float = Field(86_400.0, gt=0.0, description="event times further ahead of receipt are rejected")
     max_past_days: float = Field(400.0, gt=0.0, description="event times further behind receipt are rejected")
-    shutdown_timeout_s: float = Field(10.0, gt=0.0, description="time to drain the queue on shutdown")
+    shutdown_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        description="each shutdown step (drain the queue, final snapshot, publish) waits at most this long",
+    )
 
 
 class SimulateSettings(BaseModel):
