@@ -6,7 +6,9 @@ the pure-Python broker that ``devintel-daemon --embedded-broker`` uses, in a ``p
 keeps nothing across a restart). Set ``MQTT_TEST_BROKER=amqtt`` (or ``mosquitto``) to choose.
 
 Each broker listens on a free loopback port, which it keeps across restarts, and writes its configuration,
-database and log into its own directory. Methods block (at most ``startup_timeout`` / ``stop_timeout``
+database and log into its own directory. A mosquitto broker takes ``extra_config``: lines appended to its
+generated configuration (more listeners, TLS files, a password file; a later ``allow_anonymous`` overrides the
+default ``true``). Methods block (at most ``startup_timeout`` / ``stop_timeout``
 seconds); from a coroutine, ``await asyncio.to_thread(broker.restart)`` keeps the event loop running.
 """
 
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import time
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -129,11 +132,16 @@ class Broker:
         port: int | None = None,
         startup_timeout: float = 10.0,
         stop_timeout: float = 10.0,
+        extra_config: Sequence[str] = (),
     ) -> None:
-        """Prepare a broker in ``workdir``; nothing runs until :meth:`start`."""
+        """Prepare a broker in ``workdir``; nothing runs until :meth:`start`. ``extra_config`` (mosquitto only:
+        ``ValueError`` for amqtt) is appended to the generated mosquitto configuration."""
         self._workdir = Path(workdir)
         self._workdir.mkdir(parents=True, exist_ok=True)
         self._kind: BrokerKind = kind or preferred_kind()
+        if extra_config and self._kind != "mosquitto":
+            raise ValueError("extra_config is mosquitto configuration: the amqtt broker cannot take it")
+        self._extra_config = list(extra_config)
         self._executable = find_mosquitto() if self._kind == "mosquitto" else sys.executable
         if self._executable is None:
             raise BrokerError("mosquitto is not installed")
@@ -261,6 +269,7 @@ class Broker:
         if os.geteuid() == 0:
             # As root, mosquitto switches to the user "mosquitto", which cannot write to a root-owned tmp dir.
             lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
+        lines += self._extra_config
         config.write_text("\n".join(lines) + "\n")
         return [self._executable, "-c", str(config)]
 

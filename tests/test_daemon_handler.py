@@ -227,3 +227,14 @@ def test_a_redelivered_event_is_dropped_as_a_duplicate(small_snapshot: Path) -> 
     # The same time with other values is not a duplicate.
     twice.handle(*_event("dup", T0 + 4 * HOUR, battery_level=10.0))
     assert twice.counters.events == 6
+
+
+def test_bridge_device_lists_are_bounded_by_the_device_cap(small_snapshot: Path) -> None:
+    handler = _handler(small_snapshot, live={"max_devices": 5})
+    devices = [
+        {"ieee_address": f"0x{i:016x}", "friendly_name": f"d{i}", "type": "EndDevice", "power_source": "Battery"}
+        for i in range(12)
+    ]
+    handler.handle("zigbee2mqtt/bridge/devices", orjson.dumps(devices), T0)
+    assert len(handler.infos) == 5
+    assert set(handler.infos) == {f"0x{i:016x}" for i in range(7, 12)}  # the latest listed are kept

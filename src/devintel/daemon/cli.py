@@ -67,7 +67,9 @@ def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p = sub.add_parser(
         "bootstrap",
         help="train models from synthetic data, gate them on held-out homes, snapshot them",
-        description="Generate, warm-start, validate, gate and snapshot the models (see devintel.models.bootstrap).",
+        description="Generate, warm-start, validate, gate and snapshot the models (see devintel.models.bootstrap). "
+        "The snapshot is signed when snapshot.signing_key is set (DEVINTEL_SNAPSHOT__SIGNING_KEY, or the file "
+        "snapshot__signing_key in $CREDENTIALS_DIRECTORY).",
     )
     p.add_argument("--samples", type=int, default=defaults.samples, help="training events [%(default)s]")
     p.add_argument(
@@ -81,10 +83,20 @@ def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_bootstrap(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from devintel.daemon.settings import load_settings
     from devintel.models.bootstrap import BootstrapConfig, bootstrap
     from devintel.models.gate import GateFailed
     from devintel.models.snapshots import SnapshotStore
 
+    try:
+        # Only the signing key comes from the settings (environment, .env, $CREDENTIALS_DIRECTORY): a daemon with
+        # a key refuses unsigned snapshots, so what this writes must be signed with the same key.
+        signing_key = load_settings().snapshot.signing_key_bytes()
+    except (ValidationError, ValueError, FileNotFoundError) as error:
+        logger.error("invalid settings: %s", error)
+        return 2
     config = BootstrapConfig(
         samples=args.samples,
         holdout_samples=args.holdout_samples,
@@ -93,7 +105,7 @@ def _run_bootstrap(args: argparse.Namespace) -> int:
         allow_low_quality=args.allow_low_quality,
     )
     try:
-        result = bootstrap(config, SnapshotStore(args.model_dir, keep=args.keep))
+        result = bootstrap(config, SnapshotStore(args.model_dir, keep=args.keep, signing_key=signing_key))
     except GateFailed as failed:
         print(failed.result.table())
         logger.error("quality gate failed on held-out homes; no snapshot written (use --allow-low-quality to keep it)")
@@ -126,7 +138,10 @@ def _run_replay(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config)
-        snapshot = SnapshotStore(settings.model_dir, keep=settings.snapshot.keep).load()
+        store = SnapshotStore(
+            settings.model_dir, keep=settings.snapshot.keep, signing_key=settings.snapshot.signing_key_bytes()
+        )
+        snapshot = store.load()
     except (ValidationError, ValueError, FileNotFoundError, NoValidSnapshot) as error:
         logger.error("%s", error)
         return 2
@@ -178,7 +193,9 @@ def _store(args: argparse.Namespace) -> SnapshotStore | None:
     except (ValidationError, ValueError, FileNotFoundError) as error:
         logger.error("%s", error)
         return None
-    return SnapshotStore(settings.model_dir, keep=settings.snapshot.keep)
+    return SnapshotStore(
+        settings.model_dir, keep=settings.snapshot.keep, signing_key=settings.snapshot.signing_key_bytes()
+    )
 
 
 def _run_models(args: argparse.Namespace) -> int:

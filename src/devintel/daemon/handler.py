@@ -60,6 +60,10 @@ class HandlerOptions:
     max_devices: int = 10_000
     tick_interval_s: float = 300.0
     """Stream time between checks of the live evidence (offline, silence) and of retention."""
+    clock_skew_s: float = 3600.0
+    """How far ahead of its receipt an event may move the stream clock. An event further ahead (a device clock
+    set wrong, yet within ``live.max_future_s``) is still scored and learned at its own time, but the clock stops
+    at receipt + this: otherwise one such event would make every other device look silent and count as failed."""
 
 
 @dataclass(slots=True)
@@ -102,6 +106,7 @@ class Handler:
         self.last_drift: float | None = None
         self._drifts_seen = len(live.learner.drifts)
         self._last_tick = float("-inf")
+        self._received = float("-inf")
         self._bad_input = RateLimitedLog(logger)
         self._drift_log = RateLimitedLog(logger, interval_s=600.0)
 
@@ -112,6 +117,7 @@ class Handler:
     def handle(self, topic: str, payload: bytes, received: float) -> Handled:
         """Handle one message received at ``received`` (epoch s); never raises for bad input."""
         self.counters.messages += 1
+        self._received = received
         out = Handled()
         adapter = next((a for a in self.adapters if a.claims(topic)), None)
         if adapter is None:
@@ -170,7 +176,7 @@ class Handler:
             if info.power_source and "power_source" not in event:
                 event["power_source"] = info.power_source
         record.device_type = str(event.get("device_type") or record.device_type or "generic")
-        prediction = self.live.observe(event, explain=False)
+        prediction = self.live.observe(event, explain=False, clock_limit=self._received + self.options.clock_skew_s)
         self.counters.events += 1
         self.counters.predictions += 1
         record.prediction = prediction
@@ -225,7 +231,10 @@ class Handler:
 
     def _device_info(self, info: DeviceInfo, out: Handled) -> None:
         previous = self.infos.get(info.device_id)
+        self.infos.pop(info.device_id, None)
         self.infos[info.device_id] = info
+        while len(self.infos) > self.options.max_devices:  # a bridge may list devices that never report
+            del self.infos[next(iter(self.infos))]
         record = self.devices.get(info.device_id)
         if record is not None and record.discovered and self.options.discovery and previous != info:
             out.messages += discovery_messages(self.topics, info.device_id, info, record.device_type)

@@ -5,6 +5,11 @@ False), so QoS 1 messages published while devintel is away wait at the broker; Q
 will is a retained ``offline`` on ``<prefix>/status``, and every connection publishes a retained ``online``.
 A lost connection is retried after a capped, randomised exponential backoff.
 
+Authentication (``mqtt.username``, ``mqtt.password``) and TLS (``mqtt.tls``, verified against ``mqtt.ca_file`` or
+the system's CAs, host name included) are the broker's; a refusal of either is logged as an error naming the
+setting to check (:func:`describe_connect_error`), and retried like any lost connection, so that a fixed broker
+is picked up without a restart.
+
 The receive loop never waits on model work: it puts each message into the processing queue without blocking,
 and when the queue is full the message is dropped and counted (``shed_events``). Publishing goes through an
 outbox queue, so the processing worker never waits on the network either.
@@ -33,6 +38,9 @@ logger = logging.getLogger(__name__)
 BACKOFF_START_S = 0.5
 #: QoS 1 messages published and not yet acknowledged, at most.
 MAX_IN_FLIGHT = 64
+#: CONNACK codes of a refused login: MQTT 3.1.1's 4 and 5, MQTT 5's 134 (bad user name or password), 135 (not
+#: authorized) and 140 (bad authentication method).
+AUTH_REFUSED_CODES = frozenset({4, 5, 134, 135, 140})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,8 @@ class SessionState:
     connected: bool = False
     connections: int = 0
     last_error: str | None = None
+    refused: bool = False
+    """The last attempt failed on the credentials or the TLS handshake: retrying alone will not fix it."""
     connected_event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -59,6 +69,30 @@ def backoff_delay(attempt: int, cap_s: float, rng: random.Random) -> float:
     capped at ``cap_s``, and randomised to between half and all of that (so that many clients do not return in
     step after a broker restart)."""
     return float(min(cap_s, BACKOFF_START_S * 2.0 ** min(attempt, 30)) * (0.5 + 0.5 * rng.random()))
+
+
+def describe_connect_error(error: aiomqtt.MqttError, settings: MqttSettings) -> tuple[str, bool]:
+    """Why a connection failed, for the log: ``(reason, refused)``, ``refused`` when the broker turned the
+    credentials down or the TLS handshake failed (a configuration to fix, not a broker that is away), with the
+    settings to check. The password is never part of it."""
+    rc = getattr(error, "rc", None)
+    code = rc if isinstance(rc, int) else getattr(rc, "value", None)
+    if isinstance(code, int) and code in AUTH_REFUSED_CODES:
+        user = f"user {settings.username!r}" if settings.username else "no user name"
+        password = "a password" if settings.password else "no password"
+        return (
+            f"the broker refused the login ({error}) with {user} and {password}; check mqtt.username and mqtt.password",
+            True,
+        )
+    text = str(error)
+    if settings.tls and ("SSL" in text or "certificate" in text.lower()):
+        ca = str(settings.ca_file) if settings.ca_file else "the system's CAs"
+        return (
+            f"TLS handshake failed ({text}); the broker's certificate must be signed by a CA of mqtt.ca_file "
+            f"({ca}) and name mqtt.host ({settings.host}) in its subjectAltName",
+            True,
+        )
+    return text, False
 
 
 def _payload_bytes(payload: object) -> bytes:
@@ -134,11 +168,18 @@ class MqttSession:
                     if stop.is_set():
                         return
             except aiomqtt.MqttError as error:
-                self.state.last_error = str(error)
+                reason, refused = describe_connect_error(error, self.settings)
+                self.state.last_error = reason
+                self.state.refused = refused
                 delay = backoff_delay(attempt, self.settings.reconnect_max_s, rng)
                 attempt += 1
-                logger.warning(
-                    "MQTT %s:%s: %s; reconnecting in %.1f s", self.settings.host, self.settings.port, error, delay
+                logger.log(
+                    logging.ERROR if refused else logging.WARNING,
+                    "MQTT %s:%s: %s; reconnecting in %.1f s",
+                    self.settings.host,
+                    self.settings.port,
+                    reason,
+                    delay,
                 )
             finally:
                 self._client = None
@@ -148,9 +189,11 @@ class MqttSession:
                 await asyncio.wait_for(stop.wait(), delay)
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
-        await client.publish(self.topics.status, b"online", qos=1, retain=True)
         for topic in self.subscriptions:
             await client.subscribe(topic, qos=1)
+        # Only then "online": whoever waits for it may publish at once, and nothing must fall between the two.
+        await client.publish(self.topics.status, b"online", qos=1, retain=True)
+        self.state.refused = False
         self.state.connected = True
         self.state.connections += 1
         self.state.connected_event.set()
@@ -244,7 +287,11 @@ class MqttSession:
         return True
 
     async def drain_outbox(self, timeout_s: float) -> bool:
-        """Wait until every queued outgoing message was handed to the broker; False on timeout."""
+        """Wait until every queued outgoing message was handed to the broker; False on timeout, and False at
+        once when not connected because the broker refused the login or the TLS handshake (it will not take
+        them within the timeout: a shutdown should not wait for it)."""
+        if not self.state.connected and self.state.refused and not self.outbox.empty():
+            return False
         try:
             await asyncio.wait_for(self.outbox.join(), timeout_s)
         except TimeoutError:

@@ -288,8 +288,8 @@ class Runtime:
     def health(self) -> dict[str, Any]:
         """The health report (retained on ``<prefix>/health`` and served on ``GET /health``)."""
         status = self.status
-        if status == "ok" and not self.session.state.connected:
-            status = "degraded"
+        if status == "ok" and (not self.session.state.connected or self.last_snapshot_error is not None):
+            status = "degraded"  # the broker is away, or snapshots fail (predictions go on; learning is not saved)
         return {
             "status": status,
             "version": package_version("devintel"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
@@ -52,12 +53,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_settings(settings: Settings) -> list[str]:
+    """What in the settings exposes the service beyond the defaults' protection (each logged as a warning at
+    start): the HTTP API on a non-loopback address without a token, an MQTT password sent without TLS to another
+    host."""
+    found: list[str] = []
+    if settings.http.port and settings.http.token is None and not _is_loopback(settings.http.host):
+        found.append(
+            f"the HTTP API listens on {settings.http.host}, not loopback, and no http.token is set: anyone who can "
+            "reach it can write snapshots, re-bootstrap and score events (set http.token)"
+        )
+    if settings.mqtt.password and not settings.mqtt.tls and not _is_loopback(settings.mqtt.host):
+        found.append(f"the MQTT password is sent in clear text to {settings.mqtt.host} (set mqtt.tls and mqtt.ca_file)")
+    return found
+
+
+def snapshot_store(settings: Settings) -> SnapshotStore:
+    """The snapshot store of ``model_dir``: it signs and checks manifests when ``snapshot.signing_key`` is set."""
+    return SnapshotStore(
+        settings.model_dir, keep=settings.snapshot.keep, signing_key=settings.snapshot.signing_key_bytes()
+    )
+
+
 def prepare_models(settings: Settings, args: argparse.Namespace) -> LoadedSnapshot:
     """The snapshot to serve: the newest valid one, or a fresh bootstrap where the flags allow it.
 
     Raises :class:`NoValidSnapshot` when there is none and no bootstrap is allowed, and
     :class:`GateFailed` when a bootstrap fails its quality gate (unless ``--allow-low-quality``)."""
-    store = SnapshotStore(settings.model_dir, keep=settings.snapshot.keep)
+    store = snapshot_store(settings)
     if not args.force_bootstrap:
         try:
             return store.load()
@@ -88,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.validate_config:
         print(settings.model_dump_json(indent=2))
         return 0
+    for warning in insecure_settings(settings):
+        logger.warning("%s", warning)
     try:
         snapshot = prepare_models(settings, args)
     except NoValidSnapshot as missing:
@@ -108,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def serve(settings: Settings, snapshot: LoadedSnapshot, args: argparse.Namespace) -> int:
     """Run the live service on ``snapshot`` until a signal (or the end of the simulation, when asked)."""
-    store = SnapshotStore(settings.model_dir, keep=settings.snapshot.keep)
+    store = snapshot_store(settings)
     async with optional_broker(args.embedded_broker, settings.mqtt.host, settings.mqtt.port):
         runtime = Runtime(
             settings, store, snapshot, simulate=args.simulate, exit_after_simulation=args.exit_after_simulation

@@ -67,7 +67,9 @@ class MqttSettings(BaseModel):
     client_id: str = Field("devintel", min_length=1, description="fixed client id (a persistent session)")
     ca_file: Path | None = Field(None, description="CA certificate file for TLS (default: the system's CAs)")
     keepalive_s: int = Field(60, ge=5, le=3600, description="MQTT keepalive, seconds")
-    reconnect_max_s: float = Field(60.0, gt=0.0, description="longest wait between reconnection attempts, seconds")
+    reconnect_max_s: float = Field(
+        5.0, gt=0.0, description="longest wait between reconnection attempts, seconds (back within this of the broker)"
+    )
 
 
 class Zigbee2MqttSettings(BaseModel):
@@ -168,6 +170,16 @@ class SnapshotSettings(BaseModel):
     model_config = _STRICT
     interval_s: float = Field(300.0, gt=0.0, description="seconds between periodic snapshots")
     keep: int = Field(5, ge=1, description="snapshots kept")
+    signing_key: SecretStr | None = Field(
+        None,
+        min_length=1,
+        description="HMAC-SHA256 key for snapshot manifests: snapshots written are signed, unsigned or wrongly "
+        "signed ones are refused (best from $CREDENTIALS_DIRECTORY as snapshot__signing_key, never in model_dir)",
+    )
+
+    def signing_key_bytes(self) -> bytes | None:
+        """The signing key as the snapshot store takes it (UTF-8 bytes), or ``None`` when none is configured."""
+        return self.signing_key.get_secret_value().encode("utf-8") if self.signing_key is not None else None
 
 
 class Settings(BaseSettings):

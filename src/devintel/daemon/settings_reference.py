@@ -224,9 +224,10 @@ instead of being ignored. `devintel-daemon --validate-config` checks every sourc
 settings as JSON, secrets masked (exit 0), or the error (exit 2).
 
 `devintel-daemon` (the service, its bootstrap and `POST /models/refresh` included) and `devintel replay`,
-`devintel models` and `devintel report` read these settings. `devintel bootstrap` does not: it takes its sizes,
-seed and model directory from its own options (`--samples`, `--holdout-samples`, `--days`, `--seed`,
-`--model-dir`, `--keep`) and gates at the default thresholds.
+`devintel models` and `devintel report` read these settings. `devintel bootstrap` reads only
+`snapshot.signing_key` (to sign what it writes): it takes its sizes, seed and model directory from its own options
+(`--samples`, `--holdout-samples`, `--days`, `--seed`, `--model-dir`, `--keep`) and gates at the default
+thresholds.
 
 Keep secrets out of the environment and the TOML file where you can: `mqtt.password` and `http.token` belong in
 `$CREDENTIALS_DIRECTORY` (the systemd unit loads `mqtt__password` from `/etc/devintel/mqtt_password`).

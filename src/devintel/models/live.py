@@ -154,18 +154,21 @@ class LiveModels:
         """The name of the model that serves devices of ``home_type``."""
         return self.router.get(home_type, GLOBAL)
 
-    def observe(self, event: Mapping[str, object], explain: bool = True) -> Prediction:
+    def observe(
+        self, event: Mapping[str, object], explain: bool = True, clock_limit: float | None = None
+    ) -> Prediction:
         """One canonical event in (already validated), its device's prediction out; labels that the new stream
         time resolves are learned from. ``explain`` False leaves ``reasons`` empty (they cost more than the
-        prediction): :meth:`explain` fills them in for the latest observed event, when it is to be published."""
+        prediction): :meth:`explain` fills them in for the latest observed event, when it is to be published.
+        ``clock_limit`` caps how far this event moves the stream clock (an event far ahead of its receipt)."""
         device_id = str(event["device_id"])
         ts = float(event["ts"])  # type: ignore[arg-type]
         home_type = str(event.get("home_type", ""))
         self.home_type_of[device_id] = home_type
         self.offline_since.pop(device_id, None)  # a device that reports is online
-        self.clock = max(self.clock, ts)
+        self.clock = max(self.clock, ts if clock_limit is None else min(ts, clock_limit))
         name = self.route(home_type)
-        scored = self.learner.process(event, self.models[name], self.thresholds[name])
+        scored = self.learner.process(event, self.models[name], self.thresholds[name], clock=self.clock)
         features = scored.features
         assert isinstance(features, dict)  # process() returns the features unpacked
         self._latest = (device_id, ts, features)

@@ -144,17 +144,23 @@ class OnlineLearner:
         return float(self.model.predict_proba_one(features).get(True, 0.0))
 
     def process(
-        self, event: Mapping[str, object], model: Classifier | None = None, threshold: float | None = None
+        self,
+        event: Mapping[str, object],
+        model: Classifier | None = None,
+        threshold: float | None = None,
+        clock: float | None = None,
     ) -> Scored:
         """Handle one event: features, prediction, label buffer, and any labels the clock resolves.
 
         ``model`` and ``threshold`` serve this event instead of the learner's own (the daemon routes a device to
-        its home type's model); learning, when its label resolves, still goes to the learner's model."""
+        its home type's model); learning, when its label resolves, still goes to the learner's model. ``clock`` is
+        the stream time that labels resolve against (default: the event's own time; the daemon passes its
+        stream clock, which an event far ahead of its receipt does not move)."""
         features = self.features.update(event)
         serving = self.model if model is None else model
         probability = float(serving.predict_proba_one(features).get(True, 0.0))
         ts = float(event["ts"])  # type: ignore[arg-type]
-        self._resolve(self.labels.advance(ts))
+        self._resolve(self.labels.advance(ts if clock is None else clock))
         flagged = None if threshold is None else probability >= threshold
         scored = Scored(features, probability, flagged)
         device_id = str(event["device_id"])

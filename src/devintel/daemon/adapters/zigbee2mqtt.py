@@ -34,6 +34,7 @@ from devintel.daemon.validation import (
     TimeWindow,
     canonical_event,
     check_home_type,
+    event_time,
     parse_json,
     sanitize_device_id,
     to_number,
@@ -200,6 +201,16 @@ class _Known:
     power_source: PowerSource | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Outages:
+    """A device's ``power_outage_count`` in its latest accepted message, the count before that message, and the
+    message's event time when it carried ``last_seen`` (to recognise a redelivery of it)."""
+
+    count: float
+    before: float | None
+    seen: float | None
+
+
 def _store(memory: dict[str, V], key: str, value: V) -> None:
     """Set ``memory[key]`` in a memory bounded to :data:`MAX_REMEMBERED` keys (the oldest go first)."""
     if key not in memory and len(memory) >= MAX_REMEMBERED:
@@ -224,7 +235,7 @@ class Zigbee2MqttAdapter(Adapter):
         self._known: dict[str, _Known] = {}
         self._inferred_type: dict[str, str] = {}
         self._battery_seen: dict[str, bool] = {}
-        self._outages: dict[str, float] = {}
+        self._outages: dict[str, _Outages] = {}
 
     def subscriptions(self) -> list[str]:
         """The whole base topic: friendly names may hold ``/``, so ``<base>/+`` would miss devices."""
@@ -348,13 +359,13 @@ class Zigbee2MqttAdapter(Adapter):
         if not isinstance(state, dict):  # pragma: no cover - a payload starting with { parses to an object
             raise Rejected("wrong_type", "device state is not an object")
         device_id = self.device_id(name)
-        raw = self._canonical_fields(device_id, state)
+        raw = self._canonical_fields(device_id, state, received)
         if not any(field in raw for field in VALID_RANGES):
             return Skipped("no_metrics", f"no canonical field from {device_id}")
         event = canonical_event(
             raw, device_id=device_id, received=received, default_home_type=self.default_home_type, window=self.window
         )
-        self._commit(device_id, state)
+        self._commit(device_id, state, event["ts"] if state.get("last_seen") is not None else None)
         return Telemetry(event)
 
     def _device_type(self, device_id: str, state: Mapping[str, object]) -> str | None:
@@ -372,7 +383,7 @@ class Zigbee2MqttAdapter(Adapter):
             return "battery"
         return None
 
-    def _canonical_fields(self, device_id: str, state: Mapping[str, object]) -> dict[str, object]:
+    def _canonical_fields(self, device_id: str, state: Mapping[str, object], received: float) -> dict[str, object]:
         """The state payload under canonical names, values not yet checked (None = absent)."""
         device_type = self._device_type(device_id, state)
         power_source = self._power_source(device_id, state)
@@ -384,7 +395,9 @@ class Zigbee2MqttAdapter(Adapter):
             "linkquality": state.get("linkquality"),
             "humidity": state.get("humidity"),
             "temperature": self._temperature(device_type, state),
-            "restart_count": self._restarts(device_id, state.get("power_outage_count")),
+            "restart_count": self._restarts(
+                device_id, state.get("power_outage_count"), state.get("last_seen"), received
+            ),
             "value": primary_value(device_type, state),
         }
         if power_source == "battery":
@@ -402,18 +415,36 @@ class Zigbee2MqttAdapter(Adapter):
             return state["temperature"]
         return state.get("local_temperature") if device_type == "thermostat" else None
 
-    def _restarts(self, device_id: str, count: object) -> float | None:
-        """Power outages since the device's previous message (0 on the first, and after a counter reset)."""
+    def _restarts(self, device_id: str, count: object, last_seen: object, received: float) -> float | None:
+        """Power outages since the device's previous message (0 on the first, and after a counter reset).
+
+        A redelivery of the latest message (QoS 1 is at least once: the same ``last_seen`` and the same count)
+        reports the same rise as the original, so the handler sees the same event and skips it as a duplicate."""
         if count is None:
             return None
         current = to_number(count, field="power_outage_count")
-        previous = self._outages.get(device_id)
+        known = self._outages.get(device_id)
+        if known is None:
+            return 0.0
+        previous: float | None = known.count
+        if (
+            last_seen is not None
+            and known.seen is not None
+            and current == known.count
+            and event_time(last_seen, received, self.window) == known.seen
+        ):
+            previous = known.before
         return 0.0 if previous is None or current < previous else current - previous
 
-    def _commit(self, device_id: str, state: Mapping[str, object]) -> None:
-        """Remember what an accepted message said (its counter, its inferred type, its battery)."""
+    def _commit(self, device_id: str, state: Mapping[str, object], seen: object) -> None:
+        """Remember what an accepted message said (its counter, its inferred type, its battery); ``seen`` is its
+        event time when it carried ``last_seen``."""
         if state.get("power_outage_count") is not None:
-            _store(self._outages, device_id, to_number(state["power_outage_count"]))
+            current = to_number(state["power_outage_count"])
+            known = self._outages.get(device_id)
+            seen_ts = float(seen) if isinstance(seen, int | float) else None
+            if known is None or not (seen_ts is not None and known.seen == seen_ts and known.count == current):
+                _store(self._outages, device_id, _Outages(current, known.count if known else None, seen_ts))
         inferred = device_type_of_state(state)
         if inferred is not None:
             _store(self._inferred_type, device_id, inferred)

@@ -1,0 +1,773 @@
+"""Security, end to end (docs/RELIABILITY.md, "Security and threat model"):
+
+- signed snapshots: ``snapshot.signing_key`` (from ``$CREDENTIALS_DIRECTORY``) reaches every snapshot store (the
+  daemon, its reload, ``devintel models``, ``report``, ``replay`` and ``bootstrap``); unsigned and wrongly signed
+  snapshots are refused with the reason and the newest good signed one is served; what the daemon writes is
+  signed;
+- MQTT user name, password and TLS against a real mosquitto with a password file and a TLS listener whose
+  certificate is signed by a CA made here (``openssl``): the daemon connects and serves; a wrong password and an
+  untrusted CA are refused, logged with the setting to check, retried, and SIGTERM still exits 0 at once;
+- the HTTP API of the real daemon: loopback only by default, ``POST`` needs the bearer token;
+- device ids: no payload or topic makes the daemon publish outside its own topics or create a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiomqtt
+import httpx
+import orjson
+import pytest
+
+from devintel.daemon import cli
+from devintel.daemon.adapters.native import NativeAdapter
+from devintel.daemon.adapters.zigbee2mqtt import Zigbee2MqttAdapter
+from devintel.daemon.inbound import Rejected
+from devintel.daemon.service import insecure_settings, prepare_models
+from devintel.daemon.settings import HttpSettings, MqttSettings, Settings, load_settings
+from devintel.models.snapshots import MANIFEST_FILE, SnapshotStore, canonical_json
+from mqtt_broker import Broker, find_mosquitto, free_port, preferred_kind
+
+WAIT_S = 30.0
+KEY = "correct horse battery staple"
+OTHER_KEY = b"some other key"
+TOKEN = "t0ken-for-posts"
+PASSWORD = "pa ss:w0rd/with#odd+chars"
+USER = "devintel"
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+
+
+def _env(model_dir: Path, namespace: str, **extra: str) -> dict[str, str]:
+    """The daemon's environment: this test's model directory and topics, no HTTP unless asked, fast health."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DEVINTEL_") and k not in ("NOTIFY_SOCKET", "CREDENTIALS_DIRECTORY")
+    }
+    env.update(
+        {
+            "DEVINTEL_MODEL_DIR": str(model_dir),
+            "DEVINTEL_TOPIC_PREFIX": namespace,
+            "DEVINTEL_HA__PREFIX": f"{namespace}-ha",
+            "DEVINTEL_ZIGBEE2MQTT__BASE_TOPIC": f"{namespace}-z2m",
+            "DEVINTEL_MQTT__CLIENT_ID": f"devintel-{namespace}",
+            "DEVINTEL_HTTP__PORT": "0",
+            "DEVINTEL_LIVE__HEALTH_INTERVAL_S": "0.5",
+            **extra,
+        }
+    )
+    return env
+
+
+def _credentials(directory: Path, **secrets: str) -> Path:
+    """A ``$CREDENTIALS_DIRECTORY`` as systemd makes it: one file per secret, mode 0400."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, value in secrets.items():
+        path = directory / name
+        path.write_text(value + "\n", encoding="utf-8")
+        path.chmod(0o400)
+    return directory
+
+
+@dataclass
+class Daemon:
+    """A ``devintel-daemon`` subprocess whose log (stderr) goes to a file, so a test can watch it while it runs."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @classmethod
+    def start(cls, env: dict[str, str], log_path: Path) -> Daemon:
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "devintel.daemon.service"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return cls(process, log_path)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for_log(self, pattern: str, count: int = 1, timeout: float = WAIT_S) -> list[str]:
+        """The log lines matching ``pattern`` once there are ``count`` of them (fails on timeout or exit)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in self.log().splitlines() if re.search(pattern, line)]
+            if len(lines) >= count:
+                return lines
+            if self.process.poll() is not None:
+                raise AssertionError(f"the daemon exited ({self.process.returncode}) before {pattern!r}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {count} x {pattern!r}; log:\n{self.log()[-4000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> tuple[int, float]:
+        """SIGTERM; the exit code and the seconds it took to exit."""
+        started = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"the daemon did not stop within {WAIT_S} s:\n{self.log()[-4000:]}") from None
+        return code, time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Daemons a test starts; any still running at its end are killed."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+class Collector:
+    """Every message on the subscribed filters, and the newest payload per topic."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.messages: list[tuple[str, bytes]] = []
+        self.latest: dict[str, bytes] = {}
+
+    async def run(self) -> None:
+        async for message in self.client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            self.messages.append((message.topic.value, payload))
+            self.latest[message.topic.value] = payload
+
+    async def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; last: {self.messages[-5:]}")
+            await asyncio.sleep(0.05)
+
+    def counters(self, namespace: str) -> dict[str, Any]:
+        raw = self.latest.get(f"{namespace}/health")
+        counters: dict[str, Any] = orjson.loads(raw)["counters"] if raw else {}
+        return counters
+
+
+@asynccontextmanager
+async def collect(client: aiomqtt.Client, *filters: str) -> AsyncIterator[Collector]:
+    async with client:
+        for topic in filters:
+            await client.subscribe(topic, qos=1)
+        collector = Collector(client)
+        task = asyncio.create_task(collector.run())
+        try:
+            yield collector
+        finally:
+            task.cancel()
+
+
+def _event(ts: float, i: int, **extra: object) -> bytes:
+    return orjson.dumps(
+        {
+            "ts": ts,
+            "device_type": "leak_sensor",
+            "power_source": "battery",
+            "battery_level": 95.0 - 0.5 * i,
+            "linkquality": 120.0 - i,
+            "value": 0.0,
+            **extra,
+        }
+    )
+
+
+# --- signed snapshots ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignedDir:
+    """A model directory holding, oldest first: the original (unsigned) snapshot, a good signed one, one signed
+    with another key, and an unsigned one that ``current`` names."""
+
+    root: Path
+    original: str
+    good: str
+    wrong_key: str
+    unsigned: str
+
+
+def _signed_dir(small_snapshot: Path) -> SignedDir:
+    plain = SnapshotStore(small_snapshot)
+    base = plain.load()
+    good = SnapshotStore(small_snapshot, signing_key=KEY.encode()).write(base.files, base.manifest)
+    wrong = SnapshotStore(small_snapshot, signing_key=OTHER_KEY).write(base.files, base.manifest)
+    unsigned = plain.write(base.files, base.manifest)
+    assert plain.current_version() == unsigned
+    return SignedDir(small_snapshot, base.version, good, wrong, unsigned)
+
+
+def _signature_ok(root: Path, version: str, key: bytes) -> bool:
+    manifest = json.loads((root / version / MANIFEST_FILE).read_text(encoding="utf-8"))
+    signature = manifest.pop("signature", None)
+    expected = hmac.new(key, canonical_json(manifest), hashlib.sha256).hexdigest()
+    return isinstance(signature, str) and hmac.compare_digest(signature, expected)
+
+
+def _clean_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("DEVINTEL_") or name == "CREDENTIALS_DIRECTORY":
+            monkeypatch.delenv(name)
+
+
+def test_signing_key_setting_comes_from_the_credentials_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _clean_settings_env(monkeypatch)
+    monkeypatch.chdir(tmp_path)  # no .env
+    assert load_settings().snapshot.signing_key_bytes() is None  # off by default
+    credentials = _credentials(tmp_path / "credentials", snapshot__signing_key=KEY, mqtt__password=PASSWORD)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    monkeypatch.setenv("DEVINTEL_SNAPSHOT__KEEP", "3")  # merged with the credential, setting by setting
+    settings = load_settings()
+    assert settings.snapshot.signing_key_bytes() == KEY.encode()
+    assert settings.snapshot.keep == 3
+    assert KEY not in settings.model_dump_json()
+    assert KEY not in repr(settings)
+    (credentials / "snapshot__signing_key").chmod(0o600)
+    (credentials / "snapshot__signing_key").write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match="signing_key"):
+        load_settings()  # an empty key is an error, not "no signing"
+
+
+def test_every_store_of_the_command_line_checks_signatures(
+    small_snapshot: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    d = _signed_dir(small_snapshot)
+    _clean_settings_env(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEVINTEL_MODEL_DIR", str(d.root))
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(_credentials(tmp_path / "credentials", snapshot__signing_key=KEY)))
+
+    # devintel models: every snapshot listed; all but the good signed one refused, with the reason.
+    assert cli.main(["models"]) == 0
+    listing = {line[2:].split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "REFUSED" not in listing[d.good]
+    assert "F1" in listing[d.good]
+    assert "manifest is not signed" in listing[d.unsigned]
+    assert listing[d.unsigned].startswith("*")
+    assert "manifest is not signed" in listing[d.original]
+    assert "signature does not match" in listing[d.wrong_key]
+
+    # devintel report: the live snapshot is refused, the newest good one is used, and the log says why.
+    caplog.clear()
+    assert cli.main(["report"]) == 0
+    assert capsys.readouterr().out.strip()
+    log = caplog.text
+    assert f"loaded snapshot {d.good} instead of {d.unsigned}" in log
+    assert re.search(rf"{d.unsigned}: manifest is not signed but a signing key is configured", log)
+    assert re.search(rf"{d.wrong_key}: manifest signature does not match", log)
+    assert cli.main(["report", "--version", d.wrong_key]) == 2
+
+    # devintel replay and the daemon's start-up load the good signed one too.
+    capture, out = tmp_path / "capture.jsonl", tmp_path / "out.jsonl"
+    capture.write_text("", encoding="utf-8")
+    assert cli.main(["replay", str(capture), "--out", str(out)]) == 0
+    assert f"with snapshot {d.good}" in capsys.readouterr().out
+    flags = argparse.Namespace(force_bootstrap=False, bootstrap_synthetic=False, allow_low_quality=False)
+    assert prepare_models(load_settings(), flags).version == d.good
+
+    # devintel bootstrap writes with a signing store.
+    stores: list[SnapshotStore] = []
+
+    def fake_bootstrap(config: object, store: SnapshotStore) -> SimpleNamespace:
+        stores.append(store)
+        return SimpleNamespace(version=store.write({"m.pkl": b"model"}, {}), gate=SimpleNamespace(table=str))
+
+    monkeypatch.setattr("devintel.models.bootstrap.bootstrap", fake_bootstrap)
+    other = tmp_path / "other-models"
+    assert cli.main(["bootstrap", "--model-dir", str(other)]) == 0
+    (written,) = SnapshotStore(other).versions()
+    assert _signature_ok(other, written, KEY.encode())
+
+
+def test_the_daemon_serves_only_signed_snapshots_and_guards_its_http_api(
+    small_snapshot: Path, mqtt_broker: Broker, topic_namespace: str, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """One daemon run: signature checks at start-up and on reload, signed snapshots written, the bearer token on
+    ``POST``, the HTTP API on loopback only."""
+    assert HttpSettings().host == "127.0.0.1"  # the default bind
+    d = _signed_dir(small_snapshot)
+    ns = topic_namespace
+    port = free_port()
+    env = _env(
+        d.root,
+        ns,
+        DEVINTEL_MQTT__HOST=mqtt_broker.host,
+        DEVINTEL_MQTT__PORT=str(mqtt_broker.port),
+        DEVINTEL_HTTP__PORT=str(port),  # http.host left at its default
+        DEVINTEL_HTTP__TOKEN=TOKEN,
+        CREDENTIALS_DIRECTORY=str(_credentials(tmp_path / "credentials", snapshot__signing_key=KEY)),
+    )
+    daemon = Daemon.start(env, tmp_path / "daemon.log")
+    daemons.append(daemon)
+    daemon.wait_for_log(r"MQTT connected")
+    start_log = daemon.log()
+    assert f"loaded snapshot {d.good} instead of {d.unsigned}" in start_log
+    assert "manifest is not signed but a signing key is configured" in start_log
+    assert "manifest signature does not match" in start_log
+
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0)
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            models = http.get("/models").json()
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    assert models["version"] == d.good
+
+    # Changing endpoints need the token; reading ones do not.
+    before = set(SnapshotStore(d.root).versions())
+    assert http.post("/models/snapshot").status_code == 401
+    assert http.post("/models/snapshot", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert http.post("/predict", json={"device_id": "x"}).status_code == 401
+    assert set(SnapshotStore(d.root).versions()) == before  # nothing written without the token
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    answer = http.post("/models/snapshot", headers=auth)
+    assert answer.status_code == 200, answer.text
+    (new,) = set(SnapshotStore(d.root).versions()) - before
+    assert answer.json()["version"] == new
+    assert _signature_ok(d.root, new, KEY.encode())  # what the daemon writes is signed
+    bad_id = http.post("/predict", headers=auth, json={"device_id": "../../etc", "device_type": "leak_sensor"})
+    assert bad_id.status_code == 422
+    assert bad_id.json()["reason"] == "bad_device_id"
+
+    # A snapshot dropped into the model directory unsigned (as by someone who can write it) is refused on reload.
+    base = SnapshotStore(d.root).load(new)
+    planted = SnapshotStore(d.root).write(base.files, base.manifest)
+    _publish_sync(mqtt_broker, f"{ns}/cmd/reload")
+    daemon.wait_for_log(rf"loaded snapshot {new} instead of {planted}")
+    assert http.get("/models/version").json()["version"] == new
+
+    # The API listens on loopback only.
+    listening = _listening_addresses(port)
+    if listening is not None:
+        assert listening == {"127.0.0.1"}, listening
+    outside = _non_loopback_address()
+    if outside is not None:
+        with pytest.raises(ConnectionRefusedError), socket.create_connection((outside, port), timeout=2.0):
+            pass
+    http.close()
+
+    code, _ = daemon.stop()
+    assert code == 0, daemon.log()[-3000:]
+    final = SnapshotStore(d.root, signing_key=KEY.encode()).load()  # the final snapshot: signed, and current
+    assert final.version not in before | {new, planted}
+    assert TOKEN not in daemon.log()
+    assert KEY not in daemon.log()
+
+
+def test_exposed_settings_are_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defaults (HTTP on loopback, no password) warn about nothing; an open HTTP API on the network and a
+    password sent in clear text to another host are named."""
+    _clean_settings_env(monkeypatch)
+    monkeypatch.chdir(tmp_path)  # no .env
+    assert insecure_settings(Settings()) == []
+    assert insecure_settings(Settings(http=HttpSettings(host="::1"), mqtt=MqttSettings(password="x"))) == []
+    assert insecure_settings(Settings(http=HttpSettings(host="0.0.0.0", token=TOKEN))) == []
+    exposed = Settings(
+        http=HttpSettings(host="0.0.0.0"), mqtt=MqttSettings(host="broker.lan", username=USER, password="x")
+    )
+    http_warning, mqtt_warning = insecure_settings(exposed)
+    assert "set http.token" in http_warning
+    assert "clear text to broker.lan" in mqtt_warning
+    assert insecure_settings(Settings(mqtt=MqttSettings(host="broker.lan", password="x", tls=True))) == []
+
+
+def _publish_sync(broker: Broker, topic: str, payload: bytes = b"") -> None:
+    """Publish one message from synchronous test code (in an event loop of its own)."""
+
+    async def publish() -> None:
+        async with aiomqtt.Client(broker.host, broker.port) as pub:
+            await pub.publish(topic, payload, qos=1)
+
+    asyncio.run(publish())
+
+
+def _listening_addresses(port: int) -> set[str] | None:
+    """The local IPv4 and IPv6 addresses listening on TCP ``port`` (from /proc/net), or None off Linux."""
+    found: set[str] = set()
+    seen_table = False
+    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        seen_table = True
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            if size == 4:
+                found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+            else:
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                found.add(socket.inet_ntop(socket.AF_INET6, words))
+    return found if seen_table else None
+
+
+def _non_loopback_address() -> str | None:
+    """An IPv4 address of this host that is not loopback, or None (no route: nothing is sent)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the outgoing interface
+            address: str = probe.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+# --- MQTT user name, password and TLS against mosquitto ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A CA and a server certificate it signed (SAN 127.0.0.1 and localhost), and a second, untrusted CA."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    rogue_ca: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    run = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, f"openssl {' '.join(args)}:\n{run.stderr}"
+
+
+def _make_ca(directory: Path, name: str) -> tuple[Path, Path]:
+    key, cert = directory / f"{name}.key", directory / f"{name}.crt"
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN=devintel test {name}",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )  # fmt: skip
+    return key, cert
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make the test CA and certificates")
+    directory = tmp_path_factory.mktemp("pki")
+    ca_key, ca = _make_ca(directory, "ca")
+    _, rogue = _make_ca(directory, "rogue-ca")
+    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost",
+        cwd=directory,
+    )  # fmt: skip
+    extensions = directory / "server.ext"
+    extensions.write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        encoding="utf-8",
+    )
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-out", str(cert), "-days", "2", "-extfile", str(extensions),
+        cwd=directory,
+    )  # fmt: skip
+    return Pki(ca=ca, server_cert=cert, server_key=key, rogue_ca=rogue)
+
+
+@dataclass
+class SecureBroker:
+    """mosquitto with ``allow_anonymous false``, a password file (user :data:`USER`, :data:`PASSWORD`) and a
+    TLS listener on ``tls_port`` besides the plain one."""
+
+    broker: Broker
+    tls_port: int
+    pki: Pki
+
+    def client(self, identifier: str, password: str = PASSWORD) -> aiomqtt.Client:
+        """A TLS client with the right CA and credentials."""
+        return aiomqtt.Client(
+            "127.0.0.1",
+            self.tls_port,
+            identifier=identifier,
+            username=USER,
+            password=password,
+            tls_context=ssl.create_default_context(cafile=str(self.pki.ca)),
+        )
+
+
+@pytest.fixture
+def secure_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    if preferred_kind() != "mosquitto" or find_mosquitto() is None:
+        pytest.skip("MQTT authentication and TLS are tested against mosquitto only (the amqtt broker is in use)")
+    passwd_tool = shutil.which("mosquitto_passwd")
+    if passwd_tool is None:
+        pytest.skip("mosquitto_passwd is needed to write mosquitto's password file")
+    workdir = tmp_path_factory.mktemp("mqtt-secure")
+    password_file = workdir / "passwd"
+    password_file.touch(mode=0o600)
+    subprocess.run([passwd_tool, "-b", str(password_file), USER, PASSWORD], check=True, timeout=30)
+    tls_port = free_port()
+    broker = Broker(
+        workdir,
+        "mosquitto",
+        extra_config=[
+            "allow_anonymous false",  # overrides the default's true, for every listener
+            f"password_file {password_file}",
+            f"listener {tls_port} 127.0.0.1",
+            f"cafile {pki.ca}",
+            f"certfile {pki.server_cert}",
+            f"keyfile {pki.server_key}",
+        ],
+    )
+    broker.start()
+    try:
+        yield SecureBroker(broker, tls_port, pki)
+    finally:
+        broker.stop()
+
+
+def _secure_env(
+    model_dir: Path, namespace: str, secure: SecureBroker, credentials: Path, **extra: str
+) -> dict[str, str]:
+    secure_settings = {
+        "DEVINTEL_MQTT__HOST": "127.0.0.1",
+        "DEVINTEL_MQTT__PORT": str(secure.tls_port),
+        "DEVINTEL_MQTT__TLS": "true",
+        "DEVINTEL_MQTT__CA_FILE": str(secure.pki.ca),
+        "DEVINTEL_MQTT__USERNAME": USER,
+        "CREDENTIALS_DIRECTORY": str(credentials),
+    }
+    return _env(model_dir, namespace, **{**secure_settings, **extra})
+
+
+async def test_daemon_connects_with_user_password_and_tls(
+    secure_broker: SecureBroker, small_snapshot: Path, topic_namespace: str, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    ns = topic_namespace
+    # The anonymous plain listener is closed: the broker really asks for credentials.
+    with pytest.raises(aiomqtt.MqttError, match="authori"):
+        async with aiomqtt.Client(secure_broker.broker.host, secure_broker.broker.port):
+            pass
+    credentials = _credentials(tmp_path / "credentials", mqtt__password=PASSWORD)
+    daemon = Daemon.start(_secure_env(small_snapshot, ns, secure_broker, credentials), tmp_path / "daemon.log")
+    daemons.append(daemon)
+    async with collect(secure_broker.client(f"watch-{ns}"), f"{ns}/#") as seen:
+        await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "retained online")
+        now = time.time() - 3600
+        async with secure_broker.client(f"pub-{ns}") as pub:
+            for i in range(3):
+                await pub.publish(f"{ns}/events/leak.cellar", _event(now + 60 * i, i), qos=1)
+        await seen.wait_for(lambda: f"{ns}/predictions/leak.cellar" in seen.latest, "a prediction")
+        prediction = orjson.loads(seen.latest[f"{ns}/predictions/leak.cellar"])
+        assert prediction["device_id"] == "leak.cellar"
+        code, _took = await asyncio.to_thread(daemon.stop)
+        assert code == 0, daemon.log()[-3000:]
+        await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"stopped", "status stopped")
+    assert re.search(rf"New client connected .* as devintel-{ns} .*u'{USER}'", secure_broker.broker.log())
+    assert PASSWORD not in daemon.log()
+
+
+async def test_wrong_password_and_untrusted_ca_are_refused_logged_and_retried(
+    secure_broker: SecureBroker, small_snapshot: Path, topic_namespace: str, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Two misconfigured daemons at once: a wrong password, and a CA that did not sign the broker's certificate.
+    Neither connects; each logs why and which setting to check, keeps retrying, and exits 0 at once on SIGTERM."""
+    fast_retry = {"DEVINTEL_MQTT__RECONNECT_MAX_S": "0.5"}
+    wrong = tmp_path / "wrong"
+    shutil.copytree(small_snapshot, wrong / "models")
+    wrong_password = Daemon.start(
+        _secure_env(
+            wrong / "models",
+            f"{topic_namespace}a",
+            secure_broker,
+            _credentials(wrong / "credentials", mqtt__password="not the password"),
+            **fast_retry,
+        ),
+        tmp_path / "wrong-password.log",
+    )
+    daemons.append(wrong_password)
+    untrusted = Daemon.start(
+        _secure_env(
+            small_snapshot,
+            f"{topic_namespace}b",
+            secure_broker,
+            _credentials(tmp_path / "credentials", mqtt__password=PASSWORD),
+            DEVINTEL_MQTT__CA_FILE=str(secure_broker.pki.rogue_ca),
+            **fast_retry,
+        ),
+        tmp_path / "untrusted.log",
+    )
+    daemons.append(untrusted)
+
+    refused = await asyncio.to_thread(wrong_password.wait_for_log, r"ERROR .*the broker refused the login", 3)
+    assert "check mqtt.username and mqtt.password" in refused[0]
+    assert f"user '{USER}'" in refused[0]
+    assert "reconnecting in" in refused[0]
+    failed = await asyncio.to_thread(untrusted.wait_for_log, r"ERROR .*TLS handshake failed", 3)
+    assert "CERTIFICATE_VERIFY_FAILED" in failed[0]
+    assert "mqtt.ca_file" in failed[0]
+    assert "not authorised" in secure_broker.broker.log()
+
+    # Neither ever connected: no retained status under their topics.
+    async with (
+        collect(secure_broker.client(f"watch-{topic_namespace}"), f"{topic_namespace}a/#") as seen,
+        collect(secure_broker.client(f"watch2-{topic_namespace}"), f"{topic_namespace}b/#") as seen2,
+    ):
+        await asyncio.sleep(0.5)
+    assert seen.messages == []
+    assert seen2.messages == []
+
+    for daemon in (wrong_password, untrusted):
+        code, took = await asyncio.to_thread(daemon.stop)
+        assert code == 0, daemon.log()[-3000:]
+        assert took < 5.0, f"SIGTERM took {took:.1f} s"
+        assert "MQTT connected" not in daemon.log()
+        assert "not the password" not in daemon.log()
+        assert PASSWORD not in daemon.log()
+
+
+# --- device ids cannot inject topics or paths ----------------------------------------------------------------
+
+NASTY_IDS = ["a/b", "+", "#", "\x00", "..", "../../etc", "x" * 1000, "victim/../../x", "a\x00b", "+/#", "/", ""]
+SAFE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+SAFE_OBJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+@pytest.mark.parametrize("nasty", ["a+b", "#", "a\x00b", "..", "../../etc", "x" * 200, "a\x7fb"])
+def test_topic_levels_that_would_inject_are_rejected(nasty: str) -> None:
+    """Topic levels MQTT clients cannot normally publish (wildcards, NUL) are refused by the adapters too."""
+    now = time.time()
+    with pytest.raises(Rejected, match=r"wildcard|control character|chars >|empty"):
+        NativeAdapter(prefix="p").parse(f"p/events/{nasty}", _event(now, 0), now)
+    with pytest.raises(Rejected):
+        Zigbee2MqttAdapter(base_topic="z").parse(f"z/{nasty}", b'{"battery": 80, "linkquality": 90}', now)
+
+
+async def test_no_device_id_injects_a_topic_or_a_path(
+    mqtt_broker: Broker, small_snapshot: Path, topic_namespace: str, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    ns = topic_namespace
+    before = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
+    before_version = SnapshotStore(small_snapshot).current_version()
+    env = _env(small_snapshot, ns, DEVINTEL_MQTT__HOST=mqtt_broker.host, DEVINTEL_MQTT__PORT=str(mqtt_broker.port))
+    daemon = Daemon.start(env, tmp_path / "daemon.log")
+    daemons.append(daemon)
+    client = aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"watch-{ns}")
+    async with collect(client, "#") as seen:
+        await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
+        now = time.time() - 3600
+        inputs: list[tuple[str, bytes]] = []
+        for i in range(2):  # controls: a clean id, and one whose topic and payload agree once sanitised
+            inputs.append((f"{ns}/events/good.one", _event(now + i, i)))
+            inputs.append((f"{ns}/events/a_b", _event(now + i, i, device_id="a/b")))
+        for nasty in NASTY_IDS:  # a payload naming another device than its topic
+            inputs.append((f"{ns}/events/victim", _event(now, 0, device_id=nasty)))
+        for level in ("..", "...", "x" * 200, "a..b"):  # topic levels a client can publish
+            inputs.append((f"{ns}/events/{level}", _event(now, 0)))
+        z2m = f"{ns}-z2m"
+        devices = [
+            {"ieee_address": nasty, "friendly_name": f"dev{i}", "type": "EndDevice"}
+            for i, nasty in enumerate(NASTY_IDS)
+        ]
+        inputs.append((f"{z2m}/bridge/devices", orjson.dumps(devices)))
+        state = orjson.dumps({"battery": 80, "linkquality": 90, "voltage": 2900})
+        inputs += [(f"{z2m}/dev{i}", state) for i in range(len(NASTY_IDS))]  # ids from refused ieee addresses
+        inputs += [(f"{z2m}/../../etc", state), (f"{z2m}/bedroom/radiator", state), (f"{z2m}/x/../y", state)]
+        inputs.append((f"{z2m}/bridge/event", orjson.dumps({"type": "device_leave", "data": {"ieee_address": "#"}})))
+        async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub-{ns}") as pub:
+            for topic, payload in inputs:
+                await pub.publish(topic, payload, qos=1)
+        await seen.wait_for(lambda: seen.counters(ns).get("messages") == len(inputs), f"{len(inputs)} messages handled")
+        code, _ = await asyncio.to_thread(daemon.stop)
+        assert code == 0, daemon.log()[-3000:]
+        await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"stopped", "status stopped")
+
+    counters = seen.counters(ns)
+    # Refused, counted: every nasty payload id (12), topic level (4), friendly name (2) and the device_leave (1).
+    refused = counters["rejected"].get("bad_device_id", 0) + counters["rejected"].get("device_id_mismatch", 0)
+    assert refused == len(NASTY_IDS) + 4 + 2 + 1, counters["rejected"]
+
+    sent = {topic for topic, _ in inputs}
+    published = {topic for topic, payload in seen.messages if topic not in sent}
+    predicted: set[str] = set()
+    for topic in published:
+        if topic in (f"{ns}/status", f"{ns}/health"):
+            continue
+        prediction = re.fullmatch(rf"{re.escape(ns)}/predictions/([^/]+)", topic)
+        discovery = re.fullmatch(
+            rf"{re.escape(ns)}-ha/(sensor|binary_sensor)/{re.escape(ns)}/([^/]+)_(failure_probability|needs_attention)/config",
+            topic,
+        )
+        assert prediction or discovery, f"the daemon published outside its topics: {topic!r}"
+        if prediction:
+            device = prediction.group(1)
+            assert SAFE_ID.fullmatch(device), topic
+            assert ".." not in device, topic
+            predicted.add(device)
+        else:
+            assert discovery is not None
+            assert SAFE_OBJECT_ID.fullmatch(discovery.group(2)), topic
+    # Only the clean ids and the sanitised ones: "a/b" as an ieee address names dev0 "a_b"; the other devices'
+    # ieee addresses were refused, so they go by their friendly names.
+    expected = {"good.one", "a_b", "bedroom_radiator"} | {f"dev{i}" for i in range(1, len(NASTY_IDS))}
+    assert predicted == expected
+
+    # No path either: the model directory holds versions, current and the lock, each version only model files.
+    store = SnapshotStore(small_snapshot)
+    entries = {p.name for p in small_snapshot.iterdir()}
+    assert entries == set(store.versions()) | {"current", ".lock"}, entries
+    names = {
+        frozenset(p.relative_to(small_snapshot / v).as_posix() for p in (small_snapshot / v).rglob("*"))
+        for v in store.versions()
+    }
+    assert len(names) == 1, "a snapshot holds other files than the models"
+    final = store.load()  # the final snapshot, after learning from these devices, names none of them
+    assert final.version != before_version
+    for device in ("good.one", "bedroom_radiator", "dev3"):
+        assert not any(device.encode() in blob for blob in final.files.values()), device
+    after = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
+    created = {p for p in after - before if p.parts[0] != "models"}
+    assert created == {Path("daemon.log")}, created
