@@ -10,7 +10,6 @@ command (embedded broker and simulated home) and systemd notifications.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -25,6 +24,7 @@ import httpx
 import orjson
 import pytest
 
+from daemon_env import daemon_env
 from devintel.models.snapshots import SnapshotStore
 from mqtt_broker import Broker, free_port
 
@@ -32,22 +32,7 @@ WAIT_S = 30.0
 
 
 def _env(model_dir: Path, broker: Broker | None, namespace: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVINTEL_") and k != "NOTIFY_SOCKET"}
-    env.update(
-        {
-            "DEVINTEL_MODEL_DIR": str(model_dir),
-            "DEVINTEL_TOPIC_PREFIX": namespace,
-            "DEVINTEL_HA__PREFIX": f"{namespace}-ha",
-            "DEVINTEL_ZIGBEE2MQTT__BASE_TOPIC": f"{namespace}-z2m",
-            "DEVINTEL_MQTT__CLIENT_ID": f"devintel-{namespace}",
-            "DEVINTEL_HTTP__PORT": "0",
-            "DEVINTEL_LIVE__HEALTH_INTERVAL_S": "0.5",
-        }
-    )
-    if broker is not None:
-        env.update({"DEVINTEL_MQTT__HOST": broker.host, "DEVINTEL_MQTT__PORT": str(broker.port)})
-    env.update(extra)
-    return env
+    return daemon_env(model_dir, namespace, broker, **extra)
 
 
 def _start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:

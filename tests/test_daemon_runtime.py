@@ -4,7 +4,6 @@ the shutdown is bounded when the broker is away, and a second signal forces the 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import socket
@@ -16,6 +15,7 @@ from pathlib import Path
 import aiomqtt
 import orjson
 
+from daemon_env import daemon_env
 from devintel.daemon.counters import Counters
 from devintel.daemon.mqtt import MqttSession, Received, backoff_delay
 from devintel.daemon.outbound import Outgoing, Topics
@@ -74,17 +74,9 @@ async def test_a_full_queue_drops_and_counts_without_blocking_the_receive_loop(m
 
 
 def _daemon_env(model_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVINTEL_") and k != "NOTIFY_SOCKET"}
-    env.update(
-        {
-            "DEVINTEL_MODEL_DIR": str(model_dir),
-            "DEVINTEL_MQTT__HOST": "127.0.0.1",
-            "DEVINTEL_MQTT__PORT": str(free_port()),  # nobody listens: the broker is away
-            "DEVINTEL_HTTP__PORT": "0",
-            **extra,
-        }
-    )
-    return env
+    # nobody listens on that port: the broker is away
+    away = {"DEVINTEL_MQTT__HOST": "127.0.0.1", "DEVINTEL_MQTT__PORT": str(free_port())}
+    return daemon_env(model_dir, "devintel", **{**away, **extra})
 
 
 def _wait_for_line(log: Path, text: str, timeout: float = 30.0) -> None:

@@ -36,6 +36,7 @@ import orjson
 import pytest
 
 import devintel.models.snapshots as snapshots
+from daemon_env import daemon_env
 from devintel.daemon.handler import Handler
 from devintel.daemon.mqtt import Received
 from devintel.daemon.runtime import Runtime, build_handler, live_models
@@ -55,22 +56,7 @@ SRC = str(Path(snapshots.__file__).parents[2])
 
 
 def _env(model_dir: Path, broker: Broker, namespace: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVINTEL_") and k != "NOTIFY_SOCKET"}
-    env.update(
-        {
-            "DEVINTEL_MODEL_DIR": str(model_dir),
-            "DEVINTEL_TOPIC_PREFIX": namespace,
-            "DEVINTEL_HA__PREFIX": f"{namespace}-ha",
-            "DEVINTEL_ZIGBEE2MQTT__BASE_TOPIC": f"{namespace}-z2m",
-            "DEVINTEL_MQTT__CLIENT_ID": f"devintel-{namespace}",
-            "DEVINTEL_MQTT__HOST": broker.host,
-            "DEVINTEL_MQTT__PORT": str(broker.port),
-            "DEVINTEL_HTTP__PORT": "0",
-            "DEVINTEL_LIVE__HEALTH_INTERVAL_S": "0.5",
-            **extra,
-        }
-    )
-    return env
+    return daemon_env(model_dir, namespace, broker, **extra)
 
 
 @contextlib.contextmanager
@@ -281,6 +267,11 @@ def test_kill_9_of_a_snapshot_writer_at_random_moments(small_snapshot: Path, tmp
 # ------------------------------------------------------------------------ 2. the broker restarted
 
 
+#: Devices of the stream: the daemon recognises a redelivery among a device's 16 latest events, and a broker
+#: restored from a stale autosave (up to ~2 s of events at <= 100 events/s) must stay within that window.
+STREAM_DEVICES = 40
+
+
 class Streamer:
     """Publishes events (QoS 1, its own persistent session) as fast as acknowledgements allow, at most one every
     ``pause_s``; an event whose publish fails is sent again (same bytes) once reconnected, so ``acked`` events
@@ -300,7 +291,7 @@ class Streamer:
                     self.broker.host, self.broker.port, identifier=f"pub-{self.ns}", clean_session=False, timeout=2.0
                 ) as client:
                     while not self.stop.is_set():
-                        device, payload = _event(self.acked, self.base)
+                        device, payload = _event(self.acked, self.base, devices=STREAM_DEVICES)
                         async with asyncio.timeout(3.0):
                             await client.publish(f"{self.ns}/events/{device}", payload, qos=1)
                         self.acked += 1

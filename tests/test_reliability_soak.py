@@ -42,6 +42,7 @@ import aiomqtt
 import orjson
 import pandas as pd
 
+from daemon_env import daemon_env
 from devintel.daemon.adapters import Zigbee2MqttAdapter
 from devintel.daemon.handler import RECENT_EVENTS, Handler
 from devintel.daemon.replay import replay
@@ -249,24 +250,15 @@ def _rss_kb(pid: int) -> int:
 
 
 def _env(model_dir: Path, broker: Broker, ns: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVINTEL_") and k != "NOTIFY_SOCKET"}
-    env.update(
-        {
-            "DEVINTEL_MODEL_DIR": str(model_dir),
-            "DEVINTEL_TOPIC_PREFIX": ns,
-            "DEVINTEL_HA__PREFIX": f"{ns}-ha",
-            "DEVINTEL_ZIGBEE2MQTT__BASE_TOPIC": f"{ns}-z2m",
-            "DEVINTEL_MQTT__CLIENT_ID": f"devintel-{ns}",
-            "DEVINTEL_MQTT__HOST": broker.host,
-            "DEVINTEL_MQTT__PORT": str(broker.port),
-            "DEVINTEL_HTTP__PORT": "0",
-            "DEVINTEL_LIVE__HEALTH_INTERVAL_S": "0.2",
-            "DEVINTEL_LIVE__QUEUE_SIZE": "50000",
-            "DEVINTEL_LIVE__RETENTION_DAYS": str(RETENTION_DAYS),
-            "DEVINTEL_SNAPSHOT__INTERVAL_S": "100000",
-        }
+    return daemon_env(
+        model_dir,
+        ns,
+        broker,
+        DEVINTEL_LIVE__HEALTH_INTERVAL_S="0.2",
+        DEVINTEL_LIVE__QUEUE_SIZE="50000",
+        DEVINTEL_LIVE__RETENTION_DAYS=str(RETENTION_DAYS),
+        DEVINTEL_SNAPSHOT__INTERVAL_S="100000",
     )
-    return env
 
 
 @contextlib.contextmanager

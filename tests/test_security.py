@@ -39,6 +39,7 @@ import httpx
 import orjson
 import pytest
 
+from daemon_env import daemon_env
 from devintel.daemon import cli
 from devintel.daemon.adapters.native import NativeAdapter
 from devintel.daemon.adapters.zigbee2mqtt import Zigbee2MqttAdapter
@@ -61,24 +62,7 @@ USER = "devintel"
 
 def _env(model_dir: Path, namespace: str, **extra: str) -> dict[str, str]:
     """The daemon's environment: this test's model directory and topics, no HTTP unless asked, fast health."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("DEVINTEL_") and k not in ("NOTIFY_SOCKET", "CREDENTIALS_DIRECTORY")
-    }
-    env.update(
-        {
-            "DEVINTEL_MODEL_DIR": str(model_dir),
-            "DEVINTEL_TOPIC_PREFIX": namespace,
-            "DEVINTEL_HA__PREFIX": f"{namespace}-ha",
-            "DEVINTEL_ZIGBEE2MQTT__BASE_TOPIC": f"{namespace}-z2m",
-            "DEVINTEL_MQTT__CLIENT_ID": f"devintel-{namespace}",
-            "DEVINTEL_HTTP__PORT": "0",
-            "DEVINTEL_LIVE__HEALTH_INTERVAL_S": "0.5",
-            **extra,
-        }
-    )
-    return env
+    return daemon_env(model_dir, namespace, **extra)
 
 
 def _credentials(directory: Path, **secrets: str) -> Path:

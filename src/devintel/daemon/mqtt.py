@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: First wait before reconnecting, seconds (doubled after every failed attempt, up to the cap).
 BACKOFF_START_S = 0.5
+#: Seconds the receive loop may take to end by itself when the connection fails on the sending side.
+RECEIVER_GRACE_S = 5.0
 #: QoS 1 messages published and not yet acknowledged, at most.
 MAX_IN_FLIGHT = 64
 #: CONNACK codes of a refused login: MQTT 3.1.1's 4 and 5, MQTT 5's 134 (bad user name or password), 135 (not
@@ -211,8 +213,14 @@ class MqttSession:
             asyncio.create_task(self._send(client), name="mqtt-send"),
             asyncio.create_task(stop.wait(), name="mqtt-stop"),
         ]
+        receiver, stopper = tasks[0], tasks[2]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if receiver not in done and not stopper.done():
+                # The sender failed first: the connection is going. Let the receiver end by itself (it raises on
+                # the disconnection) rather than cancel it: a cancellation can land just after aiomqtt took a
+                # message off its queue, and that message, already acknowledged to the broker, would be lost.
+                await asyncio.wait({receiver, stopper}, timeout=RECEIVER_GRACE_S, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()
