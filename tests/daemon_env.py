@@ -11,7 +11,7 @@ from mqtt_broker import Broker
 _NOT_INHERITED = ("NOTIFY_SOCKET", "CREDENTIALS_DIRECTORY", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
-def daemon_env(model_dir: Path, namespace: str, broker: Broker | None = None, **extra: str) -> dict[str, str]:
+def daemon_env(model_dir: Path, namespace: str, broker: Broker | None = None, /, **extra: str) -> dict[str, str]:
     """This process's environment without any ``DEVINTEL_*`` setting, plus: the test's model directory, its own
     topics under ``namespace`` (devintel's, Home Assistant's and Zigbee2MQTT's) and client id, the broker when
     given, the HTTP API off and a health report every 0.5 s; ``extra`` overrides any of them."""

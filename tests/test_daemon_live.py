@@ -9,14 +9,11 @@ command (embedded broker and simulated home) and systemd notifications.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiomqtt
@@ -27,12 +24,7 @@ import pytest
 from daemon_env import daemon_env
 from devintel.models.snapshots import SnapshotStore
 from mqtt_broker import Broker, free_port
-
-WAIT_S = 30.0
-
-
-def _env(model_dir: Path, broker: Broker | None, namespace: str, **extra: str) -> dict[str, str]:
-    return daemon_env(model_dir, namespace, broker, **extra)
+from mqtt_collector import WAIT_S, collect, leak_event
 
 
 def _start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -57,60 +49,8 @@ def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[in
     return process.returncode, err
 
 
-class Collector:
-    """Every message on the subscribed filters, newest retained value per topic too."""
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.latest: dict[str, bytes] = {}
-
-    async def run(self) -> None:
-        async for message in self.client.messages:
-            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            self.messages.append((message.topic.value, payload, message.retain))
-            self.latest[message.topic.value] = payload
-
-    async def wait_for(self, predicate: object, what: str, timeout: float = WAIT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():  # type: ignore[operator]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; last: {self.messages[-5:]}")
-            await asyncio.sleep(0.05)
-
-    def health(self, namespace: str) -> dict[str, object]:
-        raw = self.latest.get(f"{namespace}/health")
-        return orjson.loads(raw) if raw else {}
-
-    def predictions(self, namespace: str) -> list[dict[str, object]]:
-        prefix = f"{namespace}/predictions/"
-        return [orjson.loads(p) for t, p, _ in self.messages if t.startswith(prefix) and p]
-
-
-@asynccontextmanager
-async def collect(broker: Broker, *filters: str) -> AsyncIterator[Collector]:
-    async with aiomqtt.Client(broker.host, broker.port, identifier=f"test-{time.monotonic_ns()}") as client:
-        for f in filters:
-            await client.subscribe(f, qos=1)
-        collector = Collector(client)
-        task = asyncio.create_task(collector.run())
-        try:
-            yield collector
-        finally:
-            task.cancel()
-
-
-def _event(device: str, ts: float, i: int) -> bytes:
-    return orjson.dumps(
-        {
-            "ts": ts,
-            "device_type": "leak_sensor",
-            "power_source": "battery",
-            "battery_level": 95.0 - 0.5 * i,
-            "linkquality": 120.0 - i,
-            "value": 0.0,
-        }
-    )
+def _watcher(broker: Broker) -> aiomqtt.Client:
+    return aiomqtt.Client(broker.host, broker.port, identifier=f"test-{time.monotonic_ns()}")
 
 
 async def test_events_in_predictions_and_discovery_out_then_sigterm(
@@ -118,30 +58,30 @@ async def test_events_in_predictions_and_discovery_out_then_sigterm(
 ) -> None:
     ns = topic_namespace
     http_port = free_port()
-    daemon = _start(_env(small_snapshot, mqtt_broker, ns, DEVINTEL_HTTP__PORT=str(http_port)))
+    daemon = _start(daemon_env(small_snapshot, ns, mqtt_broker, DEVINTEL_HTTP__PORT=str(http_port)))
     try:
-        async with collect(mqtt_broker, f"{ns}/#", f"{ns}-ha/#") as seen:
+        async with collect(_watcher(mqtt_broker), f"{ns}/#", f"{ns}-ha/#") as seen:
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
             now = time.time() - 3600
             async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub-{ns}") as pub:
                 for i in range(10):
                     for device in ("leak.kitchen", "leak.bath"):
-                        await pub.publish(f"{ns}/events/{device}", _event(device, now + i * 60, i), qos=1)
+                        await pub.publish(f"{ns}/events/{device}", leak_event(now + i * 60, i), qos=1)
                 await pub.publish(f"{ns}/events/bad", b"{nope", qos=1)
                 await pub.publish(f"{ns}/events/bad", b'{"battery_level": 300}', qos=1)
             await seen.wait_for(
-                lambda: seen.health(ns).get("counters", {}).get("events") == 20,  # type: ignore[union-attr]
+                lambda: seen.counters(ns).get("events") == 20,
                 "20 events handled",
             )
             predictions = seen.predictions(ns)
             assert {p["device_id"] for p in predictions} == {"leak.kitchen", "leak.bath"}
-            assert all(0.0 <= float(p["failure_probability"]) <= 1.0 for p in predictions)  # type: ignore[arg-type]
+            assert all(0.0 <= float(p["failure_probability"]) <= 1.0 for p in predictions)
             configs = {t for t, p, _ in seen.messages if t.startswith(f"{ns}-ha/") and t.endswith("/config") and p}
             assert f"{ns}-ha/sensor/{ns}/leak_kitchen_failure_probability/config" in configs
             assert f"{ns}-ha/binary_sensor/{ns}/leak_bath_needs_attention/config" in configs
             health = seen.health(ns)
-            assert health["counters"]["rejected"] == {"malformed_json": 1, "out_of_range": 1}  # type: ignore[index]
-            assert health["mqtt"]["connected"] is True  # type: ignore[index]
+            assert health["counters"]["rejected"] == {"malformed_json": 1, "out_of_range": 1}
+            assert health["mqtt"]["connected"] is True
 
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
                 assert (await http.get("/health")).status_code == 200
@@ -166,14 +106,14 @@ async def test_kill_9_leaves_a_retained_offline(
     mqtt_broker: Broker, topic_namespace: str, small_snapshot: Path
 ) -> None:
     ns = topic_namespace
-    daemon = _start(_env(small_snapshot, mqtt_broker, ns))
+    daemon = _start(daemon_env(small_snapshot, ns, mqtt_broker))
     try:
-        async with collect(mqtt_broker, f"{ns}/status") as seen:
+        async with collect(_watcher(mqtt_broker), f"{ns}/status") as seen:
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
             daemon.kill()
             daemon.communicate(timeout=WAIT_S)
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"offline", "the last will")
-        async with collect(mqtt_broker, f"{ns}/status") as fresh:  # a newcomer sees it retained
+        async with collect(_watcher(mqtt_broker), f"{ns}/status") as fresh:  # a newcomer sees it retained
             await fresh.wait_for(lambda: fresh.latest.get(f"{ns}/status") == b"offline", "retained offline")
     finally:
         if daemon.poll() is None:
@@ -187,24 +127,24 @@ async def test_broker_restart_mid_stream_loses_no_qos1_message(
     if mqtt_broker.kind != "mosquitto":
         pytest.skip("needs a broker that keeps persistent sessions across a restart (mosquitto)")
     ns = topic_namespace
-    daemon = _start(_env(small_snapshot, mqtt_broker, ns))
+    daemon = _start(daemon_env(small_snapshot, ns, mqtt_broker))
     now = time.time() - 7200
     try:
-        async with collect(mqtt_broker, f"{ns}/status") as seen:
+        async with collect(_watcher(mqtt_broker), f"{ns}/status") as seen:
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
         async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub1-{ns}") as pub:
             for i in range(50):
-                await pub.publish(f"{ns}/events/dev{i % 5}", _event("d", now + i, i), qos=1)
+                await pub.publish(f"{ns}/events/dev{i % 5}", leak_event(now + i, i), qos=1)
         mqtt_broker.restart()
         async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub2-{ns}") as pub:
             for i in range(50, 100):  # published at once: the daemon may not be back yet; its session queues them
-                await pub.publish(f"{ns}/events/dev{i % 5}", _event("d", now + i, i), qos=1)
-        async with collect(mqtt_broker, f"{ns}/health") as seen:
+                await pub.publish(f"{ns}/events/dev{i % 5}", leak_event(now + i, i), qos=1)
+        async with collect(_watcher(mqtt_broker), f"{ns}/health") as seen:
             await seen.wait_for(
-                lambda: seen.health(ns).get("counters", {}).get("events") == 100,  # type: ignore[union-attr]
+                lambda: seen.counters(ns).get("events") == 100,
                 "all 100 events handled after the restart",
             )
-            assert seen.health(ns)["mqtt"]["connections"] >= 2  # type: ignore[index]
+            assert seen.health(ns)["mqtt"]["connections"] >= 2
         code, err = _stop(daemon)
         assert code == 0, err[-3000:]
     finally:
@@ -222,7 +162,7 @@ async def test_replay_and_live_give_the_same_predictions(
     lines = []
     for i in range(40):
         for device in ("a", "b", "c"):
-            payload = orjson.loads(_event(device, now + i * 600, i))
+            payload = orjson.loads(leak_event(now + i * 600, i))
             lines.append(orjson.dumps({"ts": now + i * 600, "topic": f"{ns}/events/{device}", "payload": payload}))
     capture.write_bytes(b"\n".join(lines) + b"\n")
     replay_dir = tmp_path / "replay-models"
@@ -234,16 +174,16 @@ async def test_replay_and_live_give_the_same_predictions(
         else:
             target.write_bytes(child.read_bytes())
 
-    daemon = _start(_env(small_snapshot, mqtt_broker, ns))
+    daemon = _start(daemon_env(small_snapshot, ns, mqtt_broker))
     try:
-        async with collect(mqtt_broker, f"{ns}/#") as seen:
+        async with collect(_watcher(mqtt_broker), f"{ns}/#") as seen:
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
             async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub-{ns}") as pub:
                 for line in lines:
                     record = orjson.loads(line)
                     await pub.publish(record["topic"], orjson.dumps(record["payload"]), qos=1)
             await seen.wait_for(
-                lambda: seen.health(ns).get("counters", {}).get("events") == 120,  # type: ignore[union-attr]
+                lambda: seen.counters(ns).get("events") == 120,
                 "120 events handled",
             )
             live = seen.predictions(ns)
@@ -258,7 +198,7 @@ async def test_replay_and_live_give_the_same_predictions(
     out = tmp_path / "predictions.jsonl"
     run = subprocess.run(
         [sys.executable, "-m", "devintel.daemon.cli", "replay", str(capture), "--out", str(out)],
-        env=_env(replay_dir, None, ns),
+        env=daemon_env(replay_dir, ns, None),
         capture_output=True,
         text=True,
         timeout=120,
@@ -281,9 +221,8 @@ def test_main_command_embedded_broker_and_simulated_home(tmp_path: Path, small_s
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify))
     listener.settimeout(0.2)
-    env = _env(
+    env = daemon_env(
         small_snapshot,
-        None,
         "devintel",
         DEVINTEL_MQTT__HOST="127.0.0.1",
         DEVINTEL_MQTT__PORT=str(free_port()),

@@ -55,10 +55,6 @@ SRC = str(Path(snapshots.__file__).parents[2])
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _env(model_dir: Path, broker: Broker, namespace: str, **extra: str) -> dict[str, str]:
-    return daemon_env(model_dir, namespace, broker, **extra)
-
-
 @contextlib.contextmanager
 def _daemon(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The daemon as a subprocess, its log in ``log`` (a file: a pipe nobody reads would block it)."""
@@ -137,7 +133,7 @@ async def test_kill_9_of_the_daemon_while_it_writes_snapshots(
     write; the next start must load a valid snapshot and serve it."""
     ns, root = topic_namespace, small_snapshot
     rng = random.Random(SEED)
-    env = _env(root, mqtt_broker, ns, DEVINTEL_SNAPSHOT__INTERVAL_S="0.05", DEVINTEL_SNAPSHOT__KEEP="3")
+    env = daemon_env(root, ns, mqtt_broker, DEVINTEL_SNAPSHOT__INTERVAL_S="0.05", DEVINTEL_SNAPSHOT__KEEP="3")
     expected = _check_store(root, None, "the fixture")
     mid_write = 0
     async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"cmd-{ns}") as cmd:
@@ -363,7 +359,7 @@ async def test_broker_restarts_during_a_stream(
     restarts = 10 if how == "sigterm" else 3
     rng = random.Random(SEED + (2 if how == "sigterm" else 3))
     log = tmp_path / "daemon.log"
-    with _daemon(_env(small_snapshot, mqtt_broker, ns), log) as daemon:
+    with _daemon(daemon_env(small_snapshot, ns, mqtt_broker), log) as daemon:
         await _wait_for_log(log, r"MQTT connected", daemon)
         streamer = Streamer(mqtt_broker, ns)
         stream = asyncio.create_task(streamer.run())
@@ -611,7 +607,7 @@ async def test_a_damaged_newest_snapshot_is_refused_and_the_previous_served(
         (root / newer / model).write_bytes(old_bytes)
     assert SnapshotStore(root).current_version() == newer
     log = tmp_path / "daemon.log"
-    with _daemon(_env(root, mqtt_broker, ns), log) as daemon:
+    with _daemon(daemon_env(root, ns, mqtt_broker), log) as daemon:
         serving = await _wait_for_log(log, r"serving snapshot (\S+);", daemon)
         async with _health(mqtt_broker, ns) as seen:
             deadline = time.monotonic() + WAIT_S

@@ -27,12 +27,10 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import aiomqtt
 import httpx
@@ -48,8 +46,8 @@ from devintel.daemon.service import insecure_settings, prepare_models
 from devintel.daemon.settings import HttpSettings, MqttSettings, Settings, load_settings
 from devintel.models.snapshots import MANIFEST_FILE, SnapshotStore, canonical_json
 from mqtt_broker import Broker, find_mosquitto, free_port, preferred_kind
+from mqtt_collector import WAIT_S, collect, leak_event
 
-WAIT_S = 30.0
 KEY = "correct horse battery staple"
 OTHER_KEY = b"some other key"
 TOKEN = "t0ken-for-posts"
@@ -58,11 +56,6 @@ USER = "devintel"
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
-
-
-def _env(model_dir: Path, namespace: str, **extra: str) -> dict[str, str]:
-    """The daemon's environment: this test's model directory and topics, no HTTP unless asked, fast health."""
-    return daemon_env(model_dir, namespace, **extra)
 
 
 def _credentials(directory: Path, **secrets: str) -> Path:
@@ -136,60 +129,6 @@ def daemons() -> Iterator[list[Daemon]]:
     yield started
     for daemon in started:
         daemon.kill()
-
-
-class Collector:
-    """Every message on the subscribed filters, and the newest payload per topic."""
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.messages: list[tuple[str, bytes]] = []
-        self.latest: dict[str, bytes] = {}
-
-    async def run(self) -> None:
-        async for message in self.client.messages:
-            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            self.messages.append((message.topic.value, payload))
-            self.latest[message.topic.value] = payload
-
-    async def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; last: {self.messages[-5:]}")
-            await asyncio.sleep(0.05)
-
-    def counters(self, namespace: str) -> dict[str, Any]:
-        raw = self.latest.get(f"{namespace}/health")
-        counters: dict[str, Any] = orjson.loads(raw)["counters"] if raw else {}
-        return counters
-
-
-@asynccontextmanager
-async def collect(client: aiomqtt.Client, *filters: str) -> AsyncIterator[Collector]:
-    async with client:
-        for topic in filters:
-            await client.subscribe(topic, qos=1)
-        collector = Collector(client)
-        task = asyncio.create_task(collector.run())
-        try:
-            yield collector
-        finally:
-            task.cancel()
-
-
-def _event(ts: float, i: int, **extra: object) -> bytes:
-    return orjson.dumps(
-        {
-            "ts": ts,
-            "device_type": "leak_sensor",
-            "power_source": "battery",
-            "battery_level": 95.0 - 0.5 * i,
-            "linkquality": 120.0 - i,
-            "value": 0.0,
-            **extra,
-        }
-    )
 
 
 # --- signed snapshots ----------------------------------------------------------------------------------------
@@ -314,11 +253,10 @@ def test_the_daemon_serves_only_signed_snapshots_and_guards_its_http_api(
     d = _signed_dir(small_snapshot)
     ns = topic_namespace
     port = free_port()
-    env = _env(
+    env = daemon_env(
         d.root,
         ns,
-        DEVINTEL_MQTT__HOST=mqtt_broker.host,
-        DEVINTEL_MQTT__PORT=str(mqtt_broker.port),
+        mqtt_broker,
         DEVINTEL_HTTP__PORT=str(port),  # http.host left at its default
         DEVINTEL_HTTP__TOKEN=TOKEN,
         CREDENTIALS_DIRECTORY=str(_credentials(tmp_path / "credentials", snapshot__signing_key=KEY)),
@@ -564,7 +502,7 @@ def _secure_env(
         "DEVINTEL_MQTT__USERNAME": USER,
         "CREDENTIALS_DIRECTORY": str(credentials),
     }
-    return _env(model_dir, namespace, **{**secure_settings, **extra})
+    return daemon_env(model_dir, namespace, **{**secure_settings, **extra})
 
 
 async def test_daemon_connects_with_user_password_and_tls(
@@ -583,7 +521,7 @@ async def test_daemon_connects_with_user_password_and_tls(
         now = time.time() - 3600
         async with secure_broker.client(f"pub-{ns}") as pub:
             for i in range(3):
-                await pub.publish(f"{ns}/events/leak.cellar", _event(now + 60 * i, i), qos=1)
+                await pub.publish(f"{ns}/events/leak.cellar", leak_event(now + 60 * i, i), qos=1)
         await seen.wait_for(lambda: f"{ns}/predictions/leak.cellar" in seen.latest, "a prediction")
         prediction = orjson.loads(seen.latest[f"{ns}/predictions/leak.cellar"])
         assert prediction["device_id"] == "leak.cellar"
@@ -665,7 +603,7 @@ def test_topic_levels_that_would_inject_are_rejected(nasty: str) -> None:
     """Topic levels MQTT clients cannot normally publish (wildcards, NUL) are refused by the adapters too."""
     now = time.time()
     with pytest.raises(Rejected, match=r"wildcard|control character|chars >|empty"):
-        NativeAdapter(prefix="p").parse(f"p/events/{nasty}", _event(now, 0), now)
+        NativeAdapter(prefix="p").parse(f"p/events/{nasty}", leak_event(now, 0), now)
     with pytest.raises(Rejected):
         Zigbee2MqttAdapter(base_topic="z").parse(f"z/{nasty}", b'{"battery": 80, "linkquality": 90}', now)
 
@@ -676,7 +614,7 @@ async def test_no_device_id_injects_a_topic_or_a_path(
     ns = topic_namespace
     before = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
     before_version = SnapshotStore(small_snapshot).current_version()
-    env = _env(small_snapshot, ns, DEVINTEL_MQTT__HOST=mqtt_broker.host, DEVINTEL_MQTT__PORT=str(mqtt_broker.port))
+    env = daemon_env(small_snapshot, ns, mqtt_broker)
     daemon = Daemon.start(env, tmp_path / "daemon.log")
     daemons.append(daemon)
     client = aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"watch-{ns}")
@@ -685,12 +623,12 @@ async def test_no_device_id_injects_a_topic_or_a_path(
         now = time.time() - 3600
         inputs: list[tuple[str, bytes]] = []
         for i in range(2):  # controls: a clean id, and one whose topic and payload agree once sanitised
-            inputs.append((f"{ns}/events/good.one", _event(now + i, i)))
-            inputs.append((f"{ns}/events/a_b", _event(now + i, i, device_id="a/b")))
+            inputs.append((f"{ns}/events/good.one", leak_event(now + i, i)))
+            inputs.append((f"{ns}/events/a_b", leak_event(now + i, i, device_id="a/b")))
         for nasty in NASTY_IDS:  # a payload naming another device than its topic
-            inputs.append((f"{ns}/events/victim", _event(now, 0, device_id=nasty)))
+            inputs.append((f"{ns}/events/victim", leak_event(now, 0, device_id=nasty)))
         for level in ("..", "...", "x" * 200, "a..b"):  # topic levels a client can publish
-            inputs.append((f"{ns}/events/{level}", _event(now, 0)))
+            inputs.append((f"{ns}/events/{level}", leak_event(now, 0)))
         z2m = f"{ns}-z2m"
         devices = [
             {"ieee_address": nasty, "friendly_name": f"dev{i}", "type": "EndDevice"}
@@ -715,7 +653,7 @@ async def test_no_device_id_injects_a_topic_or_a_path(
     assert refused == len(NASTY_IDS) + 4 + 2 + 1, counters["rejected"]
 
     sent = {topic for topic, _ in inputs}
-    published = {topic for topic, payload in seen.messages if topic not in sent}
+    published = {topic for topic, payload, _ in seen.messages if topic not in sent}
     predicted: set[str] = set()
     for topic in published:
         if topic in (f"{ns}/status", f"{ns}/health"):
