@@ -22,8 +22,6 @@ class Counters:
     """MQTT messages handled (every topic)."""
     events: int = 0
     """Telemetry events that reached the models."""
-    predictions: int = 0
-    """Predictions made (one per event)."""
     published: int = 0
     """Prediction messages published (a change of risk or attention, or the periodic refresh)."""
     rejected: Counter[str] = field(default_factory=Counter)
@@ -40,6 +38,11 @@ class Counters:
     """Devices evicted (silent past retention, or over the device cap)."""
     drift_alerts: int = 0
     """Drifts of the live error rate detected."""
+
+    @property
+    def predictions(self) -> int:
+        """Predictions made: one for every event that reached the models."""
+        return self.events
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready dict."""

@@ -178,7 +178,6 @@ class Handler:
         record.device_type = str(event.get("device_type") or record.device_type or "generic")
         prediction = self.live.observe(event, explain=False, clock_limit=self._received + self.options.clock_skew_s)
         self.counters.events += 1
-        self.counters.predictions += 1
         record.prediction = prediction
         if self.options.discovery and not record.discovered:
             out.messages += discovery_messages(self.topics, device_id, info, record.device_type)
