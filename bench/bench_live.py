@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,24 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def run_in_workdir(
+    prefix: str, keep: bool, main: Callable[[Path], Coroutine[Any, Any, dict[str, Any]]]
+) -> dict[str, Any]:
+    """``main(workdir)`` in a fresh temporary directory, removed afterwards unless ``keep``; its record gains the
+    load average from before the run."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    try:
+        record = asyncio.run(main(workdir))
+    finally:
+        if keep:
+            print(f"work directory kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    record["load_before"] = load_before
+    return record
 
 
 def proc_memory_mb(pid: int) -> dict[str, float]:
@@ -896,16 +914,7 @@ def main() -> int:
         print(json.dumps(asyncio.run(child_bare(args))))
         return 0
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    try:
-        record = asyncio.run(run(args, workdir))
-    finally:
-        if args.keep:
-            print(f"work directory kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    record["load_before"] = load_before
+    record = run_in_workdir("bench-live-", args.keep, lambda workdir: run(args, workdir))
     table = report(args, record)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -27,25 +27,25 @@ import platform
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench_live import HOST, RESULTS, Daemon, Mosquitto, mosquitto_version, prepare_models
+from bench_live import (
+    HOST,
+    RESULTS,
+    Daemon,
+    Mosquitto,
+    mosquitto_version,
+    prepare_models,
+    proc_memory_mb,
+    run_in_workdir,
+)
 
 DAY = 86_400.0
 WARMUP_DAY = 10
 GROWTH_TARGET = 0.05
 BATCH = 10
-
-
-def rss_kb(pid: int) -> int:
-    """``VmRSS`` of a process, in kB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def stream(days: int, per_day: int, seed: int, prefix: str) -> tuple[list[list[tuple[str, bytes]]], int]:
@@ -90,7 +90,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         },
     )
     health: dict[str, Any] = {}
-    samples: list[tuple[int, int]] = []
+    samples: list[tuple[int, float]] = []  # (day, RSS in MB)
     per_day: dict[int, dict[str, Any]] = {}
     current = [0]
     try:
@@ -105,7 +105,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
             async def sample() -> None:
                 while True:
-                    samples.append((current[0], rss_kb(daemon.pid)))
+                    samples.append((current[0], proc_memory_mb(daemon.pid)["VmRSS"]))
                     await asyncio.sleep(0.2)
 
             def handled() -> int:
@@ -117,7 +117,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 if time.monotonic() > deadline or daemon.process is None or daemon.process.poll() is not None:
                     raise RuntimeError(f"the daemon did not connect; log:\n{daemon.log_tail()}")
                 await asyncio.sleep(0.05)
-            rss_start = rss_kb(daemon.pid)
+            rss_start = proc_memory_mb(daemon.pid)["VmRSS"]
             sampler = asyncio.create_task(sample())
             started = time.perf_counter()
             sent = 0
@@ -151,9 +151,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         daemon.kill()
         broker.stop()
     rss_by_day = {
-        day: statistics.median([r for d, r in samples if d == day]) / 1024
-        for day in sorted({d for d, _ in samples})
-        if any(d == day for d, _ in samples)
+        day: statistics.median([r for d, r in samples if d == day]) for day in sorted({d for d, _ in samples})
     }
     warm = [r for d, r in samples if WARMUP_DAY <= d < WARMUP_DAY + 3]
     end = [r for d, r in samples if d > args.days - 5]
@@ -169,10 +167,10 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "counters": health.get("counters", {}),
         "labels": health.get("labels", {}),
         "final_devices": health.get("devices"),
-        "rss_start_mb": rss_start / 1024,
-        "rss_warm_mb": statistics.median(warm) / 1024,
-        "rss_end_mb": statistics.median(end) / 1024,
-        "rss_max_mb": max(r for _, r in samples) / 1024,
+        "rss_start_mb": rss_start,
+        "rss_warm_mb": statistics.median(warm),
+        "rss_end_mb": statistics.median(end),
+        "rss_max_mb": max(r for _, r in samples),
         "samples": len(samples),
         "growth": statistics.median(end) / statistics.median(warm) - 1.0,
         "per_day": {str(d): {**v, "rss_mb": rss_by_day.get(d)} for d, v in per_day.items()},
@@ -232,16 +230,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.days < WARMUP_DAY + 8:
         parser.error(f"--days must be at least {WARMUP_DAY + 8} (warm-up, then a week)")
-    workdir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    try:
-        record = asyncio.run(soak(args, workdir))
-    finally:
-        if args.keep:
-            print(f"work directory kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    record["load_before"] = load_before
+    record = run_in_workdir("bench-soak-", args.keep, lambda workdir: soak(args, workdir))
     record["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     table = report(record)
     print(table)
