@@ -85,8 +85,6 @@ class DeviceInfo:
     device_type: str | None = None
     power_source: Literal["battery", "mains"] | None = None
     ieee_address: str | None = None
-    manufacturer: str | None = None
-    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

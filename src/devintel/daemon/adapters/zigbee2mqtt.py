@@ -289,14 +289,11 @@ class Zigbee2MqttAdapter(Adapter):
         name = entry.get("friendly_name")
         definition = entry.get("definition")
         definition = definition if isinstance(definition, dict) else {}
-        vendor, model = definition.get("vendor") or entry.get("manufacturer"), definition.get("model")
         info = DeviceInfo(
             device_id=device_id,
             device_type=device_type_of_exposes(definition.get("exposes")),
             power_source=power_source_of(entry.get("power_source")),
             ieee_address=str(ieee),
-            manufacturer=vendor if isinstance(vendor, str) else None,
-            model=model if isinstance(model, str) else None,
         )
         return (name if isinstance(name, str) and name else str(ieee)), info
 
