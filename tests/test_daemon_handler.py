@@ -14,6 +14,7 @@ import pytest
 
 from devintel.daemon.handler import Handler
 from devintel.daemon.inbound import Command
+from devintel.daemon.outbound import Outgoing
 from devintel.daemon.replay import capture_message, replay
 from devintel.daemon.runtime import build_handler
 from devintel.daemon.settings import Settings
@@ -33,8 +34,8 @@ def _event(device: str, ts: float, **fields: object) -> tuple[str, bytes, float]
     return f"devintel/events/{device}", orjson.dumps(body), ts
 
 
-def _topics(messages: list[object]) -> list[str]:
-    return [m.topic for m in messages]  # type: ignore[attr-defined]
+def _topics(messages: list[Outgoing]) -> list[str]:
+    return [m.topic for m in messages]
 
 
 def test_an_event_gives_a_prediction_and_discovery(small_snapshot: Path) -> None:

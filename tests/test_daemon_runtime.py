@@ -34,7 +34,7 @@ def _received(topic: str, body: dict[str, object], ts: float) -> Received:
 async def test_learning_is_shed_before_prediction_when_the_queue_is_deep(small_snapshot: Path) -> None:
     settings = Settings(
         model_dir=small_snapshot, live={"queue_size": 200, "shed_learning_at": 0.1, "label_interval_s": 0}
-    )  # type: ignore[arg-type]
+    )
     store = SnapshotStore(small_snapshot)
     runtime = Runtime(settings, store, store.load())
     for i in range(10):
@@ -161,7 +161,7 @@ async def test_refresh_serves_a_passing_bootstrap_and_keeps_serving_after_a_fail
     small = {"samples": 20_000, "holdout_samples": 8_000, "days": 40.0, "seed": 5}
     impossible = {"min_accuracy": 1.0, "min_precision": 1.0, "min_recall": 1.0, "min_f1": 1.0}
     store = SnapshotStore(small_snapshot)
-    strict = Settings(model_dir=small_snapshot, bootstrap=small, quality=impossible)  # type: ignore[arg-type]
+    strict = Settings(model_dir=small_snapshot, bootstrap=small, quality=impossible)
     runtime = Runtime(strict, store, store.load())
     serving, versions = runtime.model_version(), store.versions()
     failed = await runtime.refresh()
@@ -169,7 +169,7 @@ async def test_refresh_serves_a_passing_bootstrap_and_keeps_serving_after_a_fail
     assert failed["version"] is None
     assert runtime.model_version() == serving
     assert store.versions() == versions  # nothing written
-    lenient = Settings(model_dir=small_snapshot, bootstrap=small, quality={k: 0.0 for k in impossible})  # type: ignore[arg-type]
+    lenient = Settings(model_dir=small_snapshot, bootstrap=small, quality={k: 0.0 for k in impossible})
     runtime = Runtime(lenient, store, store.load())
     passed = await runtime.refresh()
     assert passed["passed"] is True

@@ -16,7 +16,7 @@ from devintel.daemon.validation import (
     sanitize_device_id,
     to_number,
 )
-from devintel.generators.stats import VALID_RANGES
+from devintel.generators.templates import VALID_RANGES
 
 RECEIVED = datetime(2026, 7, 27, 8, 0, tzinfo=UTC).timestamp()
 WINDOW = TimeWindow()

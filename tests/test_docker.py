@@ -31,7 +31,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs
 
 from devintel.daemon.settings import load_settings
 from mqtt_broker import free_port

@@ -13,8 +13,7 @@ import pytest
 
 from devintel.generators import DEVICE_TYPES, FAILURE_MODES, METRIC_FIELDS, DatasetStats, generate
 from devintel.generators.fleet import Fleet
-from devintel.generators.stats import VALID_RANGES
-from devintel.generators.templates import MODE_SIGNATURE_FIELDS
+from devintel.generators.templates import MODE_SIGNATURE_FIELDS, VALID_RANGES
 
 # Documented statistics of generate(samples=1_500_000, seed=7) (every other argument at its default), as
 # (low, high) ranges that also hold for seeds 0-4. The README quotes them. Measured when they were set:

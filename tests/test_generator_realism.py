@@ -13,9 +13,8 @@ import pytest
 from devintel.generators import DEVICE_TYPES, FAILURE_MODES, HOME_TYPES, METRIC_FIELDS, DatasetStats
 from devintel.generators.api import GeneratorConfig
 from devintel.generators.fleet import Fleet
-from devintel.generators.stats import VALID_RANGES
 from devintel.generators.stream import OUT_OF_RANGE
-from devintel.generators.templates import MODE_SIGNATURE_FIELDS
+from devintel.generators.templates import MODE_SIGNATURE_FIELDS, VALID_RANGES
 
 DAY_S = 86_400.0
 F64 = npt.NDArray[np.float64]
