@@ -10,12 +10,27 @@ import pytest
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
 from devintel.models.metrics import BinaryReport, binary_report
 
-METRICS = ("accuracy", "precision", "recall", "f1")
-GOOD = {"accuracy": 0.93, "precision": 0.88, "recall": 0.86, "f1": 0.87}
+METRICS = ("accuracy", "precision", "recall", "f1", "false_alarms_per_100_device_days", "catch_rate")
+GOOD = {
+    "accuracy": 0.93,
+    "precision": 0.88,
+    "recall": 0.86,
+    "f1": 0.87,
+    "false_alarms_per_100_device_days": 0.3,
+    "catch_rate": 0.9,
+}
 
 
 def test_default_thresholds_are_the_documented_ones() -> None:
-    assert QualityThresholds().as_dict() == {"accuracy": 0.85, "precision": 0.80, "recall": 0.80, "f1": 0.80}
+    assert QualityThresholds().as_dict() == {
+        "accuracy": 0.85,
+        "precision": 0.80,
+        "recall": 0.80,
+        "f1": 0.80,
+        "false_alarms_per_100_device_days": 0.5,
+        "catch_rate": 0.85,
+    }
+    assert QualityThresholds().maxima() == {"false_alarms_per_100_device_days"}
 
 
 def test_good_report_passes() -> None:
@@ -24,22 +39,26 @@ def test_good_report_passes() -> None:
     assert result.failures() == ()
     assert [row.metric for row in result.rows] == list(METRICS)
     assert all(row.passed for row in result.rows)
-    assert "all 4 metrics met their thresholds" in result.table()
+    assert "all 6 metrics met their thresholds" in result.table()
     assert "FAIL" not in result.table()
 
 
 def test_binary_report_is_accepted() -> None:
     report = binary_report([True, True, False, False, True], [0.9, 0.8, 0.2, 0.1, 0.7], 0.5)
     assert isinstance(report, BinaryReport)
-    result = evaluate_gate(report)
+    result = evaluate_gate(report, household=False)
     assert result.passed
-    assert result == evaluate_gate(report.as_dict())
+    assert [row.metric for row in result.rows] == ["accuracy", "precision", "recall", "f1"]
+    assert result == evaluate_gate(report.as_dict(), household=False)
+    with pytest.raises(ValueError, match="lacks false_alarms_per_100_device_days, catch_rate"):
+        evaluate_gate(report)
 
 
 @pytest.mark.parametrize("metric", METRICS)
 def test_each_metric_can_fail_the_gate(metric: str) -> None:
     thresholds = QualityThresholds()
-    values = {**GOOD, metric: thresholds.as_dict()[metric] - 0.01}
+    worse = 0.01 if metric in thresholds.maxima() else -0.01
+    values = {**GOOD, metric: thresholds.as_dict()[metric] + worse}
     result = evaluate_gate(values, thresholds)
     assert not result.passed
     assert [row.metric for row in result.failures()] == [metric]
@@ -59,13 +78,16 @@ def test_several_failures_are_all_named() -> None:
     assert "precision (0.5000 < 0.8000)" in last
     assert "f1 (0.6000 < 0.8000)" in last
     assert "recall" not in last
+    alarms = evaluate_gate({**GOOD, "false_alarms_per_100_device_days": 9.0}).table().splitlines()[-1]
+    assert "false_alarms_per_100_device_days (9.0000 > 0.5000)" in alarms
 
 
 def test_equal_to_the_threshold_passes() -> None:
     thresholds = QualityThresholds(min_accuracy=0.9, min_precision=0.75, min_recall=0.7, min_f1=0.725)
     assert evaluate_gate(thresholds.as_dict(), thresholds).passed
-    assert evaluate_gate(dict.fromkeys(METRICS, 1.0), QualityThresholds(1, 1, 1, 1)).passed
-    assert evaluate_gate(dict.fromkeys(METRICS, 0.0), QualityThresholds(0, 0, 0, 0)).passed
+    assert evaluate_gate(dict.fromkeys(METRICS, 1.0), QualityThresholds(1, 1, 1, 1, 1, 1)).passed
+    assert evaluate_gate(dict.fromkeys(METRICS, 0.0), QualityThresholds(0, 0, 0, 0, 0, 0)).passed
+    assert not evaluate_gate(dict.fromkeys(METRICS, 1.0), QualityThresholds(1, 1, 1, 1, 0.99, 1)).passed
 
 
 def test_missing_or_nan_metric() -> None:
@@ -77,10 +99,17 @@ def test_missing_or_nan_metric() -> None:
 
 
 @pytest.mark.parametrize("bad", [-0.01, 1.01, math.nan, math.inf, True, "0.8", None])
-@pytest.mark.parametrize("name", ["min_accuracy", "min_precision", "min_recall", "min_f1"])
+@pytest.mark.parametrize("name", ["min_accuracy", "min_precision", "min_recall", "min_f1", "min_catch_rate"])
 def test_invalid_thresholds_are_rejected(name: str, bad: object) -> None:
     with pytest.raises(ValueError, match=name):
         QualityThresholds(**{name: bad})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [-0.01, math.nan, True, "0.8", None])
+def test_invalid_false_alarm_budgets_are_rejected(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_false_alarms_per_100_device_days"):
+        QualityThresholds(max_false_alarms_per_100_device_days=bad)  # type: ignore[arg-type]
+    assert QualityThresholds(max_false_alarms_per_100_device_days=3.0).as_dict()["false_alarms_per_100_device_days"] == 3
 
 
 def test_table_is_fixed_width() -> None:
@@ -92,7 +121,9 @@ def test_table_is_fixed_width() -> None:
     assert len({len(line) for line in rows}) == 1  # columns line up
     assert rows[2].split() == ["recall", "0.5000", "0.8000", "FAIL"]
     value_end = lines[0].index("value") + len("value")
-    assert all(line[value_end - 6 : value_end] in {"0.9300", "0.8800", "0.5000", "0.8700"} for line in rows)
+    assert all(
+        line[value_end - 6 : value_end] in {"0.9300", "0.8800", "0.5000", "0.8700", "0.3000", "0.9000"} for line in rows
+    )
 
 
 def test_gate_failed_carries_the_result() -> None:

@@ -98,6 +98,12 @@ class QualitySettings(BaseModel):
     min_precision: float = Field(0.80, ge=0.0, le=1.0, description="minimum held-out precision")
     min_recall: float = Field(0.80, ge=0.0, le=1.0, description="minimum held-out recall")
     min_f1: float = Field(0.80, ge=0.0, le=1.0, description="minimum held-out F1")
+    max_false_alarms_per_100_device_days: float = Field(
+        0.5, ge=0.0, description="maximum held-out false-alarm episodes per 100 device-days (the decision's flags)"
+    )
+    min_catch_rate: float = Field(
+        0.85, ge=0.0, le=1.0, description="minimum held-out share of failures with a precursor flagged >= 12 h ahead"
+    )
 
 
 class BootstrapSettings(BaseModel):

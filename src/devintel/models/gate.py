@@ -1,7 +1,9 @@
-"""The quality gate: held-out metrics against the minimums from settings.
+"""The quality gate: held-out metrics against the limits from settings.
 
-:func:`evaluate_gate` compares accuracy, precision, recall and F1 with their thresholds; a value equal
-to its threshold passes, a missing or NaN value fails. The caller decides what a failure means (the
+:func:`evaluate_gate` compares the seed's event-level measures (accuracy, precision, recall and F1: minimums) and
+what a household lives with (false-alarm episodes per 100 device-days: a maximum; the share of failures with a
+precursor caught at least 12 h ahead: a minimum) with their limits; a value equal to its limit passes, a missing or
+NaN value fails. The caller decides what a failure means (the
 bootstrap exits non-zero by raising :class:`GateFailed`, or warns under ``--allow-low-quality``).
 """
 
@@ -9,28 +11,42 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Final
 
 from devintel.models.metrics import BinaryReport
 
 
 @dataclass(frozen=True, slots=True)
 class QualityThresholds:
-    """Minimum held-out accuracy, precision, recall and F1 (positive class), each in 0..1."""
+    """Held-out limits: minimum accuracy, precision, recall and F1 (positive class) and catch rate, each in 0..1,
+    and the maximum of false-alarm episodes per 100 device-days (>= 0)."""
 
     min_accuracy: float = 0.85
     min_precision: float = 0.80
     min_recall: float = 0.80
     min_f1: float = 0.80
+    max_false_alarms_per_100_device_days: float = 0.5
+    min_catch_rate: float = 0.85
 
     def __post_init__(self) -> None:
         for spec in fields(self):
             value = getattr(self, spec.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{spec.name} must be a number in 0..1, not {value!r}")
+            upper = float("inf") if spec.name.startswith("max_") else 1.0
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= upper:
+                raise ValueError(f"{spec.name} must be a number in 0..{upper:g}, not {value!r}")
 
     def as_dict(self) -> dict[str, float]:
-        """Each threshold keyed by the metric it applies to (``accuracy``, ``precision``, ``recall``, ``f1``)."""
-        return {spec.name.removeprefix("min_"): float(getattr(self, spec.name)) for spec in fields(self)}
+        """Each limit keyed by the metric it applies to (``accuracy``, ..., ``false_alarms_per_100_device_days``,
+        ``catch_rate``)."""
+        return {_metric(spec.name): float(getattr(self, spec.name)) for spec in fields(self)}
+
+    def maxima(self) -> frozenset[str]:
+        """The metrics whose limit is a maximum (lower is better)."""
+        return frozenset(_metric(spec.name) for spec in fields(self) if spec.name.startswith("max_"))
+
+
+def _metric(setting: str) -> str:
+    return setting.removeprefix("min_").removeprefix("max_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +57,8 @@ class GateRow:
     value: float
     threshold: float
     passed: bool
+    at_most: bool = False
+    """The threshold is a maximum (the value must not exceed it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +81,9 @@ class GateResult:
             lines.append(f"{row.metric:<{width}}  {row.value:>9.4f}  {row.threshold:>9.4f}  {verdict}")
         short = self.failures()
         if short:
-            names = ", ".join(f"{row.metric} ({row.value:.4f} < {row.threshold:.4f})" for row in short)
+            names = ", ".join(
+                f"{row.metric} ({row.value:.4f} {'>' if row.at_most else '<'} {row.threshold:.4f})" for row in short
+            )
             lines.append(f"Quality gate FAILED: {names} fell short.")
         else:
             lines.append(f"Quality gate passed: all {len(self.rows)} metrics met their thresholds.")
@@ -74,26 +94,45 @@ class GateResult:
         return {
             "passed": self.passed,
             "rows": [
-                {"metric": r.metric, "value": r.value, "threshold": r.threshold, "passed": r.passed} for r in self.rows
+                {"metric": r.metric, "value": r.value, "threshold": r.threshold, "passed": r.passed, "at_most": r.at_most}
+                for r in self.rows
             ],
         }
 
 
+#: The seed's event-level metrics (the rest of the gate is what a household lives with).
+EVENT_LEVEL: Final = frozenset({"accuracy", "precision", "recall", "f1"})
+
+
 def evaluate_gate(
-    report: BinaryReport | Mapping[str, float], thresholds: QualityThresholds | None = None
+    report: BinaryReport | Mapping[str, float | int | None],
+    thresholds: QualityThresholds | None = None,
+    household: bool = True,
 ) -> GateResult:
     """Compare ``report``'s accuracy, precision, recall and F1 with ``thresholds`` (defaults when None).
 
-    ``report`` is a :class:`BinaryReport` or a mapping by metric name, such as its ``as_dict()``; a
-    metric missing from it is a ``ValueError``. ``value >= threshold`` passes; NaN fails.
+    ``report`` is a :class:`BinaryReport` or a mapping by metric name, such as its ``as_dict()`` merged with a
+    :class:`~devintel.models.household.HouseholdReport`'s; a metric missing from it is a ``ValueError``.
+    ``value >= threshold`` passes (``value <= threshold`` for a maximum); NaN fails. ``household`` False judges
+    the event-level metrics only.
     """
-    limits = (thresholds or QualityThresholds()).as_dict()
+    chosen = thresholds or QualityThresholds()
+    limits = chosen.as_dict()
+    maxima = chosen.maxima()
+    if not household:
+        limits = {name: limit for name, limit in limits.items() if name in EVENT_LEVEL}
     values = report.as_dict() if isinstance(report, BinaryReport) else report
     missing = [name for name in limits if name not in values]
     if missing:
         raise ValueError(f"the report lacks {', '.join(missing)}")
     rows = tuple(
-        GateRow(metric=name, value=float(values[name]), threshold=limit, passed=bool(values[name] >= limit))
+        GateRow(
+            metric=name,
+            value=float(values[name]),  # type: ignore[arg-type]
+            threshold=limit,
+            passed=bool(values[name] <= limit if name in maxima else values[name] >= limit),  # type: ignore[operator]
+            at_most=name in maxima,
+        )
         for name, limit in limits.items()
     )
     return GateResult(passed=all(row.passed for row in rows), rows=rows)

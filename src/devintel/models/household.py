@@ -1,0 +1,176 @@
+"""What a household lives with: alarm episodes, false alarms per 100 device-days, failures caught in time.
+
+Event-level precision and recall score each report on its own; a person hears *episodes*: the flag of a device
+turning on, staying on, turning off. From per-event (device, time, flag) streams and each device's failure time
+(pure numpy, no I/O):
+
+- an **episode** starts where a device's flag turns on (off before, or the device's first report);
+- a **false-alarm episode** is one whose device does not fail within the horizon after the episode starts;
+- **device-days** are each device's observed span, from its first report to its last;
+- a failure **with a precursor** is one the telemetry could have announced ``min_lead_s`` ahead: the device
+  reported at least once between ``horizon_s`` and ``min_lead_s`` before failing, with its precursor visible then
+  (``precursor`` per event; every such report counts when none is given);
+- its **lead** is the time from the first report within the horizon before the failure at which the flag was on,
+  to the failure; it is **caught** when that lead is at least ``min_lead_s`` (12 hours by default);
+- **flag changes** per device-day (on and off alike) and the share of device time **in alarm** (a flag holds from
+  its report to the device's next one) describe how restless the alarms are.
+
+:func:`household_report` computes them all; :func:`household_by_group` does so per home type, failure mode or
+world variant. ``tests/test_models_household.py`` checks each against a brute-force recomputation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from devintel.models.decision import group_starts
+
+HOUR_S: Final = 3600.0
+DAY_S: Final = 86_400.0
+#: How long before a failure an alarm must come to count as caught (DESIGN.md: 12 h).
+MIN_LEAD_S: Final = 12 * HOUR_S
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdReport:
+    """Alarm quality as a household experiences it (see the module docstring)."""
+
+    devices: int
+    device_days: float
+    episodes: int
+    false_alarm_episodes: int
+    false_alarms_per_100_device_days: float
+    failures: int
+    failures_with_precursor: int
+    caught: int
+    catch_rate: float
+    """``caught / failures_with_precursor`` (0.0 when there is none)."""
+    median_lead_h: float | None
+    """Median lead over failures with a precursor that were flagged within the horizon (None: none was)."""
+    p10_lead_h: float | None
+    flag_changes_per_device_day: float
+    time_in_alarm: float
+    """Share of the device time spent in alarm."""
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """Every field by name (JSON-ready)."""
+        return asdict(self)
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator else 0.0
+
+
+def household_report(
+    device_ids: npt.ArrayLike,
+    ts: npt.ArrayLike,
+    flags: npt.ArrayLike,
+    failure_ts: npt.ArrayLike,
+    horizon_s: float,
+    precursor: npt.ArrayLike | None = None,
+    min_lead_s: float = MIN_LEAD_S,
+) -> HouseholdReport:
+    """The household measures of a flagged stream (see the module docstring).
+
+    One entry per event in every array: the device, the event time (epoch s), the flag (``needs_attention``),
+    the device's failure time (NaN or infinite: it does not fail; a device fails once, at the earliest finite
+    value among its events) and, optionally, whether the failure's precursor is visible in that event.
+    """
+    device_raw = np.asarray(device_ids)
+    times = np.asarray(ts, dtype=np.float64)
+    flag = np.asarray(flags, dtype=np.bool_)
+    fails = np.asarray(failure_ts, dtype=np.float64)
+    visible = np.ones(times.size, dtype=np.bool_) if precursor is None else np.asarray(precursor, dtype=np.bool_)
+    lengths = {len(device_raw), times.size, flag.size, fails.size, visible.size}
+    if len(lengths) > 1:
+        raise ValueError(f"inputs differ in length: {sorted(lengths)}")
+    if times.size == 0:
+        return HouseholdReport(0, 0.0, 0, 0, 0.0, 0, 0, 0, 0.0, None, None, 0.0, 0.0)
+    _, device = np.unique(device_raw, return_inverse=True)
+    order = np.lexsort((times, device))
+    device, times, flag, fails, visible = device[order], times[order], flag[order], fails[order], visible[order]
+    fails = np.where(np.isfinite(fails), fails, np.inf)
+
+    starts = group_starts(device)
+    first = np.flatnonzero(starts)
+    ends = np.r_[first[1:], device.size]
+    failure_of_device = np.minimum.reduceat(fails, first)
+    failure = np.repeat(failure_of_device, ends - first)
+    span_s = times[ends - 1] - times[first]
+    device_days = float(span_s.sum()) / DAY_S
+
+    previous = np.zeros(flag.size, dtype=np.bool_)
+    previous[1:] = flag[:-1]
+    previous[starts] = False
+    onset = flag & ~previous
+    until_failure = failure - times
+    false_onset = onset & ~((until_failure >= 0.0) & (until_failure <= horizon_s))
+    changes = flag != previous  # every on and off (a device whose first report is flagged turns on)
+
+    same_device_next = np.r_[~starts[1:], False]
+    dwell = np.where(same_device_next, np.diff(times, append=times[-1]), 0.0)
+    in_alarm = float(dwell[flag].sum())
+
+    # Failures: each failing device's reports within the horizon before its failure.
+    window = np.isfinite(failure) & (until_failure > 0.0) & (until_failure <= horizon_s)
+    announced = window & (until_failure >= min_lead_s) & visible
+    with_precursor = np.zeros(first.size, dtype=np.bool_)
+    np.logical_or.at(with_precursor, device[announced], True)
+    flagged_in_window = window & flag
+    lead_s = np.full(first.size, -np.inf)
+    np.maximum.at(lead_s, device[flagged_in_window], until_failure[flagged_in_window])
+    failing = np.isfinite(failure_of_device) & (failure_of_device > times[first])
+    leads = lead_s[with_precursor & failing]
+    measured = leads[np.isfinite(leads)]
+    return HouseholdReport(
+        devices=int(first.size),
+        device_days=device_days,
+        episodes=int(onset.sum()),
+        false_alarm_episodes=int(false_onset.sum()),
+        false_alarms_per_100_device_days=_ratio(100.0 * float(false_onset.sum()), device_days),
+        failures=int(failing.sum()),
+        failures_with_precursor=int((with_precursor & failing).sum()),
+        caught=int((leads >= min_lead_s).sum()),
+        catch_rate=_ratio(float((leads >= min_lead_s).sum()), float(leads.size)),
+        median_lead_h=float(np.median(measured)) / HOUR_S if measured.size else None,
+        p10_lead_h=float(np.quantile(measured, 0.1)) / HOUR_S if measured.size else None,
+        flag_changes_per_device_day=_ratio(float(changes.sum()), device_days),
+        time_in_alarm=_ratio(in_alarm, float(span_s.sum())),
+    )
+
+
+def household_by_group(
+    groups: npt.ArrayLike,
+    device_ids: npt.ArrayLike,
+    ts: npt.ArrayLike,
+    flags: npt.ArrayLike,
+    failure_ts: npt.ArrayLike,
+    horizon_s: float,
+    precursor: npt.ArrayLike | None = None,
+    min_lead_s: float = MIN_LEAD_S,
+) -> dict[str, HouseholdReport]:
+    """:func:`household_report` within each group (home type, failure mode, variant), keyed by ``str(group)`` in
+    sorted order; ``groups`` has one entry per event, and a device's events should share one group."""
+    names = np.asarray(groups).astype(str)
+    device_raw = np.asarray(device_ids)
+    times = np.asarray(ts, dtype=np.float64)
+    flag = np.asarray(flags, dtype=np.bool_)
+    fails = np.asarray(failure_ts, dtype=np.float64)
+    visible = None if precursor is None else np.asarray(precursor, dtype=np.bool_)
+    out: dict[str, HouseholdReport] = {}
+    for name in np.unique(names).tolist():
+        rows = names == name
+        out[str(name)] = household_report(
+            device_raw[rows],
+            times[rows],
+            flag[rows],
+            fails[rows],
+            horizon_s,
+            None if visible is None else visible[rows],
+            min_lead_s,
+        )
+    return out

@@ -1,0 +1,226 @@
+"""Household measures and the alarm decision, each against a brute-force recomputation in plain Python."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from devintel.models.decision import AlarmState, DecisionParams, decide, step
+from devintel.models.household import MIN_LEAD_S, household_by_group, household_report
+
+HOUR = 3600.0
+DAY = 86_400.0
+HORIZON = 7 * DAY
+
+
+# --- brute-force oracles: one device at a time, plain Python ------------------------------------------------
+
+
+def _oracle(
+    rows: list[tuple[str, float, bool, float, bool]], horizon_s: float, min_lead_s: float
+) -> dict[str, float | int | None]:
+    by_device: dict[str, list[tuple[float, bool, float, bool]]] = {}
+    for device, ts, flag, failure, visible in rows:
+        by_device.setdefault(device, []).append((ts, flag, failure, visible))
+    device_s = episodes = false = changes = failures = with_precursor = caught = 0.0
+    alarm_s = 0.0
+    leads: list[float] = []
+    for events in by_device.values():
+        events.sort(key=lambda e: e[0])
+        finite = [e[2] for e in events if math.isfinite(e[2])]
+        failure = min(finite) if finite else math.inf
+        device_s += events[-1][0] - events[0][0]
+        before = False
+        for i, (ts, flag, _, _) in enumerate(events):
+            if flag != before:
+                changes += 1
+            if flag and not before:
+                episodes += 1
+                if not (0.0 <= failure - ts <= horizon_s):
+                    false += 1
+            if flag and i + 1 < len(events):
+                alarm_s += events[i + 1][0] - ts
+            before = flag
+        if not (math.isfinite(failure) and failure > events[0][0]):
+            continue
+        failures += 1
+        window = [e for e in events if 0.0 < failure - e[0] <= horizon_s]
+        if not any(failure - e[0] >= min_lead_s and e[3] for e in window):
+            continue
+        with_precursor += 1
+        flagged = [failure - e[0] for e in window if e[1]]
+        if flagged:
+            leads.append(max(flagged))
+            caught += max(flagged) >= min_lead_s
+    days = device_s / DAY
+    return {
+        "devices": len(by_device),
+        "episodes": int(episodes),
+        "false_alarm_episodes": int(false),
+        "false_alarms_per_100_device_days": 100 * false / days if days else 0.0,
+        "failures": int(failures),
+        "failures_with_precursor": int(with_precursor),
+        "caught": int(caught),
+        "catch_rate": caught / with_precursor if with_precursor else 0.0,
+        "median_lead_h": float(np.median(leads)) / HOUR if leads else None,
+        "flag_changes_per_device_day": changes / days if days else 0.0,
+        "time_in_alarm": alarm_s / device_s if device_s else 0.0,
+    }
+
+
+def _random_stream(seed: int, devices: int = 12) -> list[tuple[str, float, bool, float, bool]]:
+    rng = random.Random(seed)
+    rows = []
+    for d in range(devices):
+        start = rng.uniform(0, 5 * DAY)
+        span = rng.uniform(0.5, 40) * DAY
+        failure = start + span if rng.random() < 0.5 else math.inf
+        n = rng.randint(1, 60)
+        flag_rate = rng.random()
+        for _ in range(n):
+            ts = start + rng.uniform(0, span)
+            rows.append((f"dev-{d}", ts, rng.random() < flag_rate, failure, rng.random() < 0.7))
+    rng.shuffle(rows)  # the report sorts by device and time itself
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_household_report_equals_brute_force(seed: int) -> None:
+    rows = _random_stream(seed)
+    device, ts, flag, failure, visible = (list(column) for column in zip(*rows, strict=True))
+    min_lead = [MIN_LEAD_S, 0.0, 2 * DAY][seed % 3]
+    report = household_report(device, ts, flag, failure, HORIZON, visible, min_lead_s=min_lead).as_dict()
+    expected = _oracle(rows, HORIZON, min_lead)
+    for key, value in expected.items():
+        if isinstance(value, float):
+            assert report[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        else:
+            assert report[key] == value, key
+
+
+def test_a_flag_that_flickers_is_many_episodes_and_a_false_alarm_counts_per_device_day() -> None:
+    ts = [i * HOUR for i in range(240)]  # ten days of hourly reports
+    flags = [i % 2 == 0 for i in range(240)]
+    report = household_report(["a"] * 240, ts, flags, [math.inf] * 240, HORIZON)
+    assert report.episodes == 120
+    assert report.false_alarm_episodes == 120
+    assert report.device_days == pytest.approx(239 / 24)
+    assert report.false_alarms_per_100_device_days == pytest.approx(100 * 120 / (239 / 24))
+    assert report.failures == 0
+    assert report.catch_rate == 0.0
+
+
+def test_a_failure_flagged_two_days_ahead_is_caught_with_that_lead() -> None:
+    failure = 10 * DAY
+    ts = [i * 6 * HOUR for i in range(40)]  # to day 9.75
+    flags = [t >= 8 * DAY for t in ts]
+    report = household_report(["a"] * 40, ts, flags, [failure] * 40, HORIZON)
+    assert (report.episodes, report.false_alarm_episodes) == (1, 0)
+    assert (report.failures, report.failures_with_precursor, report.caught) == (1, 1, 1)
+    assert report.median_lead_h == pytest.approx(48.0)
+    late = household_report(["a"] * 40, ts, [t >= 9.75 * DAY for t in ts], [failure] * 40, HORIZON)
+    assert (late.caught, late.catch_rate) == (0, 0.0)
+    assert late.median_lead_h == pytest.approx(6.0)
+
+
+def test_a_failure_without_a_visible_precursor_is_not_counted_against_the_catch_rate() -> None:
+    ts = [i * 6 * HOUR for i in range(40)]
+    report = household_report(["a"] * 40, ts, [False] * 40, [10 * DAY] * 40, HORIZON, [False] * 40)
+    assert (report.failures, report.failures_with_precursor, report.catch_rate) == (1, 0, 0.0)
+
+
+def test_by_group_splits_devices() -> None:
+    rows = _random_stream(3)
+    device, ts, flag, failure, visible = (list(column) for column in zip(*rows, strict=True))
+    groups = ["even" if int(d.split("-")[1]) % 2 == 0 else "odd" for d in device]
+    split = household_by_group(groups, device, ts, flag, failure, HORIZON, visible)
+    whole = household_report(device, ts, flag, failure, HORIZON, visible)
+    assert sorted(split) == ["even", "odd"]
+    assert sum(r.episodes for r in split.values()) == whole.episodes
+    assert sum(r.device_days for r in split.values()) == pytest.approx(whole.device_days)
+
+
+def test_empty_and_mismatched_inputs() -> None:
+    assert household_report([], [], [], [], HORIZON).devices == 0
+    with pytest.raises(ValueError, match="differ in length"):
+        household_report(["a"], [0.0, 1.0], [True], [math.inf], HORIZON)
+
+
+# --- the decision layer -------------------------------------------------------------------------------------
+
+
+def _stepped(params: DecisionParams, device: list[int], ts: list[float], p: list[float]) -> list[bool]:
+    states: dict[int, AlarmState] = {}
+    return [step(params, states.setdefault(d, AlarmState()), t, q) for d, t, q in zip(device, ts, p, strict=True)]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_decide_equals_step_on_random_streams(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    device = np.sort(rng.integers(0, 6, n))
+    ts = np.concatenate([np.sort(rng.uniform(0, 30 * DAY, int((device == d).sum()))) for d in range(6)])
+    ts[rng.random(n) < 0.05] = ts[0]  # some reports at one instant
+    p = rng.random(n) ** rng.uniform(0.3, 3)
+    on = float(rng.uniform(0.2, 0.9))
+    params = DecisionParams(
+        on_threshold=on,
+        off_threshold=on * float(rng.choice([1.0, 0.7, 0.3])),
+        hold_on_s=float(rng.choice([0.0, 6 * HOUR, 2 * DAY])),
+        hold_off_s=float(rng.choice([0.0, 12 * HOUR, 3 * DAY])),
+        min_events=int(rng.integers(1, 4)),
+    )
+    expected = _stepped(params, device.tolist(), ts.tolist(), p.tolist())
+    assert decide(params, device, ts, p).tolist() == expected
+
+
+def test_a_flickering_probability_raises_one_episode_not_ten() -> None:
+    ts = [i * HOUR for i in range(24 * 6)]
+    p = [0.9 if i % 3 else 0.5 for i in range(len(ts))]  # above the threshold two reports in three
+    plain = _stepped(DecisionParams.plain(0.6), [0] * len(ts), ts, p)
+    held = _stepped(DecisionParams(0.6, 0.3, hold_on_s=0.0, hold_off_s=24 * HOUR, min_events=2), [0] * len(ts), ts, p)
+    plain_report = household_report(["a"] * len(ts), ts, plain, [math.inf] * len(ts), HORIZON)
+    held_report = household_report(["a"] * len(ts), ts, held, [math.inf] * len(ts), HORIZON)
+    assert plain_report.episodes > 10
+    assert held_report.episodes == 1
+
+
+def test_a_sustained_precursor_still_raises_the_alarm_12_hours_ahead() -> None:
+    failure = 10 * DAY
+    ts = [i * 2 * HOUR for i in range(118)]  # to 2 h before the failure
+    p = [0.1 if t < failure - 4 * DAY else 0.9 for t in ts]  # the precursor is visible four days ahead
+    params = DecisionParams(0.6, 0.3, hold_on_s=12 * HOUR, hold_off_s=24 * HOUR, min_events=3)
+    flags = _stepped(params, [0] * len(ts), ts, p)
+    report = household_report(["a"] * len(ts), ts, flags, [failure] * len(ts), HORIZON)
+    assert report.caught == 1
+    assert report.median_lead_h == pytest.approx(84.0)  # 96 h of precursor less the 12 h hold
+
+
+def test_a_report_between_the_thresholds_neither_raises_nor_clears() -> None:
+    params = DecisionParams(0.6, 0.3, min_events=2)
+    state = AlarmState()
+    assert [step(params, state, float(t), q) for t, q in enumerate([0.7, 0.5, 0.7, 0.7, 0.5, 0.2])] == [
+        False,
+        False,
+        False,
+        True,
+        True,
+        False,
+    ]
+
+
+def test_params_are_checked_and_round_trip() -> None:
+    params = DecisionParams(0.6, 0.3, 3600.0, 7200.0, 2)
+    assert DecisionParams.from_dict(params.as_dict()) == params
+    with pytest.raises(ValueError, match="off_threshold"):
+        DecisionParams(0.3, 0.6)
+    with pytest.raises(ValueError, match="min_events"):
+        DecisionParams(0.5, 0.5, min_events=0)
+    with pytest.raises(ValueError, match="unknown"):
+        DecisionParams.from_dict({"on_threshold": 0.5, "off_threshold": 0.5, "bogus": 1})
+    state = AlarmState(True, 1.0, 2, math.nan, 3.0)
+    restored = AlarmState.from_list(state.as_list())
+    assert restored.active and restored.raised_count == 2 and math.isnan(restored.clear_since)
