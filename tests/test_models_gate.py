@@ -145,5 +145,12 @@ def test_result_as_dict() -> None:
     data = result.as_dict()
     assert data["passed"] is True
     assert data["rows"] == [
-        {"metric": m, "value": GOOD[m], "threshold": QualityThresholds().as_dict()[m], "passed": True} for m in METRICS
+        {
+            "metric": m,
+            "value": GOOD[m],
+            "threshold": QualityThresholds().as_dict()[m],
+            "passed": True,
+            "at_most": m == "false_alarms_per_100_device_days",
+        }
+        for m in METRICS
     ]
