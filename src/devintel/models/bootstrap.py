@@ -1,7 +1,8 @@
 """Bootstrap: generate, warm-start, validate, gate, snapshot.
 
-1. **Generate** a training stream (``seed``) and two streams of other homes: validation
-   (``seed + 1000``) and held-out test (``seed + 2000``). A different seed draws different homes.
+1. **Generate** a training stream (``seed``, homes of the training world variants) and two streams of other
+   homes: validation (``seed + 1000``, the training variants) and held-out test (``seed + 2000``, world variants
+   the models never saw: leave-variant-out). A different seed draws different homes.
 2. **Warm-start** a global model on every training event through the online path (features, delayed
    labels with the synthetic failure times as evidence, learning on resolution), and one model per home
    type on the same learned examples of that type's devices (features are computed once per event).
@@ -10,11 +11,16 @@
    own model only where it beats the global model's F1 on that type, otherwise the global model serves
    it. Validation homes, not the tail of the warm start, calibrate the thresholds because they are what a
    deployment is: homes the models never saw.
-4. **Gate** the routed predictions on the held-out test homes against the quality thresholds. A failed
+   The alarm decision (:mod:`~devintel.models.decision`: persistence and hysteresis) is tuned on the validation
+   homes too (:func:`~devintel.models.tuning.tune_decision`): the best catch rate within the false-alarm budget.
+4. **Gate** the routed predictions on the held-out test homes against the quality thresholds: the seed's
+   event-level measures on the probabilities, and what a household lives with (false-alarm episodes per 100
+   device-days, failures caught 12 h ahead) on the decision's flags, computed event by event as live. A failed
    gate raises :class:`~devintel.models.gate.GateFailed` (nothing is written) unless
    ``allow_low_quality``, which writes the snapshot and records the failure in its manifest.
-5. **Snapshot** the pickled models with a manifest (descriptor, thresholds, router, metrics, gate) and
-   a report (Markdown and JSON) through the atomic :class:`~devintel.models.snapshots.SnapshotStore`.
+5. **Snapshot** the pickled models with a manifest (descriptor, thresholds, router, decision, metrics, gate) and
+   a report (Markdown, JSON, and PNG plots where matplotlib is installed; :mod:`~devintel.models.report`) through
+   the atomic :class:`~devintel.models.snapshots.SnapshotStore`.
 """
 
 from __future__ import annotations
@@ -31,18 +37,28 @@ import numpy as np
 import pandas as pd
 
 from devintel.generators import HOME_TYPES, generate
+from devintel.models.decision import AlarmState, DecisionParams, step
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
+from devintel.models.household import household_by_group, household_report
 from devintel.models.learners import default_model
 from devintel.models.live import GLOBAL, MODELS_DIR
-from devintel.models.metrics import BinaryReport, binary_report, lead_times, recall_by_group
+from devintel.models.metrics import BinaryReport, binary_report, recall_by_group
 from devintel.models.online import Classifier, OnlineLearner, events, failure_times, warm_start
+from devintel.models.report import markdown_report, plots
 from devintel.models.snapshots import SnapshotStore
+from devintel.models.tuning import tune_decision
 
 logger = logging.getLogger(__name__)
 
 VALIDATION_SEED_OFFSET: Final = 1000
 TEST_SEED_OFFSET: Final = 2000
+#: World variant families the default bootstrap trains and validates on, and those it is judged on, which no model
+#: saw (leave-variant-out; :data:`devintel.generators.VARIANT_FAMILIES` describes each).
+TRAIN_VARIANTS: Final = ("reference", "noisy", "sparse", "battery_cliff")
+TEST_VARIANTS: Final = ("on_change", "load_heated")
+#: A failure's precursor counts as visible in an event from this hidden severity on (the generator's 0..1 scale).
+VISIBLE_PRECURSOR: Final = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +74,10 @@ class BootstrapConfig:
     negative_rate: float = 0.2
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
     allow_low_quality: bool = False
+    train_variants: tuple[str, ...] = TRAIN_VARIANTS
+    """World variant families of the training and validation homes."""
+    test_variants: tuple[str, ...] = TEST_VARIANTS
+    """World variant families of the held-out test homes (none of the training ones, for an honest figure)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +89,10 @@ class BootstrapResult:
     test: BinaryReport
     router: dict[str, str]
     report: dict[str, object]
+    decision: DecisionParams
 
 
-def _synthetic(config: BootstrapConfig, samples: int, seed: int) -> pd.DataFrame:
+def _synthetic(config: BootstrapConfig, samples: int, seed: int, variants: tuple[str, ...]) -> pd.DataFrame:
     """A synthetic stream shaped by the bootstrap's settings (a different seed draws different homes)."""
     return generate(
         samples=samples,
@@ -79,6 +100,7 @@ def _synthetic(config: BootstrapConfig, samples: int, seed: int) -> pd.DataFrame
         seed=seed,
         horizon_days=config.horizon_days,
         failure_rate=config.failure_rate,
+        variants=variants,
     )
 
 
@@ -131,6 +153,71 @@ def _routed(
     return probability, decision
 
 
+@dataclass(frozen=True, slots=True)
+class _Truth:
+    """What the generator knows about a held-out stream, per event, for scoring."""
+
+    device: np.ndarray
+    """Device codes (int)."""
+    ts: np.ndarray
+    failure_at: np.ndarray
+    """The device's failure time (NaN: it does not fail)."""
+    visible: np.ndarray
+    """Whether the device's failure precursor shows in the event."""
+    label: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> _Truth:
+        devices = frame["device_id"].astype(str)
+        return cls(
+            device=pd.factorize(devices)[0],
+            ts=frame["ts"].to_numpy(dtype=np.float64),
+            failure_at=devices.map(failure_times(frame)).to_numpy(dtype=np.float64),
+            visible=frame["precursor"].to_numpy() >= VISIBLE_PRECURSOR,
+            label=frame["fails_within_horizon"].to_numpy(),
+        )
+
+
+def alarm_flags(params: DecisionParams, devices: np.ndarray, ts: np.ndarray, probability: np.ndarray) -> np.ndarray:
+    """The decision's flag after every event of a time-ordered stream, event by event with
+    :func:`~devintel.models.decision.step` (the code the live daemon runs), each device from a fresh state."""
+    states: dict[int, AlarmState] = {}
+    flags = np.zeros(len(probability), dtype=np.bool_)
+    for i, (device, t, p) in enumerate(zip(devices.tolist(), ts.tolist(), probability.tolist(), strict=True)):
+        state = states.get(device)
+        if state is None:
+            state = states[device] = AlarmState()
+        flags[i] = step(params, state, t, p)
+    return flags
+
+
+def _device_groups(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per event, the groups its device belongs to: home type, world variant, and the failure mode it fails of
+    (``none`` for a device that does not fail)."""
+    devices = frame["device_id"].astype(str)
+    failing = frame["failure_mode"].astype(str) != "none"
+    mode_of = dict(zip(devices[failing], frame["failure_mode"].astype(str)[failing], strict=True))
+    return {
+        "home_type": frame["home_type"].astype(str).to_numpy(),
+        "variant": frame["variant"].astype(str).to_numpy(),
+        "failure_mode": devices.map(mode_of).fillna("none").to_numpy(),
+    }
+
+
+def _household(
+    truth: _Truth, flags: np.ndarray, horizon_s: float, groups: dict[str, np.ndarray]
+) -> dict[str, object]:
+    """The household measures of ``flags`` on a stream: overall and per group."""
+    args = (truth.device, truth.ts, flags, truth.failure_at, horizon_s, truth.visible)
+    return {
+        "overall": household_report(*args).as_dict(),
+        **{
+            f"by_{name}": {key: report.as_dict() for key, report in household_by_group(values, *args).items()}
+            for name, values in groups.items()
+        },
+    }
+
+
 def bootstrap(
     config: BootstrapConfig,
     store: SnapshotStore,
@@ -140,8 +227,11 @@ def bootstrap(
     """Run the whole bootstrap (see the module docstring); return what it produced."""
     say = progress or (lambda message: logger.info("%s", message))
     horizon_s = config.horizon_days * 86_400.0
-    say(f"generating {config.samples:,} training events (seed {config.seed})")
-    train = _synthetic(config, config.samples, config.seed)
+    overlap = set(config.train_variants) & set(config.test_variants)
+    if overlap:
+        logger.warning("test variants %s are also trained on: the held-out figures are not leave-variant-out", overlap)
+    say(f"generating {config.samples:,} training events (seed {config.seed}, {', '.join(config.train_variants)})")
+    train = _synthetic(config, config.samples, config.seed, config.train_variants)
     models: dict[str, Classifier] = {name: model_factory() for name in [GLOBAL, *HOME_TYPES]}
     learned: dict[str, int] = dict.fromkeys(models, 0)
     home_type_of = dict(zip(train["device_id"].astype(str), train["home_type"].astype(str), strict=True))
@@ -167,9 +257,13 @@ def bootstrap(
             f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
         )
     models = {name: model for name, model in models.items() if learned[name] > 0}
+    homes_trained = int(train["home_id"].nunique())
+    del train
 
-    say(f"validating on {config.holdout_samples:,} events of other homes")
-    validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET)
+    say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
+    validation = _synthetic(
+        config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants
+    )
     val_scores = _score(models, validation)
     val_truth = validation["fails_within_horizon"].to_numpy()
     val_types = validation["home_type"].astype(str).to_numpy()
@@ -187,27 +281,57 @@ def bootstrap(
         if own > shared:
             router[home_type] = home_type
     models = {name: model for name, model in models.items() if name in thresholds}
+    val_probability, _ = _routed(validation, val_scores, thresholds, router)
+    val = _Truth.of(validation)
+    say("tuning the alarm decision on the validation homes")
+    tuned = tune_decision(
+        val.device,
+        val.ts,
+        val_probability,
+        val.failure_at,
+        horizon_s,
+        config.thresholds.max_false_alarms_per_100_device_days,
+        thresholds[GLOBAL],
+        val.visible,
+    )
+    val_flags = alarm_flags(tuned.params, val.device, val.ts, val_probability)
+    val_household = _household(val, val_flags, horizon_s, _device_groups(validation))
+    del validation, val_scores
 
-    say(f"testing on {config.holdout_samples:,} events of other homes")
-    test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET)
+    say(
+        f"testing on {config.holdout_samples:,} events of other homes (seed {config.seed + TEST_SEED_OFFSET}) "
+        f"of world variants no model saw ({', '.join(config.test_variants)})"
+    )
+    test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
     test_scores = _score(models, test)
     probability, decision = _routed(test, test_scores, thresholds, router)
-    truth = test["fails_within_horizon"].to_numpy()
+    truth = _Truth.of(test)
     # binary_report thresholds one probability array; routed decisions mix thresholds, so score them
     # as 0/1 "probabilities" at 0.5, and keep the probabilities for the ranking metrics.
-    report = binary_report(truth, decision.astype(np.float64), 0.5)
-    ranking = binary_report(truth, probability, 0.5)
+    report = binary_report(truth.label, decision.astype(np.float64), 0.5)
+    ranking = binary_report(truth.label, probability, 0.5)
     report = BinaryReport(**{**asdict(report), "pr_auc": ranking.pr_auc, "brier": ranking.brier})
-    gate = evaluate_gate(report, config.thresholds)
-    test_devices = test["device_id"].astype(str)
-    failure_at = test_devices.map(failure_times(test)).to_numpy(dtype=np.float64)  # NaN: never fails
-    lead = lead_times(test_devices.to_numpy(), test["ts"].to_numpy(), decision, 0.5, failure_at)
+    flags = alarm_flags(tuned.params, truth.device, truth.ts, probability)
+    groups = _device_groups(test)
+    household = _household(truth, flags, horizon_s, groups)
+    overall = household["overall"]
+    assert isinstance(overall, dict)
+    gate = evaluate_gate({**report.as_dict(), **overall}, config.thresholds)
     details: dict[str, object] = {
         "test": report.as_dict(),
-        "recall_by_failure_mode": recall_by_group(truth, decision, test["failure_mode"].astype(str).to_numpy()),
-        "recall_by_home_type": recall_by_group(truth, decision, test["home_type"].astype(str).to_numpy()),
+        "household": household,
+        "household_validation": val_household,
+        "decision": {
+            "params": tuned.params.as_dict(),
+            "within_budget": tuned.within_budget,
+            "tuning_budget": tuned.budget,
+            "candidates": tuned.candidates,
+        },
+        "variants": {"train": list(config.train_variants), "test": list(config.test_variants)},
+        "recall_by_failure_mode": recall_by_group(truth.label, decision, groups["failure_mode"]),
+        "recall_by_home_type": recall_by_group(truth.label, decision, groups["home_type"]),
+        "recall_by_variant": recall_by_group(truth.label, decision, groups["variant"]),
         "home_type_vs_global": comparison,
-        "lead_time": asdict(lead),
         "rolling_warm_start": learner.rolling.history,
         "error_drifts_in_warm_start": len(learner.drifts),
         "gate": gate.as_dict(),
@@ -223,9 +347,11 @@ def bootstrap(
             "seed": config.seed,
             "samples": config.samples,
             "days": config.days,
-            "homes": int(train["home_id"].nunique()),
+            "homes": homes_trained,
+            "variants": list(config.train_variants),
             "validation_seed": config.seed + VALIDATION_SEED_OFFSET,
             "test_seed": config.seed + TEST_SEED_OFFSET,
+            "test_variants": list(config.test_variants),
             "holdout_samples": config.holdout_samples,
             "threshold_calibration": "validation homes",
         },
@@ -236,53 +362,17 @@ def bootstrap(
         },
         "models": {name: {"threshold": thresholds[name], "learned": learned[name]} for name in models},
         "router": router,
+        "decision": tuned.params.as_dict(),
         "quality_gate": {**gate.as_dict(), "allowed_low_quality": config.allow_low_quality and not gate.passed},
         "metrics": report.as_dict(),
+        "household": overall,
         "python": sys.version.split()[0],
     }
     files = {f"{MODELS_DIR}/{name}.pkl": pickle.dumps(model) for name, model in models.items()}
     files["report/report.json"] = json.dumps(details, indent=2, default=float).encode()
-    files["report/report.md"] = _markdown(config, report, gate, router, details).encode()
+    figures = plots(details, truth.label, probability, truth.failure_at, truth.ts, flags, truth.device, horizon_s)
+    files.update({f"report/{name}": png for name, png in figures.items()})
+    files["report/report.md"] = markdown_report(manifest, details, gate.table(), sorted(figures)).encode()
     version = store.write(files, manifest)
     say(f"snapshot {version} written")
-    return BootstrapResult(version, gate, report, router, details)
-
-
-def _lead_line(lead: object) -> str:
-    values = dict(lead)  # type: ignore[call-overload]
-    median = values["median_h"]
-    warned = f"{values['warned']} of {values['failures']} failing devices warned (3 flagged events in a row)"
-    return f"median {median:.0f} h before the failure; {warned}" if median is not None else warned
-
-
-def _markdown(
-    config: BootstrapConfig, report: BinaryReport, gate: GateResult, router: dict[str, str], details: dict[str, object]
-) -> str:
-    lines = [
-        "# devintel production-readiness report",
-        "",
-        f"Trained on {config.samples:,} synthetic events (seed {config.seed}, {config.days:g} days); "
-        f"validated and tested on {config.holdout_samples:,} events each of other homes "
-        f"(seeds {config.seed + VALIDATION_SEED_OFFSET} and {config.seed + TEST_SEED_OFFSET}).",
-        "",
-        "## Quality gate (held-out test homes)",
-        "",
-        "```",
-        gate.table(),
-        "```",
-        "",
-        f"MCC {report.mcc:.3f}, PR-AUC {report.pr_auc:.3f}, Brier {report.brier:.4f}.",
-        "",
-        f"Lead time: {_lead_line(details['lead_time'])}",
-        "",
-        f"Drift (ADWIN on the warm start's decision errors): {details['error_drifts_in_warm_start']} detection(s).",
-        "",
-        "## Routing",
-        "",
-        "Home types served by their own model: " + (", ".join(sorted(router)) or "none (the global model serves all)"),
-        "",
-        "## Recall per failure mode",
-        "",
-        *(f"- {mode}: {value:.3f}" for mode, value in dict(details["recall_by_failure_mode"]).items()),  # type: ignore[call-overload]
-    ]
-    return "\n".join(lines) + "\n"
+    return BootstrapResult(version, gate, report, router, details, tuned.params)

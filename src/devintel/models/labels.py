@@ -8,8 +8,10 @@ model gave it. It resolves
   the synthetic failure time);
 - **negative** once the stream clock has passed the event's time plus the horizon with no failure.
 
-Only resolved events are learned from and scored. The warm start, replay and the live daemon all use
-this one buffer. Memory is bounded: a device keeps at most ``max_pending`` events (the oldest are
+While the evidence is still out (a device offline or silent, not yet long enough to call it gone for good), its
+events are *held*: none of them resolves negative until the device comes back (:meth:`DelayedLabels.release`) or
+its failure is established. Only resolved events are learned from and scored. The warm start, replay and the live
+daemon all use this one buffer. Memory is bounded: a device keeps at most ``max_pending`` events (the oldest are
 dropped, and counted, when more arrive).
 """
 
@@ -54,6 +56,8 @@ class DelayedLabels(Generic[Payload]):
         self._devices: dict[str, _Device[Payload]] = {}
         self._expiry: list[tuple[float, int, str]] = []  # (event ts, sequence, device); lazily cleaned
         self._sequence = 0
+        self._held: dict[str, list[tuple[float, int, str]]] = {}
+        """Devices whose events may not resolve negative yet, with the expiries deferred meanwhile."""
 
     def __len__(self) -> int:
         """Events waiting for a label."""
@@ -76,6 +80,7 @@ class DelayedLabels(Generic[Payload]):
         clock had not passed them yet) are negative; events after the failure time are dropped (a
         device that failed reports nothing meaningful afterwards).
         """
+        self._held.pop(device_id, None)
         device = self._devices.pop(device_id, None)
         if device is None:
             return []
@@ -96,6 +101,10 @@ class DelayedLabels(Generic[Payload]):
             device = self._devices.get(device_id)
             if device is None:
                 continue
+            deferred = self._held.get(device_id)
+            if deferred is not None:
+                deferred.append((ts, sequence, device_id))
+                continue
             entry = device.pending.pop(sequence, None)
             if entry is not None:
                 resolved.append(Resolved(device_id, ts, False, now, entry[1]))
@@ -103,7 +112,22 @@ class DelayedLabels(Generic[Payload]):
                 del self._devices[device_id]
         return resolved
 
+    def hold(self, device_id: str) -> None:
+        """Failure evidence for ``device_id`` may be coming (it is offline or silent): none of its events resolves
+        negative until :meth:`release` or :meth:`failure`."""
+        self._held.setdefault(device_id, [])
+
+    def release(self, device_id: str) -> None:
+        """The device is back: its events resolve as usual again (those past their horizon at the next advance)."""
+        for entry in self._held.pop(device_id, []):
+            heapq.heappush(self._expiry, entry)
+
+    def held(self, device_id: str) -> bool:
+        """Whether the device's events are held (see :meth:`hold`)."""
+        return device_id in self._held
+
     def forget(self, device_id: str) -> int:
         """Drop a device's waiting events without labels (it was evicted); return how many."""
+        self._held.pop(device_id, None)
         device = self._devices.pop(device_id, None)
         return len(device.pending) if device is not None else 0

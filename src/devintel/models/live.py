@@ -4,36 +4,56 @@
 global model, and a home type's own model where the router chose it), the :class:`OnlineLearner` that computes
 features, holds delayed labels and learns, and the live evidence of failure that resolves those labels:
 
-- feedback (a person says the device failed, or was replaced or repaired): failure at the feedback's time;
-- an availability ``offline`` that lasts longer than ``offline_grace_s`` of stream time: failure at the time it
-  went offline;
-- silence: no report for more than ``silence_factor`` times the device's usual interval, and at least
-  ``min_silence_s``: failure at its last report.
+- feedback ``failure`` or ``replaced`` (a person says the device failed, or replaced it): failure at the
+  feedback's time. ``repaired`` is no failure: the device works again; its waiting events are dropped unlabelled
+  (nobody knows what they would have been) and its baseline starts afresh;
+- gone for good: an availability ``offline``, or silence (no report for more than ``silence_factor`` times the
+  device's usual interval, and at least ``min_silence_s``), that lasts ``gone_for_good_s``: failure at the time it
+  went away. Until then the device is only *suspected*: its waiting events are held (none resolves negative), and
+  a device that comes back was no failure at all (a lamp switched off at the wall for an evening).
+
+``needs_attention`` is the alarm decision (:mod:`devintel.models.decision`), per device over stream time, with the
+parameters the bootstrap tuned; ``replaced`` and ``repaired`` clear it. Learning goes to a *challenger*, a copy of
+the serving models that serves only once it beats them on recently resolved labels
+(:mod:`devintel.models.challenger`): learning live cannot make the alarms worse.
 
 Time is the stream clock: the largest event time seen, so a replay of months runs in seconds and behaves as
 live would. Every event is learned from only once its label resolves, through the same buffer as the warm start.
-Learning goes to the global model and to the device's home-type model when the snapshot has one (as in the
-bootstrap); prediction comes from the model the router names for the device's home type.
+Learning goes to the challenger's global model and to its home-type model when the snapshot has one (as in the
+bootstrap); prediction comes from the serving model the router names for the device's home type.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import pickle
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
+from devintel.models.challenger import ChallengerScore
+from devintel.models.decision import AlarmState, DecisionParams, step
 from devintel.models.features import FeatureExtractor, Features
+from devintel.models.labels import Resolved
 from devintel.models.learners import reasons
 from devintel.models.metrics import RollingMetrics
-from devintel.models.online import Classifier, FeaturePacker, OnlineLearner
+from devintel.models.online import Classifier, FeaturePacker, OnlineLearner, Scored
 from devintel.models.snapshots import STORE_FIELDS
+
+logger = logging.getLogger(__name__)
 
 GLOBAL: Final = "global"
 #: Folder of the pickled models inside a snapshot (``models/<name>.pkl``), as the bootstrap writes them.
 MODELS_DIR: Final = "models"
+#: Folder of the learning copy's pickled models inside a live snapshot.
+CHALLENGER_DIR: Final = "challenger"
+#: The per-device alarm decisions inside a live snapshot (so a restart neither re-raises nor drops an alarm).
+ALARMS_FILE: Final = "state/alarms.json"
+#: Resolved labels between two looks at whether the challenger should serve.
+CHALLENGE_EVERY: Final = 500
 #: Resolved outcomes and rolling-metric history points kept live (bounded: the daemon runs for months).
 LIVE_OUTCOMES_KEPT: Final = 10_000
 LIVE_HISTORY_KEPT: Final = 1_000
@@ -89,8 +109,11 @@ class LiveEvidence:
     """When live evidence counts as a failure (DESIGN.md's defaults)."""
 
     offline_grace_s: float = 3600.0
+    """Offline longer than this: the device is suspected (its events wait)."""
     silence_factor: float = 10.0
     min_silence_s: float = 6 * 3600.0
+    gone_for_good_s: float = 72 * 3600.0
+    """Offline or silent this long: the device failed, at the time it went away."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +124,12 @@ class DetectedFailure:
     device_id: str
     ts: float
     evidence: str
+
+
+#: Feedback that reports a failure (the device's waiting events within the horizon become positive).
+FAILURE_FEEDBACK: Final = frozenset({"failure", "replaced"})
+#: Feedback that clears a device's alarm.
+CLEARING_FEEDBACK: Final = frozenset({"replaced", "repaired"})
 
 
 @dataclass(slots=True)
@@ -117,7 +146,19 @@ class LiveModels:
     seed: int = 0
     label_interval_s: float = 0.0
     """See :attr:`OnlineLearner.label_interval_s`."""
+    decision: DecisionParams | None = None
+    """The alarm decision's parameters (None: the plain flag at the global model's threshold, for snapshots
+    written before the decision layer)."""
+    challenger: dict[str, Classifier] | None = None
+    """The learning copy of ``models`` (None: a fresh copy of them)."""
     learner: OnlineLearner = field(init=False)
+    alarms: dict[str, AlarmState] = field(default_factory=dict, init=False)
+    """Per device, the serving models' alarm decision."""
+    challenger_alarms: dict[str, AlarmState] = field(default_factory=dict, init=False)
+    """Per device, the challenger's alarm decision (stepped on the events that wait for a label)."""
+    guard: ChallengerScore = field(default_factory=ChallengerScore, init=False)
+    verdict: str = field(default="waiting for evidence", init=False)
+    """Why the serving models serve (or why the challenger took over), in words."""
     clock: float = field(default=float("-inf"), init=False)
     """The stream clock: the largest event time seen."""
     offline_since: dict[str, float] = field(default_factory=dict, init=False)
@@ -132,8 +173,14 @@ class LiveModels:
         unknown = {m for m in self.router.values() if m not in self.models or m not in self.thresholds}
         if unknown:
             raise ValueError(f"the router names models the snapshot lacks: {sorted(unknown)}")
+        if self.decision is None:
+            self.decision = DecisionParams.plain(self.thresholds[GLOBAL])
+        if self.challenger is None:
+            self.challenger = copy.deepcopy(self.models)
+        if set(self.challenger) != set(self.models):
+            raise ValueError("the challenger must hold the same models as the serving set")
         self.learner = OnlineLearner(
-            model=self.models[GLOBAL],
+            model=self.challenger[GLOBAL],
             horizon_s=self.horizon_s,
             threshold=self.thresholds[GLOBAL],
             negative_rate=self.negative_rate,
@@ -143,12 +190,42 @@ class LiveModels:
             label_interval_s=self.label_interval_s,
             outcomes=deque(maxlen=LIVE_OUTCOMES_KEPT),
             rolling=RollingMetrics(window_size=5_000, every=1_000, max_history=LIVE_HISTORY_KEPT),
+            on_resolve=self._judge,
         )
 
     def _teach_home_type_model(self, device_id: str, features: Features, label: bool) -> None:
-        model = self.models.get(self.home_type_of.get(device_id, ""))
+        assert self.challenger is not None
+        model = self.challenger.get(self.home_type_of.get(device_id, ""))
         if model is not None:
             model.learn_one(features, label)
+
+    def _alarm(self, device_id: str, ts: float, probability: float) -> bool:
+        assert self.decision is not None
+        state = self.alarms.get(device_id)
+        if state is None:
+            state = self.alarms[device_id] = AlarmState()
+        return step(self.decision, state, ts, probability)
+
+    def _challenger_alarm(self, device_id: str, ts: float, features: Features) -> bool:
+        assert self.decision is not None and self.challenger is not None
+        model = self.challenger[self.route(self.home_type_of.get(device_id, ""))]
+        probability = float(model.predict_proba_one(features).get(True, 0.0))
+        state = self.challenger_alarms.get(device_id)
+        if state is None:
+            state = self.challenger_alarms[device_id] = AlarmState()
+        return step(self.decision, state, ts, probability)
+
+    def _judge(self, item: Resolved[Scored]) -> None:
+        """A label resolved: score both model sets on it, and now and then see whether the challenger serves."""
+        self.guard.update(item.label, item.payload.alarm, item.payload.challenger_alarm)
+        if self.learner.resolved % CHALLENGE_EVERY:
+            return
+        promote, self.verdict = self.guard.verdict()
+        if promote:
+            assert self.challenger is not None
+            logger.info("the live-learning challenger now serves: %s", self.verdict)
+            self.models = copy.deepcopy(self.challenger)
+            self.guard.promoted()
 
     def route(self, home_type: str) -> str:
         """The name of the model that serves devices of ``home_type``."""
@@ -168,19 +245,28 @@ class LiveModels:
         self.offline_since.pop(device_id, None)  # a device that reports is online
         self.clock = max(self.clock, ts if clock_limit is None else min(ts, clock_limit))
         name = self.route(home_type)
-        scored = self.learner.process(event, self.models[name], self.thresholds[name], clock=self.clock)
+        self.learner.labels.release(device_id)
+        scored = self.learner.process(
+            event,
+            self.models[name],
+            self.thresholds[name],
+            clock=self.clock,
+            alarm=self._alarm,
+            challenger=self._challenger_alarm if self.learner.learn else None,
+        )
         features = scored.features
         assert isinstance(features, dict)  # process() returns the features unpacked
         self._latest = (device_id, ts, features)
-        return self._prediction(device_id, ts, name, scored.probability, features if explain else None)
+        return self._prediction(device_id, ts, name, scored.probability, scored.alarm, features if explain else None)
 
     def explain(self, prediction: Prediction) -> Prediction:
         """``prediction`` with its reasons, when it is the latest observed event's (else unchanged)."""
         device_id, ts, features = self._latest
         if prediction.reasons or (device_id, ts) != (prediction.device_id, prediction.ts):
             return prediction
-        explained = self._prediction(device_id, ts, prediction.model, prediction.failure_probability, features)
-        return explained
+        return self._prediction(
+            device_id, ts, prediction.model, prediction.failure_probability, prediction.needs_attention, features
+        )
 
     def score(self, event: Mapping[str, object]) -> Prediction:
         """The prediction ``observe`` would make for ``event``, changing nothing (an ad-hoc question)."""
@@ -192,12 +278,14 @@ class LiveModels:
         features = extractor.update(event)
         name = self.route(str(event.get("home_type", "")))
         probability = float(self.models[name].predict_proba_one(features).get(True, 0.0))
-        return self._prediction(device_id, float(event["ts"]), name, probability, features)  # type: ignore[arg-type]
+        ts = float(event["ts"])  # type: ignore[arg-type]
+        assert self.decision is not None
+        alarm = step(self.decision, copy.copy(self.alarms.get(device_id, AlarmState())), ts, probability)
+        return self._prediction(device_id, ts, name, probability, alarm, features)
 
     def _prediction(
-        self, device_id: str, ts: float, name: str, probability: float, features: Features | None
+        self, device_id: str, ts: float, name: str, probability: float, attention: bool, features: Features | None
     ) -> Prediction:
-        attention = probability >= self.thresholds[name]
         explain = features is not None and (attention or probability >= EXPLAINED_FROM)
         return Prediction(
             device_id=device_id,
@@ -210,34 +298,50 @@ class LiveModels:
             reasons=reasons(self.models[name], features) if explain and features is not None else [],
         )
 
-    def feedback(self, device_id: str, ts: float) -> DetectedFailure:
-        """A person reported the device failed, replaced or repaired at ``ts``: a failure then."""
-        return self._fail(device_id, ts, "feedback")
+    def feedback(self, device_id: str, ts: float, kind: str = "failure") -> DetectedFailure | None:
+        """A person's word at ``ts``: ``failure`` and ``replaced`` are a failure then; ``replaced`` and ``repaired``
+        clear the device's alarm; ``repaired`` drops its waiting events unlabelled and starts its baseline afresh.
+        Returns the failure, if it was one."""
+        if kind in CLEARING_FEEDBACK:
+            self.alarms.pop(device_id, None)
+            self.challenger_alarms.pop(device_id, None)
+        if kind in FAILURE_FEEDBACK:
+            return self._fail(device_id, ts, "feedback")
+        self.learner.forget(device_id)
+        self.offline_since.pop(device_id, None)
+        return None
 
     def availability(self, device_id: str, online: bool, ts: float) -> None:
-        """The device went offline (its failure, once the grace period passes) or came back."""
+        """The device went offline (suspected, then failed once it stays away) or came back (no failure)."""
         if online:
             self.offline_since.pop(device_id, None)
+            self.learner.labels.release(device_id)
         else:
             self.offline_since.setdefault(device_id, ts)
         self.clock = max(self.clock, ts)
 
     def tick(self, now: float | None = None) -> list[DetectedFailure]:
-        """Check the live evidence at stream time ``now`` (default: the stream clock): devices offline past the
-        grace period and devices silent too long have failed. Returns the failures found."""
+        """Check the live evidence at stream time ``now`` (default: the stream clock): devices offline or silent
+        past their grace are suspected (their events wait); those away for ``gone_for_good_s`` have failed, at the
+        time they went away. Returns the failures found."""
         now = self.clock if now is None else max(self.clock, now)
         self.clock = now
-        found = [
-            self._fail(device, since, "offline")
-            for device, since in list(self.offline_since.items())
-            if now - since > self.evidence.offline_grace_s
-        ]
+        evidence = self.evidence
+        found = []
+        for device, since in list(self.offline_since.items()):
+            if now - since >= evidence.gone_for_good_s:
+                found.append(self._fail(device, since, "offline"))
+            elif now - since > evidence.offline_grace_s:
+                self.learner.labels.hold(device)
         for device, state in list(self.learner.features.states.items()):
             if state.usual_gap <= 0.0:
                 continue
-            limit = max(self.evidence.silence_factor * state.usual_gap, self.evidence.min_silence_s)
-            if now - state.last_ts > limit:
+            limit = max(evidence.silence_factor * state.usual_gap, evidence.min_silence_s)
+            silent = now - state.last_ts
+            if silent >= max(limit, evidence.gone_for_good_s):
                 found.append(self._fail(device, state.last_ts, "silence"))
+            elif silent > limit:
+                self.learner.labels.hold(device)
         self.learner.finish(now)
         return found
 
@@ -249,10 +353,12 @@ class LiveModels:
         return DetectedFailure(device_id, ts, evidence)
 
     def forget(self, device_id: str) -> None:
-        """Drop everything about a device (evicted, or gone for good): features, waiting labels, evidence."""
+        """Drop everything about a device (evicted, or gone for good): features, waiting labels, evidence, alarm."""
         self.learner.forget(device_id)
         self.offline_since.pop(device_id, None)
         self.home_type_of.pop(device_id, None)
+        self.alarms.pop(device_id, None)
+        self.challenger_alarms.pop(device_id, None)
 
     def adopt_state(self, previous: LiveModels) -> None:
         """Carry the per-device state of ``previous`` (features, waiting labels, live evidence, rolling metrics)
@@ -266,6 +372,25 @@ class LiveModels:
         self.offline_since = previous.offline_since
         self.home_type_of = previous.home_type_of
         self.failures = previous.failures
+        self.alarms = previous.alarms
+
+    def alarm_states(self) -> dict[str, object]:
+        """The per-device alarm decisions as JSON-ready values (for the snapshot)."""
+        return {
+            "serving": {device: state.as_list() for device, state in self.alarms.items()},
+            "challenger": {device: state.as_list() for device, state in self.challenger_alarms.items()},
+        }
+
+    def restore_alarms(self, saved: Mapping[str, object]) -> None:
+        """Take over the alarm decisions of :meth:`alarm_states`."""
+        for key, target in (("serving", self.alarms), ("challenger", self.challenger_alarms)):
+            states = saved.get(key)
+            if isinstance(states, dict):
+                target.update({str(device): AlarmState.from_list(values) for device, values in states.items()})
+
+    def challenge(self) -> dict[str, object]:
+        """Serving versus challenger, for the health message and ``devintel models``."""
+        return {"verdict": self.verdict, "promotions": self.guard.promotions, **self.guard.counts()}
 
     def devices(self) -> int:
         """Devices with feature state."""
@@ -297,7 +422,13 @@ def from_snapshot(
     router = manifest.get("router") or {}
     if not isinstance(router, dict):
         raise ValueError(f"snapshot {version} has a malformed router")
-    return LiveModels(
+    challenger = {
+        name: pickle.loads(files[f"{CHALLENGER_DIR}/{name}.pkl"])  # verified bytes, as above
+        for name in models
+        if f"{CHALLENGER_DIR}/{name}.pkl" in files
+    }
+    decision = manifest.get("decision")
+    live = LiveModels(
         models=models,
         thresholds=thresholds,
         router={str(k): str(v) for k, v in router.items()},
@@ -306,17 +437,28 @@ def from_snapshot(
         evidence=evidence or LiveEvidence(),
         seed=seed,
         label_interval_s=label_interval_s,
+        decision=DecisionParams.from_dict(decision) if isinstance(decision, dict) else None,
+        challenger=challenger if set(challenger) == set(models) else None,
     )
+    alarms = files.get(ALARMS_FILE)
+    if alarms is not None:
+        live.restore_alarms(json.loads(alarms))
+    return live
 
 
 def snapshot_contents(
     live: LiveModels, base_files: Mapping[str, bytes], base_manifest: Mapping[str, object]
 ) -> tuple[dict[str, bytes], dict[str, object]]:
     """The files and manifest of a snapshot of ``live``: its models as they have learned since, the base
-    snapshot's other files (the bootstrap report) carried over, and the base manifest with a ``live`` section
-    (what was learned live, and from which version)."""
-    files = {name: blob for name, blob in base_files.items() if not name.startswith(MODELS_DIR + "/")}
+    snapshot's other files (the bootstrap report) carried over, the learning copy (``challenger/<name>.pkl``), the
+    per-device alarm decisions (``state/alarms.json``), and the base manifest with a ``live`` section (what was
+    learned live, from which version, and how the challenger fares)."""
+    ours = (f"{MODELS_DIR}/", f"{CHALLENGER_DIR}/", ALARMS_FILE)
+    files = {name: blob for name, blob in base_files.items() if not name.startswith(ours)}
     files.update({f"{MODELS_DIR}/{name}.pkl": pickle.dumps(model) for name, model in live.models.items()})
+    assert live.challenger is not None
+    files.update({f"{CHALLENGER_DIR}/{name}.pkl": pickle.dumps(model) for name, model in live.challenger.items()})
+    files[ALARMS_FILE] = json.dumps(live.alarm_states()).encode()
     manifest = {key: value for key, value in base_manifest.items() if key not in STORE_FIELDS}
     previous = base_manifest.get("live")
     learned_before = int(previous.get("learned", 0)) if isinstance(previous, dict) else 0
@@ -326,5 +468,6 @@ def snapshot_contents(
         "resolved": live.learner.resolved,
         "failures": live.failures,
         "rolling": live.learner.rolling.get(),
+        "challenger": live.challenge(),
     }
     return files, manifest

@@ -93,6 +93,10 @@ class Scored:
     flagged: bool | None = None
     """The decision made then (probability against the serving model's threshold); None: against the
     learner's own ``threshold`` when the label resolves."""
+    alarm: bool = False
+    """The serving models' alarm decision after this event (the live daemon's ``needs_attention``)."""
+    challenger_alarm: bool = False
+    """The learning copy's alarm decision after this event (see :mod:`devintel.models.challenger`)."""
 
 
 @dataclass(slots=True)
@@ -134,6 +138,8 @@ class OnlineLearner:
     _rng: random.Random = field(init=False)
     last_held: dict[str, float] = field(init=False, default_factory=dict)
     """Per device, the time of its latest event held for a label (for ``label_interval_s``)."""
+    on_resolve: Callable[[Resolved[Scored]], None] | None = None
+    """Called with every resolved event (the live models compare their serving and learning copies on them)."""
 
     def __post_init__(self) -> None:
         self.labels = DelayedLabels(self.horizon_s)
@@ -149,25 +155,32 @@ class OnlineLearner:
         model: Classifier | None = None,
         threshold: float | None = None,
         clock: float | None = None,
+        alarm: Callable[[str, float, float], bool] | None = None,
+        challenger: Callable[[str, float, Features], bool] | None = None,
     ) -> Scored:
         """Handle one event: features, prediction, label buffer, and any labels the clock resolves.
 
         ``model`` and ``threshold`` serve this event instead of the learner's own (the daemon routes a device to
         its home type's model); learning, when its label resolves, still goes to the learner's model. ``clock`` is
         the stream time that labels resolve against (default: the event's own time; the daemon passes its
-        stream clock, which an event far ahead of its receipt does not move)."""
+        stream clock, which an event far ahead of its receipt does not move). ``alarm`` (device, time,
+        probability) folds the prediction into the device's alarm decision and says whether it is on;
+        ``challenger`` (device, time, features) does the same with the learning copy, for the events that wait for
+        a label only."""
         features = self.features.update(event)
         serving = self.model if model is None else model
         probability = float(serving.predict_proba_one(features).get(True, 0.0))
         ts = float(event["ts"])  # type: ignore[arg-type]
         self._resolve(self.labels.advance(ts if clock is None else clock))
         flagged = None if threshold is None else probability >= threshold
-        scored = Scored(features, probability, flagged)
         device_id = str(event["device_id"])
+        on = alarm(device_id, ts, probability) if alarm is not None else False
+        scored = Scored(features, probability, flagged, on, on)
         previous = self.last_held.get(device_id)
         if previous is None or ts - previous >= self.label_interval_s or ts < previous:
-            held = scored if self.packer is None else Scored(self.packer.pack(features), probability, flagged)
-            self.labels.add(device_id, ts, held)
+            rival = challenger(device_id, ts, features) if challenger is not None else on
+            packed = features if self.packer is None else self.packer.pack(features)
+            self.labels.add(device_id, ts, Scored(packed, probability, flagged, on, rival))
             self.last_held[device_id] = ts
         return scored
 
@@ -190,6 +203,8 @@ class OnlineLearner:
     def _resolve(self, resolved: list[Resolved[Scored]]) -> None:
         for item in resolved:
             self.resolved += 1
+            if self.on_resolve is not None:
+                self.on_resolve(item)
             self.outcomes.append((item.label, item.payload.probability))
             flagged = item.payload.flagged
             if flagged is None:

@@ -1,0 +1,77 @@
+"""Learning live that cannot make things worse: the learning copy of the models is a challenger.
+
+The models that serve predictions and alarms are frozen; a copy of them (the challenger) learns from every resolved
+live label. Both are judged on the same recently resolved labels, each with its own alarm decision state: for each
+resolved event, whether that model's alarm was on. The product's own measures decide: false alarms (alarm on, no
+failure followed within the horizon) and catches (alarm on, a failure followed). The challenger takes over serving
+only once it has at least ``min_positives`` failures and ``min_resolved`` labels in the window to be judged on, and
+it raises no more false alarms and catches at least as many failures as the serving models, one of them strictly
+better. A challenger that learned from misleading labels (a lamp switched off called a failure, a failure without a
+visible precursor) raises more false alarms on the next labels and stays where it is.
+
+:class:`ChallengerScore` is that comparison, pure and bounded (the newest ``window`` resolved labels).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+#: Resolved labels the comparison looks back over (the newest).
+WINDOW: Final = 20_000
+
+
+@dataclass(slots=True)
+class ChallengerScore:
+    """Serving versus challenger on the newest resolved labels (see the module docstring)."""
+
+    window: int = WINDOW
+    min_positives: int = 20
+    min_resolved: int = 1_000
+    _outcomes: deque[tuple[bool, bool, bool]] = field(init=False, repr=False)
+    """(label, serving alarm on, challenger alarm on) per resolved event."""
+    promotions: int = 0
+
+    def __post_init__(self) -> None:
+        self._outcomes = deque(maxlen=self.window)
+
+    def update(self, label: bool, serving_alarm: bool, challenger_alarm: bool) -> None:
+        """One resolved event, with each model's alarm state when it was scored."""
+        self._outcomes.append((label, serving_alarm, challenger_alarm))
+
+    def counts(self) -> dict[str, int]:
+        """Resolved labels, failures among them, and each model's false alarms and catches in the window."""
+        out = dict.fromkeys(
+            ("resolved", "positives", "serving_false", "serving_caught", "challenger_false", "challenger_caught"), 0
+        )
+        for label, serving, challenger in self._outcomes:
+            out["resolved"] += 1
+            out["positives"] += label
+            out["serving_false" if not label else "serving_caught"] += serving
+            out["challenger_false" if not label else "challenger_caught"] += challenger
+        return out
+
+    def verdict(self) -> tuple[bool, str]:
+        """Whether the challenger should serve now, and why (or why not), in words for the health message."""
+        c = self.counts()
+        if c["resolved"] < self.min_resolved or c["positives"] < self.min_positives:
+            return False, (
+                f"waiting for evidence: {c['resolved']} resolved labels with {c['positives']} failures "
+                f"(needs {self.min_resolved} and {self.min_positives})"
+            )
+        fewer_false = c["challenger_false"] <= c["serving_false"]
+        more_caught = c["challenger_caught"] >= c["serving_caught"]
+        strictly = c["challenger_false"] < c["serving_false"] or c["challenger_caught"] > c["serving_caught"]
+        summary = (
+            f"false alarms {c['challenger_false']} vs {c['serving_false']}, "
+            f"caught {c['challenger_caught']} vs {c['serving_caught']} of {c['positives']} (challenger vs serving)"
+        )
+        if fewer_false and more_caught and strictly:
+            return True, f"challenger beats the serving models: {summary}"
+        return False, f"serving models hold: {summary}"
+
+    def promoted(self) -> None:
+        """The challenger took over: judge the next one afresh."""
+        self.promotions += 1
+        self._outcomes.clear()
