@@ -24,6 +24,7 @@ from devintel.generators import (
     HOME_TYPES,
     METRIC_FIELDS,
     TRUTH_COLUMNS,
+    VARIANT_FAMILIES,
     generate,
     iter_batches,
 )
@@ -162,7 +163,7 @@ def test_columns_and_dtypes(small_frame: pd.DataFrame) -> None:
     assert tuple(small_frame.columns) == COLUMNS
     assert set(TRUTH_COLUMNS) <= set(COLUMNS)
     assert set(METRIC_FIELDS) <= set(COLUMNS)
-    for column in (*IDENTITY_COLUMNS, "failure_mode"):
+    for column in (*IDENTITY_COLUMNS, "variant", "failure_mode"):
         assert isinstance(small_frame[column].dtype, pd.CategoricalDtype), column
     for column in ("ts", *METRIC_FIELDS, "time_to_failure_h", "precursor"):
         assert small_frame[column].dtype == np.float64, column
@@ -215,6 +216,8 @@ def test_categories_come_from_the_templates(default_frame: pd.DataFrame) -> None
     assert set(default_frame["device_type"].cat.categories) <= set(DEVICE_TYPES)
     assert set(default_frame["failure_mode"].cat.categories) == {*FAILURE_MODES, "none"}
     assert set(default_frame["power_source"].cat.categories) == {"battery", "mains"}
+    assert list(default_frame["variant"].cat.categories) == list(VARIANT_FAMILIES)
+    assert (default_frame["variant"] == "reference").all()
     assert not default_frame[list(IDENTITY_COLUMNS)].isna().any().any()
 
 

@@ -19,6 +19,7 @@ from devintel.generators.templates import DEVICE_TYPES, FAILURE_MODES, HOME_TYPE
 if TYPE_CHECKING:
     from devintel.generators.api import COLUMNS, DEFAULT_START, TRUTH_COLUMNS, generate, iter_batches
     from devintel.generators.stats import DatasetStats, summarize
+    from devintel.generators.variants import VARIANT_FAMILIES, VariantFamily
 
 #: Names imported on first use, and their module.
 _LAZY = {
@@ -27,6 +28,8 @@ _LAZY = {
     "TRUTH_COLUMNS": "api",
     "generate": "api",
     "iter_batches": "api",
+    "VARIANT_FAMILIES": "variants",
+    "VariantFamily": "variants",
     "DatasetStats": "stats",
     "summarize": "stats",
 }
@@ -39,7 +42,9 @@ __all__ = [
     "HOME_TYPES",
     "METRIC_FIELDS",
     "TRUTH_COLUMNS",
+    "VARIANT_FAMILIES",
     "DatasetStats",
+    "VariantFamily",
     "generate",
     "iter_batches",
     "summarize",

@@ -22,6 +22,7 @@ import pandas as pd
 from devintel.generators.fleet import Fleet, build_fleet
 from devintel.generators.stream import CODE_COLUMNS, FLOAT_COLUMNS, EventBatch, iter_event_batches
 from devintel.generators.templates import DEVICE_TYPES, FAILURE_MODES, HOME_TYPES, METRIC_FIELDS
+from devintel.generators.variants import check_variants
 
 #: The default start of the synthetic span: 2025-01-01T00:00:00Z (the span covers winter to summer).
 DEFAULT_START = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
@@ -32,7 +33,8 @@ DEFAULT_DAYS = 180.0
 DEFAULT_FAILURE_RATE = 0.45
 DEFAULT_HORIZON_DAYS = 7.0
 
-#: Columns of the generated frame, in order: identity, canonical metrics, then ground truth.
+#: Columns of the generated frame, in order: identity, the home's world-variant family, canonical metrics,
+#: then ground truth.
 COLUMNS: tuple[str, ...] = (
     "ts",
     "device_id",
@@ -40,6 +42,7 @@ COLUMNS: tuple[str, ...] = (
     "home_type",
     "device_type",
     "power_source",
+    "variant",
     *METRIC_FIELDS,
     "failure_mode",
     "time_to_failure_h",
@@ -47,8 +50,15 @@ COLUMNS: tuple[str, ...] = (
     "precursor",
 )
 
-#: Ground-truth columns: never features. ``precursor`` is the simulated precursor severity (0..1).
-TRUTH_COLUMNS: tuple[str, ...] = ("failure_mode", "time_to_failure_h", "fails_within_horizon", "precursor")
+#: Ground-truth columns: never features. ``precursor`` is the simulated precursor severity (0..1);
+#: ``variant`` is the world-variant family the event's home was drawn from (what a model must not know).
+TRUTH_COLUMNS: tuple[str, ...] = (
+    "variant",
+    "failure_mode",
+    "time_to_failure_h",
+    "fails_within_horizon",
+    "precursor",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,7 @@ class GeneratorConfig:
     failure_rate: float
     horizon_days: float
     start: float
+    variants: tuple[str, ...] = ("reference",)
 
     @classmethod
     def from_arguments(
@@ -76,6 +87,7 @@ class GeneratorConfig:
         failure_rate: float = DEFAULT_FAILURE_RATE,
         horizon_days: float = DEFAULT_HORIZON_DAYS,
         start: float | None = None,
+        variants: Sequence[str] | None = None,
     ) -> GeneratorConfig:
         """Check every argument (defaults as in :func:`generate`) and say clearly what is wrong."""
         homes = tuple(home_types) if home_types is not None else tuple(HOME_TYPES)
@@ -99,6 +111,10 @@ class GeneratorConfig:
             problems.append(f"device_types must be a non-empty subset of {list(DEVICE_TYPES)}, got {unknown_devices}")
         if start is not None and not 0 <= start <= 4e9 - days * 86_400:
             problems.append(f"start must be epoch seconds between 1970 and 2096, not {start}")
+        try:
+            names = check_variants(variants)
+        except ValueError as error:
+            problems.append(str(error))
         if problems:
             raise ValueError("; ".join(problems))
         # Keep the template order whatever order the caller used, so the same set gives the same data.
@@ -111,6 +127,7 @@ class GeneratorConfig:
             failure_rate=float(failure_rate),
             horizon_days=float(horizon_days),
             start=DEFAULT_START if start is None else float(start),
+            variants=names,
         )
 
     def fleet(self) -> Fleet:
@@ -123,6 +140,7 @@ class GeneratorConfig:
             home_types=list(self.home_types),
             device_types=list(self.device_types),
             failure_rate=self.failure_rate,
+            variants=self.variants,
         )
 
     def batches(self) -> Iterator[pd.DataFrame]:
@@ -159,6 +177,7 @@ def _frame(fleet: Fleet, batch: EventBatch) -> pd.DataFrame:
         "device_type": fleet.device_type_names,
         "power_source": ("battery", "mains"),
         "failure_mode": (*FAILURE_MODES, "none"),
+        "variant": fleet.variant_names,
     }
     for row, column in enumerate(CODE_COLUMNS):
         frame[column] = pd.Categorical.from_codes(batch.codes[row], categories=pd.Index(list(names[column])))
@@ -176,6 +195,7 @@ def iter_batches(
     failure_rate: float = DEFAULT_FAILURE_RATE,
     horizon_days: float = DEFAULT_HORIZON_DAYS,
     start: float | None = None,
+    variants: Sequence[str] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """The same events as :func:`generate`, as event-time-ordered DataFrames of about two days each.
 
@@ -192,6 +212,7 @@ def iter_batches(
         failure_rate=failure_rate,
         horizon_days=horizon_days,
         start=start,
+        variants=variants,
     ).batches()
 
 
@@ -205,6 +226,7 @@ def generate(
     failure_rate: float = DEFAULT_FAILURE_RATE,
     horizon_days: float = DEFAULT_HORIZON_DAYS,
     start: float | None = None,
+    variants: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Generate ``samples`` synthetic telemetry events, one row each, ordered by event time.
 
@@ -217,11 +239,16 @@ def generate(
         failure_rate: mean probability that a device fails within the span (older devices more often).
         horizon_days: the label horizon: ``fails_within_horizon`` is true when the device fails within it.
         start: epoch seconds of the start of the span (default 2025-01-01T00:00Z).
+        variants: names of world-variant families (:data:`VARIANT_FAMILIES`; default ``("reference",)``,
+            today's world). Home ``i`` belongs to ``variants[i % len(variants)]``, so every listed family
+            gets homes from the first ones on; each home and device draws its knobs within its family's
+            ranges from a generator of its own. The homes, devices and failures are the same whatever the
+            families: only how they are observed changes (see docs/synthetic-data.md, "World variants").
 
     Returns:
-        A DataFrame with the columns :data:`COLUMNS`: ``ts`` (epoch s), identity columns as
-        categoricals, the canonical metric fields as floats (NaN when not reported), and the ground
-        truth :data:`TRUTH_COLUMNS`.
+        A DataFrame with the columns :data:`COLUMNS`: ``ts`` (epoch s), identity columns and ``variant``
+        (the home's family) as categoricals, the canonical metric fields as floats (NaN when not
+        reported), and the ground truth :data:`TRUTH_COLUMNS` (``variant`` is one of them).
     """
     return GeneratorConfig.from_arguments(
         samples=samples,
@@ -232,4 +259,5 @@ def generate(
         failure_rate=failure_rate,
         horizon_days=horizon_days,
         start=start,
+        variants=variants,
     ).frame()

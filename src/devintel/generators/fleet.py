@@ -29,6 +29,7 @@ from devintel.generators.templates import (
     DeviceTemplate,
     HomeTemplate,
 )
+from devintel.generators.variants import VARIANT_FAMILIES, VariantFamily
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -92,6 +93,7 @@ class Fleet:
     home_ids: list[str]
     home_type_names: list[str]
     device_type_names: list[str]
+    variant_names: list[str]
     home: I64
     home_type: I64
     device_type: I64
@@ -132,6 +134,16 @@ class Fleet:
     reboot_period_s: F64
     reboot_phase_s: F64
     frozen_value: F64
+    # World-variant knobs (see :mod:`devintel.generators.variants`); the identity for ``reference`` homes.
+    variant: I64
+    noise_scale: F64
+    link_jitter: F64
+    spread: F64
+    burst: F64
+    cliff_power: F64
+    battery_step: F64
+    voltage_only: npt.NDArray[np.bool_]
+    ts_delay_s: F64
 
     @property
     def size(self) -> int:
@@ -244,8 +256,13 @@ class _FleetBuilder:
         self.home_type_names = list(HOME_TYPES)
         self.rows: list[dict[str, float | int | str]] = []
 
-    def add_home(self, home: _Home, rng: np.random.Generator, budget: float) -> float:
-        """Add the devices of one home until ``budget`` expected events are used; return what was used."""
+    def add_home(
+        self, home: _Home, rng: np.random.Generator, budget: float, variant: _VariantDraws | None = None
+    ) -> float:
+        """Add the devices of one home until ``budget`` expected events are used; return what was used.
+
+        ``variant`` draws the home's world-variant knobs (None: the reference world's identity knobs).
+        """
         self.home_names.append(home.name)
         weights = np.array(
             [DEVICE_TYPES[d].weight * DEVICE_TYPES[d].mix_by_home.get(home.home_type, 1.0) for d in self.device_types]
@@ -259,6 +276,7 @@ class _FleetBuilder:
             name = self.device_types[int(kind)]
             rows = self._device_story(home, name, rng, self.start, age0_days=None)
             for row in rows:
+                row |= _REFERENCE_KNOBS if variant is None else variant.device(row)
                 self.rows.append(row)
                 used += _expected(row, self.end)
         return used
@@ -325,11 +343,11 @@ class _FleetBuilder:
         rows = self.rows
         arrays: dict[str, object] = {}
         for key in Fleet.__dataclass_fields__:
-            if key in {"start", "end", "device_ids", "home_ids", "home_type_names", "device_type_names"}:
+            if key in _NOT_ARRAYS:
                 continue
             values = [r[key] for r in rows]
-            dtype = np.int64 if key in {"home", "home_type", "device_type", "mode", "dip_mode"} else np.float64
-            if key == "battery_powered":
+            dtype = np.int64 if key in _INT_ARRAYS else np.float64
+            if key in _BOOL_ARRAYS:
                 arrays[key] = np.array(values, dtype=bool)
             else:
                 arrays[key] = np.array(values, dtype=dtype)
@@ -340,8 +358,16 @@ class _FleetBuilder:
             home_ids=self.home_names,
             home_type_names=self.home_type_names,
             device_type_names=list(DEVICE_TYPES),
+            variant_names=list(VARIANT_FAMILIES),
             **arrays,  # type: ignore[arg-type]
         )
+
+
+_NOT_ARRAYS: Final = frozenset(
+    {"start", "end", "device_ids", "home_ids", "home_type_names", "device_type_names", "variant_names"}
+)
+_INT_ARRAYS: Final = frozenset({"home", "home_type", "device_type", "mode", "dip_mode", "variant"})
+_BOOL_ARRAYS: Final = frozenset({"battery_powered", "voltage_only"})
 
 
 def _unique(ids: list[str]) -> list[str]:
@@ -373,7 +399,7 @@ def _expected(row: dict[str, float | int | str], end: float) -> float:
     interval = float(row["interval_s"])
     start = float(row["obs_start"])
     stop = min(float(row["fail_t"]), end)
-    slots = max((stop - start - float(row["phase_s"])) / interval + 0.5, 0.0)
+    slots = max((stop - start - float(row["phase_s"])) / interval + 0.5, 0.0) * (1.0 + float(row["burst"]))
     lost = slots * float(row["drop_base"])
     mode = int(row["mode"])
     if mode >= 0:  # mean severity over a precursor is strength / (shape + 1)
@@ -454,8 +480,13 @@ def build_fleet(
     home_types: list[str],
     device_types: list[str],
     failure_rate: float,
+    variants: tuple[str, ...] = ("reference",),
 ) -> Fleet:
-    """Draw homes and devices until their expected events reach ``samples`` (with a small margin)."""
+    """Draw homes and devices until their expected events reach ``samples`` (with a small margin).
+
+    Home ``i`` belongs to the world-variant family ``variants[i % len(variants)]`` and draws its knobs
+    from its own generator ``(seed, 3, i)``: the homes' devices and stories do not depend on ``variants``.
+    """
     end = start + days * DAY_S
     builder = _FleetBuilder(start, end, failure_rate, device_types)
     sequence = HomeTypeSequence(home_types, np.random.default_rng([seed, 0]))
@@ -476,8 +507,79 @@ def build_fleet(
             climate_swing=tpl.climate_swing * float(rng.uniform(0.85, 1.15)),
             setpoint=float(rng.uniform(19.0, 23.0)),
         )
-        budget -= builder.add_home(home, rng, budget)
+        family = VARIANT_FAMILIES[variants[index % len(variants)]]
+        draws = None if family.is_identity else _VariantDraws(family, np.random.default_rng([seed, 3, index]))
+        budget -= builder.add_home(home, rng, budget, draws)
         index += 1
         if index > 1_000_000 or len(builder.rows) >= 2_000_000:
             raise ValueError("the requested sizes need more than 2,000,000 devices; generate in parts")
     return builder.build()
+
+
+#: The knobs of a device observed as the reference world observes it (the identity).
+_REFERENCE_KNOBS: Final[dict[str, float | int | str]] = {
+    "variant": 0,
+    "noise_scale": 1.0,
+    "link_jitter": 1.0,
+    "spread": JITTER,
+    "burst": 0.0,
+    "cliff_power": 1.0,
+    "battery_step": 1.0,
+    "voltage_only": False,
+    "ts_delay_s": 0.0,
+}
+
+
+class _VariantDraws:
+    """A home's world-variant knobs: its shares, drawn once, then each device's knobs, in device order.
+
+    Every device takes the same number of draws whatever its type, so a device's knobs depend only on
+    the home and the device's position in it.
+    """
+
+    def __init__(self, family: VariantFamily, rng: np.random.Generator) -> None:
+        self.family = family
+        self.code = list(VARIANT_FAMILIES).index(family.name)
+        self.rng = rng
+        home = _Draws(rng, uniforms=3, normals=0)
+        self.on_change_share = home.uniform(*family.on_change_share)
+        self.voltage_only_share = home.uniform(*family.voltage_only_share)
+        self.ts_delay_share = home.uniform(*family.ts_delay_share)
+
+    def device(self, row: dict[str, float | int | str]) -> dict[str, float | int | str]:
+        """The knobs of the device ``row`` describes, and the parameters they change in it."""
+        fam = self.family
+        draw = _Draws(self.rng, uniforms=14, normals=0)
+        tpl = DEVICE_TYPES[list(DEVICE_TYPES)[int(row["device_type"])]]
+        battery = tpl.power_source == "battery"
+        interval_factor = draw.uniform(*(fam.interval_battery if battery else fam.interval_mains))
+        on_change = draw.chance(self.on_change_share)
+        spread = draw.uniform(*fam.on_change_spread)
+        silence = draw.uniform(*fam.on_change_silence)
+        burst = draw.uniform(*fam.on_change_burst)
+        extra_drop = draw.uniform(*fam.extra_drop)
+        rechargeable = float(row["discharge_by_use"]) > 0.0
+        cliff_power = draw.uniform(*fam.battery_cliff_power)
+        step_pick = draw.uniform()
+        voltage_only = draw.chance(self.voltage_only_share) and "battery_voltage" in tpl.fields
+        load_heat = draw.uniform(*fam.load_heat_c)
+        delayed = draw.chance(self.ts_delay_share)
+        max_delay = draw.uniform(*fam.ts_delay_s)
+        knobs: dict[str, float | int | str] = {
+            "variant": self.code,
+            "noise_scale": draw.uniform(*fam.noise_scale),
+            "link_jitter": draw.uniform(*fam.link_jitter),
+            "interval_s": float(row["interval_s"]) * interval_factor,
+            "phase_s": float(row["phase_s"]) * interval_factor,
+            "drop_base": float(row["drop_base"]) + extra_drop + (silence if on_change else 0.0),
+            "spread": spread if on_change else JITTER,
+            "burst": burst if on_change else 0.0,
+            "cliff_power": cliff_power if battery and not rechargeable else 1.0,
+            "battery_step": fam.battery_steps[int(step_pick * len(fam.battery_steps))] if fam.battery_steps else 1.0,
+            "voltage_only": battery and voltage_only,
+            "ts_delay_s": max_delay if delayed else 0.0,
+        }
+        if not battery and "temperature" in tpl.fields and tpl.value_kind != "ambient" and load_heat > 0.0:
+            # Warms by about ``load_heat`` °C at its daily peak of use: usage peaks near ``usage_base``.
+            knobs["self_heating"] = float(row["self_heating"]) + load_heat / float(row["usage_base"])
+        return knobs

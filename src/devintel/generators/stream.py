@@ -43,6 +43,7 @@ CODE_COLUMNS: Final[tuple[str, ...]] = (
     "device_type",
     "power_source",
     "failure_mode",
+    "variant",
 )
 
 #: Length of a generation window. Part of the output's definition: changing it changes the bytes.
@@ -139,11 +140,14 @@ def event_order_key(t: F64, dev: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]
     return key
 
 
-def _slots(fleet: Fleet, base: F64, t0: float, t1: float) -> tuple[npt.NDArray[np.int64], F64]:
-    """Device index and slot number of every report whose nominal time lies in ``[t0, t1)``."""
+def _slots(fleet: Fleet, base: F64, reach: F64, t0: float, t1: float) -> tuple[npt.NDArray[np.int64], F64]:
+    """Device index and slot number of every report whose nominal time lies in ``[t0, t1)``.
+
+    ``reach`` is how far (s) each device's report may land before its nominal time.
+    """
     interval = fleet.interval_s
     k_lo = np.maximum(np.ceil((t0 - base) / interval), 0.0)
-    last = np.ceil((fleet.alive_end + JITTER * interval - base) / interval)
+    last = np.ceil((fleet.alive_end + reach - base) / interval)
     k_hi = np.minimum(np.ceil((t1 - base) / interval), last)
     counts = np.clip(k_hi - k_lo, 0, None).astype(np.int64)
     dev = np.repeat(np.arange(fleet.size), counts)
@@ -166,18 +170,50 @@ class _Context:
         self.value_kind = np.array([_VALUE_KINDS.index(k) for k in kinds], dtype=np.int64)
         self.obs_day = fleet.obs_start / DAY_S
         self.obs_season_sin = season_sin(self.obs_day)
-        self.holdback = JITTER * float(fleet.interval_s.max()) if fleet.size else 0.0
+        # World variants: each step below that a knob changes runs only when some device needs it, so a
+        # reference fleet is computed exactly as before variants existed.
+        self.any_noise = bool(np.any(fleet.noise_scale != 1.0) or np.any(fleet.link_jitter != 1.0))
+        self.any_spread = bool(np.any(fleet.spread != JITTER))
+        self.any_burst = bool(np.any(fleet.burst > 0.0))
+        self.any_delay = bool(np.any(fleet.ts_delay_s > 0.0))
+        self.any_battery = bool(
+            np.any(fleet.cliff_power != 1.0) or np.any(fleet.battery_step != 1.0) or np.any(fleet.voltage_only)
+        )
+        self.any_variant = self.any_noise or self.any_spread or self.any_burst or self.any_delay or self.any_battery
+        #: How far (s) each device's report may land before its nominal time.
+        self.reach = fleet.spread * fleet.interval_s if self.any_spread else JITTER * fleet.interval_s
+        # A later window can produce events up to the largest reach before its start (delays only add).
+        if self.any_spread:
+            self.holdback = float(self.reach.max()) if fleet.size else 0.0
+        else:
+            self.holdback = JITTER * float(fleet.interval_s.max()) if fleet.size else 0.0
 
 
-def window_events(ctx: _Context, t0: float, t1: float, rng: np.random.Generator) -> EventBatch:
-    """All events whose nominal time lies in ``[t0, t1)``, ordered by event time, as blocks of floats and codes."""
+def window_events(
+    ctx: _Context, t0: float, t1: float, rng: np.random.Generator, vrng: np.random.Generator | None = None
+) -> EventBatch:
+    """All events whose nominal time lies in ``[t0, t1)``, ordered by event time, as blocks of floats and codes.
+
+    ``vrng`` draws what only world variants need (bursts, receipt delays); it is used only when the
+    fleet has such devices, so a reference fleet's events come from ``rng`` alone.
+    """
     f = ctx.fleet
-    dev, k = _slots(f, ctx.base, t0, t1)
+    dev, k = _slots(f, ctx.base, ctx.reach, t0, t1)
     # Event times in whole milliseconds, the resolution real payloads carry.
-    t = np.round(ctx.base[dev] + (k + 2.0 * JITTER * (rng.random(dev.size) - 0.5)) * f.interval_s[dev], 3)
-    alive = np.flatnonzero((t < ctx.alive_end[dev]) & (t >= f.obs_start[dev]))
-    order = alive[np.argsort(event_order_key(t[alive], dev[alive]))]
-    dev, t = dev[order], t[order]  # sorted here, so every column below is computed in event-time order
+    if ctx.any_spread:
+        shift = 2.0 * f.spread[dev] * (rng.random(dev.size) - 0.5)
+        t = np.round(ctx.base[dev] + (k + shift) * f.interval_s[dev], 3)
+    else:
+        t = np.round(ctx.base[dev] + (k + 2.0 * JITTER * (rng.random(dev.size) - 0.5)) * f.interval_s[dev], 3)
+    ts = t
+    if ctx.any_variant:
+        dev, t, ts = _variant_times(ctx, dev, t, vrng if vrng is not None else rng)
+    alive = np.flatnonzero((ts < ctx.alive_end[dev]) & (t >= f.obs_start[dev]))
+    # Ties (two reports of one device in the same millisecond) are possible only with on-change cadences;
+    # a stable sort keeps even those in a defined order.
+    key = event_order_key(ts[alive], dev[alive])
+    order = alive[np.argsort(key, kind="stable") if ctx.any_spread else np.argsort(key)]
+    dev, t, ts = dev[order], t[order], ts[order]  # sorted here: every column below is in event-time order
 
     # Hidden state: how far the device's failure precursor and its transient dip have progressed.
     # Row ``m`` of ``severity`` is the severity of failure mode ``m``; the last row absorbs "no mode".
@@ -200,11 +236,14 @@ def window_events(ctx: _Context, t0: float, t1: float, rng: np.random.Generator)
     weights = np.array([*(LOSS_PER_SEVERITY[m] for m in FAILURE_MODES), 0.0])
     p_drop = f.drop_base[dev] + weights @ severity
     kept = rng.random(n) >= p_drop
-    dev, t, s_fail, fail_t = dev[kept], t[kept], s_fail[kept], fail_t[kept]
+    dev, t, ts, s_fail, fail_t = dev[kept], t[kept], ts[kept], s_fail[kept], fail_t[kept]
     sev = dict(zip(FAILURE_MODES, severity[:, kept], strict=False))
     n = dev.size
     # Fields no device reports together share a row of noise: battery and throughput, LQI and RSSI.
     noise = unit_noise(rng, (8, n))
+    if ctx.any_noise:  # row 2 is the link's (LQI and RSSI): it takes the link jitter instead
+        noise[_NOISE_ROWS] *= f.noise_scale[dev]
+        noise[2] *= f.link_jitter[dev]
     uniform = rng.random((5, n))
 
     # Calendar: daily activity, weekends, seasons; ageing since the start of observation.
@@ -230,7 +269,11 @@ def window_events(ctx: _Context, t0: float, t1: float, rng: np.random.Generator)
     s_batt = sev["battery_depletion"]
     level = np.clip(np.rint(healthy - (healthy - cutoff) * s_batt + 1.0 * noise[0]), 0.0, 100.0)
     cols["battery_level"][:] = level
+    if ctx.any_battery:
+        level = _battery_variant(f, dev, healthy - (healthy - cutoff) * s_batt, cutoff, noise[0], cols)
     np.rint(2100.0 + 9.0 * level - 120.0 * cold - 250.0 * s_batt + 20.0 * noise[1], out=cols["battery_voltage"])
+    if ctx.any_battery:
+        cols["battery_level"][f.voltage_only[dev]] = np.nan
 
     # Radio: links weaken with age, in crowded bands, when the link degrades and as a battery dies.
     s_link = sev["link_degradation"]
@@ -274,9 +317,9 @@ def window_events(ctx: _Context, t0: float, t1: float, rng: np.random.Generator)
 
     _apply_mess(ctx, dev, metrics, rng)
 
-    ttf_h = (fail_t - t) / HOUR_S
+    ttf_h = (fail_t - ts) / HOUR_S
     positive = ttf_h <= ctx.horizon_h
-    floats[0] = t
+    floats[0] = ts
     floats[-2] = np.where(np.isfinite(ttf_h), ttf_h, np.nan)
     floats[-1] = np.round(s_fail, 4)
     codes = np.stack(
@@ -287,9 +330,65 @@ def window_events(ctx: _Context, t0: float, t1: float, rng: np.random.Generator)
             f.device_type[dev],
             (~f.battery_powered[dev]).astype(np.int64),
             np.where(positive, f.mode[dev], _NONE_MODE),
+            f.variant[dev],
         ]
     )
     return EventBatch(floats, codes, positive)
+
+
+#: Noise rows scaled by a device's ``noise_scale`` (row 2, the link's, takes ``link_jitter``).
+_NOISE_ROWS: Final = np.array([0, 1, 3, 4, 5, 6, 7])
+#: Range of the lag of a burst's second report after the first, in seconds.
+BURST_LAG_S: Final = (30.0, 600.0)
+
+
+def _variant_times(
+    ctx: _Context, dev: npt.NDArray[np.int64], t: F64, vrng: np.random.Generator
+) -> tuple[npt.NDArray[np.int64], F64, F64]:
+    """Bursts and receipt times: ``(device, send time, ts)`` of a window's reports, unsorted.
+
+    An on-change device follows a share of its reports with a second one 30 s to 10 min later (a burst;
+    it belongs to the same window). A device whose payloads carry no timestamp is stamped on receipt:
+    ``ts`` is the send time plus a delay of up to its ``ts_delay_s``, rounded up to whole seconds (so
+    ``ts`` is never before the send time, and the windows' holdback still covers it).
+    """
+    f = ctx.fleet
+    if ctx.any_burst:
+        second = np.flatnonzero(vrng.random(dev.size) < f.burst[dev])
+        lag = vrng.uniform(*BURST_LAG_S, size=second.size)
+        dev = np.concatenate([dev, dev[second]])
+        t = np.concatenate([t, np.round(t[second] + lag, 3)])
+    ts = t
+    if ctx.any_delay:
+        delay = f.ts_delay_s[dev]
+        late = np.flatnonzero(delay > 0.0)
+        ts = t.copy()
+        ts[late] = np.ceil(t[late] + delay[late] * vrng.random(late.size))
+    return dev, t, ts
+
+
+def _battery_variant(
+    f: Fleet, dev: npt.NDArray[np.int64], charge: F64, cutoff: F64, noise: F64, cols: dict[str, F64]
+) -> F64:
+    """How a variant battery reports its ``charge`` (%): flat then a cliff, in coarse steps.
+
+    The reported charge is ``cutoff + (100 - cutoff) * (1 - (1 - z)^p)`` with ``z`` the charge's share
+    of the way from the brown-out level to full: it stays near full for most of the battery's life and
+    falls fast near its end (``p`` 1: linear, as the reference world has it). Returns the reported level
+    before the steps (the voltage follows it); ``battery_level`` gets it in the device's steps.
+    """
+    rows = np.flatnonzero((f.cliff_power[dev] != 1.0) | (f.battery_step[dev] != 1.0))
+    level: F64 = cols["battery_level"].copy()
+    if rows.size == 0:
+        return level
+    d, c = dev[rows], cutoff[rows]
+    z = np.clip((charge[rows] - c) / np.maximum(100.0 - c, 1.0), 0.0, 1.0)
+    curve = c + (100.0 - c) * (1.0 - (1.0 - z) ** f.cliff_power[d])
+    exact = np.clip(np.rint(curve + noise[rows]), 0.0, 100.0)
+    level[rows] = exact
+    step = f.battery_step[d]
+    cols["battery_level"][rows] = np.clip(np.rint(exact / step) * step, 0.0, 100.0)
+    return level
 
 
 def _primary_value(
@@ -405,7 +504,7 @@ def _release(carry: EventBatch | None, fresh: EventBatch, before: float) -> tupl
     else:
         overlap = int(np.searchsorted(fresh.ts, carry.ts[-1], side="right"))
         head = EventBatch.concat([carry, fresh.take(slice(0, overlap))])
-        head = head.take(np.argsort(event_order_key(head.ts, head.codes[0])))
+        head = head.take(np.argsort(event_order_key(head.ts, head.codes[0]), kind="stable"))
         rest = fresh.take(slice(overlap, None))
     head_cut = int(np.searchsorted(head.ts, before, side="left"))
     if head_cut < head.size:  # every event of `rest` comes after every event of `head`
@@ -427,7 +526,8 @@ def iter_event_batches(fleet: Fleet, *, seed: int, samples: int, horizon_days: f
         else:
             t0 = fleet.start + w * WINDOW_S
             t1 = min(t0 + WINDOW_S, fleet.end)
-            fresh = window_events(ctx, t0, t1, np.random.default_rng([seed, 2, w]))
+            vrng = np.random.default_rng([seed, 4, w]) if ctx.any_variant else None
+            fresh = window_events(ctx, t0, t1, np.random.default_rng([seed, 2, w]), vrng)
             # Later windows can still produce events up to `holdback` before t1: keep those back.
             parts, carry = _release(carry, fresh, t1 - ctx.holdback)
         for batch in parts:
