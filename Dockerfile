@@ -10,7 +10,8 @@
 #     --build-arg BOOTSTRAP_SAMPLES=20000 --build-arg BOOTSTRAP_HOLDOUT_SAMPLES=8000 \
 #     --build-arg BOOTSTRAP_DAYS=40 --build-arg BOOTSTRAP_SEED=3 \
 #     --build-arg QUALITY_MIN_ACCURACY=0 --build-arg QUALITY_MIN_PRECISION=0 \
-#     --build-arg QUALITY_MIN_RECALL=0 --build-arg QUALITY_MIN_F1=0 .
+#     --build-arg QUALITY_MIN_RECALL=0 --build-arg QUALITY_MIN_F1=0 \
+#     --build-arg QUALITY_MAX_FALSE_ALARMS=1000 --build-arg QUALITY_MIN_CATCH_RATE=0 .
 #
 # Stages: builder (a venv with devintel installed), bake (the venv trains, gates and snapshots the models: a failed
 # quality gate exits 1 and so fails the build), runtime (python slim, non-root, the venv and the baked models).
@@ -52,6 +53,8 @@ ARG QUALITY_MIN_ACCURACY=""
 ARG QUALITY_MIN_PRECISION=""
 ARG QUALITY_MIN_RECALL=""
 ARG QUALITY_MIN_F1=""
+ARG QUALITY_MAX_FALSE_ALARMS=""
+ARG QUALITY_MIN_CATCH_RATE=""
 
 ENV PATH="/opt/venv/bin:${PATH}" \
     BAKED_MODEL_DIR=/opt/devintel/baked-models
@@ -66,6 +69,9 @@ RUN set -eu; \
     if [ -n "$QUALITY_MIN_PRECISION" ]; then export DEVINTEL_QUALITY__MIN_PRECISION="$QUALITY_MIN_PRECISION"; fi; \
     if [ -n "$QUALITY_MIN_RECALL" ]; then export DEVINTEL_QUALITY__MIN_RECALL="$QUALITY_MIN_RECALL"; fi; \
     if [ -n "$QUALITY_MIN_F1" ]; then export DEVINTEL_QUALITY__MIN_F1="$QUALITY_MIN_F1"; fi; \
+    if [ -n "$QUALITY_MAX_FALSE_ALARMS" ]; then \
+        export DEVINTEL_QUALITY__MAX_FALSE_ALARMS_PER_100_DEVICE_DAYS="$QUALITY_MAX_FALSE_ALARMS"; fi; \
+    if [ -n "$QUALITY_MIN_CATCH_RATE" ]; then export DEVINTEL_QUALITY__MIN_CATCH_RATE="$QUALITY_MIN_CATCH_RATE"; fi; \
     DEVINTEL_MODEL_DIR="$BAKED_MODEL_DIR" devintel-daemon --bootstrap-synthetic --exit-after-bootstrap; \
     test -s "$BAKED_MODEL_DIR/current"; \
     rm -f "$BAKED_MODEL_DIR/.lock"

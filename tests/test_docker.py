@@ -55,6 +55,8 @@ TOY_BUILD_ARGS = {
     "QUALITY_MIN_PRECISION": "0",
     "QUALITY_MIN_RECALL": "0",
     "QUALITY_MIN_F1": "0",
+    "QUALITY_MAX_FALSE_ALARMS": "1000",
+    "QUALITY_MIN_CATCH_RATE": "0",
 }
 
 # ------------------------------------------------------------------------------------------- Dockerfile parsing

@@ -14,8 +14,8 @@ from devintel.models.gate import GateFailed, QualityThresholds
 from devintel.models.snapshots import SnapshotStore
 
 SMALL = {"samples": 20_000, "holdout_samples": 8_000, "days": 40.0, "seed": 3}
-IMPOSSIBLE = QualityThresholds(min_accuracy=1.0, min_precision=1.0, min_recall=1.0, min_f1=1.0)
-TRIVIAL = QualityThresholds(min_accuracy=0.0, min_precision=0.0, min_recall=0.0, min_f1=0.0)
+IMPOSSIBLE = QualityThresholds(1.0, 1.0, 1.0, 1.0, 0.0, 1.0)
+TRIVIAL = QualityThresholds(0.0, 0.0, 0.0, 0.0, 1e9, 0.0)
 
 
 def test_failed_gate_writes_nothing(tmp_path: Path) -> None:

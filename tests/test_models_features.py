@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import math
 
 import numpy as np
@@ -80,7 +82,28 @@ def test_lost_reports_raise_the_gap_ratio() -> None:
     assert features["gap_ratio"] == pytest.approx(1.0, abs=0.05)
     late = fx.update(_event(49 * HOUR + 4 * HOUR, battery_level=70))
     assert late["gap_ratio"] > 3.5
+    assert late["gap_z"] > 5.0
     assert late["gap_ewm"] > features["gap_ewm"]
+
+
+def test_gaps_are_measured_against_the_devices_own_irregularity() -> None:
+    """Bursts of reports seconds apart do not shrink a device's usual interval, and a device that reports on
+    change (irregular gaps) is not surprised by a long gap that would be a lost report for a periodic one."""
+    rng = random.Random(1)
+    periodic, irregular = FeatureExtractor(), FeatureExtractor()
+    t = 0.0
+    for i in range(300):
+        periodic.update(_event(i * HOUR + rng.uniform(-300, 300), battery_level=70))
+        t += HOUR * rng.lognormvariate(0.0, 1.0)
+        irregular.update(_event(t, battery_level=70))
+        if rng.random() < 0.2:  # a burst: a second report a minute later
+            irregular.update(_event(t + 60.0, battery_level=70))
+            t += 60.0
+    assert irregular.states["0x01"].usual_gap > 0.5 * HOUR
+    long_gap = 4 * HOUR
+    late_periodic = periodic.update(_event(299 * HOUR + long_gap, battery_level=70))
+    late_irregular = irregular.update(_event(t + long_gap, battery_level=70))
+    assert late_periodic["gap_z"] > 3 * late_irregular["gap_z"] > 0.0
 
 
 def test_a_falling_battery_has_a_negative_slope_and_deviation() -> None:

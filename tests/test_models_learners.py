@@ -66,6 +66,6 @@ def test_reasons_name_the_failing_signal_first(trained: OnlineLearner) -> None:
 
 def test_every_input_is_attributed_or_describes_the_device() -> None:
     assert signal_of("battery_voltage_cusum") == "battery_voltage"
-    assert signal_of("gap_log") == "missed_reports"
+    assert signal_of("gap_excess") == "missed_reports"
     assert signal_of("type_lock") is None
     assert signal_of("battery") is None

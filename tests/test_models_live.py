@@ -74,26 +74,30 @@ def test_feedback_resolves_waiting_events_as_positive_and_learns() -> None:
     assert "a" not in live.learner.features.states  # a failed device starts afresh
 
 
-def test_offline_counts_only_after_the_grace_period() -> None:
-    live = _live(evidence=LiveEvidence(offline_grace_s=HOUR))
+def test_offline_is_a_failure_only_once_gone_for_good() -> None:
+    live = _live(evidence=LiveEvidence(offline_grace_s=HOUR, gone_for_good_s=24 * HOUR))
     live.observe(_event("a", 0.0))
     live.availability("a", False, 100.0)
-    assert live.tick(100.0 + HOUR / 2) == []
-    live.availability("a", True, 100.0 + HOUR / 2)  # came back in time: no failure
     assert live.tick(100.0 + 2 * HOUR) == []
-    live.availability("a", False, 3 * HOUR)
-    (failure,) = live.tick(3 * HOUR + HOUR + 1)
-    assert (failure.device_id, failure.ts, failure.evidence) == ("a", 3 * HOUR, "offline")
+    live.availability("a", True, 100.0 + 2 * HOUR)  # came back (a lamp switched off at the wall): no failure
+    assert live.tick(100.0 + 30 * HOUR) == []
+    live.availability("a", False, 40 * HOUR)
+    assert live.tick(40 * HOUR + 23 * HOUR) == []
+    (failure,) = live.tick(40 * HOUR + 24 * HOUR)
+    assert (failure.device_id, failure.ts, failure.evidence) == ("a", 40 * HOUR, "offline")
     assert live.learner.learned == 1
 
 
-def test_silence_beyond_the_factor_of_the_usual_interval_is_a_failure() -> None:
-    live = _live(evidence=LiveEvidence(silence_factor=10.0, min_silence_s=6 * HOUR))
+def test_silence_beyond_the_factor_of_the_usual_interval_is_a_failure_once_gone_for_good() -> None:
+    evidence = LiveEvidence(silence_factor=10.0, min_silence_s=6 * HOUR, gone_for_good_s=12 * HOUR)
+    live = _live(evidence=evidence)
     for i in range(30):  # hourly reports
         live.observe(_event("a", i * HOUR))
     live.observe(_event("b", 0.0))  # one report only: no usual interval yet, never "silent"
     assert live.tick(29 * HOUR + 9 * HOUR) == []
-    (failure,) = live.tick(29 * HOUR + 11 * HOUR)
+    assert live.tick(29 * HOUR + 11 * HOUR) == []  # suspected: silent past 10 intervals, not yet gone for good
+    assert live.learner.labels.held("a")
+    (failure,) = live.tick(29 * HOUR + 12 * HOUR)
     assert (failure.device_id, failure.ts, failure.evidence) == ("a", 29 * HOUR, "silence")
 
 

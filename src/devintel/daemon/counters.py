@@ -30,6 +30,8 @@ class Counters:
     """Well-formed messages with nothing for devintel, by reason."""
     failures: Counter[str] = field(default_factory=Counter)
     """Failures established by live evidence, by evidence (feedback, offline, silence)."""
+    feedback: Counter[str] = field(default_factory=Counter)
+    """Feedback messages, by kind (failure, replaced, repaired)."""
     shed_events: int = 0
     """Messages dropped because the queue was full (prediction shed)."""
     shed_publish: int = 0
@@ -55,6 +57,7 @@ class Counters:
             "rejected_total": sum(self.rejected.values()),
             "skipped": dict(sorted(self.skipped.items())),
             "failures": dict(sorted(self.failures.items())),
+            "feedback": dict(sorted(self.feedback.items())),
             "shed_events": self.shed_events,
             "shed_publish": self.shed_publish,
             "evicted": self.evicted,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from devintel.daemon.adapters.base import Adapter
 from devintel.daemon.counters import Counters, RateLimitedLog
@@ -41,7 +41,7 @@ from devintel.daemon.outbound import (
     prediction_message,
     removal_messages,
 )
-from devintel.models.live import LiveModels, Prediction
+from devintel.models.live import CLEARING_FEEDBACK, LiveModels, Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -144,9 +144,7 @@ class Handler:
             case Availability():
                 self.live.availability(item.device_id, item.online, item.ts)
             case Feedback():
-                self.live.feedback(item.device_id, item.ts)
-                self.counters.failures["feedback"] += 1
-                logger.info("feedback: %s %s", item.device_id, item.kind)
+                self._feedback(item, out)
             case DeviceInfo():
                 self._device_info(item, out)
             case DeviceLeft():
@@ -207,6 +205,21 @@ class Handler:
                 self.last_drift or 0.0,
                 self.live.learner.rolling.get(),
             )
+
+    def _feedback(self, item: Feedback, out: Handled) -> None:
+        """A person's word: a failure is evidence; ``replaced`` and ``repaired`` clear the device's alarm, and the
+        cleared state is published at once."""
+        self.counters.feedback[item.kind] += 1
+        if self.live.feedback(item.device_id, item.ts, item.kind) is not None:
+            self.counters.failures["feedback"] += 1
+        logger.info("feedback: %s %s", item.device_id, item.kind)
+        record = self.devices.get(item.device_id)
+        if item.kind in CLEARING_FEEDBACK and record is not None and record.prediction is not None:
+            if record.prediction.needs_attention:
+                record.prediction = replace(record.prediction, needs_attention=False)
+                out.messages.append(prediction_message(self.topics, record.prediction))
+                record.published = (record.prediction.risk_level, False, record.prediction.ts)
+                self.counters.published += 1
 
     def _record(self, device_id: str, ts: float, out: Handled) -> DeviceRecord:
         record = self.devices.get(device_id)
@@ -292,5 +305,8 @@ class Handler:
                 "dropped": learner.labels.dropped,
             },
             "drift": {"detections": self.counters.drift_alerts, "last": self.last_drift},
+            "decision": self.live.decision.as_dict() if self.live.decision is not None else None,
+            "challenger": self.live.challenge(),
+            "alarms": self.live.alarm_quality(),
             "counters": self.counters.as_dict(),
         }

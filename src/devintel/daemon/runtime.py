@@ -65,6 +65,7 @@ def live_models(settings: Settings, snapshot: LoadedSnapshot) -> LiveModels:
         offline_grace_s=settings.labels.offline_grace_s,
         silence_factor=settings.labels.silence_factor,
         min_silence_s=settings.labels.min_silence_s,
+        gone_for_good_s=settings.labels.gone_for_good_s,
     )
     return from_snapshot(
         snapshot.files,

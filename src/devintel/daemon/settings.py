@@ -120,9 +120,19 @@ class LabelSettings(BaseModel):
     """Live evidence of failure: what turns waiting events into labels."""
 
     model_config = _STRICT
-    offline_grace_s: float = Field(3600.0, gt=0.0, description="offline longer than this (stream time) is a failure")
-    silence_factor: float = Field(10.0, gt=1.0, description="silent longer than this many usual intervals: a failure")
-    min_silence_s: float = Field(6 * 3600.0, gt=0.0, description="silence shorter than this is never a failure")
+    offline_grace_s: float = Field(
+        3600.0, gt=0.0, description="offline longer than this (stream time): suspected, its events wait for the verdict"
+    )
+    silence_factor: float = Field(
+        10.0, gt=1.0, description="silent longer than this many usual intervals: suspected, as offline"
+    )
+    min_silence_s: float = Field(6 * 3600.0, gt=0.0, description="silence shorter than this is never suspected")
+    gone_for_good_s: float = Field(
+        72 * 3600.0,
+        gt=0.0,
+        description="offline or silent this long (stream time): a failure, dated when it went away; a device that "
+        "comes back sooner was no failure",
+    )
 
 
 class LiveSettings(BaseModel):

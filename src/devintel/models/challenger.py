@@ -9,11 +9,16 @@ it raises no more false alarms and catches at least as many failures as the serv
 better. A challenger that learned from misleading labels (a lamp switched off called a failure, a failure without a
 visible precursor) raises more false alarms on the next labels and stays where it is.
 
+Only *settled* events are compared: those a whole horizon old, whose labels are final. Failures resolve as soon as
+the evidence arrives, but "no failure" only once the horizon has passed, so the freshest resolved labels are nearly
+all failures; judged on them, a challenger that alarms on everything would look perfect.
+
 :class:`ChallengerScore` is that comparison, pure and bounded (the newest ``window`` resolved labels).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
@@ -26,22 +31,36 @@ WINDOW: Final = 20_000
 class ChallengerScore:
     """Serving versus challenger on the newest resolved labels (see the module docstring)."""
 
+    horizon_s: float = 7 * 86_400.0
     window: int = WINDOW
     min_positives: int = 20
     min_resolved: int = 1_000
     _outcomes: deque[tuple[bool, bool, bool]] = field(init=False, repr=False)
-    """(label, serving alarm on, challenger alarm on) per resolved event."""
+    """(label, serving alarm on, challenger alarm on) per settled event."""
+    _pending: list[tuple[float, int, bool, bool, bool]] = field(init=False, repr=False)
+    """Resolved events not yet settled: a heap by event time."""
+    _sequence: int = field(default=0, init=False, repr=False)
     promotions: int = 0
 
     def __post_init__(self) -> None:
         self._outcomes = deque(maxlen=self.window)
+        self._pending = []
 
-    def update(self, label: bool, serving_alarm: bool, challenger_alarm: bool) -> None:
-        """One resolved event, with each model's alarm state when it was scored."""
-        self._outcomes.append((label, serving_alarm, challenger_alarm))
+    def update(self, ts: float, label: bool, serving_alarm: bool, challenger_alarm: bool) -> None:
+        """One resolved event (of time ``ts``), with each model's alarm state when it was scored."""
+        if len(self._pending) >= self.window:  # bounded: the oldest resolutions wait no longer
+            heapq.heappop(self._pending)
+        self._sequence += 1
+        heapq.heappush(self._pending, (ts, self._sequence, label, serving_alarm, challenger_alarm))
+
+    def settle(self, now: float) -> None:
+        """Events a whole horizon older than ``now`` have their final label: they join the comparison."""
+        while self._pending and self._pending[0][0] + self.horizon_s < now:
+            _, _, label, serving, challenger = heapq.heappop(self._pending)
+            self._outcomes.append((label, serving, challenger))
 
     def counts(self) -> dict[str, int]:
-        """Resolved labels, failures among them, and each model's false alarms and catches in the window."""
+        """Settled labels, failures among them, and each model's false alarms and catches in the window."""
         out = dict.fromkeys(
             ("resolved", "positives", "serving_false", "serving_caught", "challenger_false", "challenger_caught"), 0
         )
@@ -75,3 +94,4 @@ class ChallengerScore:
         """The challenger took over: judge the next one afresh."""
         self.promotions += 1
         self._outcomes.clear()
+        self._pending.clear()

@@ -13,10 +13,13 @@ Features (all floats; a field the device does not report yields no feature):
   baseline's own steady drift explains (a battery draining as it should); ``<signal>_cusum_up`` and
   ``_cusum_down``: Page's CUSUM of the per-report deviation beyond one noise unit, both ways (a small
   sustained shift adds up report after report, noise drains away); ``<signal>_slope``: the
-  smoothed change per day; ``<signal>_peak``: the recent peak (decaying over 2 days) of error rate,
+  change per day that the fast and medium averages imply; ``<signal>_peak``: the recent peak (decaying over 2 days) of error rate,
   response time and temperature;
-- ``gap_ratio``: time since the previous report over the device's usual interval, and ``gap_ewm`` its
-  recent average (lost reports raise both);
+- ``gap_ratio``: time since the previous report over the device's usual interval (the running median of its
+  gaps, in log space, so bursts of reports minutes apart do not shrink it); ``gap_z``: how unusual that gap is
+  for this device, in units of the spread of its own log gaps (at least ``GAP_SPREAD_FLOOR``), so a device
+  that reports on change, with irregular gaps, is measured against its own irregularity; and ``gap_ewm`` the
+  recent average of the positive part of ``gap_z`` (lost reports raise all three);
 - ``value_var_ratio``: recent variance of the sensed value over its long-run variance (a stuck sensor
   tends to 0); for 0/1 values ``value_flip_rate`` and ``value_flip_ratio`` (against its long-run rate);
   ``value_repeats``: how many reports in a row carried exactly the same value, and ``value_stuck_surprise``
@@ -65,8 +68,6 @@ SLOW_S: Final = 10 * 86_400.0
 """Time constant of a signal's long-run baseline, in seconds."""
 PEAK_S: Final = 2 * 86_400.0
 """Time constant with which a signal's recent peak decays, in seconds."""
-SLOPE: Final = 0.2
-"""Weight of a new per-day change in the smoothed slope."""
 NOISE: Final = 0.05
 """Weight of a new report-to-report change in a signal's noise scale."""
 BASELINE_WARMUP: Final = 20
@@ -77,6 +78,14 @@ CUSUM_CAP: Final = 50.0
 """Largest value a CUSUM reaches (its state stays bounded; beyond it the evidence is no stronger)."""
 REPEATS_CAP: Final = 100
 """Longest run of identical values counted by ``value_repeats``."""
+GAP_RATE: Final = 0.1
+"""Step of the running median of a device's log gaps, in units of their spread."""
+GAP_SPREAD: Final = 0.05
+"""Weight of a new absolute deviation in the spread of a device's log gaps."""
+GAP_SPREAD_START: Final = 0.5
+"""Spread of a device's log gaps before it has any history (wide: a young device's gaps surprise nobody)."""
+GAP_SPREAD_FLOOR: Final = 0.15
+"""Smallest spread a gap is measured against (a strictly periodic device would make any jitter a surprise)."""
 
 _DAY_S: Final = 86_400.0
 _YEAR_DAYS: Final = 365.2425
@@ -111,15 +120,12 @@ class _Signal:
     drift: float = 0.0
     cusum_up: float = 0.0
     cusum_down: float = 0.0
-    slope: float = 0.0
     peak: float = 0.0
     seen: int = 1
 
     def update(self, x: float, ts: float) -> None:
         gap = max(ts - self.last_ts, 0.0)
         days = gap / _DAY_S
-        if days > 1e-6:
-            self.slope += SLOPE * ((x - self.last) / days - self.slope)
         self.noise += NOISE * (abs(x - self.last) - self.noise)
         # Averages weigh time, not reports, so devices that report hourly and twice a day compare.
         self.fast += (1.0 - math.exp(-gap / FAST_S)) * (x - self.fast)
@@ -160,6 +166,12 @@ class _Signal:
         lag = self.drift * (SLOW_S - FAST_S) / _DAY_S
         return (self.fast - self.slow - lag) / self._scale()
 
+    def slope(self) -> float:
+        """The change per day, from the fast and the medium average (a linear trend puts them ``MID_S - FAST_S``
+        apart): time-based, so two reports seconds apart (a device that reports on change) do not make a slope
+        of their noise, as a report-to-report difference would."""
+        return (self.fast - self.mid) * _DAY_S / (MID_S - FAST_S)
+
     def sustained_deviation(self) -> float:
         """Like :meth:`deviation`, for the medium (2-day) average."""
         return (self.mid - self.slow) / self._scale()
@@ -172,7 +184,9 @@ class DeviceState:
     first_ts: float
     last_ts: float
     usual_gap: float = 0.0
-    gap_ewm: float = 1.0
+    log_gap: float = 0.0
+    gap_spread: float = GAP_SPREAD_START
+    gap_ewm: float = 0.0
     signals: dict[str, _Signal] = field(default_factory=dict)
     latest: dict[str, float] = field(default_factory=dict)
     value_fast: float = 0.0
@@ -230,13 +244,20 @@ class FeatureExtractor:
             state.last_ts = max(state.last_ts, ts)
         out: Features = {}
         if gap > 0.0:
+            log_gap = math.log(gap)
             if state.usual_gap == 0.0:
-                state.usual_gap = gap
-            # The usual interval follows the shorter gaps: lost reports lengthen gaps, not the schedule.
-            state.usual_gap += (0.1 if gap < state.usual_gap else 0.01) * (gap - state.usual_gap)
-            ratio = gap / state.usual_gap
-            state.gap_ewm += FAST * (ratio - state.gap_ewm)
-            out["gap_ratio"] = ratio
+                state.log_gap = log_gap
+            else:
+                # A running median in log space (sign steps scaled by the spread) and the spread around it:
+                # lost reports and bursts move neither much, so they stand out against them.
+                step = GAP_RATE * max(state.gap_spread, GAP_SPREAD_FLOOR)
+                state.log_gap += step if log_gap > state.log_gap else -step
+                state.gap_spread += GAP_SPREAD * (abs(log_gap - state.log_gap) - state.gap_spread)
+            state.usual_gap = math.exp(state.log_gap)
+            z = (log_gap - state.log_gap) / max(state.gap_spread, GAP_SPREAD_FLOOR)
+            state.gap_ewm += FAST * (max(z, 0.0) - state.gap_ewm)
+            out["gap_ratio"] = gap / state.usual_gap
+            out["gap_z"] = z
         out["gap_ewm"] = state.gap_ewm
 
         for name in TRACKED:
@@ -257,7 +278,7 @@ class FeatureExtractor:
                 out[name + "_tdev"] = sig.drift_corrected_deviation()
                 out[name + "_cusum_up"] = sig.cusum_up
                 out[name + "_cusum_down"] = sig.cusum_down
-                out[name + "_slope"] = sig.slope
+                out[name + "_slope"] = sig.slope()
                 if name in PEAKED:
                     out[name + "_peak"] = sig.peak
         for name in LATEST_ONLY:

@@ -174,3 +174,76 @@ def household_by_group(
             min_lead_s,
         )
     return out
+
+
+class EpisodeLedger:
+    """The household measures of a live stream, from labels as they resolve (bounded memory).
+
+    Each alarm onset waits, as a label does, until a failure of its device follows within the horizon (a true
+    alarm) or the horizon passes (a false one); device time accumulates report by report. A failure counts as
+    caught when its device's alarm came on between the horizon and ``min_lead_s`` before it (an onset still
+    waiting, or the alarm on since then).
+    """
+
+    def __init__(self, horizon_s: float, min_lead_s: float = MIN_LEAD_S) -> None:
+        self.horizon_s = horizon_s
+        self.min_lead_s = min_lead_s
+        self.device_s = 0.0
+        self.true_episodes = 0
+        self.false_episodes = 0
+        self.failures = 0
+        self.caught = 0
+        self._pending: dict[str, list[float]] = {}
+        self._oldest: list[tuple[float, str]] = []
+
+    def observe(self, device_id: str, gap_s: float, onset: float | None) -> None:
+        """A report: ``gap_s`` of device time since its previous one, and the time its alarm turned on, if it
+        did with this report."""
+        self.device_s += max(gap_s, 0.0)
+        if onset is not None:
+            self._pending.setdefault(device_id, []).append(onset)
+            self._oldest.append((onset, device_id))
+
+    def failure(self, device_id: str, ts: float, alarm_since: float | None) -> None:
+        """The device failed at ``ts``; ``alarm_since`` is when its current alarm came on (None: it is off)."""
+        self.failures += 1
+        onsets = self._pending.pop(device_id, [])
+        true = [t for t in onsets if 0.0 <= ts - t <= self.horizon_s]
+        self.true_episodes += len(true)
+        self.false_episodes += len(onsets) - len(true)
+        early = [t for t in true if ts - t >= self.min_lead_s]
+        if early or (alarm_since is not None and self.min_lead_s <= ts - alarm_since):
+            self.caught += 1
+
+    def advance(self, now: float) -> None:
+        """Onsets whose horizon has passed with no failure are false alarms."""
+        self._oldest.sort()
+        expired = 0
+        for onset, device_id in self._oldest:
+            if onset + self.horizon_s >= now:
+                break
+            expired += 1
+            onsets = self._pending.get(device_id)
+            if onsets and onset in onsets:
+                onsets.remove(onset)
+                self.false_episodes += 1
+                if not onsets:
+                    del self._pending[device_id]
+        del self._oldest[:expired]
+
+    def forget(self, device_id: str) -> None:
+        """Drop a device's waiting onsets unjudged (it was evicted, or repaired)."""
+        self._pending.pop(device_id, None)
+
+    def report(self) -> dict[str, float | int]:
+        """Resolved episodes, false alarms per 100 device-days and the catch rate so far."""
+        days = self.device_s / DAY_S
+        return {
+            "device_days": days,
+            "episodes_resolved": self.true_episodes + self.false_episodes,
+            "false_alarm_episodes": self.false_episodes,
+            "false_alarms_per_100_device_days": _ratio(100.0 * self.false_episodes, days),
+            "failures": self.failures,
+            "caught": self.caught,
+            "catch_rate": _ratio(float(self.caught), float(self.failures)),
+        }

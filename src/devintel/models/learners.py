@@ -35,10 +35,21 @@ LEFT_OUT_PREFIXES: Final[tuple[str, ...]] = ("hour_", "season_", "weekend", "age
 LEFT_OUT_SUFFIXES: Final[tuple[str, ...]] = ("_cusum_up", "_cusum_down")
 #: ... and raw latest levels, whose meaning changes with the device type, and raw value statistics.
 LEFT_OUT: Final[frozenset[str]] = frozenset(
-    (*FAILING_LOW, *FAILING_HIGH, "value_repeats", "value_stuck_surprise", "value_var_ratio", "value_flip_ratio")
+    (
+        *FAILING_LOW,
+        *FAILING_HIGH,
+        "value_repeats",
+        "value_stuck_surprise",
+        "value_var_ratio",
+        "value_flip_ratio",
+        "gap_ratio",
+        "gap_z",
+    )
 )
 #: Largest stuck-value surprise counted (nats): beyond it a frozen reading is no more certain.
 STUCK_SURPRISE_CAP: Final = 50.0
+#: Largest unusual-gap score counted (spreads): beyond it a gap is no more surely a lost report.
+GAP_EXCESS_CAP: Final = 10.0
 #: Battery level (%) below which every point counts as evidence of depletion.
 LOW_BATTERY: Final = 30.0
 
@@ -63,9 +74,9 @@ def model_inputs(features: Features) -> Features:
     level = features.get("battery_level_ewm")
     if level is not None:
         x["battery_low"] = max(LOW_BATTERY - level, 0.0)
-    gap = features.get("gap_ratio")
+    gap = features.get("gap_z")
     if gap is not None:
-        x["gap_log"] = math.log(max(gap, 1e-3))
+        x["gap_excess"] = min(max(gap, 0.0), GAP_EXCESS_CAP)
     if "value_repeats" in features:
         x["value_stuck"] = min(features["value_stuck_surprise"], STUCK_SURPRISE_CAP)
         x["value_frozen"] = -math.log(features["value_var_ratio"] + 1e-3)

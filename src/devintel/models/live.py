@@ -37,6 +37,7 @@ from typing import Final
 from devintel.models.challenger import ChallengerScore
 from devintel.models.decision import AlarmState, DecisionParams, step
 from devintel.models.features import FeatureExtractor, Features
+from devintel.models.household import EpisodeLedger
 from devintel.models.labels import Resolved
 from devintel.models.learners import reasons
 from devintel.models.metrics import RollingMetrics
@@ -159,6 +160,8 @@ class LiveModels:
     guard: ChallengerScore = field(default_factory=ChallengerScore, init=False)
     verdict: str = field(default="waiting for evidence", init=False)
     """Why the serving models serve (or why the challenger took over), in words."""
+    ledger: EpisodeLedger = field(init=False)
+    """The household measures of the live alarms, as their labels resolve."""
     clock: float = field(default=float("-inf"), init=False)
     """The stream clock: the largest event time seen."""
     offline_since: dict[str, float] = field(default_factory=dict, init=False)
@@ -166,6 +169,7 @@ class LiveModels:
     failures: int = field(default=0, init=False)
     """Failures established by live evidence (each resolves the device's waiting labels)."""
     _latest: tuple[str, float, Features] = field(default=("", 0.0, {}), init=False, repr=False)
+    _onset: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if GLOBAL not in self.models or GLOBAL not in self.thresholds:
@@ -175,6 +179,8 @@ class LiveModels:
             raise ValueError(f"the router names models the snapshot lacks: {sorted(unknown)}")
         if self.decision is None:
             self.decision = DecisionParams.plain(self.thresholds[GLOBAL])
+        self.ledger = EpisodeLedger(self.horizon_s)
+        self.guard = ChallengerScore(horizon_s=self.horizon_s)
         if self.challenger is None:
             self.challenger = copy.deepcopy(self.models)
         if set(self.challenger) != set(self.models):
@@ -204,7 +210,9 @@ class LiveModels:
         state = self.alarms.get(device_id)
         if state is None:
             state = self.alarms[device_id] = AlarmState()
-        return step(self.decision, state, ts, probability)
+        before = state.active
+        self._onset = ts if step(self.decision, state, ts, probability) and not before else None
+        return state.active
 
     def _challenger_alarm(self, device_id: str, ts: float, features: Features) -> bool:
         assert self.decision is not None and self.challenger is not None
@@ -217,9 +225,10 @@ class LiveModels:
 
     def _judge(self, item: Resolved[Scored]) -> None:
         """A label resolved: score both model sets on it, and now and then see whether the challenger serves."""
-        self.guard.update(item.label, item.payload.alarm, item.payload.challenger_alarm)
+        self.guard.update(item.ts, item.label, item.payload.alarm, item.payload.challenger_alarm)
         if self.learner.resolved % CHALLENGE_EVERY:
             return
+        self.guard.settle(self.clock)
         promote, self.verdict = self.guard.verdict()
         if promote:
             assert self.challenger is not None
@@ -246,6 +255,8 @@ class LiveModels:
         self.clock = max(self.clock, ts if clock_limit is None else min(ts, clock_limit))
         name = self.route(home_type)
         self.learner.labels.release(device_id)
+        previous = self.learner.features.states.get(device_id)
+        gap = ts - previous.last_ts if previous is not None else 0.0
         scored = self.learner.process(
             event,
             self.models[name],
@@ -257,6 +268,7 @@ class LiveModels:
         features = scored.features
         assert isinstance(features, dict)  # process() returns the features unpacked
         self._latest = (device_id, ts, features)
+        self.ledger.observe(device_id, gap, self._onset)
         return self._prediction(device_id, ts, name, scored.probability, scored.alarm, features if explain else None)
 
     def explain(self, prediction: Prediction) -> Prediction:
@@ -302,14 +314,15 @@ class LiveModels:
         """A person's word at ``ts``: ``failure`` and ``replaced`` are a failure then; ``replaced`` and ``repaired``
         clear the device's alarm; ``repaired`` drops its waiting events unlabelled and starts its baseline afresh.
         Returns the failure, if it was one."""
+        failure = self._fail(device_id, ts, "feedback") if kind in FAILURE_FEEDBACK else None
         if kind in CLEARING_FEEDBACK:
             self.alarms.pop(device_id, None)
             self.challenger_alarms.pop(device_id, None)
-        if kind in FAILURE_FEEDBACK:
-            return self._fail(device_id, ts, "feedback")
-        self.learner.forget(device_id)
-        self.offline_since.pop(device_id, None)
-        return None
+        if failure is None:
+            self.learner.forget(device_id)
+            self.offline_since.pop(device_id, None)
+            self.ledger.forget(device_id)
+        return failure
 
     def availability(self, device_id: str, online: bool, ts: float) -> None:
         """The device went offline (suspected, then failed once it stays away) or came back (no failure)."""
@@ -343,9 +356,12 @@ class LiveModels:
             elif silent > limit:
                 self.learner.labels.hold(device)
         self.learner.finish(now)
+        self.ledger.advance(now)
         return found
 
     def _fail(self, device_id: str, ts: float, evidence: str) -> DetectedFailure:
+        alarm = self.alarms.get(device_id)
+        self.ledger.failure(device_id, ts, alarm.changed_at if alarm is not None and alarm.active else None)
         self.learner.failure(device_id, ts)
         self.offline_since.pop(device_id, None)
         self.home_type_of.pop(device_id, None)
@@ -359,6 +375,7 @@ class LiveModels:
         self.home_type_of.pop(device_id, None)
         self.alarms.pop(device_id, None)
         self.challenger_alarms.pop(device_id, None)
+        self.ledger.forget(device_id)
 
     def adopt_state(self, previous: LiveModels) -> None:
         """Carry the per-device state of ``previous`` (features, waiting labels, live evidence, rolling metrics)
@@ -373,6 +390,7 @@ class LiveModels:
         self.home_type_of = previous.home_type_of
         self.failures = previous.failures
         self.alarms = previous.alarms
+        self.ledger = previous.ledger
 
     def alarm_states(self) -> dict[str, object]:
         """The per-device alarm decisions as JSON-ready values (for the snapshot)."""
@@ -391,6 +409,10 @@ class LiveModels:
     def challenge(self) -> dict[str, object]:
         """Serving versus challenger, for the health message and ``devintel models``."""
         return {"verdict": self.verdict, "promotions": self.guard.promotions, **self.guard.counts()}
+
+    def alarm_quality(self) -> dict[str, float | int]:
+        """The live household measures from resolved labels (:class:`~devintel.models.household.EpisodeLedger`)."""
+        return self.ledger.report()
 
     def devices(self) -> int:
         """Devices with feature state."""
