@@ -115,7 +115,7 @@ def test_a_device_that_comes_back_was_no_failure() -> None:
     for i in range(24):
         live.observe(_event("lamp", i * HOUR), explain=False)
     live.availability("lamp", False, 24 * HOUR)
-    for day in range(2, 9):  # off at the wall for two days, then back; the clock moves on with another device
+    for day in range(2, 20):  # off at the wall for two days, then back; the clock moves on with another device
         live.observe(_event("other", day * DAY), explain=False)
         live.tick()
         if day == 3:
@@ -123,9 +123,8 @@ def test_a_device_that_comes_back_was_no_failure() -> None:
         if day >= 3:
             live.observe(_event("lamp", day * DAY), explain=False)
     assert live.failures == 0
-    live.tick(30 * DAY)
     outcomes = [label for label, _ in live.learner.outcomes]
-    assert outcomes and not any(outcomes)  # every waiting event resolved negative
+    assert len(outcomes) >= 24 and not any(outcomes)  # the lamp's events before it went away resolved negative
 
 
 def test_events_wait_while_a_device_is_suspected_and_turn_positive_when_it_is_gone() -> None:
