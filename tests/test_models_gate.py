@@ -109,7 +109,9 @@ def test_invalid_thresholds_are_rejected(name: str, bad: object) -> None:
 def test_invalid_false_alarm_budgets_are_rejected(bad: object) -> None:
     with pytest.raises(ValueError, match="max_false_alarms_per_100_device_days"):
         QualityThresholds(max_false_alarms_per_100_device_days=bad)  # type: ignore[arg-type]
-    assert QualityThresholds(max_false_alarms_per_100_device_days=3.0).as_dict()["false_alarms_per_100_device_days"] == 3
+    assert (
+        QualityThresholds(max_false_alarms_per_100_device_days=3.0).as_dict()["false_alarms_per_100_device_days"] == 3
+    )
 
 
 def test_table_is_fixed_width() -> None:

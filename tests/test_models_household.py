@@ -223,4 +223,6 @@ def test_params_are_checked_and_round_trip() -> None:
         DecisionParams.from_dict({"on_threshold": 0.5, "off_threshold": 0.5, "bogus": 1})
     state = AlarmState(True, 1.0, 2, math.nan, 3.0)
     restored = AlarmState.from_list(state.as_list())
-    assert restored.active and restored.raised_count == 2 and math.isnan(restored.clear_since)
+    assert restored.active
+    assert restored.raised_count == 2
+    assert math.isnan(restored.clear_since)

@@ -103,11 +103,15 @@ def test_replaced_and_repaired_clear_the_alarm(kind: str) -> None:
     waiting = len(live.learner.labels)
     failure = live.feedback("a", 12 * HOUR, kind)
     assert "a" not in live.alarms
-    assert not live.observe(_event("a", 13 * HOUR, 0.9), explain=False).needs_attention  # raised afresh only after the hold
+    assert not live.observe(
+        _event("a", 13 * HOUR, 0.9), explain=False
+    ).needs_attention  # raised afresh only after the hold
     if kind == "replaced":
-        assert failure is not None and live.learner.learned == waiting  # the old device's events were positive
+        assert failure is not None
+        assert live.learner.learned == waiting
     else:
-        assert failure is None and live.learner.learned == 0  # repaired is no failure: nothing learned as one
+        assert failure is None
+        assert live.learner.learned == 0
 
 
 def test_a_device_that_comes_back_was_no_failure() -> None:
@@ -124,7 +128,8 @@ def test_a_device_that_comes_back_was_no_failure() -> None:
             live.observe(_event("lamp", day * DAY), explain=False)
     assert live.failures == 0
     outcomes = [label for label, _ in live.learner.outcomes]
-    assert len(outcomes) >= 24 and not any(outcomes)  # the lamp's events before it went away resolved negative
+    assert len(outcomes) >= 24
+    assert not any(outcomes)
 
 
 def test_events_wait_while_a_device_is_suspected_and_turn_positive_when_it_is_gone() -> None:
@@ -145,7 +150,8 @@ def test_challenger_score_promotes_only_a_better_challenger() -> None:
     assert "waiting" in score.verdict()[1]  # nothing settled yet: a horizon has not passed
     score.settle(100 * HOUR + H)
     promote, why = score.verdict()
-    assert promote and "beats" in why
+    assert promote
+    assert "beats" in why
     worse = ChallengerScore(horizon_s=H, window=1000, min_positives=5, min_resolved=50)
     for i in range(100):
         worse.update(i * HOUR, i % 10 == 0, serving_alarm=i % 10 == 0, challenger_alarm=i % 10 == 0 or i % 3 == 0)
@@ -195,11 +201,9 @@ def test_misleading_labels_do_not_degrade_the_serving_alarms(small_snapshot: Pat
 
 
 def test_a_promoted_challenger_serves() -> None:
-    live = LiveModels(
-        models={GLOBAL: default_model()}, thresholds={GLOBAL: 0.5}, router={}, version="v", horizon_s=H
-    )
+    live = LiveModels(models={GLOBAL: default_model()}, thresholds={GLOBAL: 0.5}, router={}, version="v", horizon_s=H)
     live.guard = ChallengerScore(horizon_s=H, min_positives=1, min_resolved=1)
-    for i in range(10):
+    for _i in range(10):
         live.guard.update(-2 * H, label=True, serving_alarm=False, challenger_alarm=True)
     assert live.challenger is not None
     live.challenger[GLOBAL].learn_one({"battery_level": 1.0}, True)

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,12 +72,14 @@ def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "The snapshot is signed when snapshot.signing_key is set (DEVINTEL_SNAPSHOT__SIGNING_KEY, or the file "
         "snapshot__signing_key in $CREDENTIALS_DIRECTORY).",
     )
-    p.add_argument("--samples", type=int, default=defaults.samples, help="training events [%(default)s]")
+    p.add_argument("--samples", type=int, help=f"training events [bootstrap.samples: {defaults.samples}]")
     p.add_argument(
-        "--holdout-samples", type=int, default=defaults.holdout_samples, help="validation and test events [%(default)s]"
+        "--holdout-samples",
+        type=int,
+        help=f"validation and test events [bootstrap.holdout_samples: {defaults.holdout_samples}]",
     )
-    p.add_argument("--days", type=float, default=defaults.days, help="length of the synthetic span [%(default)s]")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="training seed; held-out homes use seed+1000, +2000")
+    p.add_argument("--days", type=float, help=f"length of the synthetic span [bootstrap.days: {defaults.days:g}]")
+    p.add_argument("--seed", type=int, help="training seed; held-out homes use seed+1000, +2000 [bootstrap.seed: 0]")
     p.add_argument("--model-dir", type=Path, default=Path("models"), help="snapshot directory [%(default)s]")
     p.add_argument("--keep", type=int, default=5, help="snapshots to keep [%(default)s]")
     p.add_argument("--allow-low-quality", action="store_true", help="a failed gate warns instead of failing")
@@ -85,24 +88,24 @@ def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _run_bootstrap(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from devintel.daemon.runtime import bootstrap_config
     from devintel.daemon.settings import load_settings
-    from devintel.models.bootstrap import BootstrapConfig, bootstrap
+    from devintel.models.bootstrap import bootstrap
     from devintel.models.gate import GateFailed
     from devintel.models.snapshots import SnapshotStore
 
     try:
-        # Only the signing key comes from the settings (environment, .env, $CREDENTIALS_DIRECTORY): a daemon with
-        # a key refuses unsigned snapshots, so what this writes must be signed with the same key.
-        signing_key = load_settings().snapshot.signing_key_bytes()
+        # The settings (environment, .env, $CREDENTIALS_DIRECTORY) shape the gate, the horizon and the signing key
+        # (a daemon with a key refuses unsigned snapshots); the command line sets the sizes.
+        settings = load_settings()
+        signing_key = settings.snapshot.signing_key_bytes()
     except (ValidationError, ValueError, FileNotFoundError) as error:
         logger.error("invalid settings: %s", error)
         return 2
-    config = BootstrapConfig(
-        samples=args.samples,
-        holdout_samples=args.holdout_samples,
-        days=args.days,
-        seed=args.seed,
-        allow_low_quality=args.allow_low_quality,
+    sizes = {key: getattr(args, key) for key in ("samples", "holdout_samples", "days", "seed")}
+    config = replace(
+        bootstrap_config(settings, args.allow_low_quality),
+        **{key: value for key, value in sizes.items() if value is not None},
     )
     try:
         result = bootstrap(config, SnapshotStore(args.model_dir, keep=args.keep, signing_key=signing_key))
@@ -220,11 +223,21 @@ def _run_models(args: argparse.Namespace) -> int:
         thresholds = ", ".join(f"{name} {entry['threshold']:.3f}" for name, entry in manifest.get("models", {}).items())
         live = manifest.get("live")
         learned = f", {live['learned']:,} learned live" if isinstance(live, dict) else ""
+        household = manifest.get("household")
+        alarms = (
+            f"; alarms: {household['false_alarms_per_100_device_days']:.2f} false per 100 device-days, "
+            f"{household['catch_rate']:.0%} of failures caught >= 12 h ahead"
+            if isinstance(household, dict)
+            else ""
+        )
         print(
             f"{marker} {version}  F1 {metrics.get('f1', float('nan')):.3f} precision "
             f"{metrics.get('precision', float('nan')):.3f} recall {metrics.get('recall', float('nan')):.3f} "
-            f"(held-out homes){learned}; thresholds: {thresholds}"
+            f"(held-out homes){alarms}{learned}; thresholds: {thresholds}"
         )
+        challenger = live.get("challenger") if isinstance(live, dict) else None
+        if isinstance(challenger, dict):
+            print(f"    serving vs live-learning challenger: {challenger.get('verdict')}")
     return 0
 
 

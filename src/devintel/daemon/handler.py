@@ -214,12 +214,17 @@ class Handler:
             self.counters.failures["feedback"] += 1
         logger.info("feedback: %s %s", item.device_id, item.kind)
         record = self.devices.get(item.device_id)
-        if item.kind in CLEARING_FEEDBACK and record is not None and record.prediction is not None:
-            if record.prediction.needs_attention:
-                record.prediction = replace(record.prediction, needs_attention=False)
-                out.messages.append(prediction_message(self.topics, record.prediction))
-                record.published = (record.prediction.risk_level, False, record.prediction.ts)
-                self.counters.published += 1
+        prediction = record.prediction if record is not None else None
+        if (
+            item.kind in CLEARING_FEEDBACK
+            and record is not None
+            and prediction is not None
+            and prediction.needs_attention
+        ):
+            record.prediction = prediction = replace(prediction, needs_attention=False)
+            out.messages.append(prediction_message(self.topics, prediction))
+            record.published = (prediction.risk_level, False, prediction.ts)
+            self.counters.published += 1
 
     def _record(self, device_id: str, ts: float, out: Handled) -> DeviceRecord:
         record = self.devices.get(device_id)

@@ -67,4 +67,15 @@ def prometheus_text(report: Mapping[str, object]) -> str:
     if isinstance(rolling, Mapping):
         samples = [(f'{{metric="{_escape(str(k))}"}}', _number(v)) for k, v in sorted(rolling.items())]
         metric("rolling_quality", "gauge", "rolling live quality of resolved labels", samples)
+    alarms = report.get("alarms")
+    if isinstance(alarms, Mapping):
+        samples = [(f'{{metric="{_escape(str(k))}"}}', _number(v)) for k, v in sorted(alarms.items())]
+        metric(
+            "alarm_quality", "gauge", "live alarm episodes judged by resolved labels (false alarms, catches)", samples
+        )
+    challenger = report.get("challenger")
+    if isinstance(challenger, Mapping):
+        counts = {k: v for k, v in challenger.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        samples = [(f'{{metric="{_escape(str(k))}"}}', _number(v)) for k, v in sorted(counts.items())]
+        metric("challenger", "gauge", "serving models vs the live-learning challenger on settled labels", samples)
     return "\n".join(lines) + "\n"

@@ -204,9 +204,7 @@ def _device_groups(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
-def _household(
-    truth: _Truth, flags: np.ndarray, horizon_s: float, groups: dict[str, np.ndarray]
-) -> dict[str, object]:
+def _household(truth: _Truth, flags: np.ndarray, horizon_s: float, groups: dict[str, np.ndarray]) -> dict[str, object]:
     """The household measures of ``flags`` on a stream: overall and per group."""
     args = (truth.device, truth.ts, flags, truth.failure_at, horizon_s, truth.visible)
     return {
@@ -261,9 +259,7 @@ def bootstrap(
     del train
 
     say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
-    validation = _synthetic(
-        config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants
-    )
+    validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants)
     val_scores = _score(models, validation)
     val_truth = validation["fails_within_horizon"].to_numpy()
     val_types = validation["home_type"].astype(str).to_numpy()

@@ -12,9 +12,9 @@ Features (all floats; a field the device does not report yields no feature):
   same for a medium average (time constant 2 days); ``<signal>_tdev``: the deviation less the lag that the
   baseline's own steady drift explains (a battery draining as it should); ``<signal>_cusum_up`` and
   ``_cusum_down``: Page's CUSUM of the per-report deviation beyond one noise unit, both ways (a small
-  sustained shift adds up report after report, noise drains away); ``<signal>_slope``: the
-  change per day that the fast and medium averages imply; ``<signal>_peak``: the recent peak (decaying over 2 days) of error rate,
-  response time and temperature;
+  sustained shift adds up report after report, noise drains away); ``<signal>_slope``: the change per day
+  that the fast and medium averages imply; ``<signal>_peak``: the recent peak (decaying over 2 days) of error
+  rate, response time and temperature;
 - ``gap_ratio``: time since the previous report over the device's usual interval (the running median of its
   gaps, in log space, so bursts of reports minutes apart do not shrink it); ``gap_z``: how unusual that gap is
   for this device, in units of the spread of its own log gaps (at least ``GAP_SPREAD_FLOOR``), so a device

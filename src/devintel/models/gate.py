@@ -94,7 +94,13 @@ class GateResult:
         return {
             "passed": self.passed,
             "rows": [
-                {"metric": r.metric, "value": r.value, "threshold": r.threshold, "passed": r.passed, "at_most": r.at_most}
+                {
+                    "metric": r.metric,
+                    "value": r.value,
+                    "threshold": r.threshold,
+                    "passed": r.passed,
+                    "at_most": r.at_most,
+                }
                 for r in self.rows
             ],
         }

@@ -31,7 +31,7 @@ import logging
 import pickle
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Final
 
 from devintel.models.challenger import ChallengerScore
@@ -215,7 +215,8 @@ class LiveModels:
         return state.active
 
     def _challenger_alarm(self, device_id: str, ts: float, features: Features) -> bool:
-        assert self.decision is not None and self.challenger is not None
+        assert self.decision is not None
+        assert self.challenger is not None
         model = self.challenger[self.route(self.home_type_of.get(device_id, ""))]
         probability = float(model.predict_proba_one(features).get(True, 0.0))
         state = self.challenger_alarms.get(device_id)
