@@ -129,13 +129,15 @@ def test_fixture_messages_never_crash_the_handler(small_snapshot: Path) -> None:
 
 def test_feedback_resolves_labels_and_teaches_the_models(small_snapshot: Path) -> None:
     handler = _handler(small_snapshot)
-    before = pickle.dumps(handler.live.models)
+    serving, challenger = pickle.dumps(handler.live.models), pickle.dumps(handler.live.challenger)
     for i in range(20):
         handler.handle(*_event("smoke1", T0 + i * HOUR, battery_level=30.0 - i))
     handler.handle("devintel/feedback/smoke1", b'{"event": "failure"}', T0 + 21 * HOUR)
     assert handler.counters.failures == {"feedback": 1}
+    assert handler.counters.feedback == {"failure": 1}
     assert handler.live.learner.learned == 20
-    assert pickle.dumps(handler.live.models) != before
+    assert pickle.dumps(handler.live.challenger) != challenger  # the live-learning copy learned ...
+    assert pickle.dumps(handler.live.models) == serving  # ... the serving models wait until it beats them
 
 
 def test_silent_devices_are_evicted_and_their_entities_removed(small_snapshot: Path) -> None:

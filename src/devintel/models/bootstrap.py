@@ -124,7 +124,7 @@ def tune_threshold(truth: np.ndarray, probability: np.ndarray) -> float:
     return float(ranked[ends[int(np.argmax(score))]])
 
 
-def _score(models: dict[str, Classifier], frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def score_frame(models: dict[str, Classifier], frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """The global model's probability for every event of ``frame``, and each home-type model's for the events
     of its home type (NaN elsewhere); features come from the frame's own history, computed once per event."""
     extractor = FeatureExtractor()
@@ -139,7 +139,7 @@ def _score(models: dict[str, Classifier], frame: pd.DataFrame) -> dict[str, np.n
     return out
 
 
-def _routed(
+def routed_scores(
     frame: pd.DataFrame, scores: dict[str, np.ndarray], thresholds: dict[str, float], router: dict[str, str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and decisions of the routed model for every event of ``frame``."""
@@ -154,8 +154,8 @@ def _routed(
 
 
 @dataclass(frozen=True, slots=True)
-class _Truth:
-    """What the generator knows about a held-out stream, per event, for scoring."""
+class StreamTruth:
+    """What the generator knows about a held-out stream, per event, for scoring (never shown to a model)."""
 
     device: np.ndarray
     """Device codes (int)."""
@@ -167,7 +167,7 @@ class _Truth:
     label: np.ndarray
 
     @classmethod
-    def of(cls, frame: pd.DataFrame) -> _Truth:
+    def of(cls, frame: pd.DataFrame) -> StreamTruth:
         devices = frame["device_id"].astype(str)
         return cls(
             device=pd.factorize(devices)[0],
@@ -191,7 +191,7 @@ def alarm_flags(params: DecisionParams, devices: np.ndarray, ts: np.ndarray, pro
     return flags
 
 
-def _device_groups(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def device_groups(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """Per event, the groups its device belongs to: home type, world variant, and the failure mode it fails of
     (``none`` for a device that does not fail)."""
     devices = frame["device_id"].astype(str)
@@ -204,7 +204,9 @@ def _device_groups(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
-def _household(truth: _Truth, flags: np.ndarray, horizon_s: float, groups: dict[str, np.ndarray]) -> dict[str, object]:
+def household_measures(
+    truth: StreamTruth, flags: np.ndarray, horizon_s: float, groups: dict[str, np.ndarray]
+) -> dict[str, object]:
     """The household measures of ``flags`` on a stream: overall and per group."""
     args = (truth.device, truth.ts, flags, truth.failure_at, horizon_s, truth.visible)
     return {
@@ -260,7 +262,7 @@ def bootstrap(
 
     say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
     validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants)
-    val_scores = _score(models, validation)
+    val_scores = score_frame(models, validation)
     val_truth = validation["fails_within_horizon"].to_numpy()
     val_types = validation["home_type"].astype(str).to_numpy()
     thresholds = {GLOBAL: tune_threshold(val_truth, val_scores[GLOBAL])}
@@ -277,8 +279,8 @@ def bootstrap(
         if own > shared:
             router[home_type] = home_type
     models = {name: model for name, model in models.items() if name in thresholds}
-    val_probability, _ = _routed(validation, val_scores, thresholds, router)
-    val = _Truth.of(validation)
+    val_probability, _ = routed_scores(validation, val_scores, thresholds, router)
+    val = StreamTruth.of(validation)
     say("tuning the alarm decision on the validation homes")
     tuned = tune_decision(
         val.device,
@@ -291,7 +293,7 @@ def bootstrap(
         val.visible,
     )
     val_flags = alarm_flags(tuned.params, val.device, val.ts, val_probability)
-    val_household = _household(val, val_flags, horizon_s, _device_groups(validation))
+    val_household = household_measures(val, val_flags, horizon_s, device_groups(validation))
     del validation, val_scores
 
     say(
@@ -299,17 +301,17 @@ def bootstrap(
         f"of world variants no model saw ({', '.join(config.test_variants)})"
     )
     test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
-    test_scores = _score(models, test)
-    probability, decision = _routed(test, test_scores, thresholds, router)
-    truth = _Truth.of(test)
+    test_scores = score_frame(models, test)
+    probability, decision = routed_scores(test, test_scores, thresholds, router)
+    truth = StreamTruth.of(test)
     # binary_report thresholds one probability array; routed decisions mix thresholds, so score them
     # as 0/1 "probabilities" at 0.5, and keep the probabilities for the ranking metrics.
     report = binary_report(truth.label, decision.astype(np.float64), 0.5)
     ranking = binary_report(truth.label, probability, 0.5)
     report = BinaryReport(**{**asdict(report), "pr_auc": ranking.pr_auc, "brier": ranking.brier})
     flags = alarm_flags(tuned.params, truth.device, truth.ts, probability)
-    groups = _device_groups(test)
-    household = _household(truth, flags, horizon_s, groups)
+    groups = device_groups(test)
+    household = household_measures(truth, flags, horizon_s, groups)
     overall = household["overall"]
     assert isinstance(overall, dict)
     gate = evaluate_gate({**report.as_dict(), **overall}, config.thresholds)
