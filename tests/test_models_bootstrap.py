@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from devintel.daemon.cli import main as cli_main
-from devintel.models.bootstrap import BootstrapConfig, bootstrap, tune_threshold
+from devintel.models.bootstrap import TEST_VARIANTS, TRAIN_VARIANTS, BootstrapConfig, bootstrap, tune_threshold
+from devintel.models.decision import DecisionParams
 from devintel.models.gate import GateFailed, QualityThresholds
 from devintel.models.snapshots import SnapshotStore
 
+PLOTS = (
+    "catch_rate_by_failure_mode.png",
+    "false_alarms_by_home_type.png",
+    "false_alarms_by_variant.png",
+    "lead_times.png",
+    "precision_recall.png",
+    "reliability.png",
+)
 SMALL = {"samples": 20_000, "holdout_samples": 8_000, "days": 40.0, "seed": 3}
 IMPOSSIBLE = QualityThresholds(1.0, 1.0, 1.0, 1.0, 0.0, 1.0)
 TRIVIAL = QualityThresholds(0.0, 0.0, 0.0, 0.0, 1e9, 0.0)
@@ -93,12 +103,34 @@ def test_threshold_is_the_break_even_of_precision_and_recall() -> None:
     assert tune_threshold(np.zeros(10, dtype=bool), np.linspace(0, 1, 10)) == 0.5
 
 
-def test_report_has_lead_time_and_drift(tmp_path: Path) -> None:
+def test_report_has_household_measures_per_variant_the_decision_and_plots(tmp_path: Path) -> None:
     result = bootstrap(BootstrapConfig(**SMALL, thresholds=TRIVIAL), SnapshotStore(tmp_path))
-    lead = result.report["lead_time"]
-    assert isinstance(lead, dict)
-    assert lead["failures"] >= lead["warned"] >= 0
+    household = result.report["household"]
+    assert isinstance(household, dict)
+    overall = household["overall"]
+    assert overall["failures"] >= overall["failures_with_precursor"] >= overall["caught"] >= 0
+    assert set(household["by_variant"]) <= set(TEST_VARIANTS)
+    assert set(result.report["household_validation"]["by_variant"]) <= set(TRAIN_VARIANTS)  # type: ignore[index]
     assert isinstance(result.report["error_drifts_in_warm_start"], int)
-    markdown = SnapshotStore(tmp_path).load().files["report/report.md"].decode()
-    assert "Lead time:" in markdown
-    assert "ADWIN" in markdown
+    loaded = SnapshotStore(tmp_path).load()
+    assert DecisionParams.from_dict(loaded.manifest["decision"]) == result.decision
+    assert loaded.manifest["training"]["test_variants"] == list(TEST_VARIANTS)
+    markdown = loaded.files["report/report.md"].decode()
+    for heading in ("What a household lives with", "Per world variant", "The alarm decision", "ADWIN"):
+        assert heading in markdown
+    pngs = {name for name in loaded.files if name.endswith(".png")}
+    assert pngs == {f"report/{name}" for name in PLOTS}
+    assert all(loaded.files[name].startswith(b"\x89PNG") for name in pngs)
+    assert all(f"![{name}]({name})" in markdown for name in PLOTS)
+
+
+def test_without_matplotlib_the_report_keeps_its_tables_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    bootstrap(BootstrapConfig(**SMALL, thresholds=TRIVIAL), SnapshotStore(tmp_path))
+    loaded = SnapshotStore(tmp_path).load()
+    assert not [name for name in loaded.files if name.endswith(".png")]
+    markdown = loaded.files["report/report.md"].decode()
+    assert "No plots: matplotlib is not installed" in markdown
+    assert "What a household lives with" in markdown
