@@ -259,6 +259,7 @@ def test_tuning_keeps_the_best_catch_rate_within_the_budget() -> None:
         ),
         default=None,
     )
-    assert tuned.within_budget and best is not None
+    assert tuned.within_budget
+    assert best is not None
     assert tuned.validation.catch_rate == best
     assert tuned.validation.false_alarms_per_100_device_days <= budget
