@@ -213,7 +213,8 @@ def window_events(
     # a stable sort keeps even those in a defined order.
     key = event_order_key(ts[alive], dev[alive])
     order = alive[np.argsort(key, kind="stable") if ctx.any_spread else np.argsort(key)]
-    dev, t, ts = dev[order], t[order], ts[order]  # sorted here: every column below is in event-time order
+    dev, t = dev[order], t[order]  # sorted here: every column below is in event-time order
+    ts = ts[order] if ctx.any_delay else t  # the receipt time, where a payload carries no timestamp
 
     # Hidden state: how far the device's failure precursor and its transient dip have progressed.
     # Row ``m`` of ``severity`` is the severity of failure mode ``m``; the last row absorbs "no mode".
@@ -236,7 +237,8 @@ def window_events(
     weights = np.array([*(LOSS_PER_SEVERITY[m] for m in FAILURE_MODES), 0.0])
     p_drop = f.drop_base[dev] + weights @ severity
     kept = rng.random(n) >= p_drop
-    dev, t, ts, s_fail, fail_t = dev[kept], t[kept], ts[kept], s_fail[kept], fail_t[kept]
+    dev, t, s_fail, fail_t = dev[kept], t[kept], s_fail[kept], fail_t[kept]
+    ts = ts[kept] if ctx.any_delay else t
     sev = dict(zip(FAILURE_MODES, severity[:, kept], strict=False))
     n = dev.size
     # Fields no device reports together share a row of noise: battery and throughput, LQI and RSSI.
