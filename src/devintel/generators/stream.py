@@ -133,8 +133,10 @@ def unit_noise(rng: np.random.Generator, shape: tuple[int, int]) -> F64:
 def event_order_key(t: F64, dev: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """A sort key with no ties: the event time in milliseconds, then the device index.
 
-    No two events share a key (a device's reports are at least 40 % of its interval apart), so every
-    sort algorithm, on every CPU, puts the events in the same order.
+    No two events of periodic devices share a key (a device's reports are at least 40 % of its interval
+    apart), so every sort algorithm, on every CPU, puts them in the same order. Only the on-change devices
+    of world variants can (rarely) send two reports in one millisecond; fleets with such devices sort
+    stably, so ties keep the order in which the slots were generated.
     """
     key: npt.NDArray[np.int64] = np.rint(t * 1000.0).astype(np.int64) * _MAX_DEVICES + dev
     return key

@@ -142,7 +142,10 @@ VARIANT_FAMILIES: Final[Mapping[str, VariantFamily]] = MappingProxyType(
 
 
 def check_variants(variants: Sequence[str] | None) -> tuple[str, ...]:
-    """The requested families as a tuple (``None``: ``("reference",)``); a ``ValueError`` names the valid ones."""
+    """The requested families as a tuple (``None``: ``("reference",)``; one name alone: that family).
+
+    Unknown names, or none, raise a ``ValueError`` that names the valid ones.
+    """
     if variants is None:
         return ("reference",)
     if isinstance(variants, str):
