@@ -53,6 +53,12 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--horizon-days", type=float, default=DEFAULT_HORIZON_DAYS, help="label horizon in days [%(default)s]"
     )
     p.add_argument(
+        "--variants",
+        type=_csv_list,
+        default=None,
+        help="comma-separated world-variant families, one per home in turn (docs/synthetic-data.md) [reference]",
+    )
+    p.add_argument(
         "--per-home-type",
         action="store_true",
         help="write one dataset per home type (of --samples rows each); --out must contain {home_type}",
@@ -322,6 +328,7 @@ def _run_generate(args: argparse.Namespace) -> int:
                 failure_rate=args.failure_rate,
                 horizon_days=args.horizon_days,
                 start=None,
+                variants=args.variants,
             )
             out = Path(str(args.out).format(home_type=name)) if args.out is not None else None
             if out is not None:

@@ -146,8 +146,9 @@ class GeneratorConfig:
     def batches(self) -> Iterator[pd.DataFrame]:
         """The events as event-time-ordered DataFrames of about two days each (see :func:`iter_batches`)."""
         fleet = self.fleet()
+        dtypes = _dtypes(fleet)
         for batch in iter_event_batches(fleet, seed=self.seed, samples=self.samples, horizon_days=self.horizon_days):
-            yield _frame(fleet, batch)
+            yield _frame(batch, dtypes)
 
     def frame(self) -> pd.DataFrame:
         """All events in one DataFrame (see :func:`generate`)."""
@@ -164,12 +165,11 @@ class GeneratorConfig:
                 batch.positive,
             )
             filled = end
-        return _frame(fleet, EventBatch(floats, codes, positive).take(slice(0, filled)))
+        return _frame(EventBatch(floats, codes, positive).take(slice(0, filled)), _dtypes(fleet))
 
 
-def _frame(fleet: Fleet, batch: EventBatch) -> pd.DataFrame:
-    """The documented DataFrame of a batch: categoricals for names, floats sharing the batch's block."""
-    frame = pd.DataFrame(batch.floats.T, columns=list(FLOAT_COLUMNS), copy=False)
+def _dtypes(fleet: Fleet) -> dict[str, pd.CategoricalDtype]:
+    """The categorical type of each code column: built once per fleet, shared by every batch's frame."""
     names: dict[str, Sequence[str]] = {
         "device_id": fleet.device_ids,
         "home_id": fleet.home_ids,
@@ -179,8 +179,14 @@ def _frame(fleet: Fleet, batch: EventBatch) -> pd.DataFrame:
         "failure_mode": (*FAILURE_MODES, "none"),
         "variant": fleet.variant_names,
     }
+    return {column: pd.CategoricalDtype(pd.Index(list(names[column]))) for column in CODE_COLUMNS}
+
+
+def _frame(batch: EventBatch, dtypes: dict[str, pd.CategoricalDtype]) -> pd.DataFrame:
+    """The documented DataFrame of a batch: categoricals for names, floats sharing the batch's block."""
+    frame = pd.DataFrame(batch.floats.T, columns=list(FLOAT_COLUMNS), copy=False)
     for row, column in enumerate(CODE_COLUMNS):
-        frame[column] = pd.Categorical.from_codes(batch.codes[row], categories=pd.Index(list(names[column])))
+        frame[column] = pd.Categorical.from_codes(batch.codes[row], dtype=dtypes[column])
     frame["fails_within_horizon"] = batch.positive
     return frame[list(COLUMNS)]
 

@@ -133,8 +133,10 @@ def unit_noise(rng: np.random.Generator, shape: tuple[int, int]) -> F64:
 def event_order_key(t: F64, dev: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """A sort key with no ties: the event time in milliseconds, then the device index.
 
-    No two events share a key (a device's reports are at least 40 % of its interval apart), so every
-    sort algorithm, on every CPU, puts the events in the same order.
+    No two events of periodic devices share a key (a device's reports are at least 40 % of its interval
+    apart), so every sort algorithm, on every CPU, puts them in the same order. Only the on-change devices
+    of world variants can (rarely) send two reports in one millisecond; fleets with such devices sort
+    stably, so ties keep the order in which the slots were generated.
     """
     key: npt.NDArray[np.int64] = np.rint(t * 1000.0).astype(np.int64) * _MAX_DEVICES + dev
     return key
@@ -213,7 +215,8 @@ def window_events(
     # a stable sort keeps even those in a defined order.
     key = event_order_key(ts[alive], dev[alive])
     order = alive[np.argsort(key, kind="stable") if ctx.any_spread else np.argsort(key)]
-    dev, t, ts = dev[order], t[order], ts[order]  # sorted here: every column below is in event-time order
+    dev, t = dev[order], t[order]  # sorted here: every column below is in event-time order
+    ts = ts[order] if ctx.any_delay else t  # the receipt time, where a payload carries no timestamp
 
     # Hidden state: how far the device's failure precursor and its transient dip have progressed.
     # Row ``m`` of ``severity`` is the severity of failure mode ``m``; the last row absorbs "no mode".
@@ -236,7 +239,8 @@ def window_events(
     weights = np.array([*(LOSS_PER_SEVERITY[m] for m in FAILURE_MODES), 0.0])
     p_drop = f.drop_base[dev] + weights @ severity
     kept = rng.random(n) >= p_drop
-    dev, t, ts, s_fail, fail_t = dev[kept], t[kept], ts[kept], s_fail[kept], fail_t[kept]
+    dev, t, s_fail, fail_t = dev[kept], t[kept], s_fail[kept], fail_t[kept]
+    ts = ts[kept] if ctx.any_delay else t
     sev = dict(zip(FAILURE_MODES, severity[:, kept], strict=False))
     n = dev.size
     # Fields no device reports together share a row of noise: battery and throughput, LQI and RSSI.

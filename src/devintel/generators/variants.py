@@ -119,7 +119,7 @@ VARIANT_FAMILIES: Final[Mapping[str, VariantFamily]] = MappingProxyType(
             VariantFamily(
                 "battery_cliff",
                 "batteries reported flat then a cliff, in 10/20/25 % steps, or as a voltage only",
-                battery_cliff_power=(2.5, 6.0),
+                battery_cliff_power=(2.0, 5.0),
                 battery_steps=(10.0, 20.0, 25.0),
                 voltage_only_share=(0.15, 0.4),
                 noise_scale=MILD_NOISE,
@@ -142,7 +142,10 @@ VARIANT_FAMILIES: Final[Mapping[str, VariantFamily]] = MappingProxyType(
 
 
 def check_variants(variants: Sequence[str] | None) -> tuple[str, ...]:
-    """The requested families as a tuple (``None``: ``("reference",)``); a ``ValueError`` names the valid ones."""
+    """The requested families as a tuple (``None``: ``("reference",)``; one name alone: that family).
+
+    Unknown names, or none, raise a ``ValueError`` that names the valid ones.
+    """
     if variants is None:
         return ("reference",)
     if isinstance(variants, str):
