@@ -169,7 +169,8 @@ async def test_refresh_serves_a_passing_bootstrap_and_keeps_serving_after_a_fail
     assert failed["version"] is None
     assert runtime.model_version() == serving
     assert store.versions() == versions  # nothing written
-    lenient = Settings(model_dir=small_snapshot, bootstrap=small, quality={k: 0.0 for k in impossible})
+    lenient_gate = {**{k: 0.0 for k in impossible}, "min_catch_rate": 0.0, "max_false_alarms_per_100_device_days": 1e3}
+    lenient = Settings(model_dir=small_snapshot, bootstrap=small, quality=lenient_gate)
     runtime = Runtime(lenient, store, store.load())
     passed = await runtime.refresh()
     assert passed["passed"] is True

@@ -685,11 +685,17 @@ async def test_no_device_id_injects_a_topic_or_a_path(
         frozenset(p.relative_to(small_snapshot / v).as_posix() for p in (small_snapshot / v).rglob("*"))
         for v in store.versions()
     }
-    assert len(names) == 1, "a snapshot holds other files than the models"
-    final = store.load()  # the final snapshot, after learning from these devices, names none of them
+    allowed = re.compile(
+        r"manifest\.json|models|challenger|report|state|(models|challenger)/\w+\.pkl|report/[\w.]+|state/alarms\.json"
+    )
+    assert all(allowed.fullmatch(name) for files in names for name in files), names
+    final = store.load()  # the final snapshot, after learning from these devices, names none of them in a path ...
     assert final.version != before_version
     for device in ("good.one", "bedroom_radiator", "dev3"):
-        assert not any(device.encode() in blob for blob in final.files.values()), device
+        blobs = [blob for name, blob in final.files.items() if name != "state/alarms.json"]
+        assert not any(device.encode() in blob for blob in blobs), device
+    alarms = orjson.loads(final.files["state/alarms.json"])  # ... and only as JSON keys of the alarm states
+    assert all(SAFE_ID.fullmatch(device) for states in alarms.values() for device in states)
     after = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
     created = {p for p in after - before if p.parts[0] != "models"}
     assert created == {Path("daemon.log")}, created

@@ -90,6 +90,10 @@ class AlarmState:
     changed_at: float = _NO_RUN
     """When ``active`` last changed (NaN: never)."""
 
+    def carries(self) -> bool:
+        """Whether this state differs in effect from a fresh one (an alarm on, or a run of raised reports)."""
+        return self.active or self.raised_count > 0
+
     def as_list(self) -> list[float | int | bool]:
         """A compact JSON form (for the snapshot's per-device state)."""
         return [self.active, self.raised_since, self.raised_count, self.clear_since, self.changed_at]

@@ -394,10 +394,13 @@ class LiveModels:
         self.ledger = previous.ledger
 
     def alarm_states(self) -> dict[str, object]:
-        """The per-device alarm decisions as JSON-ready values (for the snapshot)."""
+        """The per-device alarm decisions that carry anything (an alarm on, or evidence building up) as JSON-ready
+        values (for the snapshot); the others restart as they would anyway, from a fresh state."""
         return {
-            "serving": {device: state.as_list() for device, state in self.alarms.items()},
-            "challenger": {device: state.as_list() for device, state in self.challenger_alarms.items()},
+            "serving": {device: state.as_list() for device, state in self.alarms.items() if state.carries()},
+            "challenger": {
+                device: state.as_list() for device, state in self.challenger_alarms.items() if state.carries()
+            },
         }
 
     def restore_alarms(self, saved: Mapping[str, object]) -> None:
