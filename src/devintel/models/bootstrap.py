@@ -57,6 +57,8 @@ TEST_SEED_OFFSET: Final = 2000
 #: saw (leave-variant-out; :data:`devintel.generators.VARIANT_FAMILIES` describes each).
 TRAIN_VARIANTS: Final = ("reference", "noisy", "sparse", "battery_cliff")
 TEST_VARIANTS: Final = ("on_change", "load_heated")
+#: Events between two progress lines of the warm start and the held-out scoring.
+PROGRESS_EVERY: Final = 100_000
 #: A failure's precursor counts as visible in an event from this hidden severity on (the generator's 0..1 scale).
 VISIBLE_PRECURSOR: Final = 0.1
 
@@ -124,13 +126,18 @@ def tune_threshold(truth: np.ndarray, probability: np.ndarray) -> float:
     return float(ranked[ends[int(np.argmax(score))]])
 
 
-def score_frame(models: dict[str, Classifier], frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def score_frame(
+    models: dict[str, Classifier], frame: pd.DataFrame, on_event: Callable[[int], None] | None = None
+) -> dict[str, np.ndarray]:
     """The global model's probability for every event of ``frame``, and each home-type model's for the events
-    of its home type (NaN elsewhere); features come from the frame's own history, computed once per event."""
+    of its home type (NaN elsewhere); features come from the frame's own history, computed once per event.
+    ``on_event`` is called with each event's index (progress)."""
     extractor = FeatureExtractor()
     out = {name: np.full(len(frame), np.nan) for name in models}
     home_types = frame["home_type"].astype(str).tolist()
     for i, event in enumerate(events(frame)):
+        if on_event is not None:
+            on_event(i)
         features = extractor.update(event)
         out[GLOBAL][i] = models[GLOBAL].predict_proba_one(features).get(True, 0.0)
         own = models.get(home_types[i])
@@ -176,6 +183,16 @@ class StreamTruth:
             visible=frame["precursor"].to_numpy() >= VISIBLE_PRECURSOR,
             label=frame["fails_within_horizon"].to_numpy(),
         )
+
+
+def _every(step: int, total: int, what: str, say: Callable[[str], None]) -> Callable[[int], None]:
+    """A per-event callback that says how far ``what`` has got every ``step`` events."""
+
+    def tick(i: int) -> None:
+        if i and i % step == 0:
+            say(f"{what}: {i:,} of {total:,} events ({i / total:.0%})")
+
+    return tick
 
 
 def alarm_flags(params: DecisionParams, devices: np.ndarray, ts: np.ndarray, probability: np.ndarray) -> np.ndarray:
@@ -249,7 +266,9 @@ def bootstrap(
         on_learn=teach_home_type_model,
     )
     say(f"warm-starting the global model and {len(HOME_TYPES)} home-type models")
-    warm_start(learner, events(train), failure_times(train))
+    warm_start(
+        learner, events(train), failure_times(train), on_event=_every(PROGRESS_EVERY, len(train), "warm start", say)
+    )
     learned[GLOBAL] = learner.learned
     if learner.learned == 0:
         raise ValueError(
@@ -262,7 +281,7 @@ def bootstrap(
 
     say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
     validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants)
-    val_scores = score_frame(models, validation)
+    val_scores = score_frame(models, validation, _every(PROGRESS_EVERY, len(validation), "validation", say))
     val_truth = validation["fails_within_horizon"].to_numpy()
     val_types = validation["home_type"].astype(str).to_numpy()
     thresholds = {GLOBAL: tune_threshold(val_truth, val_scores[GLOBAL])}
@@ -301,7 +320,7 @@ def bootstrap(
         f"of world variants no model saw ({', '.join(config.test_variants)})"
     )
     test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
-    test_scores = score_frame(models, test)
+    test_scores = score_frame(models, test, _every(PROGRESS_EVERY, len(test), "test", say))
     probability, decision = routed_scores(test, test_scores, thresholds, router)
     truth = StreamTruth.of(test)
     # binary_report thresholds one probability array; routed decisions mix thresholds, so score them
