@@ -375,3 +375,18 @@ async def test_serve_cancelled_stops_listening(service: FakeService) -> None:
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient() as http:
             await http.get(f"http://127.0.0.1:{port}/health")
+
+
+def test_metrics_carry_the_live_alarm_quality_and_the_challenger() -> None:
+    from devintel.daemon.prometheus import prometheus_text
+
+    text = prometheus_text(
+        {
+            "alarms": {"false_alarms_per_100_device_days": 0.25, "catch_rate": 0.9, "failures": 4},
+            "challenger": {"verdict": "serving models hold", "promotions": 1, "serving_false": 3},
+        }
+    )
+    assert 'devintel_alarm_quality{metric="false_alarms_per_100_device_days"} 0.25' in text
+    assert 'devintel_alarm_quality{metric="catch_rate"} 0.9' in text
+    assert 'devintel_challenger{metric="promotions"} 1' in text
+    assert "verdict" not in text  # words stay in the health message
