@@ -157,6 +157,12 @@ def test_challenger_score_promotes_only_a_better_challenger() -> None:
         worse.update(i * HOUR, i % 10 == 0, serving_alarm=i % 10 == 0, challenger_alarm=i % 10 == 0 or i % 3 == 0)
     worse.settle(100 * HOUR + H)
     assert worse.verdict()[0] is False
+    marginal = ChallengerScore(horizon_s=H, window=1000, min_positives=5, min_resolved=50)
+    for i in range(200):  # the challenger catches one more failure event of 20 and is otherwise the same: noise
+        label = i % 10 == 0
+        marginal.update(i * HOUR, label, serving_alarm=label and i != 0, challenger_alarm=label)
+    marginal.settle(200 * HOUR + H)
+    assert marginal.verdict()[0] is False
 
 
 def test_fresh_labels_are_not_judged_before_they_settle() -> None:

@@ -5,8 +5,10 @@ live label. Both are judged on the same recently resolved labels, each with its 
 resolved event, whether that model's alarm was on. The product's own measures decide: false alarms (alarm on, no
 failure followed within the horizon) and catches (alarm on, a failure followed). The challenger takes over serving
 only once it has at least ``min_positives`` failures and ``min_resolved`` labels in the window to be judged on, and
-it raises no more false alarms and catches at least as many failures as the serving models, one of them strictly
-better. A challenger that learned from misleading labels (a lamp switched off called a failure, a failure without a
+it raises no more false alarms and catches at least as many failures as the serving models, one of them better by a
+clear margin (``min_gain`` of the positives or of the serving models' false alarms, and at least ``min_gain_events``
+events): a difference of a report or two is noise, and swapping models on noise made a replay of an unseen world
+worse than not learning at all. A challenger that learned from misleading labels (a lamp switched off called a failure, a failure without a
 visible precursor) raises more false alarms on the next labels and stays where it is.
 
 Only *settled* events are compared: those a whole horizon old, whose labels are final. Failures resolve as soon as
@@ -35,6 +37,8 @@ class ChallengerScore:
     window: int = WINDOW
     min_positives: int = 20
     min_resolved: int = 1_000
+    min_gain: float = 0.05
+    min_gain_events: int = 5
     _outcomes: deque[tuple[bool, bool, bool]] = field(init=False, repr=False)
     """(label, serving alarm on, challenger alarm on) per settled event."""
     _pending: list[tuple[float, int, bool, bool, bool]] = field(init=False, repr=False)
@@ -81,14 +85,18 @@ class ChallengerScore:
             )
         fewer_false = c["challenger_false"] <= c["serving_false"]
         more_caught = c["challenger_caught"] >= c["serving_caught"]
-        strictly = c["challenger_false"] < c["serving_false"] or c["challenger_caught"] > c["serving_caught"]
+        fewer_by = c["serving_false"] - c["challenger_false"]
+        more_by = c["challenger_caught"] - c["serving_caught"]
+        strictly = fewer_by >= max(self.min_gain_events, self.min_gain * c["serving_false"]) or more_by >= max(
+            self.min_gain_events, self.min_gain * c["positives"]
+        )
         summary = (
             f"false alarms {c['challenger_false']} vs {c['serving_false']}, "
             f"caught {c['challenger_caught']} vs {c['serving_caught']} of {c['positives']} (challenger vs serving)"
         )
         if fewer_false and more_caught and strictly:
             return True, f"challenger beats the serving models: {summary}"
-        return False, f"serving models hold: {summary}"
+        return False, f"serving models hold (a challenger must be clearly better): {summary}"
 
     def promoted(self) -> None:
         """The challenger took over: judge the next one afresh."""
