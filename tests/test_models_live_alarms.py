@@ -145,10 +145,10 @@ def test_events_wait_while_a_device_is_suspected_and_turn_positive_when_it_is_go
 
 def test_challenger_score_promotes_only_a_better_challenger() -> None:
     score = ChallengerScore(horizon_s=H, window=1000, min_positives=5, min_resolved=50)
-    for i in range(100):
+    for i in range(300):  # the challenger raises no false alarm where the serving models raise 38
         score.update(i * HOUR, i % 10 == 0, serving_alarm=i % 10 == 0 or i % 7 == 0, challenger_alarm=i % 10 == 0)
     assert "waiting" in score.verdict()[1]  # nothing settled yet: a horizon has not passed
-    score.settle(100 * HOUR + H)
+    score.settle(300 * HOUR + H)
     promote, why = score.verdict()
     assert promote
     assert "beats" in why
@@ -209,7 +209,7 @@ def test_misleading_labels_do_not_degrade_the_serving_alarms(small_snapshot: Pat
 def test_a_promoted_challenger_serves() -> None:
     live = LiveModels(models={GLOBAL: default_model()}, thresholds={GLOBAL: 0.5}, router={}, version="v", horizon_s=H)
     live.guard = ChallengerScore(horizon_s=H, min_positives=1, min_resolved=1)
-    for _i in range(10):
+    for _ in range(30):
         live.guard.update(-2 * H, label=True, serving_alarm=False, challenger_alarm=True)
     assert live.challenger is not None
     live.challenger[GLOBAL].learn_one({"battery_level": 1.0}, True)

@@ -37,8 +37,8 @@ class ChallengerScore:
     window: int = WINDOW
     min_positives: int = 20
     min_resolved: int = 1_000
-    min_gain: float = 0.05
-    min_gain_events: int = 5
+    min_gain: float = 0.1
+    min_gain_events: int = 20
     _outcomes: deque[tuple[bool, bool, bool]] = field(init=False, repr=False)
     """(label, serving alarm on, challenger alarm on) per settled event."""
     _pending: list[tuple[float, int, bool, bool, bool]] = field(init=False, repr=False)
