@@ -441,6 +441,10 @@ def _load_version(image: Image, model_dir: Path) -> str:
 
 def test_build_and_bake_stages_run(image: Image) -> None:
     assert not (image.venv / "lib" / "python3.11" / "site-packages" / "__editable__.devintel-0.1.0.pth").exists()
+    # only the runtime dependencies: no extras (pyarrow), nothing that only installing needs (pip, setuptools)
+    modules = "('pyarrow', 'pip', 'setuptools', 'pytest')"
+    found = f"import importlib.util as u; print(sorted(m for m in {modules} if u.find_spec(m)))"
+    assert _image_python(image, found) == "[]"
     version = (image.baked / "current").read_text(encoding="utf-8").strip()
     assert (image.baked / version / "manifest.json").is_file()
     assert not (image.baked / ".lock").exists()
