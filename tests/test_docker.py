@@ -228,30 +228,6 @@ def test_dockerfile_needs_no_buildkit_and_pins_its_dependencies(dockerfile: list
     assert labels["org.opencontainers.image.revision"] == "${VCS_REF}"
 
 
-def test_lock_pins_every_dependency() -> None:
-    """requirements.lock pins each runtime and extra dependency of pyproject.toml (scripts/lock refreshes it)."""
-    import tomllib
-
-    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    lines = [line for line in (REPO / "requirements.lock").read_text(encoding="utf-8").splitlines() if line.strip()]
-    pins: dict[str, str] = {}
-    for line in lines:
-        if line.startswith("#"):
-            continue
-        assert re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.+!-]+", line), f"not a pin: {line!r}"
-        name, _, version = line.partition("==")
-        pins[re.sub(r"[-_.]+", "-", name).lower()] = version
-    wanted = list(project["dependencies"])
-    for extra in project["optional-dependencies"].values():
-        wanted += extra
-    for requirement in wanted:
-        name = re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0]).lower()
-        if name == "devintel":
-            continue
-        assert name in pins, f"{requirement} is not pinned in requirements.lock (run scripts/lock)"
-    assert {"pip", "setuptools", "wheel"} <= set(pins)  # the build backend, pinned through PIP_CONSTRAINT
-
-
 def test_image_and_compose_settings_are_valid(
     dockerfile: list[Instruction], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
