@@ -17,7 +17,8 @@
 #
 # Variables: DEVINTEL_MODEL_DIR (the daemon's; default `models`, as the daemon's), BAKED_MODEL_DIR (default
 # /opt/devintel/baked-models; deliberately not DEVINTEL_-prefixed: the daemon rejects unknown DEVINTEL_* names).
-# Only the environment is read: a model_dir set in a --config TOML file is not seen here.
+# Only the environment is read: a model_dir set in a --config TOML file is not seen here, but the daemon's own
+# --seed-from then seeds it (a copy of the baked snapshot under a new version name) when it holds no snapshot.
 set -eu
 
 log() {
