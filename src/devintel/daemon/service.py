@@ -145,7 +145,8 @@ def prepare_models(settings: Settings, args: argparse.Namespace) -> LoadedSnapsh
     Raises :class:`NoValidSnapshot` when there is none and no replacement is allowed, and
     :class:`GateFailed` when a bootstrap fails its quality gate (unless ``--allow-low-quality``)."""
     store = snapshot_store(settings)
-    can_replace = args.bootstrap_synthetic or args.seed_from is not None
+    seed_dir: Path | None = getattr(args, "seed_from", None)  # callers with older flag sets have none
+    can_replace = args.bootstrap_synthetic or seed_dir is not None
     if not args.force_bootstrap:
         try:
             return load_usable(settings, store, set_aside=can_replace)
@@ -162,17 +163,15 @@ def prepare_models(settings: Settings, args: argparse.Namespace) -> LoadedSnapsh
                     river_version(),
                     len(unusable),
                     aside,
-                    f"a copy of the snapshot in {args.seed_from}" if args.seed_from else "a fresh bootstrap",
+                    f"a copy of the snapshot in {seed_dir}" if seed_dir is not None else "a fresh bootstrap",
                 )
-            if args.seed_from is not None:
+            if seed_dir is not None:
                 try:
-                    return store.load(seed_from(store, args.seed_from))
+                    return store.load(seed_from(store, seed_dir))
                 except NoValidSnapshot as no_seed:
                     if not args.bootstrap_synthetic:
                         raise
-                    logger.warning(
-                        "cannot seed from %s (%s); bootstrapping from synthetic data", args.seed_from, no_seed
-                    )
+                    logger.warning("cannot seed from %s (%s); bootstrapping from synthetic data", seed_dir, no_seed)
             else:
                 logger.info("no valid snapshot (%s); bootstrapping from synthetic data", missing)
     from devintel.models.bootstrap import bootstrap  # with pandas: only when a bootstrap runs
