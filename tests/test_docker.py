@@ -288,6 +288,7 @@ def test_dockerignore_keeps_state_and_secrets_out() -> None:
         assert dockerignored(path, patterns), path
     for path in (
         "pyproject.toml",
+        "requirements.lock",
         "README.md",
         "src/devintel/__init__.py",
         "src/devintel/py.typed",
