@@ -130,7 +130,7 @@ def seed_from(store: SnapshotStore, source_dir: Path) -> str:
     source = SnapshotStore(source_dir).load()
     manifest = dict(source.manifest) | {"seeded_from": {"dir": str(source_dir), "version": source.version}}
     version = store.write(source.files, manifest)
-    logger.warning("serving snapshot %s: a copy of %s from %s", version, source.version, source_dir)
+    logger.info("serving snapshot %s: a copy of %s from %s", version, source.version, source_dir)
     return version
 
 
