@@ -1,5 +1,8 @@
 #!/bin/sh
-# devintel container entrypoint: seed the model volume from the baked models on first start, then exec the daemon.
+# devintel container entrypoint: seed the model volume from the baked models on first start, then exec the daemon
+# with --seed-from the baked models, so that a snapshot on the volume that an upgraded image cannot load (another
+# River minor release, damage, a wrong signature) is moved aside into models/refused/ (kept) and replaced by a copy
+# of the baked one, with a warning in the log, instead of a restart loop (devintel.daemon.service.prepare_models).
 #
 # The image bakes a quality-gated snapshot into $BAKED_MODEL_DIR (read-only) at build time; the daemon serves and
 # writes live snapshots in $DEVINTEL_MODEL_DIR (on the volume). When the model directory holds no `current` pointer
@@ -8,12 +11,14 @@
 # directories without `current`, and the next start finishes the job (`.tmp-*` leftovers are removed by the
 # daemon's next snapshot write). A volume that already has `current` is never touched: its live snapshots win.
 #
-# Arguments go to devintel-daemon (`docker run IMAGE --validate-config`); a first argument of `devintel` or
-# `devintel-daemon` runs that command instead, after the same seeding (`docker compose run devintel devintel models`).
+# Arguments go to devintel-daemon (`docker run IMAGE --config /etc/devintel.toml`). Only a run of the daemon seeds:
+# `--validate-config` and `--help` check and exit without touching the volume, and a first argument of `devintel` or
+# `devintel-daemon` runs that command as given (`docker compose run devintel devintel models`), unseeded.
 #
 # Variables: DEVINTEL_MODEL_DIR (the daemon's; default `models`, as the daemon's), BAKED_MODEL_DIR (default
 # /opt/devintel/baked-models; deliberately not DEVINTEL_-prefixed: the daemon rejects unknown DEVINTEL_* names).
-# Only the environment is read: a model_dir set in a --config TOML file is not seen here.
+# Only the environment is read: a model_dir set in a --config TOML file is not seen here, but the daemon's own
+# --seed-from then seeds it (a copy of the baked snapshot under a new version name) when it holds no snapshot.
 set -eu
 
 log() {
@@ -81,10 +86,20 @@ seed_models() {
     log "seeded $model_dir ($copied snapshot(s) copied); current: $(head -c 64 "$model_dir/current")"
 }
 
-seed_models "${DEVINTEL_MODEL_DIR:-models}" "${BAKED_MODEL_DIR:-/opt/devintel/baked-models}"
-
 case "${1:-}" in
     devintel | devintel-daemon) exec "$@" ;;
 esac
+for arg in "$@"; do
+    case "$arg" in
+        --validate-config | -h | --help) exec devintel-daemon "$@" ;;
+    esac
+done
+
+baked=${BAKED_MODEL_DIR:-/opt/devintel/baked-models}
+seed_models "${DEVINTEL_MODEL_DIR:-models}" "$baked"
+if [ -f "$baked/current" ]; then
+    log "exec devintel-daemon --seed-from $baked $*"
+    exec devintel-daemon --seed-from "$baked" "$@"
+fi
 log "exec devintel-daemon $*"
 exec devintel-daemon "$@"

@@ -6,9 +6,13 @@
 - docker-compose.yml's structure, and every ``DEVINTEL_*`` value of the image and of compose is a valid setting;
 - the image's build for real, minus Docker: the build context is assembled through .dockerignore from the
   Dockerfile's COPY lines, the builder stage's RUN lines install it into a fresh venv, the bake stage's RUN lines
-  bootstrap a toy-sized snapshot through the Dockerfile's build args (and a failed gate fails them), then the
-  entrypoint seeds an empty "volume" from it exactly once and execs the daemon, which serves the HEALTHCHECK's
-  ``/health`` and stops cleanly on SIGTERM with a live snapshot in the volume.
+  bootstrap a toy-sized snapshot through the Dockerfile's build args (and a failed gate fails them), the
+  runtime-venv stage's RUN lines slim the venv, then the entrypoint seeds an empty "volume" from it exactly once
+  (only for a daemon run) and execs the daemon, which serves the HEALTHCHECK's ``/health`` (at the port of its
+  TOML file too) and stops cleanly on SIGTERM with a live snapshot in the volume; a volume whose snapshot an
+  upgrade cannot load is set aside and re-seeded.
+
+scripts/check-docker builds and runs the image with a real Docker engine (a CI step of its own).
 
 The Dockerfile is read with a small parser (continuation lines, comments, stages, ARG and ENV), and the image's
 paths (/opt/venv, /opt/devintel/baked-models, /var/lib/devintel) are mapped to temporary directories through the
@@ -184,7 +188,7 @@ def test_entrypoint_is_posix_sh() -> None:
 
 def test_dockerfile_shape(dockerfile: list[Instruction]) -> None:
     froms = [i.args for i in dockerfile if i.keyword == "FROM"]
-    assert [f.split()[-1] for f in froms] == ["builder", "bake", "runtime"]
+    assert [f.split()[-1] for f in froms] == ["builder", "bake", "runtime-venv", "runtime"]
     base = stage_args(dockerfile, "")["PYTHON_IMAGE"]
     assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base), base
     runtime = {i.keyword: i.args for i in dockerfile if i.stage == "runtime"}
@@ -192,7 +196,7 @@ def test_dockerfile_shape(dockerfile: list[Instruction]) -> None:
     assert runtime["EXPOSE"] == "8019"
     assert runtime["STOPSIGNAL"] == "SIGTERM"
     assert json.loads(runtime["VOLUME"]) == ["/var/lib/devintel"]
-    assert "/health" in runtime["HEALTHCHECK"]
+    assert json.loads(runtime["HEALTHCHECK"].partition("CMD")[2]) == ["python", "-m", "devintel.daemon.healthcheck"]
     env = stage_env(dockerfile, ["runtime"], {"PATH": "/usr/bin"})
     assert env["DEVINTEL_MODEL_DIR"] == "/var/lib/devintel/models"
     assert env["DEVINTEL_HTTP__HOST"] == "0.0.0.0"
@@ -200,9 +204,30 @@ def test_dockerfile_shape(dockerfile: list[Instruction]) -> None:
     labels = dict(_pairs(runtime["LABEL"]))
     assert {"org.opencontainers.image.title", "org.opencontainers.image.licenses"} <= set(labels)
     assert "devintel-daemon --bootstrap-synthetic --exit-after-bootstrap" in " ".join(stage_runs(dockerfile, "bake"))
-    for stage in ("builder", "bake"):
+    for stage in ("builder", "bake", "runtime-venv"):
         for run in stage_runs(dockerfile, stage):
             assert "/opt/" not in run, f"a RUN line names an image path (use the ENV variable): {run}"
+
+
+def test_dockerfile_needs_no_buildkit_and_pins_its_dependencies(dockerfile: list[Instruction]) -> None:
+    """The classic builder (Docker 20.10, docker-compose 1.29) builds it too; installs go through the lock."""
+    for copy in (i.args for i in dockerfile if i.keyword == "COPY"):
+        assert "--chmod" not in copy, copy
+        assert "--link" not in copy, copy
+    assert not any(i.keyword == "RUN" and "--mount" in i.args for i in dockerfile)
+    assert os.stat(ENTRYPOINT).st_mode & 0o111 == 0o111  # COPY keeps the mode
+    builder_copies = " ".join(i.args for i in dockerfile if i.stage == "builder" and i.keyword == "COPY")
+    assert "requirements.lock" in builder_copies.split()
+    installs = [run for run in stage_runs(dockerfile, "builder") if 'pip" install' in run or "pip install" in run]
+    assert installs
+    assert all('PIP_CONSTRAINT="$PWD/requirements.lock"' in run for run in installs), installs
+    runtime = [i for i in dockerfile if i.stage == "runtime"]
+    assert any(i.keyword == "COPY" and i.args.startswith("--from=runtime-venv ") for i in runtime)
+    users = " ".join(i.args for i in runtime if i.keyword == "RUN")
+    assert "useradd" in users
+    assert "--system" not in users  # a system uid ends at 999: useradd would warn about 10001
+    labels = dict(_pairs(next(i.args for i in runtime if i.keyword == "LABEL")))
+    assert labels["org.opencontainers.image.revision"] == "${VCS_REF}"
 
 
 def test_image_and_compose_settings_are_valid(
@@ -265,6 +290,7 @@ def test_dockerignore_keeps_state_and_secrets_out() -> None:
         assert dockerignored(path, patterns), path
     for path in (
         "pyproject.toml",
+        "requirements.lock",
         "README.md",
         "src/devintel/__init__.py",
         "src/devintel/py.typed",
@@ -355,6 +381,12 @@ def image(dockerfile: list[Instruction], tmp_path_factory: pytest.TempPathFactor
     result = _bake(dockerfile, root, venv, python_bin, baked, TOY_BUILD_ARGS)
     assert result.returncode == 0, f"bake stage failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
+    # runtime-venv: the same venv, slimmed (FROM builder; run after the bake here, which leaves the venv as it was)
+    slim_env = stage_env(dockerfile, ["builder", "runtime-venv"], base) | {"VIRTUAL_ENV": str(venv)}
+    slimmed = _run_stage(stage_runs(dockerfile, "runtime-venv"), slim_env, context, timeout=120)
+    assert slimmed.returncode == 0, f"runtime-venv stage failed:\n{slimmed.stdout[-3000:]}\n{slimmed.stderr[-3000:]}"
+    assert not (venv / "bin" / "pip").exists()
+
     runtime_env = stage_env(dockerfile, ["runtime"], _host_env() | {"PATH": f"{python_bin}:{os.environ['PATH']}"})
     runtime_env |= {
         "VIRTUAL_ENV": str(venv),
@@ -388,6 +420,10 @@ def _load_version(image: Image, model_dir: Path) -> str:
 
 def test_build_and_bake_stages_run(image: Image) -> None:
     assert not (image.venv / "lib" / "python3.11" / "site-packages" / "__editable__.devintel-0.1.0.pth").exists()
+    # only the runtime dependencies: no extras (pyarrow), nothing that only installing needs (pip, setuptools)
+    modules = "('pyarrow', 'pip', 'setuptools', 'pytest')"
+    found = f"import importlib.util as u; print(sorted(m for m in {modules} if u.find_spec(m)))"
+    assert _image_python(image, found) == "[]"
     version = (image.baked / "current").read_text(encoding="utf-8").strip()
     assert (image.baked / version / "manifest.json").is_file()
     assert not (image.baked / ".lock").exists()
@@ -430,20 +466,28 @@ def _entrypoint(
 def test_entrypoint_seeds_an_empty_volume_once(image: Image, tmp_path: Path) -> None:
     volume = tmp_path / "volume"
     volume.mkdir()
+    models = volume / "models"
     baked_version = (image.baked / "current").read_text(encoding="utf-8").strip()
 
-    first = _entrypoint(image, volume, "--validate-config")
+    checked = _entrypoint(image, volume, "--validate-config")  # checks and exits: no seeding
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["model_dir"] == str(models)  # the daemon ran, args passed through
+    assert "seed" not in checked.stderr
+    assert not models.exists()
+
+    first = _entrypoint(image, volume, "--exit-after-bootstrap")  # a daemon run: seeded, then loaded
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["model_dir"] == str(volume / "models")  # the daemon ran, args passed through
     assert "seeding" in first.stderr
     assert f"seeded snapshot {baked_version}" in first.stderr
-    models = volume / "models"
+    assert f"--seed-from {image.baked}" in first.stderr
+    assert f"models ready: snapshot {baked_version}" in first.stderr
+    assert "bootstrapping" not in first.stderr
     assert (models / "current").read_text(encoding="utf-8").strip() == baked_version
     assert sorted(p.name for p in models.iterdir()) == [baked_version, "current"]  # no temporary left
     assert _load_version(image, models) == baked_version
     inode = (models / baked_version).stat().st_ino
 
-    second = _entrypoint(image, volume, "--validate-config")
+    second = _entrypoint(image, volume, "--exit-after-bootstrap")
     assert second.returncode == 0, second.stderr
     assert "not seeding" in second.stderr
     assert (models / baked_version).stat().st_ino == inode
@@ -462,44 +506,87 @@ def test_entrypoint_finishes_an_interrupted_seeding(image: Image, tmp_path: Path
     shutil.copytree(image.baked / baked_version, models / baked_version)  # moved in, then killed before `current`
     (models / ".tmp-seed-AbCdEfGh").mkdir()
 
-    result = _entrypoint(image, volume, "--validate-config")
+    result = _entrypoint(image, volume, "--exit-after-bootstrap")
     assert result.returncode == 0, result.stderr
     assert "already in" in result.stderr
     assert (models / "current").read_text(encoding="utf-8").strip() == baked_version
     assert _load_version(image, models) == baked_version
 
 
+def test_entrypoint_replaces_a_snapshot_an_upgrade_cannot_load(image: Image, tmp_path: Path) -> None:
+    """The volume's snapshot was written by another River minor release: set aside, the baked one copied in."""
+    volume = tmp_path / "volume"
+    models = volume / "models"
+    baked_version = (image.baked / "current").read_text(encoding="utf-8").strip()
+    seeded = _entrypoint(image, volume, "--exit-after-bootstrap")
+    assert seeded.returncode == 0, seeded.stderr
+    manifest_path = models / baked_version / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["river_version"] = "0.1.0"
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+
+    result = _entrypoint(image, volume, "--exit-after-bootstrap")
+    assert result.returncode == 0, result.stderr  # before: exit 2, and a restart loop under compose
+    assert "written by River 0.1.0" in result.stderr
+    assert "set aside" in result.stderr
+    assert f"a copy of {baked_version} from {image.baked}" in result.stderr
+    assert "bootstrapping" not in result.stderr
+    (aside,) = (models / "refused").iterdir()
+    assert json.loads((aside / baked_version / "manifest.json").read_text(encoding="utf-8")) == manifest
+    live = (models / "current").read_text(encoding="utf-8").strip()
+    assert live != baked_version
+    assert _load_version(image, models) == live
+
+
 def test_seeded_container_serves_health_and_stops_on_sigterm(
     dockerfile: list[Instruction], image: Image, tmp_path: Path
 ) -> None:
+    """The HTTP port is set in a TOML file given to the daemon (--config), not in the environment: the image's
+    HEALTHCHECK finds it through the daemon's command line (pid 1 in a container; its pid here)."""
     mqtt_port, http_port = free_port(), free_port()
     volume = tmp_path / "volume"
     volume.mkdir()
+    config = tmp_path / "devintel.toml"
+    config.write_text(f"[http]\nport = {http_port}\n", encoding="utf-8")
     baked_before = sorted(p.name for p in image.baked.iterdir())
     env = image.env | {
         "DEVINTEL_MODEL_DIR": str(volume / "models"),
         "DEVINTEL_MQTT__HOST": "127.0.0.1",
         "DEVINTEL_MQTT__PORT": str(mqtt_port),
-        "DEVINTEL_HTTP__PORT": str(http_port),
     }
+    assert "DEVINTEL_HTTP__PORT" not in env
     healthcheck = next(i.args for i in dockerfile if i.stage == "runtime" and i.keyword == "HEALTHCHECK")
     command = json.loads(healthcheck[healthcheck.index("CMD") + 3 :])
 
     log = tmp_path / "daemon.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [str(ENTRYPOINT), "--embedded-broker"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+            [str(ENTRYPOINT), "--embedded-broker", "--config", config.name],  # relative: to the daemon's cwd
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         try:
             deadline = time.monotonic() + 30
             healthy = False
             while time.monotonic() < deadline and proc.poll() is None:
-                check = subprocess.run(command, env=env, capture_output=True, timeout=10, check=False)
+                check = subprocess.run(
+                    [*command, "--pid", str(proc.pid)],
+                    env=env,
+                    cwd=image.root,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    check=False,
+                )
                 if check.returncode == 0:
                     healthy = True
                     break
+                assert "unhealthy" in check.stderr, check.stderr
                 time.sleep(0.5)
             assert healthy, f"HEALTHCHECK never passed:\n{log.read_text()[-3000:]}"
+            assert f"127.0.0.1:{http_port}/health answered 200 (ok)" in check.stdout
             proc.send_signal(signal.SIGTERM)  # the image's STOPSIGNAL, to the exec'd daemon (same pid)
             assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
         finally:

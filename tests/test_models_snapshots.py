@@ -360,6 +360,118 @@ def test_river_upgrade_refuses_every_snapshot_with_each_reason(tmp_path: Path, m
     assert [v for v, _ in info.value.refusals] == written[::-1]  # current first, then newest first
 
 
+@pytest.mark.parametrize(
+    ("written_by", "running", "compatible"),
+    [
+        ("0.26.1", "0.26.1", True),
+        ("0.26.0", "0.26.1", True),  # a patch release: bug fixes, same classes
+        ("0.26.3", "0.26.1", True),  # a downgrade within the minor release too
+        ("0.26.0rc1", "0.26.1", True),
+        ("0.25.9", "0.26.1", False),  # minor releases move and re-parameterise estimators
+        ("0.27.0", "0.26.1", False),
+        ("1.26.1", "0.26.1", False),
+        ("0.2.61", "0.26.1", False),
+        (None, "0.26.1", False),
+        (26, "0.26.1", False),
+        ("", "0.26.1", False),
+        ("dev", "0.26.1", False),
+        ("dev", "dev", True),  # unparsable: only identical
+    ],
+)
+def test_river_compatible(written_by: object, running: str, compatible: bool) -> None:
+    assert snapshots.river_compatible(written_by, running) is compatible
+
+
+def _patch_release(version: str) -> str:
+    major, minor, *_ = version.split(".")
+    return f"{major}.{minor}.999"
+
+
+def test_snapshot_of_a_patch_release_of_river_loads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SnapshotStore(tmp_path)
+    older = write(store, "older")
+    newest = write(store, "newest")
+    manifest = read_manifest(tmp_path, newest)
+    other_patch = _patch_release(river_version)
+    assert other_patch != river_version
+    manifest["river_version"] = other_patch
+    rewrite_manifest(tmp_path, newest, manifest)
+
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    loaded = store.load()
+    assert loaded.version == newest  # not the older one: nothing was refused
+    assert loaded.manifest["river_version"] == other_patch
+    assert loaded.files == model_files("newest")
+    assert refusal_messages(caplog) == []
+    assert store.load(older).version == older
+
+
+def test_snapshot_of_another_minor_release_of_river_refused(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    version = write(store, "x")
+    major, minor, *_ = river_version.split(".")
+    manifest = read_manifest(tmp_path, version)
+    manifest["river_version"] = f"{major}.{int(minor) + 1}.0"
+    rewrite_manifest(tmp_path, version, manifest)
+    with pytest.raises(NoValidSnapshot, match=rf"only within one River minor release, {major}\.{minor}\.x"):
+        store.load()
+
+
+# ------------------------------------------------------------------------------------------- set aside
+
+
+def test_set_aside_moves_versions_and_current_keeping_every_byte(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "models"
+    store = SnapshotStore(root)
+    first = write(store, "first")
+    second = write(store, "second")  # `current` names it
+
+    def contents(directory: Path) -> dict[str, bytes]:
+        return {p.relative_to(directory).as_posix(): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+
+    before = contents(root / first)
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    aside = store.set_aside({first: "written by River 0.1.0", "not-a-version": "ignored", "20990101T000000Z-0001": "x"})
+    assert aside is not None
+    assert aside.parent == root / snapshots.REFUSED_DIR
+    assert sorted(p.name for p in aside.iterdir()) == sorted(["REASON", first])  # `current` names another: it stays
+    assert contents(aside / first) == before
+    assert f"{first}: written by River 0.1.0" in (aside / "REASON").read_text(encoding="utf-8")
+    assert not (root / first).exists()
+    assert store.versions() == [second]
+    assert store.load().version == second
+    assert any("set aside 1 snapshot(s)" in m and str(aside) in m for m in refusal_messages(caplog))
+
+    # the one `current` names: the pointer goes with it
+    aside2 = store.set_aside({second: "cannot be unpickled"})
+    assert aside2 is not None
+    assert aside2 != aside
+    assert sorted(p.name for p in aside2.iterdir()) == sorted(["REASON", "current", second])
+    assert (aside2 / "current").read_text(encoding="utf-8").strip() == second
+    assert f"current: named {second}" in (aside2 / "REASON").read_text(encoding="utf-8")
+    assert not (root / "current").exists()
+    assert store.versions() == []
+    with pytest.raises(NoValidSnapshot):
+        store.load()
+
+    # a write after a set-aside is an ordinary snapshot; the ones set aside are left alone
+    third = write(store, "third")
+    assert store.load().version == third
+    assert contents(aside / first) == before
+    assert (aside2 / second / "manifest.json").is_file()
+
+
+def test_set_aside_with_nothing_to_move(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    version = write(store, "x")
+    assert store.set_aside({}) is None
+    assert store.set_aside({"20990101T000000Z-0001": "absent"}) is None
+    assert not (tmp_path / snapshots.REFUSED_DIR).exists()
+    assert store.load().version == version
+
+
 # -------------------------------------------------------------------------------------- current pointer
 
 

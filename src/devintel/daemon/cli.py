@@ -1,4 +1,4 @@
-"""The ``devintel`` command line: ``generate``, ``bootstrap``, ``replay``, ``models`` and ``report``."""
+"""The ``devintel`` command line: ``generate``, ``bootstrap``, ``replay``, ``models``, ``report``, ``healthcheck``."""
 
 from __future__ import annotations
 
@@ -276,7 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bootstrap(sub)
     _add_replay(sub)
     _add_snapshot_commands(sub)
+    _add_healthcheck(sub)
     return parser
+
+
+def _add_healthcheck(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from devintel.daemon import healthcheck
+
+    p = sub.add_parser(
+        "healthcheck",
+        help="exit 0 when the running daemon's /health answers 200 (the daemon's own settings)",
+        description="Ask the running daemon's GET /health, at the address its own settings give (environment, "
+        ".env, and its --config, found from its command line); exit 0 when healthy, 1 otherwise. The Docker "
+        "image's HEALTHCHECK runs the same check as python -m devintel.daemon.healthcheck.",
+    )
+    healthcheck.add_arguments(p)
 
 
 def format_summary(stats: DatasetStats, title: str) -> str:
@@ -372,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_models(args)
     if args.command == "report":
         return _run_report(args)
+    if args.command == "healthcheck":
+        from devintel.daemon import healthcheck
+
+        return healthcheck.run(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands
 
 

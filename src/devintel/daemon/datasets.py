@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -13,10 +14,18 @@ FORMATS = (".parquet", ".csv", ".jsonl")
 
 
 def output_format(path: Path) -> str:
-    """The format of ``path`` from its suffix, or a clear error."""
+    """The format of ``path`` from its suffix, or a clear error (also when Parquet's engine is not installed)."""
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"{path}: unknown output format {suffix!r}; use one of {', '.join(FORMATS)}")
+    if suffix == ".parquet":
+        try:
+            importlib.import_module("pyarrow")
+        except ImportError:
+            raise ValueError(
+                f"{path}: writing Parquet needs pyarrow, which is not installed (it is an extra, left out of the "
+                "Docker image): pip install 'devintel[parquet]', or write .csv or .jsonl"
+            ) from None
     return suffix
 
 

@@ -8,6 +8,7 @@ Layout of the model directory (``root``)::
       current                   a small text file naming the live version
       .lock                     taken by writers (one writer at a time, across processes)
       .tmp-...                  a write, or a deletion, in progress (or left by a crash; removed by the next write)
+      refused/<when>/           snapshots this install cannot load, set aside (never deleted) with a REASON file
 
 A version is the UTC time it was written plus a counter (``YYYYMMDDTHHMMSSZ-NNNN``), unique and increasing
 even within one second or when the clock steps back, so versions sort chronologically.
@@ -23,14 +24,14 @@ leaves a partial version either.
 Threat model. Model files are pickles, and unpickling runs code: whoever controls a pickle's bytes controls
 the process that loads it. :meth:`SnapshotStore.load` therefore returns the bytes of each file only after
 checking them against the manifest (size and sha256 of the very bytes returned, no file missing, no unlisted
-file, the running River version), so callers must unpickle only what ``load`` returned and never read a
-model file from disk themselves. Hashes alone detect corruption, a partial copy or a swapped file, but not an
-attacker who can write the model directory: they can rewrite the manifest too. When a signing key is
-configured, the manifest carries an HMAC-SHA256 signature over its canonical JSON and a snapshot with a
-missing or wrong signature is refused; this protects against someone who can write the model directory but
-cannot read the key (keep the key outside the model directory, e.g. in a systemd credential). It does not
-protect against someone who can read the key or write the code, and it does not prevent rollback to an older
-snapshot signed with the same key.
+file, a River version of the running one's minor release), so callers must unpickle only what ``load``
+returned and never read a model file from disk themselves. Hashes alone detect corruption, a partial copy or a
+swapped file, but not an attacker who can write the model directory: they can rewrite the manifest too. When a
+signing key is configured, the manifest carries an HMAC-SHA256 signature over its canonical JSON and a
+snapshot with a missing or wrong signature is refused; this protects against someone who can write the model
+directory but cannot read the key (keep the key outside the model directory, e.g. in a systemd credential). It
+does not protect against someone who can read the key or write the code, and it does not prevent rollback to
+an older snapshot signed with the same key.
 """
 
 from __future__ import annotations
@@ -59,11 +60,13 @@ from river.__version__ import __version__ as _river_version
 __all__ = [
     "CURRENT_FILE",
     "MANIFEST_FILE",
+    "REFUSED_DIR",
     "LoadedSnapshot",
     "NoValidSnapshot",
     "SnapshotStore",
     "canonical_json",
     "is_version",
+    "river_compatible",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,11 +89,44 @@ _TS_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 _MAX_COUNTER: Final = 9999
 _SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK: Final = 1 << 20
+_RIVER_VERSION_RE: Final = re.compile(r"^(\d+)\.(\d+)(?:\.\d+)?(?:[.+-]?[0-9A-Za-z.+-]*)?$")
+#: Snapshots that can no longer be loaded are moved under this subdirectory (see :meth:`SnapshotStore.set_aside`).
+REFUSED_DIR: Final = "refused"
 _MAX_CURRENT_BYTES: Final = 256
 
 
 def _running_river_version() -> str:
     return str(_river_version)
+
+
+def _river_minor(version: object) -> tuple[int, int] | None:
+    """``(major, minor)`` of a River version string (``"0.26.1"`` -> ``(0, 26)``), ``None`` if it is not one."""
+    if not isinstance(version, str):
+        return None
+    match = _RIVER_VERSION_RE.match(version)
+    return (int(match.group(1)), int(match.group(2))) if match is not None else None
+
+
+def _minor_label(version: str) -> str:
+    minor = _river_minor(version)
+    return f"{minor[0]}.{minor[1]}.x" if minor is not None else version
+
+
+def river_compatible(written_by: object, running: str) -> bool:
+    """Whether a snapshot written under River ``written_by`` may be unpickled under River ``running``.
+
+    Compatible means the same major and minor release (``0.26.0`` and ``0.26.1``, not ``0.25.x`` or ``0.27.x``).
+    A pickle holds each object's class by its import path and its attributes by name, so it loads wherever those
+    are unchanged. River (0.x) moves, renames and re-parameterises estimators in minor releases (with deprecations
+    announced in its changelog), while its patch releases are bug fixes that keep classes and attributes; refusing
+    patch releases as well made every ``pip install -U`` of a bug fix strand all the snapshots of a box. A version
+    that cannot be parsed is compatible only when it is identical. A patch release that did change a pickled
+    class would fail at unpickling, which the daemon treats as a refusal too (``devintel.daemon.service``).
+    """
+    if written_by == running:
+        return True
+    written, current = _river_minor(written_by), _river_minor(running)
+    return written is not None and written == current
 
 
 def _utcnow() -> datetime:
@@ -287,7 +323,7 @@ class SnapshotStore:
         an older version than ``current`` names is logged as a warning. Verification happens before the
         bytes are returned: manifest parses (and its signature matches, when a key is configured), every
         listed file exists with the listed size and sha256, no unlisted file is present, and the manifest's
-        River version equals the running one.
+        River version is of the running one's minor release (:func:`river_compatible`).
         """
         if version is not None:
             if not is_version(version):
@@ -378,8 +414,11 @@ class SnapshotStore:
             raise _RefusedError(f"manifest names version {manifest.get('version')!r}, not its directory {version}")
         written_by = manifest.get("river_version")
         running = _running_river_version()
-        if written_by != running:
-            raise _RefusedError(f"written by River {written_by}, this is River {running} (pickles are not portable)")
+        if not river_compatible(written_by, running):
+            raise _RefusedError(
+                f"written by River {written_by}, this is River {running} (pickles are portable only within one "
+                f"River minor release, {_minor_label(running)})"
+            )
 
         listed = self._listed_files(manifest)
         present = self._present_files(path)
@@ -478,6 +517,47 @@ class SnapshotStore:
         if keep_bytes and len(data) != size:  # changed while being read
             raise _RefusedError(f"{name} changed while being read")
         return data
+
+    # ----------------------------------------------------------------------------------------- setting aside
+
+    def set_aside(self, reasons: Mapping[str, str]) -> Path | None:
+        """Move the versions in ``reasons`` (version -> why it cannot be used) out of the way; return where.
+
+        For snapshots that this install cannot load (refused after an upgrade, or failing to unpickle): they go,
+        whole, into a new ``refused/<UTC time>-<random>/`` directory of ``root``, with a ``REASON`` file listing
+        why, and ``current`` goes with them when it names one of them (or nothing valid). Nothing is deleted: a
+        snapshot set aside can be moved back by hand, e.g. to run it with the River release that wrote it. Each
+        move is a rename within ``root`` (atomic, same file system), under the writers' lock. Names that are not
+        versions present in ``root`` are skipped; ``None`` when nothing was moved.
+        """
+        wanted = {v: r for v, r in reasons.items() if is_version(v) and (self.root / v).is_dir()}
+        if not wanted:
+            return None
+        with _exclusive_lock(self.root / LOCK_FILE):
+            stamp = _utcnow().strftime(_TS_FORMAT)
+            aside = self.root / REFUSED_DIR / f"{stamp}-{secrets.token_hex(4)}"
+            aside.mkdir(parents=True)
+            lines = [f"{version}: {reason}" for version, reason in sorted(wanted.items())]
+            pointer = self._read_current()
+            move_current = pointer is not None and (pointer in wanted or pointer not in self.versions())
+            if move_current:
+                lines.append(f"current: named {(pointer or '')[:64]}")
+            text = "Set aside by devintel: this install cannot load these snapshots.\n" + "\n".join(lines) + "\n"
+            _write_file(aside / "REASON", text.encode("utf-8"))
+            for version in sorted(wanted):
+                os.rename(self.root / version, aside / version)
+            if move_current:
+                os.rename(self.root / CURRENT_FILE, aside / CURRENT_FILE)
+            _fsync_dir(aside)
+            _fsync_dir(self.root / REFUSED_DIR)
+            _fsync_dir(self.root)
+        logger.warning(
+            "set aside %d snapshot(s) that cannot be loaded (%s) in %s: kept, not deleted",
+            len(wanted),
+            "; ".join(lines[: len(wanted)]),
+            aside,
+        )
+        return aside
 
     # ----------------------------------------------------------------------------------------- writing
 
