@@ -599,3 +599,16 @@ def test_seeded_container_serves_health_and_stops_on_sigterm(
     assert live != (image.baked / "current").read_text(encoding="utf-8").strip()  # the final snapshot, on the volume
     assert _load_version(image, models) == live
     assert sorted(p.name for p in image.baked.iterdir()) == baked_before  # the baked models are never written
+
+
+def test_allow_low_quality_bakes_despite_a_failed_gate(
+    dockerfile: list[Instruction], image: Image, tmp_path: Path
+) -> None:
+    baked = tmp_path / "baked-models"
+    args = TOY_BUILD_ARGS | {"QUALITY_MIN_F1": "0.99", "ALLOW_LOW_QUALITY": "1"}
+    result = _bake(dockerfile, image.root, image.venv, image.python_bin, baked, args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    version = (baked / "current").read_text(encoding="utf-8").strip()
+    gate = json.loads((baked / version / "manifest.json").read_text(encoding="utf-8"))["quality_gate"]
+    assert gate["passed"] is False
+    assert gate["allowed_low_quality"] is True
