@@ -134,3 +134,15 @@ def test_without_matplotlib_the_report_keeps_its_tables_and_says_so(
     markdown = loaded.files["report/report.md"].decode()
     assert "No plots: matplotlib is not installed" in markdown
     assert "What a household lives with" in markdown
+
+
+def test_cli_bootstrap_gates_with_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`devintel bootstrap` reads DEVINTEL_QUALITY__* (it used to gate at the defaults whatever they said)."""
+    args = ["bootstrap", "--samples", "15000", "--holdout-samples", "6000", "--days", "30"]
+    for name in ("ACCURACY", "PRECISION", "RECALL", "F1", "CATCH_RATE"):
+        monkeypatch.setenv(f"DEVINTEL_QUALITY__MIN_{name}", "0")
+    monkeypatch.setenv("DEVINTEL_QUALITY__MAX_FALSE_ALARMS_PER_100_DEVICE_DAYS", "1000")
+    assert cli_main([*args, "--model-dir", str(tmp_path / "open")]) == 0
+    monkeypatch.setenv("DEVINTEL_QUALITY__MIN_F1", "1")
+    assert cli_main([*args, "--model-dir", str(tmp_path / "closed")]) == 1
+    assert SnapshotStore(tmp_path / "closed").versions() == []
