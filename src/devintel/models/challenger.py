@@ -8,8 +8,8 @@ only once it has at least ``min_positives`` failures and ``min_resolved`` labels
 it raises no more false alarms and catches at least as many failures as the serving models, one of them better by a
 clear margin (``min_gain`` of the positives or of the serving models' false alarms, and at least ``min_gain_events``
 events): a difference of a report or two is noise, and swapping models on noise made a replay of an unseen world
-worse than not learning at all. A challenger that learned from misleading labels (a lamp switched off called a failure, a failure without a
-visible precursor) raises more false alarms on the next labels and stays where it is.
+worse than not learning at all. A challenger that learned from misleading labels (a lamp switched off called a
+failure, a failure without a visible precursor) raises more false alarms on the next labels and stays where it is.
 
 Only *settled* events are compared: those a whole horizon old, whose labels are final. Failures resolve as soon as
 the evidence arrives, but "no failure" only once the horizon has passed, so the freshest resolved labels are nearly
