@@ -38,8 +38,9 @@ from devintel.daemon.handler import Handler, HandlerOptions
 from devintel.daemon.inbound import Command
 from devintel.daemon.mqtt import MqttSession, Received
 from devintel.daemon.notify import SystemdNotifier
-from devintel.daemon.outbound import Outgoing, Topics, json_message
+from devintel.daemon.outbound import Origin, Outgoing, Topics, iso_time, json_message
 from devintel.daemon.prometheus import prometheus_text
+from devintel.daemon.registry import load_registry, registry_path, save_registry
 from devintel.daemon.settings import Settings
 from devintel.daemon.validation import TimeWindow, canonical_event, sanitize_device_id
 from devintel.models.live import LiveEvidence, LiveModels, from_snapshot, snapshot_contents
@@ -92,9 +93,20 @@ def build_handler(settings: Settings, snapshot: LoadedSnapshot) -> Handler:
         publish_interval_s=settings.live.publish_interval_s,
         retention_s=settings.live.retention_days * 86_400.0,
         max_devices=settings.live.max_devices,
+        origin=origin(settings),
     )
     topics = Topics(prefix=settings.topic_prefix, ha_prefix=settings.ha.prefix)
     return Handler(live_models(settings, snapshot), adapters, topics, options)
+
+
+def origin(settings: Settings) -> Origin:
+    """devintel as its discovery configs name it: its version, and where to read about it (``ha.support_url``,
+    else the HTTP API's list of devices that need attention when the API is on)."""
+    url = settings.ha.support_url
+    if url is None and settings.http.port:
+        host = settings.http.host if ":" not in settings.http.host else f"[{settings.http.host}]"
+        url = f"http://{host}:{settings.http.port}/maintenance"
+    return Origin(name="devintel", sw_version=package_version("devintel"), support_url=url or "")
 
 
 def bootstrap_config(settings: Settings, allow_low_quality: bool) -> BootstrapConfig:
@@ -131,6 +143,10 @@ class Runtime:
         self.base = snapshot
         self.handler = build_handler(settings, snapshot)
         self.topics = self.handler.topics
+        self.registry_file = registry_path(settings.model_dir)
+        restored = self.handler.restore(load_registry(self.registry_file))
+        if restored:
+            logger.info("device registry: %d known devices restored from %s", restored, self.registry_file)
         self.inbox: asyncio.Queue[Received] = asyncio.Queue(maxsize=settings.live.queue_size)
         self.outbox: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=settings.live.queue_size)
         self.session = MqttSession(
@@ -148,6 +164,8 @@ class Runtime:
         self._mqtt_stop = asyncio.Event()
         self._learned_at_snapshot = 0
         self.last_snapshot: str | None = snapshot.version
+        created = snapshot.manifest.get("created")
+        self.last_snapshot_at: str | None = created if isinstance(created, str) else None
         self.last_snapshot_error: str | None = None
         self._snapshot_lock = asyncio.Lock()
         self._refreshing = False
@@ -177,6 +195,8 @@ class Runtime:
         try:
             async with asyncio.TaskGroup() as group:
                 self._spawn(group, "mqtt", self.session.run(self._mqtt_stop))
+                for message in self.handler.discovery():  # devintel's own device, and every device it knows
+                    self.publish(message)
                 self._spawn(group, "worker", self._work())
                 self._spawn(group, "health", self._health_loop())
                 self._spawn(group, "snapshots", self._every(self.settings.snapshot.interval_s, self._periodic_snapshot))
@@ -300,7 +320,11 @@ class Runtime:
                 "last_error": self.session.state.last_error,
             },
             "queue": {"depth": self.inbox.qsize(), "capacity": self.inbox.maxsize, "outbox": self.outbox.qsize()},
-            "snapshot": {"last": self.last_snapshot, "last_error": self.last_snapshot_error},
+            "snapshot": {
+                "last": self.last_snapshot,
+                "written_at": self.last_snapshot_at,
+                "last_error": self.last_snapshot_error,
+            },
             **self.handler.report(),
         }
 
@@ -375,13 +399,23 @@ class Runtime:
                 self.last_snapshot_error = f"{type(error).__name__}: {error}"
                 raise
             self.last_snapshot, self.last_snapshot_error = version, None
+            self.last_snapshot_at = iso_time(time.time())
+            await self.save_registry()
             self._learned_at_snapshot = learned
             live.version = version
             logger.info("snapshot %s written (%d examples learned live)", version, learned)
             return version
 
+    async def save_registry(self) -> None:
+        """Write the known-device registry (logged, not raised, when it fails: serving goes on)."""
+        try:
+            await asyncio.to_thread(save_registry, self.registry_file, self.handler.registry())
+        except OSError as error:
+            logger.error("device registry not saved to %s: %s", self.registry_file, error)
+
     async def _periodic_snapshot(self) -> None:
         if self.handler.live.learner.learned == self._learned_at_snapshot:
+            await self.save_registry()  # nothing learned, but devices may have come or gone
             return
         try:
             await self.snapshot()

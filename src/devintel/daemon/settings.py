@@ -88,6 +88,11 @@ class HomeAssistantSettings(BaseModel):
     remove_gone: bool = Field(
         True, description="remove a device's entities (empty retained configs) once it is evicted or leaves"
     )
+    support_url: str | None = Field(
+        None,
+        description="the support_url of devintel's discovery origin, shown in Home Assistant (default: the "
+        "HTTP API's /maintenance page when the API is on)",
+    )
 
 
 class QualitySettings(BaseModel):

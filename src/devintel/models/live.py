@@ -11,7 +11,8 @@ features, holds delayed labels and learns, and the live evidence of failure that
   ``min_silence_s``: failure at its last report.
 
 Time is the stream clock: the largest event time seen, so a replay of months runs in seconds and behaves as
-live would. Every event is learned from only once its label resolves, through the same buffer as the warm start.
+live would; each source (devintel's topic, Zigbee2MQTT, Home Assistant) also keeps its own, on which its devices'
+evidence is judged. Every event is learned from only once its label resolves, through the same buffer as the warm start.
 Learning goes to the global model and to the device's home-type model when the snapshot has one (as in the
 bootstrap); prediction comes from the model the router names for the device's home type.
 """
@@ -120,6 +121,11 @@ class LiveModels:
     learner: OnlineLearner = field(init=False)
     clock: float = field(default=float("-inf"), init=False)
     """The stream clock: the largest event time seen."""
+    clocks: dict[str, float] = field(default_factory=dict, init=False)
+    """Each source's own stream clock (the largest event time of its events): a device's evidence (offline,
+    silence) is judged on its source's clock, so one source cannot age out another's devices."""
+    source_of: dict[str, str] = field(default_factory=dict, init=False)
+    """The source each device was last heard from."""
     offline_since: dict[str, float] = field(default_factory=dict, init=False)
     home_type_of: dict[str, str] = field(default_factory=dict, init=False)
     failures: int = field(default=0, init=False)
@@ -155,18 +161,22 @@ class LiveModels:
         return self.router.get(home_type, GLOBAL)
 
     def observe(
-        self, event: Mapping[str, object], explain: bool = True, clock_limit: float | None = None
+        self, event: Mapping[str, object], explain: bool = True, clock_limit: float | None = None, source: str = ""
     ) -> Prediction:
         """One canonical event in (already validated), its device's prediction out; labels that the new stream
         time resolves are learned from. ``explain`` False leaves ``reasons`` empty (they cost more than the
         prediction): :meth:`explain` fills them in for the latest observed event, when it is to be published.
-        ``clock_limit`` caps how far this event moves the stream clock (an event far ahead of its receipt)."""
+        ``clock_limit`` caps how far this event moves the stream clock (an event far ahead of its receipt);
+        ``source`` names the clock of :attr:`clocks` it moves too."""
         device_id = str(event["device_id"])
         ts = float(event["ts"])  # type: ignore[arg-type]
         home_type = str(event.get("home_type", ""))
         self.home_type_of[device_id] = home_type
         self.offline_since.pop(device_id, None)  # a device that reports is online
-        self.clock = max(self.clock, ts if clock_limit is None else min(ts, clock_limit))
+        moved = ts if clock_limit is None else min(ts, clock_limit)
+        self.clock = max(self.clock, moved)
+        self.clocks[source] = max(self.clocks.get(source, moved), moved)
+        self.source_of[device_id] = source
         name = self.route(home_type)
         scored = self.learner.process(event, self.models[name], self.thresholds[name], clock=self.clock)
         features = scored.features
@@ -214,29 +224,46 @@ class LiveModels:
         """A person reported the device failed, replaced or repaired at ``ts``: a failure then."""
         return self._fail(device_id, ts, "feedback")
 
-    def availability(self, device_id: str, online: bool, ts: float) -> None:
+    def availability(self, device_id: str, online: bool, ts: float, source: str | None = None) -> None:
         """The device went offline (its failure, once the grace period passes) or came back."""
         if online:
             self.offline_since.pop(device_id, None)
         else:
             self.offline_since.setdefault(device_id, ts)
         self.clock = max(self.clock, ts)
+        if source is not None:
+            self.clocks[source] = max(self.clocks.get(source, ts), ts)
+            self.source_of.setdefault(device_id, source)
+
+    def clock_of(self, device_id: str, default: float | None = None) -> float:
+        """The stream clock of the device's source (``default``, else the stream clock, for a device of no
+        known source)."""
+        source = self.source_of.get(device_id)
+        if source is not None and source in self.clocks:
+            return self.clocks[source]
+        return self.clock if default is None else default
 
     def tick(self, now: float | None = None) -> list[DetectedFailure]:
         """Check the live evidence at stream time ``now`` (default: the stream clock): devices offline past the
-        grace period and devices silent too long have failed. Returns the failures found."""
+        grace period and devices silent too long have failed. Returns the failures found. Without ``now``, each
+        device is judged on its source's clock (:meth:`clock_of`); ``now`` is the time for every device."""
+        explicit = now is not None
         now = self.clock if now is None else max(self.clock, now)
         self.clock = now
+
+        def clock_of(device: str) -> float:
+            return now if explicit else self.clock_of(device, now)
+
         found = [
             self._fail(device, since, "offline")
             for device, since in list(self.offline_since.items())
-            if now - since > self.evidence.offline_grace_s
+            if clock_of(device) - since > self.evidence.offline_grace_s
         ]
         for device, state in list(self.learner.features.states.items()):
             if state.usual_gap <= 0.0:
                 continue
             limit = max(self.evidence.silence_factor * state.usual_gap, self.evidence.min_silence_s)
-            if now - state.last_ts > limit:
+            if clock_of(device) - state.last_ts > limit:
                 found.append(self._fail(device, state.last_ts, "silence"))
         self.learner.finish(now)
         return found
@@ -251,6 +278,7 @@ class LiveModels:
     def forget(self, device_id: str) -> None:
         """Drop everything about a device (evicted, or gone for good): features, waiting labels, evidence."""
         self.learner.forget(device_id)
+        self.source_of.pop(device_id, None)
         self.offline_since.pop(device_id, None)
         self.home_type_of.pop(device_id, None)
 
@@ -263,6 +291,7 @@ class LiveModels:
         mine.rolling, mine.error_drift, mine.drifts = theirs.rolling, theirs.error_drift, theirs.drifts
         mine.outcomes, mine.resolved, mine.shed = theirs.outcomes, theirs.resolved, theirs.shed
         self.clock = previous.clock
+        self.clocks, self.source_of = previous.clocks, previous.source_of
         self.offline_since = previous.offline_since
         self.home_type_of = previous.home_type_of
         self.failures = previous.failures
