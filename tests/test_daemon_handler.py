@@ -4,18 +4,20 @@ eviction, commands, and replay."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jinja2.sandbox
 import orjson
 import pytest
 
 from devintel.daemon.handler import Handler
 from devintel.daemon.inbound import Command
-from devintel.daemon.outbound import SERVICE_ENTITIES, Outgoing
+from devintel.daemon.outbound import SERVICE_ENTITIES, Outgoing, service_discovery_messages
 from devintel.daemon.replay import capture_message, replay
 from devintel.daemon.runtime import build_handler
 from devintel.daemon.settings import Settings
@@ -330,3 +332,67 @@ def test_the_registry_outlives_a_restart_and_birth_re_announces_every_known_devi
     assert {"Attic smoke alarm", "Hall motion", "devintel"} <= names
     motion = configs["homeassistant/sensor/devintel/0x00158d0001e50d78_failure_probability/config"]
     assert motion["device"]["identifiers"] == ["zigbee2mqtt_0x00158d0001e50d78"]  # type: ignore[index]
+
+
+def _render(template: str, payload: bytes) -> str:
+    """A discovery template rendered as Home Assistant renders it: Jinja2's sandbox, ``value`` and, when the
+    payload is JSON, ``value_json``."""
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment()
+    variables: dict[str, object] = {"value": payload.decode()}
+    with contextlib.suppress(orjson.JSONDecodeError):
+        variables["value_json"] = orjson.loads(payload)
+    return env.from_string(template).render(**variables)
+
+
+def test_discovery_templates_render_readable_values(small_snapshot: Path) -> None:
+    handler = _handler(small_snapshot)
+    out = handler.handle(*_event("hall.smoke", T0, name="Hall smoke", battery_level=12.0))
+    prediction = next(m.payload for m in out.messages if "predictions" in m.topic)
+    body = orjson.loads(prediction)
+    configs = _configs(out.messages)
+    sensor = configs["homeassistant/sensor/devintel/hall_smoke_failure_probability/config"]
+    problem = configs["homeassistant/binary_sensor/devintel/hall_smoke_needs_attention/config"]
+    assert float(_render(str(sensor["value_template"]), prediction)) == round(body["failure_probability"] * 100, 1)
+    assert _render(str(problem["value_template"]), prediction) == ("ON" if body["needs_attention"] else "OFF")
+    attributes = orjson.loads(_render(str(sensor["json_attributes_template"]), prediction))
+    assert attributes == {
+        "risk_level": body["risk_level"],
+        "reasons": ", ".join(body["reasons"]),
+        "predicted_at": datetime.fromtimestamp(T0, UTC).isoformat(timespec="seconds"),
+        "model": body["model"],
+        "model_version": body["model_version"],
+        "devintel_id": "hall.smoke",
+    }
+    assert "device_id" not in attributes
+    assert orjson.loads(_render(str(sensor["json_attributes_template"]), b"")) == {}
+
+    # devintel's own entities read the health report.
+    health = {
+        "status": "ok",
+        "model_version": "v1",
+        "devices": 3,
+        "needs_attention": 1,
+        "snapshot": {"written_at": "2026-11-30T22:00:00+00:00"},
+        "false_alarms": {"alarmed": 8, "false": 2, "share": 0.25},
+    }
+    service = _configs(service_discovery_messages(handler.topics))
+    rendered = {
+        config["name"]: _render(
+            str(config["value_template"]),
+            b"online" if config["state_topic"] == "devintel/status" else orjson.dumps(health),
+        )
+        for config in service.values()
+    }
+    assert rendered == {
+        "Running": "ON",
+        "Status": "ok",
+        "Model version": "v1",
+        "Devices watched": "3",
+        "Devices needing attention": "1",
+        "Last snapshot": "2026-11-30T22:00:00+00:00",
+        "Live false alarm share": "25.0",
+    }
+    before_any = {**health, "snapshot": {"written_at": None}, "false_alarms": {"alarmed": 0, "false": 0, "share": None}}
+    for config in service.values():
+        if config["name"] in ("Last snapshot", "Live false alarm share"):
+            assert _render(str(config["value_template"]), orjson.dumps(before_any)) == "None"  # HA: unknown
