@@ -11,6 +11,8 @@ Tasks (all in one ``asyncio.TaskGroup``):
 - ``snapshots``: a snapshot every ``snapshot.interval_s`` when the models learned something since the last;
 - ``http``: the loopback HTTP API (uvicorn in this loop), unless ``http.port`` is 0;
 - ``watchdog``: systemd ``WATCHDOG=1`` at half of ``WatchdogSec`` when systemd asks for it;
+- ``homeassistant``: with ``ha.api_url`` and ``ha.api_token``, the client of Home Assistant's websocket API
+  (:mod:`~devintel.daemon.homeassistant_api`), feeding the same queue as MQTT;
 - ``simulate``: with ``--simulate``, a synthetic home publishing live events through the broker;
 - ``shutdown``: waits for SIGTERM or SIGINT, then stops intake, drains the queue (within
   ``live.shutdown_timeout_s``), writes the final snapshot, publishes ``stopped`` and ends the others.
@@ -27,14 +29,17 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import asdict
 from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING, Any
 
 from devintel.daemon.adapters.homeassistant import HomeAssistantAdapter
+from devintel.daemon.adapters.homeassistant_api import HomeAssistantApiAdapter
 from devintel.daemon.adapters.native import NativeAdapter
 from devintel.daemon.adapters.zigbee2mqtt import Zigbee2MqttAdapter
 from devintel.daemon.counters import RateLimitedLog
 from devintel.daemon.handler import Handler, HandlerOptions
+from devintel.daemon.homeassistant_api import HomeAssistantSource
 from devintel.daemon.inbound import Command
 from devintel.daemon.mqtt import MqttSession, Received
 from devintel.daemon.notify import SystemdNotifier
@@ -86,6 +91,7 @@ def build_handler(settings: Settings, snapshot: LoadedSnapshot) -> Handler:
             base_topic=settings.zigbee2mqtt.base_topic, default_home_type=settings.home_type, window=window
         ),
         HomeAssistantAdapter(prefix=settings.ha.prefix),
+        HomeAssistantApiAdapter(default_home_type=settings.home_type, window=window),
     ]
     options = HandlerOptions(
         discovery=settings.ha.discovery,
@@ -152,6 +158,14 @@ class Runtime:
         self.session = MqttSession(
             settings.mqtt, self.topics, self.handler.subscriptions(), self.inbox, self.outbox, self.handler.counters
         )
+        self.homeassistant: HomeAssistantSource | None = None
+        if settings.ha.api_url and settings.ha.api_token is not None:
+            self.homeassistant = HomeAssistantSource(
+                settings.ha,
+                self.inbox,
+                self.handler.counters,
+                clock=lambda: self.handler.live.clocks.get(HomeAssistantApiAdapter.source),
+            )
         self.simulate = simulate
         self.exit_after_simulation = exit_after_simulation
         self.notifier = notifier or SystemdNotifier()
@@ -203,6 +217,8 @@ class Runtime:
                 self._spawn(group, "watchdog", self._watchdog())
                 if self.settings.http.port:
                     self._spawn(group, "http", self._http())
+                if self.homeassistant is not None:
+                    self._spawn(group, "homeassistant", self.homeassistant.run(self.stop))
                 if self.simulate:
                     self._spawn(group, "simulate", self._simulate())
                 self._spawn(group, "shutdown", self._shutdown())
@@ -319,6 +335,7 @@ class Runtime:
                 "connections": self.session.state.connections,
                 "last_error": self.session.state.last_error,
             },
+            **({"homeassistant": asdict(self.homeassistant.state)} if self.homeassistant is not None else {}),
             "queue": {"depth": self.inbox.qsize(), "capacity": self.inbox.maxsize, "outbox": self.outbox.qsize()},
             "snapshot": {
                 "last": self.last_snapshot,
