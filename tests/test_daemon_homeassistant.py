@@ -173,3 +173,60 @@ async def test_birth_re_announces_every_known_device_across_a_restart(
         if daemon.poll() is None:
             daemon.kill()
             daemon.communicate()
+
+
+async def test_the_daemon_reads_home_assistant_with_the_token_as_a_credential(
+    mqtt_broker: Broker, topic_namespace: str, small_snapshot: Path, tmp_path: Path
+) -> None:
+    """The daemon as a subprocess against a stand-in HA websocket API and a real broker: the token comes from
+    ``$CREDENTIALS_DIRECTORY``, the HA devices' entities attach to those devices, and a state change is a
+    prediction; the health report says what the source does."""
+    from ha_websocket import TOKEN, FakeHomeAssistant, fake_home_assistant
+
+    ns, ha = topic_namespace, f"{topic_namespace}-ha"
+    home = FakeHomeAssistant(
+        devices=[
+            {"id": "d1", "name": "Porch sensor", "area_id": "porch", "identifiers": [["zha", "x"]],
+             "connections": [["zigbee", "00:12:4b:00:22:33:44:55"]]},
+        ],
+        entities=[{"entity_id": "sensor.porch_battery", "device_id": "d1", "entity_category": "diagnostic"}],
+        areas=[{"area_id": "porch", "name": "Porch"}],
+        states=[{"entity_id": "sensor.porch_battery", "state": "77", "last_updated": "2026-11-30T20:00:00+00:00",
+                 "attributes": {"device_class": "battery", "unit_of_measurement": "%"}}],
+    )  # fmt: skip
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "ha__api_token").write_text(TOKEN + "\n")
+    async with fake_home_assistant(home):
+        env = daemon_env(
+            small_snapshot,
+            ns,
+            mqtt_broker,
+            DEVINTEL_HA__API_URL=home.url.replace("ws://", "http://").removesuffix("/api/websocket"),
+            DEVINTEL_HA__HISTORY_DAYS="0",
+            CREDENTIALS_DIRECTORY=str(credentials),
+        )
+        daemon = _start(env)
+        try:
+            async with collect(_client(mqtt_broker, "watch"), f"{ns}/#", f"{ha}/#") as seen:
+                await seen.wait_for(lambda: seen.counters(ns).get("events") == 1, "the HA device's first event")
+                configs = _configs(seen, ha)
+                sensor = configs[f"{ha}/sensor/{ns}/0x00124b0022334455_failure_probability/config"]
+                assert sensor["device"]["connections"] == [["zigbee", "00:12:4b:00:22:33:44:55"]]
+                assert sensor["device"]["name"] == "Porch sensor"
+                assert sensor["device"]["suggested_area"] == "Porch"
+                await home.state_changed(
+                    "sensor.porch_battery",
+                    {"entity_id": "sensor.porch_battery", "state": "76", "last_updated": "2026-11-30T21:00:00+00:00",
+                     "attributes": {"device_class": "battery", "unit_of_measurement": "%"}},
+                )  # fmt: skip
+                await seen.wait_for(lambda: seen.counters(ns).get("events") == 2, "the state change")
+                await seen.wait_for(
+                    lambda: seen.health(ns).get("homeassistant", {}).get("connected") is True, "health: connected"
+                )
+                assert seen.health(ns)["homeassistant"]["devices"] == 1
+            _stop(daemon)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.communicate()
