@@ -356,6 +356,7 @@ def test_discovery_templates_render_readable_values(small_snapshot: Path) -> Non
     assert _render(str(problem["value_template"]), prediction) == ("ON" if body["needs_attention"] else "OFF")
     attributes = orjson.loads(_render(str(sensor["json_attributes_template"]), prediction))
     assert attributes == {
+        "failure_probability": round(body["failure_probability"] * 100, 1),
         "risk_level": body["risk_level"],
         "reasons": ", ".join(body["reasons"]),
         "predicted_at": datetime.fromtimestamp(T0, UTC).isoformat(timespec="seconds"),

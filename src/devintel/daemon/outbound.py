@@ -143,11 +143,12 @@ def ha_device(
 
 
 #: The attributes Home Assistant shows next to a device's entities, from its prediction: what a person reads
-#: (the time as ISO 8601, the risk level, the reasons), not the state again on another scale, and not the
-#: device id under a name HA uses for its own ids.
+#: (the probability in %, as the sensor shows it, the risk level, the reasons as text, the time as ISO 8601), and
+#: devintel's id of the device as ``devintel_id``, not under ``device_id``, a name HA uses for its own ids.
 ATTRIBUTES_TEMPLATE: Final = (
     "{% if value_json is defined %}"
-    "{{ {'risk_level': value_json.risk_level, 'reasons': value_json.reasons | join(', '), "
+    "{{ {'failure_probability': (value_json.failure_probability * 100) | round(1), "
+    "'risk_level': value_json.risk_level, 'reasons': value_json.reasons | join(', '), "
     "'predicted_at': value_json.time, 'model': value_json.model, 'model_version': value_json.model_version, "
     "'devintel_id': value_json.device_id} | tojson }}"
     "{% else %}{}{% endif %}"
