@@ -356,3 +356,35 @@ async def test_the_backfill_is_bounded_in_states(small_snapshot: Path, caplog: p
             await asyncio.wait_for(task, 10)
     assert "stopped at" in caplog.text
     assert 2000 <= source.state.backfilled_states < 2000 + 1441
+
+
+def test_bootstrap_from_a_capture_adapts_the_snapshot(small_snapshot: Path, tmp_path: Path) -> None:
+    """``devintel bootstrap --capture``: HA's registries and history in a capture, the device unavailable for good
+    at its end, then a reading of another device hours later: labels resolve, the models learn, a new snapshot."""
+    from devintel.daemon.cli import main
+
+    home = _home()
+    start = NOW - 3 * 86_400
+    hourly = [start + i * 3600 for i in range(48)]
+    history = {"sensor.hall_motion_lqi": [{"s": str(120 - i % 5), "lu": ts} for i, ts in enumerate(hourly)]}
+    for entity in ("binary_sensor.hall_motion_motion", "sensor.hall_motion_battery", "sensor.hall_motion_lqi",
+                   "sensor.hall_motion_rssi", "sensor.hall_motion_device_temperature"):  # fmt: skip
+        history.setdefault(entity, []).append({"s": "unavailable", "lu": hourly[-1] + 60})
+    later = orjson.loads(_changed("sensor.desk_plug_power", "40", hourly[-1] + 4 * 3600, device_class="power",
+                                  unit_of_measurement="W"))  # fmt: skip
+    lines = [
+        {"ts": start, "topic": f"{API_TOPIC}/registries", "payload": orjson.loads(_registries(home, current=False))},
+        {"ts": hourly[-1] + 3600, "topic": f"{API_TOPIC}/history", "payload": {"history": history}},
+        {"ts": hourly[-1] + 4 * 3600, "topic": f"{API_TOPIC}/state_changed", "payload": later},
+    ]
+    capture = tmp_path / "capture.jsonl"
+    capture.write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b"\n")
+    store = SnapshotStore(small_snapshot)
+    before = store.current_version()
+    assert main(["bootstrap", "--capture", str(capture), "--model-dir", str(small_snapshot)]) == 0
+    after = store.load()
+    assert after.version != before
+    assert after.manifest["live"]["learned"] > 0
+    assert after.manifest["capture"]["events"] >= 48
+    assert main(["bootstrap", "--capture", str(tmp_path / "missing.jsonl"), "--model-dir", str(small_snapshot)]) == 2
+    assert main(["bootstrap", "--capture", str(capture), "--model-dir", str(tmp_path / "empty")]) == 2
