@@ -357,8 +357,9 @@ async def main(hass: str, keep: bool) -> int:
                 slug = name.lower().replace(" ", "_")
                 expected = [f"binary_sensor.{slug}_needs_attention", f"sensor.{slug}_failure_probability"]
                 named = bool(device) and device.get("name") == name
+                detail = f"device {device and device.get('name')!r}, entities {ids}"
                 check(f"Zigbee2MQTT device announced {label} devintel: entities on its device, named",
-                      named and ids == expected, f"device {device and device.get('name')!r}, entities {ids}")  # fmt: skip
+                      named and ids == expected, detail)  # fmt: skip
             garden = device_with(devices, mac=GARDEN_MAC)
             garden_entities = devintel_entities(entities, garden["id"]) if garden else []
             check("HA-native device (websocket source): devintel's entities on that device", len(garden_entities) == 2,
