@@ -393,7 +393,7 @@ ha_registries = st.fixed_dictionaries(
         | json_values,
         "entities": st.lists(
             st.fixed_dictionaries(
-                {"entity_id": ha_entity_ids, "device_id": st.sampled_from(["d1", "d2"]) | scalars},
+                {"entity_id": ha_entity_ids, "device_id": st.sampled_from(["d1", "d2"]) | json_values},
                 optional={"entity_category": scalars, "disabled_by": scalars},
             ),
             max_size=6,

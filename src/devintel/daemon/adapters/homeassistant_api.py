@@ -278,7 +278,11 @@ class HomeAssistantApiAdapter(Adapter):
         mapped: dict[str, _Device] = {}
         entity_device: dict[str, str] = {}
         for entity in entities:
-            if not isinstance(entity, dict) or entity.get("disabled_by") or entity.get("device_id") not in by_ha_id:
+            if (
+                not isinstance(entity, dict)
+                or entity.get("disabled_by")
+                or str(entity.get("device_id")) not in by_ha_id
+            ):
                 continue
             entity_id = str(entity.get("entity_id"))
             state = current.get(entity_id)
