@@ -1,7 +1,8 @@
 """A stand-in for Home Assistant's websocket API, on a free loopback port, for the tests of devintel's HA source.
 
 It speaks HA's protocol (``auth_required`` / ``auth`` / ``auth_ok`` or ``auth_invalid``, commands with ids answered
-by ``result`` messages, ``subscribe_events`` and ``event`` messages) over a real websocket server (``websockets``),
+by ``result`` messages, ``subscribe_events`` and ``event`` messages; text frames only: a binary frame closes the
+connection, as HA does) over a real websocket server (``websockets``),
 and answers the commands devintel sends from the registries, states and history it is given. Tests push state
 changes with :meth:`FakeHomeAssistant.state_changed` and drop connections with :meth:`drop`. Only what devintel
 uses is implemented: an unknown command gets HA's ``unknown_command`` error.
@@ -36,6 +37,8 @@ class FakeHomeAssistant:
     token: str = TOKEN
     commands: list[dict[str, Any]] = field(default_factory=list)
     auth_attempts: int = 0
+    binary_frames: int = 0
+    """Binary frames received (HA closes the connection on one, as this stand-in does)."""
     connections: list[ServerConnection] = field(default_factory=list)
     subscriptions: dict[ServerConnection, dict[str, int]] = field(default_factory=dict)
     server: Server | None = None
@@ -51,7 +54,12 @@ class FakeHomeAssistant:
         """One client connection, as HA serves it."""
         self.connections.append(ws)
         await ws.send(orjson.dumps({"type": "auth_required", "ha_version": HA_VERSION}).decode())
-        auth = orjson.loads(await ws.recv())
+        frame = await ws.recv()
+        if not isinstance(frame, str):  # HA: "Received non-Text message of type 2 during auth phase"
+            self.binary_frames += 1
+            await ws.close()
+            return
+        auth = orjson.loads(frame)
         self.auth_attempts += 1
         if auth.get("type") != "auth" or auth.get("access_token") != self.token:
             await ws.send(orjson.dumps({"type": "auth_invalid", "message": "Invalid access token"}).decode())
@@ -61,6 +69,10 @@ class FakeHomeAssistant:
         self.subscriptions[ws] = {}
         with contextlib.suppress(ConnectionClosed):
             async for frame in ws:
+                if not isinstance(frame, str):
+                    self.binary_frames += 1
+                    await ws.close()
+                    return
                 message = orjson.loads(frame)
                 self.commands.append(message)
                 await ws.send(orjson.dumps(self._answer(ws, message)).decode())

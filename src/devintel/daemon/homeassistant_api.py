@@ -201,7 +201,8 @@ class HomeAssistantSource:
         if hello.get("type") != "auth_required":
             raise HomeAssistantError(f"expected auth_required, got {str(hello.get('type'))[:40]!r}")
         assert self.settings.api_token is not None
-        await ws.send(orjson.dumps({"type": "auth", "access_token": self.settings.api_token.get_secret_value()}))
+        token = self.settings.api_token.get_secret_value()
+        await ws.send(orjson.dumps({"type": "auth", "access_token": token}).decode())  # text frames only: HA's rule
         reply = orjson.loads(await asyncio.wait_for(ws.recv(), CALL_TIMEOUT_S))
         if reply.get("type") == "auth_invalid":
             raise AuthRefusedError(str(reply.get("message") or "auth_invalid"))
