@@ -245,6 +245,20 @@ class Devintel:
         return self.process.wait(60)
 
 
+async def devintel_online(broker: Broker, timeout: float = 120.0) -> bool:
+    """Wait for devintel's retained ``online`` (it has subscribed by then: what is published after reaches it)."""
+    async with aiomqtt.Client(broker.host, broker.port, identifier=f"check-status-{time.monotonic_ns()}") as watch:
+        await watch.subscribe("devintel/status", qos=1)
+        try:
+            async with asyncio.timeout(timeout):
+                async for message in watch.messages:
+                    if message.payload == b"online":
+                        return True
+        except TimeoutError:
+            return False
+    return False
+
+
 def z2m_device(ieee: str, name: str) -> dict[str, Any]:
     return {"ieee_address": ieee, "friendly_name": name, "type": "EndDevice", "power_source": "Battery",
             "definition": {"vendor": "Xiaomi", "model": "RTCGQ11LM", "description": "Motion sensor",
@@ -336,6 +350,8 @@ async def main(hass: str, keep: bool) -> int:
             devintel = Devintel(work, broker, ha)
             await asyncio.to_thread(devintel.bootstrap)
             devintel.start()
+            if not await devintel_online(broker):
+                raise RuntimeError("devintel did not come online")
             for name in (BEFORE[1], AFTER[1]):
                 await mqtt.publish(f"{Z2M}/{name}", orjson.dumps({"battery": 80, "occupancy": False,
                                                                   "linkquality": 90}), qos=1)  # fmt: skip

@@ -44,7 +44,8 @@ def _home() -> FakeHomeAssistant:
         {"id": "d_zha", "name": "TRADFRI motion", "name_by_user": "Hall motion", "area_id": "hall",
          "connections": [ZHA_CONNECTION], "identifiers": [["zha", "00:15:8d:00:01:e5:0d:78"]]},
         {"id": "d_esp", "name": "Desk plug", "area_id": "office", "connections": [["mac", "a4:cf:12:00:00:01"]],
-         "identifiers": [["esphome", "desk-plug"]]},
+         "identifiers": [["esphome", "desk-plug"], ["mqtt", "devintel_ha_d_esp"]]},  # devintel's entities merged in
+        {"id": "d_own", "name": "Cellar leak", "connections": [], "identifiers": [["mqtt", "devintel_cellar_leak"]]},
         {"id": "d_demo", "name": "Outside thermometer", "area_id": None, "connections": [],
          "identifiers": [["demo", "thermo-1"]]},
         {"id": "d_z2m", "name": "Kitchen door", "connections": [],
@@ -60,6 +61,8 @@ def _home() -> FakeHomeAssistant:
         {"entity_id": "switch.desk_plug", "device_id": "d_esp"},
         {"entity_id": "sensor.desk_plug_power", "device_id": "d_esp"},
         {"entity_id": "sensor.desk_plug_wifi_signal", "device_id": "d_esp", "entity_category": "diagnostic"},
+        {"entity_id": "sensor.desk_plug_battery_failure", "device_id": "d_esp", "unique_id": "devintel_ha_d_esp_x"},
+        {"entity_id": "sensor.cellar_leak_battery", "device_id": "d_own", "unique_id": "devintel_cellar_leak_b"},
         {"entity_id": "sensor.outside_temperature", "device_id": "d_demo"},
         {"entity_id": "sensor.outside_battery", "device_id": "d_demo"},
         {"entity_id": "sensor.outside_disabled", "device_id": "d_demo", "disabled_by": "user"},
@@ -76,6 +79,8 @@ def _home() -> FakeHomeAssistant:
         _state("switch.desk_plug", "on"),
         _state("sensor.desk_plug_power", "42.5", device_class="power", unit_of_measurement="W"),
         _state("sensor.desk_plug_wifi_signal", "-58", device_class="signal_strength", unit_of_measurement="dBm"),
+        _state("sensor.desk_plug_battery_failure", "3", unit_of_measurement="%"),  # devintel's own: not a battery
+        _state("sensor.cellar_leak_battery", "5", device_class="battery", unit_of_measurement="%"),
         _state("sensor.outside_temperature", "50", device_class="temperature", unit_of_measurement="°F"),
         _state("sensor.outside_battery", "64", device_class="battery", unit_of_measurement="%"),
         _state("sensor.kitchen_door_battery", "90", device_class="battery", unit_of_measurement="%"),
@@ -151,6 +156,7 @@ def test_registries_become_named_devices_and_their_current_readings() -> None:
     assert infos["ha_d_esp"].device_type == "smart_plug"
     assert events["ha_d_esp"]["value"] == 42.5
     assert events["ha_d_esp"]["signal_strength"] == -58.0
+    assert "battery_level" not in events["ha_d_esp"]  # devintel's own "%" entity on the plug is no battery
     demo = events["ha_d_demo"]
     assert demo["device_type"] == "temperature_sensor"
     assert demo["value"] == pytest.approx(10.0)  # 50 °F
@@ -169,7 +175,7 @@ def test_state_changes_unavailable_and_bad_readings() -> None:
     assert event.event["ts"] == pytest.approx(NOW + 60, abs=1.0)
     assert event.event["linkquality"] == 120.0  # the device's other readings come along
     # A device is offline once all its mapped entities are unavailable, and online with its next reading.
-    entities = [e["entity_id"] for e in _home().entities if e["device_id"] == "d_esp"]
+    entities = [e["entity_id"] for e in _home().entities if e["device_id"] == "d_esp" and "unique_id" not in e]
     seen = []
     for entity_id in entities:
         seen += adapter.parse(f"{API_TOPIC}/state_changed", _changed(entity_id, "unavailable", NOW + 120), NOW + 120)

@@ -282,6 +282,7 @@ class HomeAssistantApiAdapter(Adapter):
                 not isinstance(entity, dict)
                 or entity.get("disabled_by")
                 or str(entity.get("device_id")) not in by_ha_id
+                or str(entity.get("unique_id", "")).startswith("devintel_")  # devintel's own: no reading
             ):
                 continue
             entity_id = str(entity.get("entity_id"))
@@ -332,9 +333,11 @@ class HomeAssistantApiAdapter(Adapter):
     def _device_info(device: object, areas: Mapping[str, str]) -> DeviceInfo | None:
         if not isinstance(device, dict) or device.get("entry_type") == "service" or device.get("disabled_by"):
             return None
-        identifiers = _pairs(device.get("identifiers"))
-        if any(i.startswith(("zigbee2mqtt_", "devintel_")) for _, i in identifiers):
-            return None  # Zigbee2MQTT's (heard directly) or devintel's own
+        identifiers = [i for _, i in _pairs(device.get("identifiers"))]
+        if any(i.startswith("zigbee2mqtt_") for i in identifiers):
+            return None  # Zigbee2MQTT's: devintel hears it directly
+        if identifiers and all(i.startswith("devintel_") for i in identifiers):
+            return None  # a device of devintel's own making (devintel's entities on another device add one too)
         ha_id = device.get("id")
         ieee = ieee_of(device)
         try:
