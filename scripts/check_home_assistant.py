@@ -308,8 +308,10 @@ def device_with(devices: list[dict[str, Any]], identifier: str | None = None, ma
     return None
 
 
-#: HA's loggers whose warnings concern what devintel sends (MQTT discovery and state, the websocket API).
-DEVINTEL_LOGGERS = re.compile(r"\[homeassistant\.components\.(mqtt|websocket_api|sensor|binary_sensor)[.\]]")
+#: HA's loggers whose warnings concern what devintel sends (MQTT discovery, state and its templates, the websocket API).
+DEVINTEL_LOGGERS = re.compile(
+    r"\[homeassistant\.(components\.(mqtt|websocket_api|sensor|binary_sensor)|helpers\.template)[.\]]"
+)
 
 
 def log_problems(path: Path, start: int = 0) -> list[str]:
