@@ -74,7 +74,7 @@ async def wait_until(what: str, predicate: Callable[[], Awaitable[bool]], timeou
 class HomeAssistant:
     """A Home Assistant process in its own configuration directory, on a loopback port."""
 
-    def __init__(self, hass: str, config: Path) -> None:
+    def __init__(self, hass: str, config: Path, frontend: bool = False) -> None:
         self.hass = hass
         self.config = config
         self.port = free_port()
@@ -101,6 +101,7 @@ class HomeAssistant:
                     "history:",
                     "logger:",
                     "  default: warning",
+                    *(["frontend:"] if frontend else []),
                     "",
                 ]
             )
@@ -327,13 +328,70 @@ def log_problems(path: Path, start: int = 0) -> list[str]:
     ]
 
 
-async def main(hass: str, keep: bool) -> int:
+async def screenshot(ha: HomeAssistant, device_id: str, path: Path) -> None:
+    """A PNG of the device's page in HA's frontend, from headless Chromium driven over its DevTools protocol (on a
+    loopback port), logged in with the long-lived token."""
+    import base64
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        raise RuntimeError("no chromium (apt-get install chromium)")
+    port = free_port()
+    profile = Path(tempfile.mkdtemp(prefix="devintel-chromium-"))
+    process = subprocess.Popen(
+        [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={profile}",
+         f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1", "--window-size=1280,1000",
+         "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(trust_env=False) as http:
+            pages: list[dict[str, Any]] = []
+
+            async def listed() -> bool:
+                pages[:] = (await http.get(f"http://127.0.0.1:{port}/json/list")).json()
+                return any(p.get("type") == "page" for p in pages)
+
+            await wait_until("chromium", listed, 30.0)
+        url = next(p["webSocketDebuggerUrl"] for p in pages if p.get("type") == "page")
+        async with websockets.connect(url, max_size=2**27, proxy=None) as cdp:
+            ids = iter(range(1, 1000))
+
+            async def call(method: str, **params: Any) -> dict[str, Any]:
+                number = next(ids)
+                await cdp.send(orjson.dumps({"id": number, "method": method, "params": params}).decode())
+                while True:
+                    answer = orjson.loads(await cdp.recv())
+                    if answer.get("id") == number:
+                        return dict(answer.get("result") or {})
+
+            await call("Page.enable")
+            await call("Page.navigate", url=f"{ha.base}/onboarding.html")
+            await asyncio.sleep(2.0)
+            tokens = {
+                "access_token": ha.token, "token_type": "Bearer", "expires_in": 1800, "hassUrl": ha.base,
+                "clientId": f"{ha.base}/", "expires": int(time.time() * 1000) + 10 * 365 * 86_400_000,
+                "refresh_token": "",
+            }  # fmt: skip
+            script = f"localStorage.setItem('hassTokens', {orjson.dumps(orjson.dumps(tokens).decode()).decode()})"
+            await call("Runtime.evaluate", expression=script)
+            await call("Page.navigate", url=f"{ha.base}/config/devices/device/{device_id}")
+            await asyncio.sleep(12.0)
+            shot = await call("Page.captureScreenshot", format="png")
+            path.write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def main(hass: str, keep: bool, shot: Path | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="devintel-check-ha-"))
     print(f"work directory: {work}", flush=True)
     broker = Broker(work / "mosquitto")
     broker.start()
     (work / "ha").mkdir()
-    ha = HomeAssistant(hass, work / "ha")
+    ha = HomeAssistant(hass, work / "ha", frontend=shot is not None)
     devintel: Devintel | None = None
     try:
         await ha.start()
@@ -473,6 +531,11 @@ async def main(hass: str, keep: bool) -> int:
             check("history backfill read HA's recorded states and they reached the models",
                   source.get("backfilled_states", 0) >= 10 and health["counters"]["events"] >= 12,
                   f"homeassistant: {source}, events: {health['counters']['events']}")  # fmt: skip
+            if shot is not None:
+                devices, _ = await ha.registries()
+                device = device_with(devices, identifier=f"zigbee2mqtt_{BEFORE[0]}")
+                await screenshot(ha, device["id"], shot)
+                print(f"screenshot of {BEFORE[1]}'s device page: {shot}", flush=True)
     except Exception as error:
         check("the run itself", False, f"{type(error).__name__}: {error}")
     finally:
@@ -491,5 +554,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hass", required=True, help="the hass executable of the Home Assistant venv")
     parser.add_argument("--keep", action="store_true", help="print where the logs are even when all pass")
+    parser.add_argument("--screenshot", type=Path, default=None, help="also a PNG of a device page (needs chromium)")
     arguments = parser.parse_args()
-    sys.exit(asyncio.run(main(arguments.hass, arguments.keep)))
+    sys.exit(asyncio.run(main(arguments.hass, arguments.keep, arguments.screenshot)))
