@@ -274,7 +274,7 @@ async def announce_z2m(mqtt: aiomqtt.Client, ieee: str, name: str) -> None:
         "state_topic": f"{Z2M}/{name}", "value_template": "{{ value_json.battery }}",
         "unique_id": f"{ieee}_battery_{Z2M}", "object_id": f"{slug}_battery", "entity_category": "diagnostic",
         "device": {"identifiers": [f"zigbee2mqtt_{ieee}"], "name": name, "manufacturer": "Xiaomi",
-                   "model": "Motion sensor", "via_device": "zigbee2mqtt_bridge_0x0000000000000000"},
+                   "model": "Motion sensor"},
         "origin": {"name": "Zigbee2MQTT", "sw": "2.1.3", "url": "https://www.zigbee2mqtt.io"},
     }  # fmt: skip
     await mqtt.publish(f"homeassistant/sensor/{ieee}/battery/config", orjson.dumps(config), qos=1, retain=True)
@@ -532,10 +532,16 @@ async def main(hass: str, keep: bool, shot: Path | None = None) -> int:
                   source.get("backfilled_states", 0) >= 10 and health["counters"]["events"] >= 12,
                   f"homeassistant: {source}, events: {health['counters']['events']}")  # fmt: skip
             if shot is not None:
+                state = {"battery": 80, "occupancy": False, "linkquality": 90}
+                await mqtt.publish(f"{Z2M}/{BEFORE[1]}", orjson.dumps(state), qos=1)
+                await asyncio.sleep(2.0)
                 devices, _ = await ha.registries()
-                device = device_with(devices, identifier=f"zigbee2mqtt_{BEFORE[0]}")
-                await screenshot(ha, device["id"], shot)
-                print(f"screenshot of {BEFORE[1]}'s device page: {shot}", flush=True)
+                for identifier, path in (
+                    (f"zigbee2mqtt_{BEFORE[0]}", shot),
+                    ("devintel_service_devintel", shot.with_name(f"{shot.stem}-devintel{shot.suffix}")),
+                ):
+                    await screenshot(ha, device_with(devices, identifier=identifier)["id"], path)
+                    print(f"screenshot of a device page: {path}", flush=True)
     except Exception as error:
         check("the run itself", False, f"{type(error).__name__}: {error}")
     finally:
