@@ -365,13 +365,13 @@ def test_bridge_devices_infers_types_power_sources_and_identifiers() -> None:
         "0x0c": ("generic", None),
     }
     assert {key: (info.device_type, info.power_source) for key, info in infos.items()} == expected
-    assert infos["0x01"] == DeviceInfo("0x01", "motion_sensor", "battery", "0x01")
+    assert infos["0x01"] == DeviceInfo("0x01", "motion_sensor", "battery", "0x01", name="Hall Motion")
 
 
 def test_bridge_devices_fixture_is_a_mains_generic_xiaomi_plug() -> None:
     message = fixture("z2m_bridge_devices_entry_docs")
     item = only(Zigbee2MqttAdapter().parse(message["topic"], raw_bytes(message), RECEIVED))
-    assert item == DeviceInfo("0x00158d00018255df", "generic", "mains", "0x00158d00018255df")
+    assert item == DeviceInfo("0x00158d00018255df", "generic", "mains", "0x00158d00018255df", name="my_plug")
 
 
 def test_after_bridge_devices_the_ieee_address_is_the_id_and_the_list_sets_type_and_power() -> None:

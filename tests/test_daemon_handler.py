@@ -4,17 +4,20 @@ eviction, commands, and replay."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import pickle
+from datetime import UTC, datetime
 from pathlib import Path
 
+import jinja2.sandbox
 import orjson
 import pytest
 
 from devintel.daemon.handler import Handler
 from devintel.daemon.inbound import Command
-from devintel.daemon.outbound import Outgoing
+from devintel.daemon.outbound import SERVICE_ENTITIES, Outgoing, service_discovery_messages
 from devintel.daemon.replay import capture_message, replay
 from devintel.daemon.runtime import build_handler
 from devintel.daemon.settings import Settings
@@ -47,8 +50,10 @@ def test_an_event_gives_a_prediction_and_discovery(small_snapshot: Path) -> None
     assert "homeassistant/binary_sensor/devintel/kitchen_motion_needs_attention/config" in topics
     prediction = orjson.loads(next(m for m in out.messages if "predictions" in m.topic).payload)
     assert set(prediction) == {
-        "device_id", "ts", "failure_probability", "needs_attention", "risk_level", "model", "model_version", "reasons"
+        "device_id", "ts", "time", "failure_probability", "needs_attention", "risk_level", "model", "model_version",
+        "reasons",
     }  # fmt: skip
+    assert prediction["time"] == datetime.fromtimestamp(T0, UTC).isoformat(timespec="seconds")
     assert prediction["device_id"] == "kitchen.motion"
     assert prediction["ts"] == T0
     assert 0.0 <= prediction["failure_probability"] <= 1.0
@@ -146,10 +151,11 @@ def test_silent_devices_are_evicted_and_their_entities_removed(small_snapshot: P
     out = handler.handle(*_event("new", T0 + 2 * 86_400))
     assert "old" not in handler.devices
     removed = [m for m in out.messages if m.payload == b""]
-    assert sorted(_topics(removed)) == [
-        "devintel/predictions/old",
-        "homeassistant/binary_sensor/devintel/old_needs_attention/config",
+    # The entities go first, then their state: Home Assistant never renders an empty state payload.
+    assert _topics(removed) == [
         "homeassistant/sensor/devintel/old_failure_probability/config",
+        "homeassistant/binary_sensor/devintel/old_needs_attention/config",
+        "devintel/predictions/old",
     ]
     assert all(m.retain for m in removed)
     assert handler.counters.evicted == 1
@@ -169,7 +175,14 @@ def test_home_assistant_online_republishes_discovery_and_commands_are_returned(s
     handler.handle(*_event("a", T0))
     handler.handle(*_event("b", T0))
     out = handler.handle("homeassistant/status", b"online", T0)
-    assert len(out.messages) == 4
+    service = [m for m in out.messages if "/devintel_service/" in m.topic]
+    assert len(service) == len(SERVICE_ENTITIES)
+    assert sorted(m.topic for m in out.messages if m not in service) == [
+        "homeassistant/binary_sensor/devintel/a_needs_attention/config",
+        "homeassistant/binary_sensor/devintel/b_needs_attention/config",
+        "homeassistant/sensor/devintel/a_failure_probability/config",
+        "homeassistant/sensor/devintel/b_failure_probability/config",
+    ]
     assert handler.handle("devintel/cmd/snapshot", b"", T0).commands == [Command("snapshot")]
 
 
@@ -187,7 +200,11 @@ def test_zigbee2mqtt_devices_attach_to_the_bridge_device(small_snapshot: Path) -
     handler.handle("zigbee2mqtt/bridge/devices", orjson.dumps(devices), T0)
     out = handler.handle("zigbee2mqtt/hall/motion", b'{"battery": "80.00", "linkquality": 90, "occupancy": true}', T0)
     sensor = next(orjson.loads(m.payload) for m in out.messages if m.topic.endswith("failure_probability/config"))
-    assert sensor["device"] == {"identifiers": ["zigbee2mqtt_0x00158d0001e50d78"]}
+    # Zigbee2MQTT's own device, named as Zigbee2MQTT names it (so HA never creates a nameless device when
+    # devintel's config comes first), and entity ids suggested as Zigbee2MQTT suggests its own.
+    assert sensor["device"] == {"identifiers": ["zigbee2mqtt_0x00158d0001e50d78"], "name": "hall/motion"}
+    assert sensor["object_id"] == "hall_motion_failure_probability"
+    assert sensor["default_entity_id"] == "sensor.hall_motion_failure_probability"
     state = handler.live.learner.features.states
     assert len(state) == 1
 
@@ -241,3 +258,144 @@ def test_bridge_device_lists_are_bounded_by_the_device_cap(small_snapshot: Path)
     handler.handle("zigbee2mqtt/bridge/devices", orjson.dumps(devices), T0)
     assert len(handler.infos) == 5
     assert set(handler.infos) == {f"0x{i:016x}" for i in range(7, 12)}  # the latest listed are kept
+
+
+def _configs(messages: list[Outgoing]) -> dict[str, dict[str, object]]:
+    return {m.topic: orjson.loads(m.payload) for m in messages if m.topic.endswith("/config") and m.payload}
+
+
+def test_native_events_name_their_device_and_a_rename_is_announced(small_snapshot: Path) -> None:
+    handler = _handler(small_snapshot)
+    out = handler.handle(*_event("0x00124bd953715b49", T0, name="  Cellar   leak sensor "))
+    sensor = _configs(out.messages)["homeassistant/sensor/devintel/0x00124bd953715b49_failure_probability/config"]
+    assert sensor["device"]["name"] == "Cellar leak sensor"  # type: ignore[index]
+    assert sensor["device"]["via_device"] == "devintel_service_devintel"  # type: ignore[index]
+    assert sensor["default_entity_id"] == "sensor.cellar_leak_sensor_failure_probability"
+    assert sensor["origin"]["name"] == "devintel"  # type: ignore[index]
+    # The name is no feature: it does not reach the models' per-device state as a field.
+    assert "name" not in handler.live.learner.features.states["0x00124bd953715b49"].signals
+    assert _configs(handler.handle(*_event("0x00124bd953715b49", T0 + 60, name="Cellar leak sensor")).messages) == {}
+    renamed = _configs(handler.handle(*_event("0x00124bd953715b49", T0 + 120, name="Basement leak")).messages)
+    assert {c["device"]["name"] for c in renamed.values()} == {"Basement leak"}  # type: ignore[index]
+    # A device without a name is named by its id: never a nameless device block.
+    unnamed = _configs(handler.handle(*_event("hub-9fe5240737", T0)).messages)
+    assert {c["device"]["name"] for c in unnamed.values()} == {"hub-9fe5240737"}  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"), [(42, "wrong_type"), ("bad\x00name", "wrong_type"), ("x" * 129, "out_of_range")]
+)
+def test_a_bad_name_is_rejected_and_counted(small_snapshot: Path, name: object, reason: str) -> None:
+    handler = _handler(small_snapshot)
+    assert handler.handle(*_event("n1", T0, name=name)).messages == []
+    assert handler.counters.rejected == {reason: 1}
+    assert handler.counters.events == 0
+
+
+def test_one_source_cannot_age_out_another_sources_devices(small_snapshot: Path) -> None:
+    """A simulated home replays months-old native events while one live Zigbee2MQTT message arrives: the
+    native devices are judged on the native clock, so none is evicted or taken for silent."""
+    handler = _handler(small_snapshot, live={"retention_days": 30.0})
+    start = T0 - 120 * 86_400
+    for i in range(48):
+        for device in ("sim.a", "sim.b"):
+            handler.handle(*_event(device, start + i * HOUR))
+    live_now = T0
+    handler.handle("zigbee2mqtt/plug", b'{"power": 12.5, "linkquality": 80}', live_now)
+    handler.handle("zigbee2mqtt/plug", b'{"power": 12.0, "linkquality": 81}', live_now + 600)
+    for i in range(48, 60):
+        for device in ("sim.a", "sim.b"):
+            out = handler.handle(*_event(device, start + i * HOUR))
+            assert not any(m.payload == b"" for m in out.messages)
+    assert {"sim.a", "sim.b", "plug"} <= set(handler.devices)
+    assert handler.counters.evicted == 0
+    assert "silence" not in handler.counters.failures
+    assert handler.live.clocks["zigbee2mqtt"] >= live_now
+    assert handler.live.clocks["native"] == start + 59 * HOUR
+    # The native clock itself still ages out its own devices: sim.b, silent while sim.a goes on, past retention.
+    handler.handle(*_event("sim.a", start + 59 * HOUR + 31 * 86_400))
+    assert "sim.b" not in handler.devices
+    assert "plug" in handler.devices
+
+
+def test_the_registry_outlives_a_restart_and_birth_re_announces_every_known_device(small_snapshot: Path) -> None:
+    first = _handler(small_snapshot)
+    first.handle(*_event("attic.smoke", T0, name="Attic smoke alarm"))
+    devices = [{"ieee_address": "0x00158d0001e50d78", "friendly_name": "Hall motion", "type": "EndDevice"}]
+    first.handle("zigbee2mqtt/bridge/devices", orjson.dumps(devices), T0)
+    first.handle("zigbee2mqtt/Hall motion", b'{"battery": 80, "occupancy": false}', T0)
+    saved = orjson.loads(orjson.dumps(first.registry()))  # as it goes through the file
+
+    second = _handler(small_snapshot)
+    assert second.restore(saved) == 2
+    assert second.restore({"devices": [{"device_id": "a+b", "last_heard": 1.0}, "junk"]}) == 0
+    configs = _configs(second.handle("homeassistant/status", b"online", T0 + 60).messages)
+    names = {c["device"]["name"] for c in configs.values()}  # type: ignore[index]
+    assert {"Attic smoke alarm", "Hall motion", "devintel"} <= names
+    motion = configs["homeassistant/sensor/devintel/0x00158d0001e50d78_failure_probability/config"]
+    assert motion["device"]["identifiers"] == ["zigbee2mqtt_0x00158d0001e50d78"]  # type: ignore[index]
+
+
+def _render(template: str, payload: bytes) -> str:
+    """A discovery template rendered as Home Assistant renders it: Jinja2's sandbox, ``value`` and, when the
+    payload is JSON, ``value_json``."""
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment()
+    variables: dict[str, object] = {"value": payload.decode()}
+    with contextlib.suppress(orjson.JSONDecodeError):
+        variables["value_json"] = orjson.loads(payload)
+    return env.from_string(template).render(**variables)
+
+
+def test_discovery_templates_render_readable_values(small_snapshot: Path) -> None:
+    handler = _handler(small_snapshot)
+    out = handler.handle(*_event("hall.smoke", T0, name="Hall smoke", battery_level=12.0))
+    prediction = next(m.payload for m in out.messages if "predictions" in m.topic)
+    body = orjson.loads(prediction)
+    configs = _configs(out.messages)
+    sensor = configs["homeassistant/sensor/devintel/hall_smoke_failure_probability/config"]
+    problem = configs["homeassistant/binary_sensor/devintel/hall_smoke_needs_attention/config"]
+    assert float(_render(str(sensor["value_template"]), prediction)) == round(body["failure_probability"] * 100, 1)
+    assert _render(str(problem["value_template"]), prediction) == ("ON" if body["needs_attention"] else "OFF")
+    attributes = orjson.loads(_render(str(sensor["json_attributes_template"]), prediction))
+    assert attributes == {
+        "failure_probability": round(body["failure_probability"] * 100, 1),
+        "risk_level": body["risk_level"],
+        "reasons": ", ".join(body["reasons"]),
+        "predicted_at": datetime.fromtimestamp(T0, UTC).isoformat(timespec="seconds"),
+        "model": body["model"],
+        "model_version": body["model_version"],
+        "devintel_id": "hall.smoke",
+    }
+    assert "device_id" not in attributes
+    assert orjson.loads(_render(str(sensor["json_attributes_template"]), b"")) == {}
+
+    # devintel's own entities read the health report.
+    health = {
+        "status": "ok",
+        "model_version": "v1",
+        "devices": 3,
+        "needs_attention": 1,
+        "snapshot": {"written_at": "2026-11-30T22:00:00+00:00"},
+        "false_alarms": {"alarmed": 8, "false": 2, "share": 0.25},
+    }
+    service = _configs(service_discovery_messages(handler.topics))
+    rendered = {
+        config["name"]: _render(
+            str(config["value_template"]),
+            b"online" if config["state_topic"] == "devintel/status" else orjson.dumps(health),
+        )
+        for config in service.values()
+    }
+    assert rendered == {
+        "Running": "ON",
+        "Status": "ok",
+        "Model version": "v1",
+        "Devices watched": "3",
+        "Devices needing attention": "1",
+        "Last snapshot": "2026-11-30T22:00:00+00:00",
+        "Live false alarm share": "25.0",
+    }
+    before_any = {**health, "snapshot": {"written_at": None}, "false_alarms": {"alarmed": 0, "false": 0, "share": None}}
+    for config in service.values():
+        if config["name"] in ("Last snapshot", "Live false alarm share"):
+            assert _render(str(config["value_template"]), orjson.dumps(before_any)) == "None"  # HA: unknown

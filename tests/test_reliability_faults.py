@@ -477,7 +477,9 @@ async def _fail_then_recover(
     assert _tmp_entries(root) == [], "a failed write left temporary entries"
     undo()
     version = await runtime.snapshot()
-    assert runtime.health()["snapshot"] == {"last": version, "last_error": None}
+    snapshot = runtime.health()["snapshot"]
+    assert snapshot == {"last": version, "written_at": snapshot["written_at"], "last_error": None}
+    assert snapshot["written_at"] is not None  # what Home Assistant's "Last snapshot" shows
     runtime.session.state.connected = True  # (no broker in this test) only the snapshot's part of the status
     assert runtime.health()["status"] == "ok"
     assert _check_store(root, version, "after recovery") == version

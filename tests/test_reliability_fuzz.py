@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 
 from devintel.daemon.adapters import HomeAssistantAdapter, NativeAdapter, Zigbee2MqttAdapter
 from devintel.daemon.adapters.base import Adapter
+from devintel.daemon.adapters.homeassistant_api import HomeAssistantApiAdapter
 from devintel.daemon.handler import Handler
 from devintel.daemon.inbound import (
     MAX_PAYLOAD_BYTES,
@@ -356,6 +357,77 @@ def test_zigbee2mqtt_adapter_parses_or_rejects_whole_sequences(messages: list[tu
 def test_home_assistant_adapter_parses_or_rejects(payload: bytes) -> None:
     """Home Assistant's status topic with any payload."""
     _parse_checked(HomeAssistantAdapter(), "homeassistant/status", payload)
+
+
+ha_entity_ids = st.sampled_from(
+    ["sensor.a_battery", "sensor.a_lqi", "sensor.a_rssi", "binary_sensor.a_motion", "light.a", "climate.a", "x"]
+)
+ha_attributes = st.fixed_dictionaries(
+    {},
+    optional={
+        "device_class": st.sampled_from(["battery", "signal_strength", "temperature", "motion", "power"]) | scalars,
+        "unit_of_measurement": st.sampled_from(["%", "dBm", "°F", "V", "W", "kW"]) | scalars,
+        "battery_voltage": key_values,
+        "brightness": key_values,
+        "current_temperature": key_values,
+    },
+)
+ha_states = st.fixed_dictionaries(
+    {"entity_id": ha_entity_ids, "state": st.sampled_from(["unavailable", "unknown", "on", "off"]) | key_values},
+    optional={"attributes": ha_attributes | json_values, "last_updated": key_values},
+)
+ha_registries = st.fixed_dictionaries(
+    {
+        "devices": st.lists(
+            st.fixed_dictionaries(
+                {"id": st.sampled_from(["d1", "d2"]) | scalars},
+                optional={
+                    "name": scalars,
+                    "connections": json_values | st.just([["zigbee", "00:11:22:33:44:55:66:77"]]),
+                    "identifiers": json_values,
+                    "area_id": scalars,
+                },
+            ),
+            max_size=3,
+        )
+        | json_values,
+        "entities": st.lists(
+            st.fixed_dictionaries(
+                {"entity_id": ha_entity_ids, "device_id": st.sampled_from(["d1", "d2"]) | json_values},
+                optional={"entity_category": scalars, "disabled_by": scalars},
+            ),
+            max_size=6,
+        )
+        | json_values,
+        "states": st.lists(ha_states, max_size=6) | json_values,
+    },
+    optional={"areas": json_values, "current": json_values},
+)
+ha_messages = st.one_of(
+    ha_registries.map(lambda r: ("$homeassistant-api/registries", json.dumps(r, allow_nan=True).encode())),
+    ha_states.map(
+        lambda s: (
+            "$homeassistant-api/state_changed",
+            json.dumps({"entity_id": s["entity_id"], "new_state": s}, allow_nan=True).encode(),
+        )
+    ),
+    st.dictionaries(
+        ha_entity_ids, st.lists(st.fixed_dictionaries({"s": key_values, "lu": key_values}), max_size=4)
+    ).map(lambda h: ("$homeassistant-api/history", json.dumps({"history": h}, allow_nan=True).encode())),
+    _any_payloads(["entity_id", "new_state", "history", "devices"]).map(
+        lambda p: ("$homeassistant-api/state_changed", p)
+    ),
+)
+
+
+@FUZZ
+@given(messages=st.lists(ha_messages, min_size=1, max_size=10))
+def test_home_assistant_api_adapter_parses_or_rejects_whole_sequences(messages: list[tuple[str, bytes]]) -> None:
+    """Sequences on the (stateful) HA websocket source adapter: registries, state changes, history, junk."""
+    adapter = HomeAssistantApiAdapter()
+    for topic, payload in messages:
+        _parse_checked(adapter, topic, payload)
+    assert all(SAFE_ID.fullmatch(device) for device in adapter.devices())
 
 
 @FUZZ

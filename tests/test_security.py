@@ -42,6 +42,7 @@ from devintel.daemon import cli
 from devintel.daemon.adapters.native import NativeAdapter
 from devintel.daemon.adapters.zigbee2mqtt import Zigbee2MqttAdapter
 from devintel.daemon.inbound import Rejected
+from devintel.daemon.outbound import SERVICE_ENTITIES
 from devintel.daemon.service import insecure_settings, prepare_models
 from devintel.daemon.settings import HttpSettings, MqttSettings, Settings, load_settings
 from devintel.models.snapshots import MANIFEST_FILE, SnapshotStore, canonical_json
@@ -663,6 +664,12 @@ async def test_no_device_id_injects_a_topic_or_a_path(
             rf"{re.escape(ns)}-ha/(sensor|binary_sensor)/{re.escape(ns)}/([^/]+)_(failure_probability|needs_attention)/config",
             topic,
         )
+        service = re.fullmatch(
+            rf"{re.escape(ns)}-ha/(sensor|binary_sensor)/{re.escape(ns)}_service/([a-z_]+)/config", topic
+        )
+        if service:  # devintel's own device: its fixed entities only
+            assert (service.group(1), service.group(2)) in {(c, x) for c, x, _, _ in SERVICE_ENTITIES}, topic
+            continue
         assert prediction or discovery, f"the daemon published outside its topics: {topic!r}"
         if prediction:
             device = prediction.group(1)
@@ -677,10 +684,13 @@ async def test_no_device_id_injects_a_topic_or_a_path(
     expected = {"good.one", "a_b", "bedroom_radiator"} | {f"dev{i}" for i in range(1, len(NASTY_IDS))}
     assert predicted == expected
 
-    # No path either: the model directory holds versions, current and the lock, each version only model files.
+    # No path either: the model directory holds versions, current, the lock and the known-device registry (whose ids
+    # are the same clean ones), each version only model files.
     store = SnapshotStore(small_snapshot)
     entries = {p.name for p in small_snapshot.iterdir()}
-    assert entries == set(store.versions()) | {"current", ".lock"}, entries
+    assert entries == set(store.versions()) | {"current", ".lock", "devices.json"}, entries
+    registry = orjson.loads((small_snapshot / "devices.json").read_bytes())
+    assert {entry["device_id"] for entry in registry["devices"]} == expected
     names = {
         frozenset(p.relative_to(small_snapshot / v).as_posix() for p in (small_snapshot / v).rglob("*"))
         for v in store.versions()

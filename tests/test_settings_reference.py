@@ -80,9 +80,10 @@ def test_defaults_constraints_and_secrets() -> None:
         for name, field in model.annotation.model_fields.items()
         if SecretStr in getattr(field.annotation, "__args__", (field.annotation,))
     }
-    assert secrets == {"mqtt.password", "http.token", "snapshot.signing_key"}
+    assert secrets == {"mqtt.password", "http.token", "snapshot.signing_key", "ha.api_token"}
     assert {name for name, doc in docs.items() if doc.secret} == secrets
     assert docs["mqtt.password"].credential_file == "mqtt__password"
+    assert docs["ha.api_token"].credential_file == "ha__api_token"
     assert "**secret**" in reference_markdown()
 
 

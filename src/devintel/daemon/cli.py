@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -89,6 +90,51 @@ def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--model-dir", type=Path, default=Path("models"), help="snapshot directory [%(default)s]")
     p.add_argument("--keep", type=int, default=5, help="snapshots to keep [%(default)s]")
     p.add_argument("--allow-low-quality", action="store_true", help="a failed gate warns instead of failing")
+    p.add_argument(
+        "--capture",
+        type=Path,
+        default=None,
+        help="instead of synthetic data, adapt the newest snapshot of --model-dir to a recorded capture (JSON lines "
+        "of ts, topic, payload, as devintel replay reads; MQTT topics and Home Assistant's $homeassistant-api/... "
+        "registries, state changes and history) through the live path, and snapshot the result",
+    )
+
+
+def _run_capture_bootstrap(args: argparse.Namespace, signing_key: bytes | None) -> int:
+    """``devintel bootstrap --capture FILE``: the capture through the live path (features, delayed labels from
+    what later happened in it, learning) onto the newest snapshot, then a snapshot of what was learned."""
+    from devintel.daemon.replay import replay
+    from devintel.daemon.runtime import build_handler
+    from devintel.daemon.settings import load_settings
+    from devintel.models.live import snapshot_contents
+    from devintel.models.snapshots import NoValidSnapshot, SnapshotStore
+
+    if not args.capture.is_file():
+        logger.error("capture %s does not exist", args.capture)
+        return 2
+    store = SnapshotStore(args.model_dir, keep=args.keep, signing_key=signing_key)
+    try:
+        base = store.load()
+    except NoValidSnapshot as error:
+        logger.error("--capture adapts an existing snapshot, and %s has none (run devintel bootstrap first): %s",
+                     args.model_dir, error)  # fmt: skip
+        return 2
+    settings = load_settings().model_copy(update={"model_dir": args.model_dir})
+    handler = build_handler(settings, base)
+    with args.capture.open(encoding="utf-8") as lines, open(os.devnull, "wb") as sink:
+        stats = replay(handler, lines, sink, learn=True)
+    handler.live.tick()
+    learned = handler.live.learner.learned
+    files, manifest = snapshot_contents(handler.live, base.files, base.manifest)
+    manifest["capture"] = {"file": args.capture.name, "lines": stats.lines, "events": handler.counters.events}
+    version = store.write(files, manifest)
+    print(
+        f"capture {args.capture}: {stats.lines:,} lines, {handler.counters.events:,} events, "
+        f"{handler.live.learner.resolved:,} labels resolved, {learned:,} learned; "
+        f"rejected {dict(handler.counters.rejected)}, bad capture lines {stats.bad_lines}"
+    )
+    print(f"snapshot {version} in {args.model_dir} (from {base.version})")
+    return 0
 
 
 def _run_bootstrap(args: argparse.Namespace) -> int:
@@ -108,6 +154,8 @@ def _run_bootstrap(args: argparse.Namespace) -> int:
     except (ValidationError, ValueError, FileNotFoundError) as error:
         logger.error("invalid settings: %s", error)
         return 2
+    if args.capture is not None:
+        return _run_capture_bootstrap(args, signing_key)
     sizes = {key: getattr(args, key) for key in ("samples", "holdout_samples", "days", "seed")}
     config = replace(
         bootstrap_config(settings, args.allow_low_quality),

@@ -35,12 +35,15 @@ from devintel.daemon.inbound import (
     Telemetry,
 )
 from devintel.daemon.outbound import (
+    Origin,
     Outgoing,
     Topics,
     discovery_messages,
     prediction_message,
     removal_messages,
+    service_discovery_messages,
 )
+from devintel.daemon.validation import clean_name, sanitize_device_id
 from devintel.models.live import CLEARING_FEEDBACK, LiveModels, Prediction
 
 logger = logging.getLogger(__name__)
@@ -64,6 +67,8 @@ class HandlerOptions:
     """How far ahead of its receipt an event may move the stream clock. An event further ahead (a device clock
     set wrong, yet within ``live.max_future_s``) is still scored and learned at its own time, but the clock stops
     at receipt + this: otherwise one such event would make every other device look silent and count as failed."""
+    origin: Origin = field(default_factory=Origin)
+    """The ``origin`` of every discovery config (devintel's version, where to read about it)."""
 
 
 @dataclass(slots=True)
@@ -71,6 +76,10 @@ class DeviceRecord:
     """What the handler knows of one device."""
 
     last_heard: float
+    source: str = ""
+    """The adapter's source the device was last heard from (its stream clock judges the device's silence)."""
+    name: str | None = None
+    """A person's name for the device, from its events (the native ``name`` field)."""
     device_type: str | None = None
     info: DeviceInfo | None = None
     prediction: Prediction | None = None
@@ -105,7 +114,8 @@ class Handler:
         self.infos: dict[str, DeviceInfo] = {}
         self.last_drift: float | None = None
         self._drifts_seen = len(live.learner.drifts)
-        self._last_tick = float("-inf")
+        self._last_tick: dict[str, float] = {}
+        """Each source's clock at its last check of the evidence and of retention."""
         self._received = float("-inf")
         self._bad_input = RateLimitedLog(logger)
         self._drift_log = RateLimitedLog(logger, interval_s=600.0)
@@ -132,17 +142,19 @@ class Handler:
             )
             return out
         for item in items:
-            self._act(item, out)
-        if self.live.clock - self._last_tick >= self.options.tick_interval_s:
+            self._act(item, out, adapter.source)
+        clock = self.live.clocks.get(adapter.source, self.live.clock)
+        if clock - self._last_tick.get(adapter.source, float("-inf")) >= self.options.tick_interval_s:
+            self._last_tick[adapter.source] = clock
             self._tick(out)
         return out
 
-    def _act(self, item: Inbound, out: Handled) -> None:
+    def _act(self, item: Inbound, out: Handled, source: str) -> None:
         match item:
             case Telemetry():
-                self._telemetry(item, out)
+                self._telemetry(item, out, source)
             case Availability():
-                self.live.availability(item.device_id, item.online, item.ts)
+                self.live.availability(item.device_id, item.online, item.ts, source)
             case Feedback():
                 self._feedback(item, out)
             case DeviceInfo():
@@ -157,16 +169,21 @@ class Handler:
             case Skipped():
                 self.counters.skipped[item.reason] += 1
 
-    def _telemetry(self, item: Telemetry, out: Handled) -> None:
+    def _telemetry(self, item: Telemetry, out: Handled, source: str) -> None:
         event = item.event
         device_id = item.device_id
         ts = float(event["ts"])  # type: ignore[arg-type]
         record = self._record(device_id, ts, out)
+        record.source = source
         fingerprint = (ts, hash(tuple(sorted((k, repr(v)) for k, v in event.items()))))
         if fingerprint in record.recent:
             self.counters.skipped["duplicate"] += 1
             return
         record.recent.append(fingerprint)
+        name = event.pop("name", None)
+        if isinstance(name, str) and name != record.name:
+            record.name = name
+            record.discovered = False  # announce it again under its name
         info = self.infos.get(device_id)
         if info is not None:
             if info.device_type and "device_type" not in event:
@@ -174,12 +191,13 @@ class Handler:
             if info.power_source and "power_source" not in event:
                 event["power_source"] = info.power_source
         record.device_type = str(event.get("device_type") or record.device_type or "generic")
-        prediction = self.live.observe(event, explain=False, clock_limit=self._received + self.options.clock_skew_s)
+        prediction = self.live.observe(
+            event, explain=False, clock_limit=self._received + self.options.clock_skew_s, source=source
+        )
         self.counters.events += 1
         record.prediction = prediction
         if self.options.discovery and not record.discovered:
-            out.messages += discovery_messages(self.topics, device_id, info, record.device_type)
-            record.discovered = True
+            out.messages += self._discovery_of(device_id, record)
         if self._due(record, prediction):
             prediction = record.prediction = self.live.explain(prediction)
             if prediction.needs_attention and (record.published is None or not record.published[1]):
@@ -254,18 +272,28 @@ class Handler:
             del self.infos[next(iter(self.infos))]
         record = self.devices.get(info.device_id)
         if record is not None and record.discovered and self.options.discovery and previous != info:
-            out.messages += discovery_messages(self.topics, info.device_id, info, record.device_type)
+            out.messages += self._discovery_of(info.device_id, record)
+
+    def _discovery_of(self, device_id: str, record: DeviceRecord) -> list[Outgoing]:
+        """A device's discovery configs, named by its own events, else by its source's device list."""
+        record.discovered = True
+        info = self.infos.get(device_id)
+        return discovery_messages(
+            self.topics, device_id, info, record.device_type, record.name, origin=self.options.origin
+        )
 
     def _tick(self, out: Handled) -> None:
-        self._last_tick = self.live.clock
         for failure in self.live.tick():
             self.counters.failures[failure.evidence] += 1
             logger.info("failure evidence: %s (%s at %.0f)", failure.device_id, failure.evidence, failure.ts)
-        horizon = self.live.clock - self.options.retention_s
-        while self.devices:
-            device_id, record = next(iter(self.devices.items()))
-            if record.last_heard >= horizon:
-                break
+        # Each device against its own source's clock: one source's time must not age out another's devices.
+        clocks = self.live.clocks
+        expired = [
+            device_id
+            for device_id, record in self.devices.items()
+            if clocks.get(record.source, float("-inf")) - record.last_heard > self.options.retention_s
+        ]
+        for device_id in expired:
             self._evict(device_id, out, "silent past the retention time")
 
     def _evict(self, device_id: str, out: Handled, why: str) -> None:
@@ -278,14 +306,69 @@ class Handler:
             out.messages += removal_messages(self.topics, device_id, self.options.discovery)
 
     def discovery(self) -> list[Outgoing]:
-        """Discovery configs of every known device (Home Assistant came online)."""
+        """Discovery configs of devintel's own device and of every known device, those restored from the
+        registry of a previous run included (Home Assistant came online)."""
         if not self.options.discovery:
             return []
-        messages = []
+        messages = service_discovery_messages(self.topics, self.options.origin)
         for device_id, record in self.devices.items():
-            messages += discovery_messages(self.topics, device_id, self.infos.get(device_id), record.device_type)
-            record.discovered = True
+            messages += self._discovery_of(device_id, record)
         return messages
+
+    def registry(self) -> dict[str, object]:
+        """What must outlive a restart so that Home Assistant keeps every device's entities: each known device's
+        source, last report, name, type and the source's word about it (a JSON-ready dict, for
+        :meth:`restore`)."""
+        devices = []
+        for device_id, record in self.devices.items():
+            entry: dict[str, object] = {
+                "device_id": device_id,
+                "source": record.source,
+                "last_heard": record.last_heard,
+                "name": record.name,
+                "device_type": record.device_type,
+            }
+            info = self.infos.get(device_id)
+            if info is not None:
+                entry["info"] = {
+                    "device_type": info.device_type,
+                    "power_source": info.power_source,
+                    "ieee_address": info.ieee_address,
+                    "name": info.name,
+                    "area": info.area,
+                    "connections": [list(pair) for pair in info.connections],
+                    "source": info.source,
+                }
+            devices.append(entry)
+        return {"version": 1, "devices": devices}
+
+    def restore(self, registry: object) -> int:
+        """Know again the devices of :meth:`registry` (written by a previous run), least recently heard first, up
+        to ``max_devices``; entries that do not read are skipped. Returns how many were restored."""
+        entries = registry.get("devices") if isinstance(registry, dict) else None
+        restored = 0
+        for entry in entries if isinstance(entries, list) else []:
+            try:
+                device_id, record, info = _restored(entry)
+            except (KeyError, TypeError, ValueError, Rejected) as error:
+                self._bad_input.warning("registry", "skipped an entry of the device registry: %s", error)
+                continue
+            if device_id in self.devices or len(self.devices) >= self.options.max_devices:
+                continue
+            self.devices[device_id] = record
+            if info is not None:
+                self.infos[device_id] = info
+            restored += 1
+        return restored
+
+    def false_alarms(self) -> dict[str, object]:
+        """The live false-alarm share: of the resolved events the serving threshold alarmed on (the latest ones
+        the learner keeps), the share whose device did not fail within the horizon; None before any. Event
+        level: the episode rate per 100 device-days is the decision layer's to report."""
+        threshold = self.live.thresholds.get("global", 0.5)
+        alarmed = [label for label, probability in self.live.learner.outcomes if probability >= threshold]
+        false = sum(1 for label in alarmed if not label)
+        return {"alarmed": len(alarmed), "false": false, "share": false / len(alarmed) if alarmed else None}
 
     def predictions(self) -> list[Prediction]:
         """The latest prediction of every known device."""
@@ -301,6 +384,7 @@ class Handler:
             "stream_time": self.live.clock if self.live.clock > float("-inf") else None,
             "devices": len(self.devices),
             "needs_attention": sum(1 for p in self.predictions() if p.needs_attention),
+            "false_alarms": self.false_alarms(),
             "rolling": learner.rolling.get(),
             "labels": {
                 "resolved": learner.resolved,
@@ -315,3 +399,32 @@ class Handler:
             "alarms": self.live.alarm_quality(),
             "counters": self.counters.as_dict(),
         }
+
+
+def _restored(entry: object) -> tuple[str, DeviceRecord, DeviceInfo | None]:
+    """(device id, record, info) of one entry of a saved registry; raises on an entry that does not read."""
+    if not isinstance(entry, dict):
+        raise TypeError(f"an entry is a {type(entry).__name__}")
+    device_id = sanitize_device_id(entry["device_id"])
+    name, device_type = entry.get("name"), entry.get("device_type")
+    record = DeviceRecord(
+        last_heard=float(entry["last_heard"]),
+        source=str(entry.get("source") or ""),
+        name=clean_name(name),
+        device_type=device_type if isinstance(device_type, str) else None,
+    )
+    raw = entry.get("info")
+    if not isinstance(raw, dict):
+        return device_id, record, None
+    power = raw.get("power_source")
+    info = DeviceInfo(
+        device_id=device_id,
+        device_type=raw.get("device_type") if isinstance(raw.get("device_type"), str) else None,
+        power_source=power if power in ("battery", "mains") else None,
+        ieee_address=raw.get("ieee_address") if isinstance(raw.get("ieee_address"), str) else None,
+        name=clean_name(raw.get("name")),
+        area=clean_name(raw.get("area")),
+        connections=tuple((str(kind), str(value)) for kind, value in raw.get("connections") or ()),
+        source=str(raw.get("source") or "zigbee2mqtt"),
+    )
+    return device_id, record, info

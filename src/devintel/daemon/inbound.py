@@ -78,13 +78,19 @@ class Feedback:
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
-    """What a bridge says about a device (Zigbee2MQTT's ``bridge/devices``): its type and power source, and
-    the identifiers that attach devintel's entities to the bridge's own device in Home Assistant."""
+    """What a bridge or registry says about a device (Zigbee2MQTT's ``bridge/devices``, Home Assistant's device
+    registry): its type and power source, a person's name for it and its area, and what attaches devintel's
+    entities to the source's own device in Home Assistant (Zigbee2MQTT's IEEE address, the registry's
+    ``connections``)."""
 
     device_id: str
     device_type: str | None = None
     power_source: Literal["battery", "mains"] | None = None
     ieee_address: str | None = None
+    name: str | None = None
+    area: str | None = None
+    connections: tuple[tuple[str, str], ...] = ()
+    source: str = "zigbee2mqtt"
 
 
 @dataclass(frozen=True, slots=True)

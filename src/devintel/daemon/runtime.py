@@ -11,6 +11,8 @@ Tasks (all in one ``asyncio.TaskGroup``):
 - ``snapshots``: a snapshot every ``snapshot.interval_s`` when the models learned something since the last;
 - ``http``: the loopback HTTP API (uvicorn in this loop), unless ``http.port`` is 0;
 - ``watchdog``: systemd ``WATCHDOG=1`` at half of ``WatchdogSec`` when systemd asks for it;
+- ``homeassistant``: with ``ha.api_url`` and ``ha.api_token``, the client of Home Assistant's websocket API
+  (:mod:`~devintel.daemon.homeassistant_api`), feeding the same queue as MQTT;
 - ``simulate``: with ``--simulate``, a synthetic home publishing live events through the broker;
 - ``shutdown``: waits for SIGTERM or SIGINT, then stops intake, drains the queue (within
   ``live.shutdown_timeout_s``), writes the final snapshot, publishes ``stopped`` and ends the others.
@@ -27,19 +29,23 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import asdict
 from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING, Any
 
 from devintel.daemon.adapters.homeassistant import HomeAssistantAdapter
+from devintel.daemon.adapters.homeassistant_api import HomeAssistantApiAdapter
 from devintel.daemon.adapters.native import NativeAdapter
 from devintel.daemon.adapters.zigbee2mqtt import Zigbee2MqttAdapter
 from devintel.daemon.counters import RateLimitedLog
 from devintel.daemon.handler import Handler, HandlerOptions
+from devintel.daemon.homeassistant_api import HomeAssistantSource
 from devintel.daemon.inbound import Command
 from devintel.daemon.mqtt import MqttSession, Received
 from devintel.daemon.notify import SystemdNotifier
-from devintel.daemon.outbound import Outgoing, Topics, json_message
+from devintel.daemon.outbound import Origin, Outgoing, Topics, iso_time, json_message
 from devintel.daemon.prometheus import prometheus_text
+from devintel.daemon.registry import load_registry, registry_path, save_registry
 from devintel.daemon.settings import Settings
 from devintel.daemon.validation import TimeWindow, canonical_event, sanitize_device_id
 from devintel.models.live import LiveEvidence, LiveModels, from_snapshot, snapshot_contents
@@ -86,6 +92,7 @@ def build_handler(settings: Settings, snapshot: LoadedSnapshot) -> Handler:
             base_topic=settings.zigbee2mqtt.base_topic, default_home_type=settings.home_type, window=window
         ),
         HomeAssistantAdapter(prefix=settings.ha.prefix),
+        HomeAssistantApiAdapter(default_home_type=settings.home_type, window=window),
     ]
     options = HandlerOptions(
         discovery=settings.ha.discovery,
@@ -93,9 +100,20 @@ def build_handler(settings: Settings, snapshot: LoadedSnapshot) -> Handler:
         publish_interval_s=settings.live.publish_interval_s,
         retention_s=settings.live.retention_days * 86_400.0,
         max_devices=settings.live.max_devices,
+        origin=origin(settings),
     )
     topics = Topics(prefix=settings.topic_prefix, ha_prefix=settings.ha.prefix)
     return Handler(live_models(settings, snapshot), adapters, topics, options)
+
+
+def origin(settings: Settings) -> Origin:
+    """devintel as its discovery configs name it: its version, and where to read about it (``ha.support_url``,
+    else the HTTP API's list of devices that need attention when the API is on)."""
+    url = settings.ha.support_url
+    if url is None and settings.http.port:
+        host = settings.http.host if ":" not in settings.http.host else f"[{settings.http.host}]"
+        url = f"http://{host}:{settings.http.port}/maintenance"
+    return Origin(name="devintel", sw_version=package_version("devintel"), support_url=url or "")
 
 
 def bootstrap_config(settings: Settings, allow_low_quality: bool) -> BootstrapConfig:
@@ -132,11 +150,23 @@ class Runtime:
         self.base = snapshot
         self.handler = build_handler(settings, snapshot)
         self.topics = self.handler.topics
+        self.registry_file = registry_path(settings.model_dir)
+        restored = self.handler.restore(load_registry(self.registry_file))
+        if restored:
+            logger.info("device registry: %d known devices restored from %s", restored, self.registry_file)
         self.inbox: asyncio.Queue[Received] = asyncio.Queue(maxsize=settings.live.queue_size)
         self.outbox: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=settings.live.queue_size)
         self.session = MqttSession(
             settings.mqtt, self.topics, self.handler.subscriptions(), self.inbox, self.outbox, self.handler.counters
         )
+        self.homeassistant: HomeAssistantSource | None = None
+        if settings.ha.api_url and settings.ha.api_token is not None:
+            self.homeassistant = HomeAssistantSource(
+                settings.ha,
+                self.inbox,
+                self.handler.counters,
+                clock=lambda: self.handler.live.clocks.get(HomeAssistantApiAdapter.source),
+            )
         self.simulate = simulate
         self.exit_after_simulation = exit_after_simulation
         self.notifier = notifier or SystemdNotifier()
@@ -149,6 +179,8 @@ class Runtime:
         self._mqtt_stop = asyncio.Event()
         self._learned_at_snapshot = 0
         self.last_snapshot: str | None = snapshot.version
+        created = snapshot.manifest.get("created")
+        self.last_snapshot_at: str | None = created if isinstance(created, str) else None
         self.last_snapshot_error: str | None = None
         self._snapshot_lock = asyncio.Lock()
         self._refreshing = False
@@ -178,12 +210,16 @@ class Runtime:
         try:
             async with asyncio.TaskGroup() as group:
                 self._spawn(group, "mqtt", self.session.run(self._mqtt_stop))
+                for message in self.handler.discovery():  # devintel's own device, and every device it knows
+                    self.publish(message)
                 self._spawn(group, "worker", self._work())
                 self._spawn(group, "health", self._health_loop())
                 self._spawn(group, "snapshots", self._every(self.settings.snapshot.interval_s, self._periodic_snapshot))
                 self._spawn(group, "watchdog", self._watchdog())
                 if self.settings.http.port:
                     self._spawn(group, "http", self._http())
+                if self.homeassistant is not None:
+                    self._spawn(group, "homeassistant", self.homeassistant.run(self.stop))
                 if self.simulate:
                     self._spawn(group, "simulate", self._simulate())
                 self._spawn(group, "shutdown", self._shutdown())
@@ -300,8 +336,13 @@ class Runtime:
                 "connections": self.session.state.connections,
                 "last_error": self.session.state.last_error,
             },
+            **({"homeassistant": asdict(self.homeassistant.state)} if self.homeassistant is not None else {}),
             "queue": {"depth": self.inbox.qsize(), "capacity": self.inbox.maxsize, "outbox": self.outbox.qsize()},
-            "snapshot": {"last": self.last_snapshot, "last_error": self.last_snapshot_error},
+            "snapshot": {
+                "last": self.last_snapshot,
+                "written_at": self.last_snapshot_at,
+                "last_error": self.last_snapshot_error,
+            },
             **self.handler.report(),
         }
 
@@ -376,13 +417,23 @@ class Runtime:
                 self.last_snapshot_error = f"{type(error).__name__}: {error}"
                 raise
             self.last_snapshot, self.last_snapshot_error = version, None
+            self.last_snapshot_at = iso_time(time.time())
+            await self.save_registry()
             self._learned_at_snapshot = learned
             live.version = version
             logger.info("snapshot %s written (%d examples learned live)", version, learned)
             return version
 
+    async def save_registry(self) -> None:
+        """Write the known-device registry (logged, not raised, when it fails: serving goes on)."""
+        try:
+            await asyncio.to_thread(save_registry, self.registry_file, self.handler.registry())
+        except OSError as error:
+            logger.error("device registry not saved to %s: %s", self.registry_file, error)
+
     async def _periodic_snapshot(self) -> None:
         if self.handler.live.learner.learned == self._learned_at_snapshot:
+            await self.save_registry()  # nothing learned, but devices may have come or gone
             return
         try:
             await self.snapshot()

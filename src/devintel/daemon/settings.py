@@ -80,13 +80,38 @@ class Zigbee2MqttSettings(BaseModel):
 
 
 class HomeAssistantSettings(BaseModel):
-    """Home Assistant MQTT discovery."""
+    """Home Assistant: MQTT discovery of devintel's entities, and HA's websocket API as a source."""
 
     model_config = _STRICT
     discovery: bool = Field(True, description="publish discovery configs for every device")
     prefix: str = Field("homeassistant", min_length=1, description="Home Assistant's discovery prefix")
     remove_gone: bool = Field(
         True, description="remove a device's entities (empty retained configs) once it is evicted or leaves"
+    )
+    api_url: str | None = Field(
+        None,
+        description="Home Assistant's websocket API as a source of devices and readings, e.g. "
+        "ws://127.0.0.1:8123/api/websocket (an http:// or https:// URL of HA works too); off when unset",
+    )
+    api_token: SecretStr | None = Field(
+        None, description="a long-lived access token of HA (better from $CREDENTIALS_DIRECTORY as ha__api_token)"
+    )
+    reconnect_max_s: float = Field(
+        60.0, gt=0.0, description="longest wait between reconnection attempts to HA's websocket API, seconds"
+    )
+    history_days: float = Field(
+        10.0,
+        ge=0.0,
+        description="on the first connection (and after a gap) read this many days of HA's recorded history of the "
+        "mapped entities through the same path as live readings (0: no backfill)",
+    )
+    history_max_states: int = Field(
+        500_000, ge=0, description="recorded states read at most per backfill (bounds its time and memory)"
+    )
+    support_url: str | None = Field(
+        None,
+        description="the support_url of devintel's discovery origin, shown in Home Assistant (default: the "
+        "HTTP API's /maintenance page when the API is on)",
     )
 
 

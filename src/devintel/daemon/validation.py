@@ -26,6 +26,8 @@ MAX_DEVICE_ID_CHARS: Final = 128
 DEFAULT_HOME_TYPE: Final = "single_family_house"
 #: Power sources of the canonical event.
 POWER_SOURCES: Final[tuple[str, ...]] = ("battery", "mains")
+#: Longest device name accepted (a person's name for the device: Zigbee2MQTT friendly name, HA device name).
+MAX_NAME_CHARS: Final = 128
 #: Numbers above this are taken as epoch milliseconds (1e11 s is the year 5138).
 EPOCH_MS_THRESHOLD: Final = 1e11
 
@@ -154,6 +156,30 @@ def event_time(value: object, received: float, window: TimeWindow) -> float:
     return ts
 
 
+def clean_name(raw: object) -> str | None:
+    """A person's name for a device as devintel shows it: surrounding whitespace stripped, runs of whitespace
+    made one space; None for a non-string or a blank name (a name is optional, never a reason to drop data)."""
+    if not isinstance(raw, str):
+        return None
+    name = " ".join(raw.split())
+    return name or None
+
+
+def event_name(raw: object) -> str | None:
+    """The optional ``name`` field of a canonical event: a string of at most :data:`MAX_NAME_CHARS` characters,
+    without control characters (``wrong_type`` otherwise; absent or blank: None)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise Rejected("wrong_type", f"name: {type(raw).__name__} is not a string")
+    if _CONTROL_CHARS.search(raw):
+        raise Rejected("wrong_type", f"name: control character in {raw[:40]!r}")
+    name = clean_name(raw)
+    if name is not None and len(name) > MAX_NAME_CHARS:
+        raise Rejected("out_of_range", f"name: {len(name)} chars > {MAX_NAME_CHARS}")
+    return name
+
+
 def check_home_type(home_type: str) -> str:
     """``home_type`` if it is one of the home types, else ValueError: a bad default is a settings bug, not bad
     input, so an adapter refuses it when it is built."""
@@ -187,15 +213,19 @@ def canonical_event(
     """The canonical telemetry event (DESIGN.md) of a mapping that already uses canonical field names.
 
     The result always holds ``device_id`` (sanitised), ``ts`` (epoch s, :func:`event_time` of ``raw["ts"]``)
-    and ``home_type`` (``default_home_type`` when absent); ``device_type`` (unknown names become
-    ``generic``), ``power_source`` and each metric of :data:`VALID_RANGES` only when present and not null.
-    Metrics become floats (see :func:`metric_value`). Unknown keys are ignored. Raises :class:`Rejected`.
+    and ``home_type`` (``default_home_type`` when absent); ``name`` (:func:`event_name`), ``device_type``
+    (unknown names become ``generic``), ``power_source`` and each metric of :data:`VALID_RANGES` only when
+    present and not null. Metrics become floats (see :func:`metric_value`). Unknown keys are ignored.
+    Raises :class:`Rejected`.
     """
     event: dict[str, object] = {
         "device_id": sanitize_device_id(device_id),
         "ts": event_time(raw.get("ts"), received, window),
         "home_type": _home_type(raw.get("home_type"), default_home_type),
     }
+    name = event_name(raw.get("name"))
+    if name is not None:
+        event["name"] = name
     device_type = raw.get("device_type")
     if device_type is not None:
         event["device_type"] = (

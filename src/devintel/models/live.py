@@ -18,8 +18,9 @@ the serving models that serves only once it beats them on recently resolved labe
 (:mod:`devintel.models.challenger`): learning live cannot make the alarms worse.
 
 Time is the stream clock: the largest event time seen, so a replay of months runs in seconds and behaves as
-live would. Every event is learned from only once its label resolves, through the same buffer as the warm start.
-Learning goes to the challenger's global model and to its home-type model when the snapshot has one (as in the
+live would; each source (devintel's topic, Zigbee2MQTT, Home Assistant) also keeps its own, on which its devices'
+evidence is judged. Every event is learned from only once its label resolves, through the same buffer as the warm
+start. Learning goes to the challenger's global model and to its home-type model when the snapshot has one (as in the
 bootstrap); prediction comes from the serving model the router names for the device's home type.
 """
 
@@ -164,6 +165,11 @@ class LiveModels:
     """The household measures of the live alarms, as their labels resolve."""
     clock: float = field(default=float("-inf"), init=False)
     """The stream clock: the largest event time seen."""
+    clocks: dict[str, float] = field(default_factory=dict, init=False)
+    """Each source's own stream clock (the largest event time of its events): a device's evidence (offline,
+    silence) is judged on its source's clock, so one source cannot age out another's devices."""
+    source_of: dict[str, str] = field(default_factory=dict, init=False)
+    """The source each device was last heard from."""
     offline_since: dict[str, float] = field(default_factory=dict, init=False)
     home_type_of: dict[str, str] = field(default_factory=dict, init=False)
     failures: int = field(default=0, init=False)
@@ -242,18 +248,22 @@ class LiveModels:
         return self.router.get(home_type, GLOBAL)
 
     def observe(
-        self, event: Mapping[str, object], explain: bool = True, clock_limit: float | None = None
+        self, event: Mapping[str, object], explain: bool = True, clock_limit: float | None = None, source: str = ""
     ) -> Prediction:
         """One canonical event in (already validated), its device's prediction out; labels that the new stream
         time resolves are learned from. ``explain`` False leaves ``reasons`` empty (they cost more than the
         prediction): :meth:`explain` fills them in for the latest observed event, when it is to be published.
-        ``clock_limit`` caps how far this event moves the stream clock (an event far ahead of its receipt)."""
+        ``clock_limit`` caps how far this event moves the stream clock (an event far ahead of its receipt);
+        ``source`` names the clock of :attr:`clocks` it moves too."""
         device_id = str(event["device_id"])
         ts = float(event["ts"])  # type: ignore[arg-type]
         home_type = str(event.get("home_type", ""))
         self.home_type_of[device_id] = home_type
         self.offline_since.pop(device_id, None)  # a device that reports is online
-        self.clock = max(self.clock, ts if clock_limit is None else min(ts, clock_limit))
+        moved = ts if clock_limit is None else min(ts, clock_limit)
+        self.clock = max(self.clock, moved)
+        self.clocks[source] = max(self.clocks.get(source, moved), moved)
+        self.source_of[device_id] = source
         name = self.route(home_type)
         self.learner.labels.release(device_id)
         previous = self.learner.features.states.get(device_id)
@@ -325,7 +335,7 @@ class LiveModels:
             self.ledger.forget(device_id)
         return failure
 
-    def availability(self, device_id: str, online: bool, ts: float) -> None:
+    def availability(self, device_id: str, online: bool, ts: float, source: str | None = None) -> None:
         """The device went offline (suspected, then failed once it stays away) or came back (no failure)."""
         if online:
             self.offline_since.pop(device_id, None)
@@ -333,25 +343,43 @@ class LiveModels:
         else:
             self.offline_since.setdefault(device_id, ts)
         self.clock = max(self.clock, ts)
+        if source is not None:
+            self.clocks[source] = max(self.clocks.get(source, ts), ts)
+            self.source_of.setdefault(device_id, source)
+
+    def clock_of(self, device_id: str, default: float | None = None) -> float:
+        """The stream clock of the device's source (``default``, else the stream clock, for a device of no
+        known source)."""
+        source = self.source_of.get(device_id)
+        if source is not None and source in self.clocks:
+            return self.clocks[source]
+        return self.clock if default is None else default
 
     def tick(self, now: float | None = None) -> list[DetectedFailure]:
         """Check the live evidence at stream time ``now`` (default: the stream clock): devices offline or silent
         past their grace are suspected (their events wait); those away for ``gone_for_good_s`` have failed, at the
-        time they went away. Returns the failures found."""
+        time they went away. Returns the failures found. Without ``now``, each device is judged on its source's
+        clock (:meth:`clock_of`); ``now`` is the time for every device."""
+        explicit = now is not None
         now = self.clock if now is None else max(self.clock, now)
         self.clock = now
+
+        def clock_of(device: str) -> float:
+            return now if explicit else self.clock_of(device, now)
+
         evidence = self.evidence
         found = []
         for device, since in list(self.offline_since.items()):
-            if now - since >= evidence.gone_for_good_s:
+            away = clock_of(device) - since
+            if away >= evidence.gone_for_good_s:
                 found.append(self._fail(device, since, "offline"))
-            elif now - since > evidence.offline_grace_s:
+            elif away > evidence.offline_grace_s:
                 self.learner.labels.hold(device)
         for device, state in list(self.learner.features.states.items()):
             if state.usual_gap <= 0.0:
                 continue
             limit = max(evidence.silence_factor * state.usual_gap, evidence.min_silence_s)
-            silent = now - state.last_ts
+            silent = clock_of(device) - state.last_ts
             if silent >= max(limit, evidence.gone_for_good_s):
                 found.append(self._fail(device, state.last_ts, "silence"))
             elif silent > limit:
@@ -372,6 +400,7 @@ class LiveModels:
     def forget(self, device_id: str) -> None:
         """Drop everything about a device (evicted, or gone for good): features, waiting labels, evidence, alarm."""
         self.learner.forget(device_id)
+        self.source_of.pop(device_id, None)
         self.offline_since.pop(device_id, None)
         self.home_type_of.pop(device_id, None)
         self.alarms.pop(device_id, None)
@@ -387,6 +416,7 @@ class LiveModels:
         mine.rolling, mine.error_drift, mine.drifts = theirs.rolling, theirs.error_drift, theirs.drifts
         mine.outcomes, mine.resolved, mine.shed = theirs.outcomes, theirs.resolved, theirs.shed
         self.clock = previous.clock
+        self.clocks, self.source_of = previous.clocks, previous.source_of
         self.offline_since = previous.offline_since
         self.home_type_of = previous.home_type_of
         self.failures = previous.failures

@@ -20,6 +20,7 @@ Contract of every :class:`Adapter`:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 from devintel.daemon.inbound import Inbound
 
@@ -41,6 +42,10 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 class Adapter(ABC):
     """Turns the MQTT messages of one source (devintel's own topics, Zigbee2MQTT, Home Assistant) into
     :data:`~devintel.daemon.inbound.Inbound` items; see the module docstring for the contract."""
+
+    source: ClassVar[str]
+    """The source this adapter reads (``native``, ``zigbee2mqtt``, ``homeassistant``): each source keeps its own
+    stream clock, so one cannot age out another's devices."""
 
     @abstractmethod
     def subscriptions(self) -> list[str]:

@@ -9,6 +9,8 @@ from devintel.daemon.inbound import MAX_PAYLOAD_BYTES, HomeAssistantOnline, Inbo
 class HomeAssistantAdapter(Adapter):
     """``<prefix>/status``: ``online`` -> :class:`HomeAssistantOnline`, ``offline`` -> skipped."""
 
+    source = "homeassistant"
+
     def __init__(self, prefix: str = "homeassistant") -> None:
         self.prefix = prefix
 

@@ -41,6 +41,8 @@ class NativeAdapter(Adapter):
     :class:`Feedback`, ``<prefix>/cmd/<name>`` -> :class:`Command`. devintel's own outputs under the prefix
     (``predictions/...``, ``status``, ``health``) are not claimed."""
 
+    source = "native"
+
     def __init__(
         self,
         prefix: str = "devintel",

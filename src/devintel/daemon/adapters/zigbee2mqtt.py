@@ -34,6 +34,7 @@ from devintel.daemon.validation import (
     TimeWindow,
     canonical_event,
     check_home_type,
+    clean_name,
     event_time,
     parse_json,
     sanitize_device_id,
@@ -222,6 +223,8 @@ class Zigbee2MqttAdapter(Adapter):
     """Everything under ``<base_topic>/``: device state and availability, ``bridge/devices`` and
     ``bridge/event``; other bridge topics and request sub-topics (``/set``, ``/get``) are skipped."""
 
+    source = "zigbee2mqtt"
+
     def __init__(
         self,
         base_topic: str = "zigbee2mqtt",
@@ -294,6 +297,8 @@ class Zigbee2MqttAdapter(Adapter):
             device_type=device_type_of_exposes(definition.get("exposes")),
             power_source=power_source_of(entry.get("power_source")),
             ieee_address=str(ieee),
+            name=clean_name(name),
+            source="zigbee2mqtt",
         )
         return (name if isinstance(name, str) and name else str(ieee)), info
 
