@@ -30,7 +30,8 @@ SMALL_BOOTSTRAP = {
     "DEVINTEL_BOOTSTRAP__HOLDOUT_SAMPLES": "8000",
     "DEVINTEL_BOOTSTRAP__DAYS": "40",
     "DEVINTEL_BOOTSTRAP__SEED": "3",
-} | {f"DEVINTEL_QUALITY__MIN_{m}": "0" for m in ("ACCURACY", "PRECISION", "RECALL", "F1")}
+} | {f"DEVINTEL_QUALITY__MIN_{m}": "0" for m in ("ACCURACY", "PRECISION", "RECALL", "F1", "CATCH_RATE")}
+SMALL_BOOTSTRAP["DEVINTEL_QUALITY__MAX_FALSE_ALARMS_PER_100_DEVICE_DAYS"] = "1000"
 
 #: A pickle of a River class that does not exist: what a release that moved or renamed a pickled class leaves.
 MOVED_CLASS_PICKLE = b"\x80\x04criver.linear_model\nNoSuchModelAnyMore\n)\x81."

@@ -11,6 +11,9 @@ events): a difference of a report or two is noise, and swapping models on noise 
 worse than not learning at all. A challenger that learned from misleading labels (a lamp switched off called a
 failure, a failure without a visible precursor) raises more false alarms on the next labels and stays where it is.
 
+A challenger that caught fewer of the failures established live (its alarm on at least 12 h before) never takes over,
+whatever the events say.
+
 Only *settled* events are compared: those a whole horizon old, whose labels are final. Failures resolve as soon as
 the evidence arrives, but "no failure" only once the horizon has passed, so the freshest resolved labels are nearly
 all failures; judged on them, a challenger that alarms on everything would look perfect.
@@ -44,11 +47,18 @@ class ChallengerScore:
     _pending: list[tuple[float, int, bool, bool, bool]] = field(init=False, repr=False)
     """Resolved events not yet settled: a heap by event time."""
     _sequence: int = field(default=0, init=False, repr=False)
+    _failures: deque[tuple[bool, bool]] = field(init=False, repr=False)
+    """Per failure established live: whether each model's alarm was on at least ``min_lead_s`` before it."""
     promotions: int = 0
 
     def __post_init__(self) -> None:
         self._outcomes = deque(maxlen=self.window)
         self._pending = []
+        self._failures = deque(maxlen=self.window)
+
+    def failure(self, serving_caught: bool, challenger_caught: bool) -> None:
+        """A failure established live, and whether each model's alarm had been on long enough before it."""
+        self._failures.append((serving_caught, challenger_caught))
 
     def update(self, ts: float, label: bool, serving_alarm: bool, challenger_alarm: bool) -> None:
         """One resolved event (of time ``ts``), with each model's alarm state when it was scored."""
@@ -73,6 +83,9 @@ class ChallengerScore:
             out["positives"] += label
             out["serving_false" if not label else "serving_caught"] += serving
             out["challenger_false" if not label else "challenger_caught"] += challenger
+        out["failures"] = len(self._failures)
+        out["serving_failures_caught"] = sum(s for s, _ in self._failures)
+        out["challenger_failures_caught"] = sum(c for _, c in self._failures)
         return out
 
     def verdict(self) -> tuple[bool, str]:
@@ -94,6 +107,8 @@ class ChallengerScore:
             f"false alarms {c['challenger_false']} vs {c['serving_false']}, "
             f"caught {c['challenger_caught']} vs {c['serving_caught']} of {c['positives']} (challenger vs serving)"
         )
+        if c["challenger_failures_caught"] < c["serving_failures_caught"]:
+            return False, f"serving models hold (they caught more failures ahead): {summary}"
         if fewer_false and more_caught and strictly:
             return True, f"challenger beats the serving models: {summary}"
         return False, f"serving models hold (a challenger must be clearly better): {summary}"
@@ -103,3 +118,4 @@ class ChallengerScore:
         self.promotions += 1
         self._outcomes.clear()
         self._pending.clear()
+        self._failures.clear()

@@ -391,6 +391,8 @@ class LiveModels:
     def _fail(self, device_id: str, ts: float, evidence: str) -> DetectedFailure:
         alarm = self.alarms.get(device_id)
         self.ledger.failure(device_id, ts, alarm.changed_at if alarm is not None and alarm.active else None)
+        lead = self.ledger.min_lead_s
+        self.guard.failure(_on_since(alarm, ts, lead), _on_since(self.challenger_alarms.get(device_id), ts, lead))
         self.learner.failure(device_id, ts)
         self.offline_since.pop(device_id, None)
         self.home_type_of.pop(device_id, None)
@@ -451,6 +453,11 @@ class LiveModels:
     def devices(self) -> int:
         """Devices with feature state."""
         return len(self.learner.features)
+
+
+def _on_since(alarm: AlarmState | None, ts: float, lead_s: float) -> bool:
+    """Whether ``alarm`` has been on since at least ``lead_s`` before ``ts``."""
+    return alarm is not None and alarm.active and ts - alarm.changed_at >= lead_s
 
 
 def from_snapshot(
