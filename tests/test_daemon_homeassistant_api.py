@@ -319,7 +319,10 @@ async def test_history_backfill_feeds_the_same_path_and_reaches_the_models(
             ("binary_sensor.hall_motion_motion", {"device_class": "motion"}),
         )
     ]
-    handler = _handler(small_snapshot, horizon_days=2.0, live={"label_interval_s": 0.0})
+    # Gone for good after an hour of being unavailable (the default waits 72 h, so a device back sooner is no failure).
+    handler = _handler(
+        small_snapshot, horizon_days=2.0, live={"label_interval_s": 0.0}, labels={"gone_for_good_s": 3600.0}
+    )
     inbox: asyncio.Queue[Received] = asyncio.Queue()
     stop = asyncio.Event()
     async with fake_home_assistant(home):
@@ -338,7 +341,7 @@ async def test_history_backfill_feeds_the_same_path_and_reaches_the_models(
     await _drain(inbox, handler)
     assert handler.counters.events >= 2 * len(hourly) - 2
     assert handler.live.clocks["homeassistant"] >= hourly[-1]
-    # The device went unavailable for good: once the grace passes, its events are labelled and learned from.
+    # The device went unavailable for good: once it has been away that long, its events are labelled and learned.
     handler.handle(f"{API_TOPIC}/state_changed", _changed("sensor.desk_plug_power", "40", NOW + 7200,
                    device_class="power", unit_of_measurement="W"), NOW + 7200)  # fmt: skip
     assert handler.counters.failures["offline"] == 1
@@ -364,7 +367,9 @@ async def test_the_backfill_is_bounded_in_states(small_snapshot: Path, caplog: p
     assert 2000 <= source.state.backfilled_states < 2000 + 1441
 
 
-def test_bootstrap_from_a_capture_adapts_the_snapshot(small_snapshot: Path, tmp_path: Path) -> None:
+def test_bootstrap_from_a_capture_adapts_the_snapshot(
+    small_snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``devintel bootstrap --capture``: HA's registries and history in a capture, the device unavailable for good
     at its end, then a reading of another device hours later: labels resolve, the models learn, a new snapshot."""
     from devintel.daemon.cli import main
@@ -383,6 +388,7 @@ def test_bootstrap_from_a_capture_adapts_the_snapshot(small_snapshot: Path, tmp_
         {"ts": hourly[-1] + 3600, "topic": f"{API_TOPIC}/history", "payload": {"history": history}},
         {"ts": hourly[-1] + 4 * 3600, "topic": f"{API_TOPIC}/state_changed", "payload": later},
     ]
+    monkeypatch.setenv("DEVINTEL_LABELS__GONE_FOR_GOOD_S", "3600")  # away an hour: gone (the default waits 72 h)
     capture = tmp_path / "capture.jsonl"
     capture.write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b"\n")
     store = SnapshotStore(small_snapshot)
