@@ -19,7 +19,7 @@ from devintel.daemon.adapters.homeassistant_api import API_TOPIC, HomeAssistantA
 from devintel.daemon.counters import Counters
 from devintel.daemon.handler import Handler
 from devintel.daemon.homeassistant_api import HomeAssistantSource, websocket_url
-from devintel.daemon.inbound import Availability, DeviceInfo, Rejected, Telemetry
+from devintel.daemon.inbound import Availability, DeviceInfo, Feedback, Rejected, Telemetry
 from devintel.daemon.mqtt import Received
 from devintel.daemon.outbound import Outgoing
 from devintel.daemon.runtime import build_handler
@@ -400,3 +400,26 @@ def test_bootstrap_from_a_capture_adapts_the_snapshot(
     assert after.manifest["capture"]["events"] >= 48
     assert main(["bootstrap", "--capture", str(tmp_path / "missing.jsonl"), "--model-dir", str(small_snapshot)]) == 2
     assert main(["bootstrap", "--capture", str(capture), "--model-dir", str(tmp_path / "empty")]) == 2
+
+
+def test_a_replaced_battery_in_the_history_labels_the_readings_before_it(small_snapshot: Path) -> None:
+    """A battery draining to 10 % and then at 100 %: replaced, a failure at that time, so the readings of the
+    horizon before it become positives and are learned from; a small rise is no replacement."""
+    adapter = HomeAssistantApiAdapter()
+    adapter.parse(f"{API_TOPIC}/registries", _registries(_home()), NOW)
+    battery = {"device_class": "battery", "unit_of_measurement": "%"}
+    small = adapter.parse(
+        f"{API_TOPIC}/state_changed", _changed("sensor.hall_motion_battery", "90", NOW, **battery), NOW
+    )
+    assert not any(isinstance(item, Feedback) for item in small)  # 87 -> 90: no replacement
+
+    handler = _handler(small_snapshot, horizon_days=2.0, live={"label_interval_s": 0.0})
+    handler.handle(f"{API_TOPIC}/registries", _registries(_home(), current=False), NOW)
+    start = NOW - 2 * 86_400
+    levels = [30 - i for i in range(20)] + [100]
+    history = {
+        "sensor.hall_motion_battery": [{"s": str(level), "lu": start + i * 3600} for i, level in enumerate(levels)]
+    }
+    handler.handle(f"{API_TOPIC}/history", orjson.dumps({"history": history}), NOW)
+    assert handler.counters.failures == {"feedback": 1}
+    assert handler.live.learner.learned > 0

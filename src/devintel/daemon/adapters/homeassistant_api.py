@@ -22,7 +22,9 @@ How entities map (by device class, unit and entity naming), per HA device: a ``b
 ``rssi``) -> ``signal_strength``; an entity named ``lqi`` / ``linkquality`` -> ``linkquality``; a temperature that
 is the device's own (a diagnostic entity, or named ``device``/``internal``/``chip`` temperature) ->
 ``temperature``; ambient temperature and humidity as Zigbee2MQTT's adapter takes them; motion, door, moisture and
-smoke binary sensors, lights, switches, plugs' power, locks and thermostats give the device type and ``value``.
+smoke binary sensors, lights, switches, plugs' power, locks and thermostats give the device type and ``value``. A
+battery level of at most 25 % that rises by 40 points or more is a battery replaced: :class:`Feedback` ``replaced``
+at that time (a failure, as the person's word would be), so a backfill labels the readings before it.
 
 A device that Zigbee2MQTT reports (``zigbee2mqtt_<ieee>`` identifiers) is left to the Zigbee2MQTT adapter, and a
 device with a Zigbee IEEE address (ZHA's ``zigbee`` connection) gets that address as its id, as there: a device
@@ -41,7 +43,7 @@ import orjson
 
 from devintel.daemon.adapters.base import Adapter
 from devintel.daemon.adapters.zigbee2mqtt import infer_device_type
-from devintel.daemon.inbound import Availability, DeviceInfo, Inbound, Rejected, Skipped, Telemetry
+from devintel.daemon.inbound import Availability, DeviceInfo, Feedback, Inbound, Rejected, Skipped, Telemetry
 from devintel.daemon.validation import (
     DEFAULT_HOME_TYPE,
     TimeWindow,
@@ -58,6 +60,10 @@ from devintel.generators.templates import DEVICE_TYPES
 API_TOPIC: Final = "$homeassistant-api"
 #: Largest message of the client's accepted (the registries of a large home, a slice of history).
 MAX_API_BYTES: Final = 32 * 1024 * 1024
+#: A battery level at most this low followed by a rise of at least ``REPLACED_RISE`` points is a battery replaced:
+#: evidence of a failure (its battery ran out, or was about to), like a person's ``replaced`` feedback.
+REPLACED_FROM: Final = 25.0
+REPLACED_RISE: Final = 40.0
 #: States that say nothing about a reading (``unavailable`` is availability evidence, handled apart).
 _NO_READING: Final = frozenset({"unknown", "none", ""})
 _OWN_TEMPERATURE: Final = re.compile(r"(device|internal|chip|cpu|board|core)[ _]?temperature")
@@ -419,6 +425,15 @@ class HomeAssistantApiAdapter(Adapter):
         if number is None:
             return out
         assert role.field is not None  # mapped entities have a field
+        before = device.readings.get(role.field)
+        if (
+            role.field == "battery_level"
+            and before is not None
+            and before <= REPLACED_FROM
+            and number - before >= REPLACED_RISE
+            and emit
+        ):
+            out.append(Feedback(device_id, "replaced", ts))  # the battery ran out, or nearly: a failure then
         device.readings[role.field] = number
         volts = attributes.get("battery_voltage") if role.field == "battery_level" else None
         if volts is not None:
