@@ -6,22 +6,15 @@ import math
 import pickle
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from devintel.models.metrics import (
     BinaryReport,
-    LeadTimes,
     RollingMetrics,
     average_precision,
     binary_report,
-    lead_times,
-    median_lead_time_h,
     recall_by_group,
 )
-
-HOUR = 3600.0
-DAY = 86_400.0
 
 
 # --- brute-force oracles: plain Python, one definition each -------------------------------------------
@@ -218,105 +211,3 @@ def test_recall_by_group() -> None:
 
 def test_recall_by_group_without_positives_is_empty() -> None:
     assert recall_by_group([0, 0], [1, 0], ["a", "b"]) == {}
-
-
-# --- lead times --------------------------------------------------------------------------------------------
-
-FAIL_AT = 1_700_000_000.0
-
-
-class _Events:
-    """A hand-made event table: one ``add`` per device."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.ts: list[float] = []
-        self.prob: list[float] = []
-        self.fail: list[float] = []
-
-    def add(self, device: str, hours_before: list[float], prob: list[float], fails: bool = True) -> None:
-        assert len(hours_before) == len(prob)
-        self.ids += [device] * len(prob)
-        self.ts += [FAIL_AT - h * HOUR for h in hours_before]
-        self.prob += prob
-        self.fail += [FAIL_AT if fails else math.nan] * len(prob)
-
-    def lead(self, sustain: int = 3, order: np.ndarray | None = None) -> LeadTimes:
-        index = np.arange(len(self.ids)) if order is None else order
-        return lead_times(
-            np.asarray(self.ids)[index],
-            np.asarray(self.ts)[index],
-            np.asarray(self.prob)[index],
-            0.5,
-            np.asarray(self.fail)[index],
-            sustain,
-        )
-
-
-def test_lead_time_needs_a_sustained_run() -> None:
-    events = _Events()
-    # Alarms at 100 h and 90 h before failure are broken by a quiet event; the run of three starts at 50 h.
-    events.add("a", [100, 90, 80, 70, 50, 40, 30, 20], [0.9, 0.9, 0.1, 0.2, 0.8, 0.7, 0.6, 0.3])
-    assert events.lead(sustain=3) == LeadTimes(median_h=50.0, warned_share=1.0, warned=1, failures=1)
-    assert events.lead(sustain=2).median_h == 100.0
-    assert events.lead(sustain=4).median_h is None
-
-
-def test_lead_time_counts_only_the_thirty_days_before_the_failure() -> None:
-    events = _Events()
-    events.add("early", [35 * 24, 34.5 * 24, 34 * 24, 10], [0.9, 0.9, 0.9, 0.1])  # a run, but too early
-    days = [float(d * 24) for d in range(40, 0, -1)]
-    events.add("always", days, [0.9] * len(days))  # alarming daily from 40 days out: capped at 30
-    lead = events.lead()
-    assert lead == LeadTimes(median_h=30 * 24.0, warned_share=0.5, warned=1, failures=2)
-
-
-def test_lead_time_run_must_end_by_the_failure() -> None:
-    events = _Events()
-    events.add("late", [2, 1, -1, -2], [0.9, 0.9, 0.9, 0.9])  # the third alarm comes after the failure
-    assert events.lead().warned == 0
-    assert events.lead(sustain=2).median_h == 2.0
-
-
-def test_lead_time_ignores_devices_that_do_not_fail_and_runs_across_devices() -> None:
-    events = _Events()
-    events.add("healthy", [30, 20, 10], [0.9, 0.9, 0.9], fails=False)
-    events.add("quiet", [30, 20, 10], [0.1, 0.1, 0.1])
-    # "x" ends on two alarms and "y" starts on one: sorted by id they touch, but are not one run.
-    events.add("x", [30, 20, 10], [0.1, 0.9, 0.9])
-    events.add("y", [30, 20, 10], [0.9, 0.1, 0.1])
-    events.add("z", [30, 20, 10, 5], [0.9, 0.9, 0.9, 0.9])
-    events.add("zz", [72, 60, 48], [0.6, 0.6, 0.6])
-    lead = events.lead()
-    assert (lead.failures, lead.warned) == (5, 2)
-    assert lead.warned_share == pytest.approx(0.4)
-    assert lead.median_h == pytest.approx((30 + 72) / 2)
-    shuffled = events.lead(order=np.random.default_rng(1).permutation(len(events.ids)))
-    assert shuffled == lead
-
-
-def test_lead_time_uses_the_failure_time_on_any_of_the_device_rows() -> None:
-    events = _Events()
-    events.add("a", [30, 20, 10], [0.9, 0.9, 0.9])
-    events.fail[0] = math.inf  # only some rows carry the failure time
-    events.fail[2] = math.nan
-    assert events.lead().median_h == 30.0
-
-
-def test_lead_time_accepts_a_categorical_column() -> None:
-    events = _Events()
-    events.add("b", [30, 20, 10], [0.9, 0.9, 0.9])
-    events.add("a", [50, 40, 30], [0.9, 0.1, 0.9])
-    ids = pd.Series(events.ids, dtype="category")
-    lead = lead_times(ids, events.ts, events.prob, 0.5, events.fail)
-    assert lead == LeadTimes(median_h=30.0, warned_share=0.5, warned=1, failures=2)
-
-
-def test_median_lead_time_h_and_empty_input() -> None:
-    events = _Events()
-    events.add("a", [30, 20, 10], [0.9, 0.9, 0.9])
-    assert median_lead_time_h(events.ids, events.ts, events.prob, 0.5, events.fail) == 30.0
-    assert median_lead_time_h(events.ids, events.ts, events.prob, 0.95, events.fail) is None
-    assert lead_times([], [], [], 0.5, []) == LeadTimes(median_h=None, warned_share=0.0, warned=0, failures=0)
-    with pytest.raises(ValueError, match="sustain"):
-        lead_times(events.ids, events.ts, events.prob, 0.5, events.fail, sustain=0)

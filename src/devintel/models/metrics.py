@@ -5,10 +5,11 @@ Pure numpy and River, no I/O:
 - :func:`binary_report`: accuracy, precision, recall, F1, MCC, PR-AUC and Brier score of a scored
   held-out set, as a :class:`BinaryReport`;
 - :func:`recall_by_group`: recall per failure mode or per home type;
-- :func:`lead_times` and :func:`median_lead_time_h`: how long before a failure the first sustained
-  warning came;
 - :class:`RollingMetrics`: prequential rolling accuracy, precision, recall and F1 during a warm start,
   built on ``river.utils.Rolling``.
+
+What a household lives with (alarm episodes, failures caught ahead, lead times) is
+:mod:`devintel.models.household`.
 
 Conventions: an event is predicted positive when its probability is at least the threshold
 (``y_prob >= threshold``). A ratio whose denominator is 0 is 0.0 (precision with no predicted
@@ -26,12 +27,6 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 from river import metrics, utils
-
-#: How far before a failure a warning still counts as a warning of that failure.
-LEAD_WINDOW_DAYS: Final = 30.0
-
-_HOUR_S: Final = 3600.0
-_DAY_S: Final = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +86,6 @@ def _floats(values: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
     if array.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, not of shape {array.shape}")
     return array
-
-
-def _codes(labels: npt.ArrayLike) -> npt.NDArray[np.intp]:
-    """Integer codes of labels: hashed, not sorted, and read straight from a pandas categorical column."""
-    import pandas as pd  # here, not at the top: the live daemon, which never groups labels, does not load pandas
-
-    values = labels if isinstance(labels, pd.Series | pd.Index | pd.Categorical) else np.asarray(labels)
-    if values.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional, not of shape {values.shape}")
-    codes, _ = pd.factorize(values)
-    return np.asarray(codes, dtype=np.intp)
 
 
 def _same_length(**arrays: npt.NDArray[np.generic]) -> None:
@@ -179,90 +163,6 @@ def recall_by_group(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, groups: npt.Ar
     hits = np.bincount(codes, weights=pred[truth], minlength=keys.size)
     totals = np.bincount(codes, minlength=keys.size)
     return {str(key): float(hit / total) for key, hit, total in zip(keys, hits, totals, strict=True)}
-
-
-@dataclass(frozen=True, slots=True)
-class LeadTimes:
-    """Warnings ahead of failures: ``warned`` of ``failures`` failing devices were warned in time.
-
-    ``median_h`` is the median lead time in hours over the warned devices (None when none was
-    warned); ``warned_share`` is ``warned / failures`` (0.0 when no device failed).
-    """
-
-    median_h: float | None
-    warned_share: float
-    warned: int
-    failures: int
-
-
-def lead_times(
-    device_ids: npt.ArrayLike,
-    ts: npt.ArrayLike,
-    y_prob: npt.ArrayLike,
-    threshold: float,
-    failure_ts: npt.ArrayLike,
-    sustain: int = 3,
-    *,
-    window_days: float = LEAD_WINDOW_DAYS,
-) -> LeadTimes:
-    """How long before each failure the first sustained warning came.
-
-    All arrays have one entry per event. ``failure_ts`` is the failure time (epoch s) of the event's
-    device, NaN or infinite when it does not fail; a device fails once, at the earliest finite value
-    among its events. A device's events are taken in ``ts`` order; a warning is an event that starts
-    a run of ``sustain`` consecutive events with ``y_prob >= threshold``, all at or before the failure,
-    and that lies within ``window_days`` before it. The lead time is the failure time minus the time
-    of the first warning. Devices that never fail are ignored; failing devices never warned count in
-    ``failures`` only.
-    """
-    if sustain < 1:
-        raise ValueError(f"sustain must be at least 1, not {sustain}")
-    device = _codes(device_ids)
-    times = _floats(ts, "ts")
-    prob = _floats(y_prob, "y_prob")
-    fails = _floats(failure_ts, "failure_ts")
-    _same_length(device_ids=device, ts=times, y_prob=prob, failure_ts=fails)
-    if device.size == 0:
-        return LeadTimes(median_h=None, warned_share=0.0, warned=0, failures=0)
-
-    order = np.lexsort((times, device))
-    device, times, prob = device[order], times[order], prob[order]
-    fails = fails[order]
-    fails[~np.isfinite(fails)] = np.inf
-    # Each device's failure time, broadcast back to its events (rows are grouped by device now).
-    starts = np.r_[0, np.flatnonzero(np.diff(device)) + 1]
-    per_device = np.minimum.reduceat(fails, starts)
-    failure = np.repeat(per_device, np.diff(np.r_[starts, device.size]))
-
-    alarm = (prob >= threshold) & (times <= failure)
-    count = np.r_[0, np.cumsum(alarm)]
-    first = np.arange(device.size - sustain + 1)
-    last = first + sustain - 1
-    starts_run = np.zeros(device.size, dtype=np.bool_)
-    starts_run[first] = (count[last + 1] - count[first] == sustain) & (device[last] == device[first])
-    warning = starts_run & np.isfinite(failure) & (times >= failure - window_days * _DAY_S)
-
-    warned_device, first_warning = np.unique(device[warning], return_index=True)
-    lead_s = failure[warning][first_warning] - times[warning][first_warning]
-    failures = int(np.isfinite(per_device).sum())
-    return LeadTimes(
-        median_h=float(np.median(lead_s)) / _HOUR_S if warned_device.size else None,
-        warned_share=_ratio(warned_device.size, failures),
-        warned=int(warned_device.size),
-        failures=failures,
-    )
-
-
-def median_lead_time_h(
-    device_ids: npt.ArrayLike,
-    ts: npt.ArrayLike,
-    y_prob: npt.ArrayLike,
-    threshold: float,
-    failure_ts: npt.ArrayLike,
-    sustain: int = 3,
-) -> float | None:
-    """The median lead time in hours of :func:`lead_times` (None when no failing device was warned)."""
-    return lead_times(device_ids, ts, y_prob, threshold, failure_ts, sustain).median_h
 
 
 #: The rolling metrics :class:`RollingMetrics` keeps, by name.
