@@ -16,7 +16,6 @@ from devintel.models.metrics import (
     recall_by_group,
 )
 
-
 # --- brute-force oracles: plain Python, one definition each -------------------------------------------
 
 
