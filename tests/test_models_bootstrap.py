@@ -146,3 +146,13 @@ def test_cli_bootstrap_gates_with_the_settings(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("DEVINTEL_QUALITY__MIN_F1", "1")
     assert cli_main([*args, "--model-dir", str(tmp_path / "closed")]) == 1
     assert SnapshotStore(tmp_path / "closed").versions() == []
+
+
+def test_long_work_says_how_far_it_got(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import devintel.models.bootstrap as bootstrap_module
+
+    monkeypatch.setattr(bootstrap_module, "PROGRESS_S", 0.0)  # a line at every chance (every 1,024 events)
+    lines: list[str] = []
+    bootstrap(BootstrapConfig(**SMALL, thresholds=TRIVIAL), SnapshotStore(tmp_path), progress=lines.append)
+    for what in ("warm start", "validation", "test"):
+        assert any(line.startswith(f"{what}: 1,024 of ") for line in lines), what

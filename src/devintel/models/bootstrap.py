@@ -29,6 +29,7 @@ import json
 import logging
 import pickle
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Final
@@ -57,8 +58,8 @@ TEST_SEED_OFFSET: Final = 2000
 #: saw (leave-variant-out; :data:`devintel.generators.VARIANT_FAMILIES` describes each).
 TRAIN_VARIANTS: Final = ("reference", "noisy", "sparse", "battery_cliff")
 TEST_VARIANTS: Final = ("on_change", "load_heated")
-#: Events between two progress lines of the warm start and the held-out scoring.
-PROGRESS_EVERY: Final = 100_000
+#: Seconds (wall time) between two progress lines of the warm start and the held-out scoring.
+PROGRESS_S: Final = 5.0
 #: A failure's precursor counts as visible in an event from this hidden severity on (the generator's 0..1 scale).
 VISIBLE_PRECURSOR: Final = 0.1
 
@@ -185,11 +186,14 @@ class StreamTruth:
         )
 
 
-def _every(step: int, total: int, what: str, say: Callable[[str], None]) -> Callable[[int], None]:
-    """A per-event callback that says how far ``what`` has got every ``step`` events."""
+def _progress(total: int, what: str, say: Callable[[str], None]) -> Callable[[int], None]:
+    """A per-event callback that says how far ``what`` has got, at most every :data:`PROGRESS_S` seconds."""
+    last = time.monotonic()
 
     def tick(i: int) -> None:
-        if i and i % step == 0:
+        nonlocal last
+        if i % 1024 == 0 and time.monotonic() - last >= PROGRESS_S:
+            last = time.monotonic()
             say(f"{what}: {i:,} of {total:,} events ({i / total:.0%})")
 
     return tick
@@ -266,9 +270,7 @@ def bootstrap(
         on_learn=teach_home_type_model,
     )
     say(f"warm-starting the global model and {len(HOME_TYPES)} home-type models")
-    warm_start(
-        learner, events(train), failure_times(train), on_event=_every(PROGRESS_EVERY, len(train), "warm start", say)
-    )
+    warm_start(learner, events(train), failure_times(train), on_event=_progress(len(train), "warm start", say))
     learned[GLOBAL] = learner.learned
     if learner.learned == 0:
         raise ValueError(
@@ -281,7 +283,7 @@ def bootstrap(
 
     say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
     validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants)
-    val_scores = score_frame(models, validation, _every(PROGRESS_EVERY, len(validation), "validation", say))
+    val_scores = score_frame(models, validation, _progress(len(validation), "validation", say))
     val_truth = validation["fails_within_horizon"].to_numpy()
     val_types = validation["home_type"].astype(str).to_numpy()
     thresholds = {GLOBAL: tune_threshold(val_truth, val_scores[GLOBAL])}
@@ -320,7 +322,7 @@ def bootstrap(
         f"of world variants no model saw ({', '.join(config.test_variants)})"
     )
     test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
-    test_scores = score_frame(models, test, _every(PROGRESS_EVERY, len(test), "test", say))
+    test_scores = score_frame(models, test, _progress(len(test), "test", say))
     probability, decision = routed_scores(test, test_scores, thresholds, router)
     truth = StreamTruth.of(test)
     # binary_report thresholds one probability array; routed decisions mix thresholds, so score them
