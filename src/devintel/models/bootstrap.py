@@ -38,6 +38,7 @@ import pandas as pd
 
 from devintel.generators import HOME_TYPES, generate
 from devintel.models.decision import AlarmState, DecisionParams, step
+from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
 from devintel.models.household import household_by_group, household_report
@@ -132,10 +133,10 @@ def score_frame(models: dict[str, Classifier], frame: pd.DataFrame) -> dict[str,
     home_types = frame["home_type"].astype(str).tolist()
     for i, event in enumerate(events(frame)):
         features = extractor.update(event)
-        out[GLOBAL][i] = models[GLOBAL].predict_proba_one(features).get(True, 0.0)
+        out[GLOBAL][i] = probability_of(models[GLOBAL], features)
         own = models.get(home_types[i])
         if own is not None:
-            out[home_types[i]][i] = own.predict_proba_one(features).get(True, 0.0)
+            out[home_types[i]][i] = probability_of(own, features)
     return out
 
 

@@ -36,6 +36,7 @@ from typing import Final
 
 from devintel.models.challenger import ChallengerScore
 from devintel.models.decision import AlarmState, DecisionParams, step
+from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.household import EpisodeLedger
 from devintel.models.labels import Resolved
@@ -218,7 +219,7 @@ class LiveModels:
         assert self.decision is not None
         assert self.challenger is not None
         model = self.challenger[self.route(self.home_type_of.get(device_id, ""))]
-        probability = float(model.predict_proba_one(features).get(True, 0.0))
+        probability = probability_of(model, features)
         state = self.challenger_alarms.get(device_id)
         if state is None:
             state = self.challenger_alarms[device_id] = AlarmState()
@@ -290,7 +291,7 @@ class LiveModels:
             extractor.states[device_id] = copy.deepcopy(state)
         features = extractor.update(event)
         name = self.route(str(event.get("home_type", "")))
-        probability = float(self.models[name].predict_proba_one(features).get(True, 0.0))
+        probability = probability_of(self.models[name], features)
         ts = float(event["ts"])  # type: ignore[arg-type]
         assert self.decision is not None
         alarm = step(self.decision, copy.copy(self.alarms.get(device_id, AlarmState())), ts, probability)

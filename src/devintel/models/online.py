@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import numpy as np
 from river import drift
 
+from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.labels import DelayedLabels, Resolved
 from devintel.models.metrics import RollingMetrics
@@ -147,7 +148,7 @@ class OnlineLearner:
 
     def predict(self, features: Features) -> float:
         """The model's failure probability for one feature vector."""
-        return float(self.model.predict_proba_one(features).get(True, 0.0))
+        return probability_of(self.model, features)
 
     def process(
         self,
@@ -169,7 +170,7 @@ class OnlineLearner:
         a label only."""
         features = self.features.update(event)
         serving = self.model if model is None else model
-        probability = float(serving.predict_proba_one(features).get(True, 0.0))
+        probability = probability_of(serving, features)
         ts = float(event["ts"])  # type: ignore[arg-type]
         self._resolve(self.labels.advance(ts if clock is None else clock))
         flagged = None if threshold is None else probability >= threshold
