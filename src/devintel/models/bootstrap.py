@@ -29,14 +29,14 @@ import json
 import logging
 import pickle
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Final
 
 import numpy as np
 import pandas as pd
 
-from devintel.generators import HOME_TYPES, generate
+from devintel.generators import HOME_TYPES, generate, iter_batches
 from devintel.models.decision import AlarmState, DecisionParams, step
 from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
@@ -45,7 +45,7 @@ from devintel.models.household import household_by_group, household_report
 from devintel.models.learners import default_model
 from devintel.models.live import GLOBAL, MODELS_DIR
 from devintel.models.metrics import BinaryReport, binary_report, recall_by_group
-from devintel.models.online import Classifier, OnlineLearner, events, failure_times, warm_start
+from devintel.models.online import Classifier, OnlineLearner, events, failure_times, warm_start_batches
 from devintel.models.report import markdown_report, plots
 from devintel.models.snapshots import SnapshotStore
 from devintel.models.tuning import tune_decision
@@ -96,6 +96,20 @@ class BootstrapResult:
 def _synthetic(config: BootstrapConfig, samples: int, seed: int, variants: tuple[str, ...]) -> pd.DataFrame:
     """A synthetic stream shaped by the bootstrap's settings (a different seed draws different homes)."""
     return generate(
+        samples=samples,
+        days=config.days,
+        seed=seed,
+        horizon_days=config.horizon_days,
+        failure_rate=config.failure_rate,
+        variants=variants,
+    )
+
+
+def _synthetic_batches(
+    config: BootstrapConfig, samples: int, seed: int, variants: tuple[str, ...]
+) -> Iterator[pd.DataFrame]:
+    """The events of :func:`_synthetic`, in batches of about two days (memory stays flat)."""
+    return iter_batches(
         samples=samples,
         days=config.days,
         seed=seed,
@@ -232,10 +246,16 @@ def bootstrap(
     if overlap:
         logger.warning("test variants %s are also trained on: the held-out figures are not leave-variant-out", overlap)
     say(f"generating {config.samples:,} training events (seed {config.seed}, {', '.join(config.train_variants)})")
-    train = _synthetic(config, config.samples, config.seed, config.train_variants)
     models: dict[str, Classifier] = {name: model_factory() for name in [GLOBAL, *HOME_TYPES]}
     learned: dict[str, int] = dict.fromkeys(models, 0)
-    home_type_of = dict(zip(train["device_id"].astype(str), train["home_type"].astype(str), strict=True))
+    home_type_of: dict[str, str] = {}
+    homes: set[str] = set()
+
+    def note_homes(batch: pd.DataFrame) -> None:
+        """Each device's home type, and the homes trained on, from a batch of the training stream."""
+        pairs = batch[["device_id", "home_type", "home_id"]].drop_duplicates("device_id").astype(str)
+        home_type_of.update(zip(pairs["device_id"], pairs["home_type"], strict=True))
+        homes.update(pairs["home_id"])
 
     def teach_home_type_model(device_id: str, features: Features, label: bool) -> None:
         home_type = home_type_of[device_id]
@@ -250,7 +270,9 @@ def bootstrap(
         on_learn=teach_home_type_model,
     )
     say(f"warm-starting the global model and {len(HOME_TYPES)} home-type models")
-    warm_start(learner, events(train), failure_times(train))
+    warm_start_batches(
+        learner, _synthetic_batches(config, config.samples, config.seed, config.train_variants), note_homes
+    )
     learned[GLOBAL] = learner.learned
     if learner.learned == 0:
         raise ValueError(
@@ -258,8 +280,7 @@ def bootstrap(
             f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
         )
     models = {name: model for name, model in models.items() if learned[name] > 0}
-    homes_trained = int(train["home_id"].nunique())
-    del train
+    homes_trained = len(homes)
 
     say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
     validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants)

@@ -228,16 +228,14 @@ class OnlineLearner:
 
 
 def events(frame: pd.DataFrame) -> Iterator[dict[str, object]]:
-    """The canonical events of a generated frame, in order, without its ground-truth columns."""
-    import pandas as pd  # here, not at the top: the live daemon never loads pandas
+    """The canonical events of a generated frame, in order, without its ground-truth columns (a field that is NaN
+    is left out). Lazy: one dict at a time, from the frame's columns as Python lists (no frame of objects)."""
+    from devintel.generators.api import TRUTH_COLUMNS  # here, not at the top: the live daemon never loads pandas
 
-    from devintel.generators.api import TRUTH_COLUMNS
-
-    columns = [c for c in frame.columns if c not in TRUTH_COLUMNS]
-    strings = [c for c in columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
-    view = frame[columns].astype(dict.fromkeys(strings, str))
-    for record in view.to_dict("records"):
-        yield {str(k): v for k, v in record.items() if not (isinstance(v, float) and v != v)}  # drop NaN fields
+    names = [str(c) for c in frame.columns if c not in TRUTH_COLUMNS]
+    columns = [frame[name].tolist() for name in names]  # categoricals come out as their str values
+    for row in zip(*columns, strict=True):
+        yield {name: value for name, value in zip(names, row, strict=True) if value == value}  # NaN != NaN
 
 
 def failure_times(frame: pd.DataFrame) -> dict[str, float]:
@@ -259,6 +257,41 @@ def warm_start(
     evidence when the stream clock reaches its failure time; resolve what is left at the end."""
     pending = [(t, d) for d, t in failures.items()]
     heapq.heapify(pending)
+    _feed(learner, stream, pending, on_event)
+
+
+def warm_start_batches(
+    learner: OnlineLearner,
+    batches: Iterable[pd.DataFrame],
+    on_batch: Callable[[pd.DataFrame], None] | None = None,
+) -> None:
+    """:func:`warm_start` over a generated stream in batches (``devintel.generators.iter_batches``), so memory stays
+    flat: each device's failure time is taken from its first batch (a device's first event comes before its
+    failure, so it is delivered when it would have been), and ``on_batch`` sees every batch before its events are
+    fed. The same examples are learned, in the same order, as :func:`warm_start` on the whole frame."""
+    pending: list[tuple[float, str]] = []
+    known: set[str] = set()
+
+    def stream() -> Iterator[dict[str, object]]:
+        for batch in batches:
+            if on_batch is not None:
+                on_batch(batch)
+            for device, t_fail in failure_times(batch).items():
+                if device not in known:
+                    known.add(device)
+                    heapq.heappush(pending, (t_fail, device))
+            yield from events(batch)
+
+    _feed(learner, stream(), pending, None)
+
+
+def _feed(
+    learner: OnlineLearner,
+    stream: Iterable[Mapping[str, object]],
+    pending: list[tuple[float, str]],
+    on_event: Callable[[int], None] | None,
+) -> None:
+    """The warm start's loop: ``pending`` is a heap of (failure time, device), which ``stream`` may push to."""
     last = -np.inf
     for i, event in enumerate(stream):
         ts = float(event["ts"])  # type: ignore[arg-type]
