@@ -1,16 +1,20 @@
 """The fast core keeps the semantics: lazy events equal pandas' records, the batch-streamed warm start learns what
-the whole-frame one learns."""
+the whole-frame one learns, and computing only the features the learner reads gives it the same inputs."""
 
 from __future__ import annotations
 
 import math
+import random
 
 import pandas as pd
 import pytest
+from river import naive_bayes
 
-from devintel.generators import generate, iter_batches
+from devintel.generators import METRIC_FIELDS, generate, iter_batches
 from devintel.generators.api import TRUTH_COLUMNS
-from devintel.models.learners import default_model
+from devintel.models.dense import features_needed
+from devintel.models.features import FeatureExtractor, Features, features_read_by
+from devintel.models.learners import default_model, model_inputs
 from devintel.models.online import OnlineLearner, events, failure_times, warm_start, warm_start_batches
 
 H = 7 * 86_400.0
@@ -52,3 +56,56 @@ def test_batch_streamed_warm_start_learns_what_the_whole_frame_does() -> None:
     assert (streamed.learned, streamed.resolved) == (whole.learned, whole.resolved)
     assert streamed.model["LogisticRegression"].weights == whole.model["LogisticRegression"].weights  # type: ignore[index]
     assert list(streamed.outcomes) == list(whole.outcomes)
+
+
+def rough_stream(samples: int, seed: int) -> list[dict[str, object]]:
+    """A generated stream made rough: late events (up to two days behind), duplicates, missing fields and values
+    out of range, not finite or of the wrong type."""
+    frame = generate(samples=samples, days=90, seed=seed, variants=VARIANTS)
+    rng = random.Random(seed)
+    bad_values: list[object] = [-1e9, 1e9, -5.0, 250.0, math.nan, math.inf, -math.inf, "abc", None, True]
+    out: list[dict[str, object]] = []
+    for event in events(frame):
+        roll = rng.random()
+        if roll < 0.03:
+            event = {k: v for k, v in event.items() if k not in METRIC_FIELDS or rng.random() < 0.5}
+        elif roll < 0.06:
+            event[rng.choice(METRIC_FIELDS)] = rng.choice(bad_values)
+        elif roll < 0.07:
+            event["ts"] = float(event["ts"]) - rng.uniform(0.0, 2 * 86_400.0)  # type: ignore[arg-type]
+        out.append(event)
+        if rng.random() < 0.01:
+            out.append(dict(event))
+    return out
+
+
+@pytest.mark.slow
+def test_only_the_features_the_learner_reads_give_it_the_same_inputs() -> None:
+    needed = features_needed([default_model()])
+    assert needed is not None
+    assert not {"hour_sin", "season_cos", "weekend", "age_days", "uptime_hours", "linkquality"} & needed
+    assert {"linkquality_dev", "linkquality_cusum_down", "gap_z", "value_repeats", "type_light"} <= needed
+    full, lean = FeatureExtractor(), FeatureExtractor(only=needed)
+    stream = rough_stream(100_000, seed=12)
+    assert len(stream) > 100_000
+    smaller = 0
+    for event in stream:
+        everything, some = full.update(event), lean.update(event)
+        assert set(some) <= set(everything)
+        smaller += len(some) < len(everything)
+        before, after = model_inputs(everything), model_inputs(some)
+        assert list(after) == list(before)
+        assert all(math.isclose(after[k], before[k], rel_tol=1e-9, abs_tol=1e-9) for k in before)
+    assert smaller == len(stream)  # every event skipped some features
+
+
+def test_features_read_by_names_what_a_function_reads() -> None:
+    def reads(features: Features) -> Features:
+        x = {"shaped": features["linkquality_dev"] + (features.get("gap_z") or 0.0)}
+        if "value_repeats" in features:
+            x["frozen"] = 1.0
+        x["battery"] = features["battery"]
+        return x
+
+    assert features_read_by(reads) == {"linkquality_dev", "gap_z", "value_repeats", "battery"}
+    assert features_needed([naive_bayes.GaussianNB()]) is None

@@ -38,6 +38,7 @@ import pandas as pd
 
 from devintel.generators import HOME_TYPES, generate, iter_batches
 from devintel.models.decision import AlarmState, DecisionParams, step
+from devintel.models.dense import features_needed
 from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
@@ -142,7 +143,7 @@ def tune_threshold(truth: np.ndarray, probability: np.ndarray) -> float:
 def score_frame(models: dict[str, Classifier], frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """The global model's probability for every event of ``frame``, and each home-type model's for the events
     of its home type (NaN elsewhere); features come from the frame's own history, computed once per event."""
-    extractor = FeatureExtractor()
+    extractor = FeatureExtractor(only=features_needed(models.values()))
     out = {name: np.full(len(frame), np.nan) for name in models}
     home_types = frame["home_type"].astype(str).tolist()
     for i, event in enumerate(events(frame)):
@@ -268,6 +269,7 @@ def bootstrap(
         negative_rate=config.negative_rate,
         seed=config.seed,
         on_learn=teach_home_type_model,
+        features=FeatureExtractor(only=features_needed(models.values())),
     )
     say(f"warm-starting the global model and {len(HOME_TYPES)} home-type models")
     warm_start_batches(

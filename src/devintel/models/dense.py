@@ -23,14 +23,14 @@ a whole matrix of inputs at once.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 from river import compose, linear_model, optim, preprocessing
 
-from devintel.models.features import Features
+from devintel.models.features import Features, features_read_by
 
 #: Views kept (one per live model object); past this the cache starts afresh (models are replaced on reload).
 MAX_VIEWS: Final = 64
@@ -189,3 +189,16 @@ def probability(model: Any, features: Features) -> float:
     if dense is None or compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT:
         return float(model.predict_proba_one(features).get(True, 0.0))
     return dense.probability(features)
+
+
+def features_needed(models: Iterable[object]) -> frozenset[str] | None:
+    """The features that ``models`` read (their first step's function, :func:`features_read_by`), for a
+    ``FeatureExtractor(only=...)``; None (every feature) when one of them does not start with a function
+    transformer."""
+    needed: set[str] = set()
+    for model in models:
+        first = next(iter(model.steps.values()), None) if isinstance(model, compose.Pipeline) else None
+        if not isinstance(first, compose.FuncTransformer):
+            return None
+        needed |= features_read_by(first.func)
+    return frozenset(needed)

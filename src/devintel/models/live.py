@@ -36,6 +36,7 @@ from typing import Final
 
 from devintel.models.challenger import ChallengerScore
 from devintel.models.decision import AlarmState, DecisionParams, step
+from devintel.models.dense import features_needed
 from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.household import EpisodeLedger
@@ -193,6 +194,7 @@ class LiveModels:
             negative_rate=self.negative_rate,
             seed=self.seed,
             on_learn=self._teach_home_type_model,
+            features=FeatureExtractor(only=features_needed([*self.models.values(), *self.challenger.values()])),
             packer=FeaturePacker(),
             label_interval_s=self.label_interval_s,
             outcomes=deque(maxlen=LIVE_OUTCOMES_KEPT),
@@ -285,7 +287,8 @@ class LiveModels:
     def score(self, event: Mapping[str, object]) -> Prediction:
         """The prediction ``observe`` would make for ``event``, changing nothing (an ad-hoc question)."""
         device_id = str(event["device_id"])
-        extractor = FeatureExtractor()  # a scratch extractor holding a copy of this one device's state
+        # A scratch extractor holding a copy of this one device's state.
+        extractor = FeatureExtractor(only=self.learner.features.only)
         state = self.learner.features.states.get(device_id)
         if state is not None:
             extractor.states[device_id] = copy.deepcopy(state)
