@@ -139,3 +139,16 @@ def test_other_learners_predict_through_river(stream: list[Features]) -> None:
     assert not dense.supports(model)
     assert dense.view(model) is None
     assert all(dense.probability(model, x) == river_p(model, x) for x in stream[300:400])
+
+
+def test_models_sharing_their_inputs_predict_as_river(stream: list[Features]) -> None:
+    first, second = default_model(), default_model()
+    for i, x in enumerate(stream[:600]):
+        first.learn_one(x, i % 5 == 0)
+        if i % 3 == 0:
+            second.learn_one(x, i % 2 == 0)
+    for x in stream[600::25]:
+        both = dense.probabilities([first, second], x)
+        assert abs(both[0] - river_p(first, x)) <= TOLERANCE
+        assert abs(both[1] - river_p(second, x)) <= TOLERANCE
+        first.learn_one(x, False)  # learning between predictions: each view follows its own model

@@ -38,7 +38,7 @@ import pandas as pd
 
 from devintel.generators import HOME_TYPES, generate, iter_batches
 from devintel.models.decision import AlarmState, DecisionParams, step
-from devintel.models.dense import features_needed
+from devintel.models.dense import features_needed, probabilities
 from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
@@ -148,10 +148,12 @@ def score_frame(models: dict[str, Classifier], frame: pd.DataFrame) -> dict[str,
     home_types = frame["home_type"].astype(str).tolist()
     for i, event in enumerate(events(frame)):
         features = extractor.update(event)
-        out[GLOBAL][i] = probability_of(models[GLOBAL], features)
-        own = models.get(home_types[i])
-        if own is not None:
-            out[home_types[i]][i] = probability_of(own, features)
+        home_type = home_types[i]
+        own = models.get(home_type)
+        if own is None:
+            out[GLOBAL][i] = probability_of(models[GLOBAL], features)
+        else:
+            out[GLOBAL][i], out[home_type][i] = probabilities([models[GLOBAL], own], features)
     return out
 
 

@@ -34,6 +34,8 @@ from devintel.models.features import Features, features_read_by
 
 #: Views kept (one per live model object); past this the cache starts afresh (models are replaced on reload).
 MAX_VIEWS: Final = 64
+#: Key orders of model inputs remembered per view (a handful in practice: one per device type and field pattern).
+MAX_LAYOUTS: Final = 4096
 #: River's sigmoid saturates here (``river.utils.math.sigmoid``).
 _SATURATED: Final = 30.0
 
@@ -77,7 +79,8 @@ class DenseView:
         self.coef: npt.NDArray[np.float64] = np.zeros(1)
         """Weight over standard deviation (0 where the variance is 0); the last slot is 0, for unseen inputs."""
         self.intercept = 0.0
-        self._layouts: dict[tuple[str, ...], tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {}
+        self._layouts: dict[tuple[str, ...], npt.NDArray[np.intp]] = {}
+        """Rows of the arrays for each key order of model inputs seen (valid while ``names`` does not change)."""
         self.rebuilds = 0
 
     def _state(self) -> tuple[float, ...]:
@@ -99,6 +102,9 @@ class DenseView:
         scaler, regression = self._scaler, self._regression
         weights = regression._weights.to_dict()
         names = list(dict.fromkeys([*scaler.means, *weights]))
+        if names != self.names:
+            self.names, self.index = names, {name: i for i, name in enumerate(names)}
+            self._layouts.clear()
         means, variances = scaler.means, scaler.vars
         mean = np.zeros(len(names) + 1)
         coef = np.zeros(len(names) + 1)
@@ -107,10 +113,8 @@ class DenseView:
             mean[i] = means.get(name, 0.0)
             # River scales (x - mean) / var ** 0.5, and to 0 when the variance is 0.
             coef[i] = weights.get(name, 0.0) / variance**0.5 if variance else 0.0
-        self.names, self.index = names, {name: i for i, name in enumerate(names)}
         self.mean, self.coef = mean, coef
         self.intercept = float(regression.intercept)
-        self._layouts.clear()
         self._stamp = stamp
         self.rebuilds += 1
 
@@ -121,24 +125,30 @@ class DenseView:
             x = func(x)
         return x
 
-    def _layout(self, keys: tuple[str, ...]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        cached = self._layouts.get(keys)
-        if cached is None:
+    def _layout(self, keys: tuple[str, ...]) -> npt.NDArray[np.intp]:
+        rows = self._layouts.get(keys)
+        if rows is None:
             unseen = len(self.names)
             rows = np.fromiter((self.index.get(k, unseen) for k in keys), dtype=np.intp, count=len(keys))
-            cached = self._layouts[keys] = (self.mean[rows], self.coef[rows])
-        return cached
+            if len(self._layouts) < MAX_LAYOUTS:
+                self._layouts[keys] = rows
+        return rows
 
     def raw(self, x: Mapping[str, float]) -> float:
         """The logit of model inputs ``x`` (no refresh: call :meth:`refresh` first)."""
-        mean, coef = self._layout(tuple(x))
-        values = np.fromiter(x.values(), dtype=np.float64, count=len(mean))
-        return float(np.dot(values - mean, coef)) + self.intercept
+        rows = self._layout(tuple(x))
+        values = np.fromiter(x.values(), dtype=np.float64, count=len(rows))
+        return float(np.dot(values - self.mean[rows], self.coef[rows])) + self.intercept
 
     def probability(self, features: Features) -> float:
         """The failure probability of one feature vector: River's ``predict_proba_one(features)[True]``."""
+        return self.probability_of_inputs(self.inputs(features))
+
+    def probability_of_inputs(self, x: Mapping[str, float]) -> float:
+        """The failure probability of model inputs ``x`` (what :meth:`inputs` made of a feature vector): several
+        models with the same input transform can share one computation of it (:func:`probabilities`)."""
         self.refresh()
-        return _sigmoid(self.raw(self.inputs(features)))
+        return _sigmoid(self.raw(x))
 
     def probabilities(self, matrix: npt.NDArray[np.float64], names: Sequence[str]) -> npt.NDArray[np.float64]:
         """The failure probability of every row of a matrix of model inputs (columns ``names``, NaN: absent), as
@@ -202,3 +212,18 @@ def features_needed(models: Iterable[object]) -> frozenset[str] | None:
             return None
         needed |= features_read_by(first.func)
     return frozenset(needed)
+
+
+def probabilities(models: Sequence[Any], features: Features) -> list[float]:
+    """Each model's failure probability for one feature vector (as :func:`probability`), computing the model
+    inputs once for models whose dense views share their input transform."""
+    views = [view(model) for model in models]
+    first = views[0] if views else None
+    if (
+        first is None
+        or compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT
+        or any(v is None or v._funcs != first._funcs for v in views)
+    ):
+        return [probability(model, features) for model in models]
+    x = first.inputs(features)
+    return [v.probability_of_inputs(x) for v in views if v is not None]
