@@ -4,7 +4,10 @@ the whole-frame one learns, and computing only the features the learner reads gi
 from __future__ import annotations
 
 import math
+import multiprocessing
 import random
+from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,10 +15,13 @@ from river import naive_bayes
 
 from devintel.generators import METRIC_FIELDS, generate, iter_batches
 from devintel.generators.api import TRUTH_COLUMNS
+from devintel.models import bootstrap as bootstrap_module
 from devintel.models.dense import features_needed
 from devintel.models.features import FeatureExtractor, Features, features_read_by
 from devintel.models.learners import default_model, model_inputs
 from devintel.models.online import OnlineLearner, events, failure_times, warm_start, warm_start_batches
+from devintel.models.snapshots import SnapshotStore
+from snapshot_fixtures import SMALL_BOOTSTRAP
 
 H = 7 * 86_400.0
 VARIANTS = ("reference", "noisy", "sparse", "battery_cliff")
@@ -109,3 +115,29 @@ def test_features_read_by_names_what_a_function_reads() -> None:
 
     assert features_read_by(reads) == {"linkquality_dev", "gap_z", "value_repeats", "battery"}
     assert features_needed([naive_bayes.GaussianNB()]) is None
+
+
+@pytest.mark.slow
+def test_a_worker_scoring_the_test_homes_changes_no_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bootstrap_module, "MIN_WORKER_SAMPLES", 0)  # a worker even at this toy size
+    here = bootstrap_module.bootstrap(replace(SMALL_BOOTSTRAP, workers=0), SnapshotStore(tmp_path / "here"))
+    started: list[object] = []
+    real = bootstrap_module.TestHomesWorker
+
+    def spy(config: bootstrap_module.BootstrapConfig) -> bootstrap_module.TestHomesWorker:
+        started.append(config)
+        return real(config)
+
+    monkeypatch.setattr(bootstrap_module, "TestHomesWorker", spy)
+    there = bootstrap_module.bootstrap(replace(SMALL_BOOTSTRAP, workers=1), SnapshotStore(tmp_path / "there"))
+    assert len(started) == 1
+    assert there.report == here.report
+    assert (there.test, there.router, there.decision, there.gate) == (here.test, here.router, here.decision, here.gate)
+
+
+def test_a_failing_worker_fails_the_bootstrap_and_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bootstrap_module, "MIN_WORKER_SAMPLES", 0)
+    broken = replace(SMALL_BOOTSTRAP, samples=20_000, holdout_samples=8_000, test_variants=("no_such_variant",))
+    with pytest.raises((RuntimeError, ValueError), match="no_such_variant"):
+        bootstrap_module.bootstrap(broken, SnapshotStore(tmp_path))
+    assert not [p for p in multiprocessing.active_children() if p.name == "devintel-bootstrap-test-homes"]

@@ -25,12 +25,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import multiprocessing
 import pickle
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from typing import Final
 
 import numpy as np
@@ -61,6 +65,8 @@ TRAIN_VARIANTS: Final = ("reference", "noisy", "sparse", "battery_cliff")
 TEST_VARIANTS: Final = ("on_change", "load_heated")
 #: A failure's precursor counts as visible in an event from this hidden severity on (the generator's 0..1 scale).
 VISIBLE_PRECURSOR: Final = 0.1
+#: Held-out events from which a worker process scores the test homes (below, starting one costs more than it saves).
+MIN_WORKER_SAMPLES: Final = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,10 @@ class BootstrapConfig:
     """World variant families of the training and validation homes."""
     test_variants: tuple[str, ...] = TEST_VARIANTS
     """World variant families of the held-out test homes (none of the training ones, for an honest figure)."""
+    workers: int = 1
+    """Processes besides this one: with 1, the held-out test homes are generated and scored in a worker process
+    while this one scores the validation homes and tunes the decision (the results are the same); 0 does all of it
+    here. Held-out streams under :data:`MIN_WORKER_SAMPLES` events are scored here either way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +246,75 @@ def household_measures(
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredStream:
+    """A held-out stream scored by the models: what the gate and the report need of it (not the stream itself)."""
+
+    scores: dict[str, np.ndarray]
+    truth: StreamTruth
+    groups: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, models: dict[str, Classifier], frame: pd.DataFrame) -> ScoredStream:
+        return cls(score_frame(models, frame), StreamTruth.of(frame), device_groups(frame))
+
+
+def _score_test_homes(connection: Connection, config: BootstrapConfig) -> None:
+    """A worker process's work (:class:`TestHomesWorker`): wait for the trained models, then generate the held-out
+    test homes, score them, and send back the :class:`ScoredStream` (or the error)."""
+    try:
+        blob = connection.recv()
+        if blob is None:
+            return  # cancelled
+        models = pickle.loads(blob)  # bytes from the parent process, which made them
+        test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
+        connection.send(("ok", ScoredStream.of(models, test)))
+    except BaseException:  # everything goes back to the parent, which raises it
+        connection.send(("error", traceback.format_exc()))
+    finally:
+        connection.close()
+
+
+class TestHomesWorker:
+    """A process that scores the held-out test homes once it has the trained models (:attr:`BootstrapConfig.workers`).
+
+    It is started before the warm start, so its start-up (a fresh interpreter: ``spawn``, safe from a threaded
+    daemon) is out of the way when the models are ready; it holds no stream until then. :meth:`close` ends it
+    however the bootstrap ends."""
+
+    def __init__(self, config: BootstrapConfig) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(
+            target=_score_test_homes, args=(child, config), name="devintel-bootstrap-test-homes", daemon=True
+        )
+        self._process.start()
+        child.close()
+
+    def submit(self, models: dict[str, Classifier]) -> None:
+        """Hand over the trained models: the worker starts scoring."""
+        self._connection.send(pickle.dumps(models))
+
+    def result(self) -> ScoredStream:
+        """The scored test homes (waits for them); raises what the worker raised."""
+        kind, payload = self._connection.recv()
+        if kind != "ok":
+            raise RuntimeError(f"the worker scoring the test homes failed:\n{payload}")
+        assert isinstance(payload, ScoredStream)
+        return payload
+
+    def close(self) -> None:
+        """End the worker (at once if it is still waiting or working)."""
+        if self._process.is_alive():
+            with contextlib.suppress(OSError):
+                self._connection.send(None)
+            self._process.join(timeout=1.0)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join()
+        self._connection.close()
+
+
 def bootstrap(
     config: BootstrapConfig,
     store: SnapshotStore,
@@ -244,10 +323,25 @@ def bootstrap(
 ) -> BootstrapResult:
     """Run the whole bootstrap (see the module docstring); return what it produced."""
     say = progress or (lambda message: logger.info("%s", message))
-    horizon_s = config.horizon_days * 86_400.0
     overlap = set(config.train_variants) & set(config.test_variants)
     if overlap:
         logger.warning("test variants %s are also trained on: the held-out figures are not leave-variant-out", overlap)
+    worker = TestHomesWorker(config) if config.workers > 0 and config.holdout_samples >= MIN_WORKER_SAMPLES else None
+    try:
+        return _bootstrap(config, store, model_factory, say, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _bootstrap(
+    config: BootstrapConfig,
+    store: SnapshotStore,
+    model_factory: Callable[[], Classifier],
+    say: Callable[[str], None],
+    worker: TestHomesWorker | None,
+) -> BootstrapResult:
+    horizon_s = config.horizon_days * 86_400.0
     say(f"generating {config.samples:,} training events (seed {config.seed}, {', '.join(config.train_variants)})")
     models: dict[str, Classifier] = {name: model_factory() for name in [GLOBAL, *HOME_TYPES]}
     learned: dict[str, int] = dict.fromkeys(models, 0)
@@ -285,6 +379,8 @@ def bootstrap(
         )
     models = {name: model for name, model in models.items() if learned[name] > 0}
     homes_trained = len(homes)
+    if worker is not None:
+        worker.submit(models)  # it scores the test homes while this process scores the validation homes
 
     say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
     validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants)
@@ -326,17 +422,23 @@ def bootstrap(
         f"testing on {config.holdout_samples:,} events of other homes (seed {config.seed + TEST_SEED_OFFSET}) "
         f"of world variants no model saw ({', '.join(config.test_variants)})"
     )
-    test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
-    test_scores = score_frame(models, test)
-    probability, decision = routed_scores(test, test_scores, thresholds, router)
-    truth = StreamTruth.of(test)
+    if worker is None:
+        test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
+        scored = ScoredStream.of(models, test)
+        del test
+    else:
+        scored = worker.result()
+    # Models the validation homes dropped (no threshold) were scored there too; only the routed ones count.
+    test_types = pd.DataFrame({"home_type": scored.groups["home_type"]})
+    probability, decision = routed_scores(test_types, scored.scores, thresholds, router)
+    truth = scored.truth
     # binary_report thresholds one probability array; routed decisions mix thresholds, so score them
     # as 0/1 "probabilities" at 0.5, and keep the probabilities for the ranking metrics.
     report = binary_report(truth.label, decision.astype(np.float64), 0.5)
     ranking = binary_report(truth.label, probability, 0.5)
     report = BinaryReport(**{**asdict(report), "pr_auc": ranking.pr_auc, "brier": ranking.brier})
     flags = alarm_flags(tuned.params, truth.device, truth.ts, probability)
-    groups = device_groups(test)
+    groups = scored.groups
     household = household_measures(truth, flags, horizon_s, groups)
     overall = household["overall"]
     assert isinstance(overall, dict)

@@ -32,6 +32,8 @@ from devintel.models.metrics import RollingMetrics
 if TYPE_CHECKING:
     import pandas as pd
 
+#: Rows of a frame that :func:`events` turns into Python values at a time (its memory stays small).
+EVENTS_CHUNK: Final = 8192
 #: Resolved outcomes an :class:`OnlineLearner` keeps (the newest), so its memory stays bounded live.
 OUTCOMES_KEPT: Final = 200_000
 
@@ -229,13 +231,16 @@ class OnlineLearner:
 
 def events(frame: pd.DataFrame) -> Iterator[dict[str, object]]:
     """The canonical events of a generated frame, in order, without its ground-truth columns (a field that is NaN
-    is left out). Lazy: one dict at a time, from the frame's columns as Python lists (no frame of objects)."""
+    is left out). Lazy: one dict at a time, from :data:`EVENTS_CHUNK` rows of the frame's columns as Python lists at
+    a time (no list of every row's dict, no column of a million Python floats)."""
     from devintel.generators.api import TRUTH_COLUMNS  # here, not at the top: the live daemon never loads pandas
 
     names = [str(c) for c in frame.columns if c not in TRUTH_COLUMNS]
-    columns = [frame[name].tolist() for name in names]  # categoricals come out as their str values
-    for row in zip(*columns, strict=True):
-        yield {name: value for name, value in zip(names, row, strict=True) if value == value}  # NaN != NaN
+    for start in range(0, len(frame), EVENTS_CHUNK):
+        chunk = frame.iloc[start : start + EVENTS_CHUNK]
+        columns = [chunk[name].tolist() for name in names]  # categoricals come out as their str values
+        for row in zip(*columns, strict=True):
+            yield {name: value for name, value in zip(names, row, strict=True) if value == value}  # NaN != NaN
 
 
 def failure_times(frame: pd.DataFrame) -> dict[str, float]:
