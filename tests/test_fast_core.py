@@ -13,23 +13,13 @@ import pandas as pd
 import pytest
 from river import naive_bayes
 
-from devintel.daemon.inbound import Rejected
-from devintel.daemon.validation import TimeWindow, canonical_event, metric_value
 from devintel.generators import METRIC_FIELDS, generate, iter_batches
 from devintel.generators.api import TRUTH_COLUMNS
-from devintel.generators.templates import VALID_RANGES
 from devintel.models import bootstrap as bootstrap_module
 from devintel.models.dense import features_needed
-from devintel.models.features import FeatureExtractor, Features, features_read_by, valid
+from devintel.models.features import FeatureExtractor, Features, features_read_by
 from devintel.models.learners import default_model, model_inputs
-from devintel.models.online import (
-    OnlineLearner,
-    admissible_rows,
-    events,
-    failure_times,
-    warm_start,
-    warm_start_batches,
-)
+from devintel.models.online import OnlineLearner, events, failure_times, warm_start, warm_start_batches
 from devintel.models.snapshots import SnapshotStore
 from snapshot_fixtures import SMALL_BOOTSTRAP
 
@@ -62,7 +52,7 @@ def test_batch_streamed_warm_start_learns_what_the_whole_frame_does() -> None:
     arguments = {"samples": 60_000, "days": 60, "seed": 6, "variants": VARIANTS}
     frame = generate(**arguments)  # type: ignore[arg-type]
     whole = OnlineLearner(model=default_model(), horizon_s=H, seed=2)
-    warm_start(whole, events(frame[admissible_rows(frame)]), failure_times(frame))
+    warm_start(whole, events(frame), failure_times(frame))
     streamed = OnlineLearner(model=default_model(), horizon_s=H, seed=2)
     seen: list[int] = []
     warm_start_batches(streamed, iter_batches(**arguments), lambda batch: seen.append(len(batch)))  # type: ignore[arg-type]
@@ -151,59 +141,3 @@ def test_a_failing_worker_fails_the_bootstrap_and_ends(tmp_path: Path, monkeypat
     with pytest.raises((RuntimeError, ValueError), match="no_such_variant"):
         bootstrap_module.bootstrap(broken, SnapshotStore(tmp_path))
     assert not [p for p in multiprocessing.active_children() if p.name == "devintel-bootstrap-test-homes"]
-
-
-def live_verdict(event: dict[str, object]) -> str | None:
-    """What live validation (every adapter's :func:`canonical_event`) says of a generated event: None when it
-    accepts it, else the reason it rejects it."""
-    try:
-        canonical_event(
-            event,
-            device_id=str(event["device_id"]),
-            received=float(event["ts"]),  # type: ignore[arg-type]
-            default_home_type="apartment",
-            window=TimeWindow(),
-        )
-    except Rejected as rejected:
-        return rejected.reason
-    return None
-
-
-def test_training_drops_exactly_the_events_live_validation_rejects() -> None:
-    frame = generate(samples=100_000, days=60, seed=13, variants=VARIANTS)
-    keep = admissible_rows(frame)
-    assert 5 < int((~keep).sum()) < 200  # the generator's glitches, about 3 in 10,000 reports
-    verdicts = [live_verdict(event) for event in events(frame)]
-    assert [verdict is None for verdict in verdicts] == keep.tolist()
-    assert {verdict for verdict in verdicts if verdict is not None} <= {"out_of_range", "not_finite"}
-
-
-def test_one_definition_of_a_valid_metric_for_features_and_live_validation() -> None:
-    for field, (low, high) in VALID_RANGES.items():
-        span = high - low
-        candidates: list[object] = [low, high, (low + high) / 2, low - span * 0.01 - 1, high + span * 0.01 + 1]
-        candidates += [math.nan, math.inf, -math.inf, str(low), "1e400", "abc", "", True, False, [1.0], {}]
-        for value in candidates:
-            try:
-                live = metric_value(field, value)
-            except Rejected:
-                live = None
-            assert valid(field, value) == live, (field, value)
-
-
-@pytest.mark.slow
-def test_the_warm_start_never_learns_from_an_event_live_would_reject(monkeypatch: pytest.MonkeyPatch) -> None:
-    arguments = {"samples": 60_000, "days": 60, "seed": 13, "variants": VARIANTS}
-    learner = OnlineLearner(model=default_model(), horizon_s=H, seed=2)
-    fed: list[str | None] = []
-    process = OnlineLearner.process
-
-    def spy(self: OnlineLearner, event: dict[str, object], *args: object, **kwargs: object) -> object:
-        fed.append(live_verdict(dict(event)))
-        return process(self, event, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(OnlineLearner, "process", spy)
-    warm_start_batches(learner, iter_batches(**arguments))  # type: ignore[arg-type]
-    frame = generate(**arguments)  # type: ignore[arg-type]
-    assert set(fed) == {None}
-    assert len(fed) == int(admissible_rows(frame).sum()) < len(frame)

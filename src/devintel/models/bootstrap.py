@@ -2,9 +2,7 @@
 
 1. **Generate** a training stream (``seed``, homes of the training world variants) and two streams of other
    homes: validation (``seed + 1000``, the training variants) and held-out test (``seed + 2000``, world variants
-   the models never saw: leave-variant-out). A different seed draws different homes. An event the live daemon
-   would reject (a metric out of range or not finite) is dropped whole, in training and in the held-out streams
-   (:func:`~devintel.models.online.admissible_rows`): one validation policy for training and serving.
+   the models never saw: leave-variant-out). A different seed draws different homes.
 2. **Warm-start** a global model on every training event through the online path (features, delayed
    labels with the synthetic failure times as evidence, learning on resolution), and one model per home
    type on the same learned examples of that type's devices (features are computed once per event).
@@ -52,14 +50,7 @@ from devintel.models.household import household_by_group, household_report
 from devintel.models.learners import default_model
 from devintel.models.live import GLOBAL, MODELS_DIR
 from devintel.models.metrics import BinaryReport, binary_report, recall_by_group
-from devintel.models.online import (
-    Classifier,
-    OnlineLearner,
-    admissible_rows,
-    events,
-    failure_times,
-    warm_start_batches,
-)
+from devintel.models.online import Classifier, OnlineLearner, events, failure_times, warm_start_batches
 from devintel.models.report import markdown_report, plots
 from devintel.models.snapshots import SnapshotStore
 from devintel.models.tuning import tune_decision
@@ -114,10 +105,8 @@ class BootstrapResult:
 
 
 def _synthetic(config: BootstrapConfig, samples: int, seed: int, variants: tuple[str, ...]) -> pd.DataFrame:
-    """A synthetic held-out stream shaped by the bootstrap's settings (a different seed draws different homes),
-    without the events the live daemon would reject (:func:`~devintel.models.online.admissible_rows`): they get
-    no prediction live, so they are not scored."""
-    frame = generate(
+    """A synthetic stream shaped by the bootstrap's settings (a different seed draws different homes)."""
+    return generate(
         samples=samples,
         days=config.days,
         seed=seed,
@@ -125,7 +114,6 @@ def _synthetic(config: BootstrapConfig, samples: int, seed: int, variants: tuple
         failure_rate=config.failure_rate,
         variants=variants,
     )
-    return frame[admissible_rows(frame)]
 
 
 def _synthetic_batches(

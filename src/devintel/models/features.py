@@ -2,9 +2,7 @@
 
 One implementation serves the warm start, replay and live ingest. State is a fixed set of floats per
 device (exponentially weighted averages, a baseline, a slope, a variance), so memory per device is
-bounded whatever the stream's length. Values outside the canonical ranges are ignored as if missing: a second
-line of defence only, since live validation rejects such a message whole before it gets here and the bootstrap
-drops such an event whole as well (one validation policy: ``devintel.models.online.admissible_rows``).
+bounded whatever the stream's length. Values outside the canonical ranges are ignored as if missing.
 
 Features (all floats; a field the device does not report yields no feature):
 - ``<signal>``: the latest value of battery_level, battery_voltage, linkquality, signal_strength,

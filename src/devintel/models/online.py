@@ -243,22 +243,6 @@ def events(frame: pd.DataFrame) -> Iterator[dict[str, object]]:
             yield {name: value for name, value in zip(names, row, strict=True) if value == value}  # NaN != NaN
 
 
-def admissible_rows(frame: pd.DataFrame) -> np.ndarray:
-    """Per row of a generated frame, whether the live daemon would accept the event: every metric present (not NaN)
-    is finite and within its canonical range (``devintel.generators.templates.VALID_RANGES``, the table that live
-    validation checks). One validation policy for training and serving: live, a message with one bad metric is
-    rejected whole (``out_of_range``, ``not_finite``), so the warm start and the held-out scoring drop such an event
-    whole too, rather than learning from the rest of it (``tests/test_fast_core.py`` proves the two agree)."""
-    from devintel.generators.templates import VALID_RANGES
-
-    keep = np.ones(len(frame), dtype=np.bool_)
-    for name, (low, high) in VALID_RANGES.items():
-        if name in frame.columns:
-            values = frame[name].to_numpy(dtype=np.float64)
-            keep &= np.isnan(values) | (np.isfinite(values) & (values >= low) & (values <= high))
-    return keep
-
-
 def failure_times(frame: pd.DataFrame) -> dict[str, float]:
     """Each failing device's simulated failure time (epoch s), from ``ts + time_to_failure_h``."""
     ttf = frame["time_to_failure_h"].to_numpy()
@@ -289,8 +273,7 @@ def warm_start_batches(
     """:func:`warm_start` over a generated stream in batches (``devintel.generators.iter_batches``), so memory stays
     flat: each device's failure time is taken from its first batch (a device's first event comes before its
     failure, so it is delivered when it would have been), and ``on_batch`` sees every batch before its events are
-    fed. Events the live daemon would reject (:func:`admissible_rows`) are not fed, as live. Otherwise the same
-    examples are learned, in the same order, as :func:`warm_start` on the whole frame."""
+    fed. The same examples are learned, in the same order, as :func:`warm_start` on the whole frame."""
     pending: list[tuple[float, str]] = []
     known: set[str] = set()
 
@@ -302,7 +285,7 @@ def warm_start_batches(
                 if device not in known:
                     known.add(device)
                     heapq.heappush(pending, (t_fail, device))
-            yield from events(batch[admissible_rows(batch)])
+            yield from events(batch)
 
     _feed(learner, stream(), pending, None)
 
