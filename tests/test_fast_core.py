@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import pickle
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -118,26 +119,48 @@ def test_features_read_by_names_what_a_function_reads() -> None:
 
 
 @pytest.mark.slow
-def test_a_worker_scoring_the_test_homes_changes_no_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_learning_home_type_models_and_scoring_test_homes_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(bootstrap_module, "MIN_WORKER_SAMPLES", 0)  # a worker even at this toy size
     here = bootstrap_module.bootstrap(replace(SMALL_BOOTSTRAP, workers=0), SnapshotStore(tmp_path / "here"))
     started: list[object] = []
-    real = bootstrap_module.TestHomesWorker
+    real = bootstrap_module.Worker
 
-    def spy(config: bootstrap_module.BootstrapConfig) -> bootstrap_module.TestHomesWorker:
+    def spy(config: bootstrap_module.BootstrapConfig, home_types: dict[str, object]) -> bootstrap_module.Worker:
         started.append(config)
-        return real(config)
+        return real(config, home_types)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(bootstrap_module, "TestHomesWorker", spy)
+    monkeypatch.setattr(bootstrap_module, "Worker", spy)
     there = bootstrap_module.bootstrap(replace(SMALL_BOOTSTRAP, workers=1), SnapshotStore(tmp_path / "there"))
+    assert here.report["test"] == there.report["test"]
     assert len(started) == 1
     assert there.report == here.report
+    assert learned_models(tmp_path / "there") == learned_models(tmp_path / "here")
     assert (there.test, there.router, there.decision, there.gate) == (here.test, here.router, here.decision, here.gate)
+
+
+def learned_models(model_dir: Path) -> dict[str, tuple[object, ...]]:
+    """What each model of the one snapshot in ``model_dir`` learned: its scaler's statistics and its weights (the
+    pickled bytes differ with how the feature names were shared, not with what was learned)."""
+    version = (model_dir / "current").read_text().strip()
+    learned = {}
+    for path in sorted((model_dir / version / "models").iterdir()):
+        model = pickle.loads(path.read_bytes())
+        scaler, regression = model["StandardScaler"], model["LogisticRegression"]
+        learned[path.stem] = (
+            dict(scaler.counts),
+            dict(scaler.means),
+            dict(scaler.vars),
+            regression.weights,
+            regression.intercept,
+        )
+    return learned
 
 
 def test_a_failing_worker_fails_the_bootstrap_and_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bootstrap_module, "MIN_WORKER_SAMPLES", 0)
-    broken = replace(SMALL_BOOTSTRAP, samples=20_000, holdout_samples=8_000, test_variants=("no_such_variant",))
+    broken = replace(SMALL_BOOTSTRAP, workers=1, test_variants=("no_such_variant",))
     with pytest.raises((RuntimeError, ValueError), match="no_such_variant"):
         bootstrap_module.bootstrap(broken, SnapshotStore(tmp_path))
-    assert not [p for p in multiprocessing.active_children() if p.name == "devintel-bootstrap-test-homes"]
+    assert not [p for p in multiprocessing.active_children() if p.name == "devintel-bootstrap-worker"]

@@ -35,7 +35,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -86,10 +86,13 @@ class BootstrapConfig:
     """World variant families of the training and validation homes."""
     test_variants: tuple[str, ...] = TEST_VARIANTS
     """World variant families of the held-out test homes (none of the training ones, for an honest figure)."""
-    workers: int = 1
-    """Processes besides this one: with 1, the held-out test homes are generated and scored in a worker process
-    while this one scores the validation homes and tunes the decision (the results are the same); 0 does all of it
-    here. Held-out streams under :data:`MIN_WORKER_SAMPLES` events are scored here either way."""
+    workers: int = 0
+    """Processes besides this one (the command line and the daemon use 1): with 1, a worker process learns the
+    home-type models during the warm start, then generates and scores the held-out test homes while this one scores
+    the validation homes and tunes the decision (the results are the same); 0 does all of it here, as does a
+    bootstrap whose held-out streams are under :data:`MIN_WORKER_SAMPLES` events (a fresh interpreter costs more
+    than it saves). 0 by default because a worker is a fresh interpreter (``spawn``) that imports the caller's main
+    module: a script that calls :func:`bootstrap` with a worker needs an ``if __name__ == "__main__"`` guard."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,14 +262,28 @@ class ScoredStream:
         return cls(score_frame(models, frame), StreamTruth.of(frame), device_groups(frame))
 
 
-def _score_test_homes(connection: Connection, config: BootstrapConfig) -> None:
-    """A worker process's work (:class:`TestHomesWorker`): wait for the trained models, then generate the held-out
-    test homes, score them, and send back the :class:`ScoredStream` (or the error)."""
+#: Examples the warm start hands to the worker at a time (one message each).
+WORKER_BATCH: Final = 2048
+
+
+def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
+    """A worker process's work (:class:`Worker`): learn the home-type models from the examples the warm start sends,
+    in order; when it is over, send them back with the global model it is given, then generate the held-out test
+    homes, score them with every model, and send back the :class:`ScoredStream` (or the error, at any point)."""
     try:
-        blob = connection.recv()
-        if blob is None:
-            return  # cancelled
-        models = pickle.loads(blob)  # bytes from the parent process, which made them
+        while True:
+            message = connection.recv()
+            if message is None:
+                return  # cancelled
+            kind, payload = message
+            if kind == "learn":
+                for home_type, features, label in payload:
+                    home_types[home_type].learn_one(features, label)
+                continue
+            break
+        names = set(payload)  # the models that learned something, and the global one
+        models = {**{name: model for name, model in home_types.items() if name in names}, GLOBAL: payload[GLOBAL]}
+        connection.send(("models", {name: model for name, model in models.items() if name != GLOBAL}))
         test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
         connection.send(("ok", ScoredStream.of(models, test)))
     except BaseException:  # everything goes back to the parent, which raises it
@@ -275,36 +292,62 @@ def _score_test_homes(connection: Connection, config: BootstrapConfig) -> None:
         connection.close()
 
 
-class TestHomesWorker:
-    """A process that scores the held-out test homes once it has the trained models (:attr:`BootstrapConfig.workers`).
+class Worker:
+    """A second process for the bootstrap (:attr:`BootstrapConfig.workers`): it learns the home-type models while
+    this process computes features, predicts and learns the global model (the examples come in batches, in order,
+    so the models are the ones this process would have learned), then scores the held-out test homes while this
+    process scores the validation homes.
 
-    It is started before the warm start, so its start-up (a fresh interpreter: ``spawn``, safe from a threaded
-    daemon) is out of the way when the models are ready; it holds no stream until then. :meth:`close` ends it
-    however the bootstrap ends."""
+    Started with ``spawn`` (a fresh interpreter: safe from the threaded daemon); :meth:`close` ends it however the
+    bootstrap ends."""
 
-    def __init__(self, config: BootstrapConfig) -> None:
+    def __init__(self, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
         self._process = context.Process(
-            target=_score_test_homes, args=(child, config), name="devintel-bootstrap-test-homes", daemon=True
+            target=_worker, args=(child, config, home_types), name="devintel-bootstrap-worker", daemon=True
         )
         self._process.start()
         child.close()
+        self._batch: list[tuple[str, Features, bool]] = []
 
-    def submit(self, models: dict[str, Classifier]) -> None:
-        """Hand over the trained models: the worker starts scoring."""
-        self._connection.send(pickle.dumps(models))
+    def learn(self, home_type: str, features: Features, label: bool) -> None:
+        """One example for a home-type model (sent with the next batch)."""
+        self._batch.append((home_type, features, label))
+        if len(self._batch) >= WORKER_BATCH:
+            self._send(("learn", self._batch))
+            self._batch = []
+
+    def trained(self, global_model: Classifier, names: set[str]) -> dict[str, Classifier]:
+        """The warm start is over: the home-type models of ``names`` as learned (the worker goes on to score the test
+        homes with them and ``global_model``)."""
+        if self._batch:
+            self._send(("learn", self._batch))
+            self._batch = []
+        self._send(("trained", {name: None for name in names} | {GLOBAL: global_model}))
+        models: dict[str, Classifier] = self._receive("models")
+        return models
 
     def result(self) -> ScoredStream:
         """The scored test homes (waits for them); raises what the worker raised."""
+        scored: ScoredStream = self._receive("ok")
+        return scored
+
+    def _send(self, message: object) -> None:
+        try:
+            self._connection.send(message)
+        except OSError:  # the worker is gone: say why, if it said
+            self._receive("an answer")
+            raise
+
+    def _receive(self, expected: str) -> Any:
         kind, payload = self._connection.recv()
-        if kind != "ok":
-            raise RuntimeError(f"the worker scoring the test homes failed:\n{payload}")
-        assert isinstance(payload, ScoredStream)
+        if kind != expected:
+            raise RuntimeError(f"the bootstrap's worker process failed:\n{payload}")
         return payload
 
     def close(self) -> None:
-        """End the worker (at once if it is still waiting or working)."""
+        """End the worker (at once if it is still working)."""
         if self._process.is_alive():
             with contextlib.suppress(OSError):
                 self._connection.send(None)
@@ -326,9 +369,11 @@ def bootstrap(
     overlap = set(config.train_variants) & set(config.test_variants)
     if overlap:
         logger.warning("test variants %s are also trained on: the held-out figures are not leave-variant-out", overlap)
-    worker = TestHomesWorker(config) if config.workers > 0 and config.holdout_samples >= MIN_WORKER_SAMPLES else None
+    models: dict[str, Classifier] = {name: model_factory() for name in [GLOBAL, *HOME_TYPES]}
+    use_worker = config.workers > 0 and config.holdout_samples >= MIN_WORKER_SAMPLES
+    worker = Worker(config, {name: models[name] for name in HOME_TYPES}) if use_worker else None
     try:
-        return _bootstrap(config, store, model_factory, say, worker)
+        return _bootstrap(config, store, models, say, worker)
     finally:
         if worker is not None:
             worker.close()
@@ -337,13 +382,12 @@ def bootstrap(
 def _bootstrap(
     config: BootstrapConfig,
     store: SnapshotStore,
-    model_factory: Callable[[], Classifier],
+    models: dict[str, Classifier],
     say: Callable[[str], None],
-    worker: TestHomesWorker | None,
+    worker: Worker | None,
 ) -> BootstrapResult:
     horizon_s = config.horizon_days * 86_400.0
     say(f"generating {config.samples:,} training events (seed {config.seed}, {', '.join(config.train_variants)})")
-    models: dict[str, Classifier] = {name: model_factory() for name in [GLOBAL, *HOME_TYPES]}
     learned: dict[str, int] = dict.fromkeys(models, 0)
     home_type_of: dict[str, str] = {}
     homes: set[str] = set()
@@ -356,7 +400,10 @@ def _bootstrap(
 
     def teach_home_type_model(device_id: str, features: Features, label: bool) -> None:
         home_type = home_type_of[device_id]
-        models[home_type].learn_one(features, label)
+        if worker is None:
+            models[home_type].learn_one(features, label)
+        else:
+            worker.learn(home_type, features, label)
         learned[home_type] += 1
 
     learner = OnlineLearner(
@@ -377,10 +424,14 @@ def _bootstrap(
             f"no label resolved in {config.samples:,} training events over {config.days:g} days: "
             f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
         )
-    models = {name: model for name, model in models.items() if learned[name] > 0}
-    homes_trained = len(homes)
+    names = {name for name in models if learned[name] > 0}
     if worker is not None:
-        worker.submit(models)  # it scores the test homes while this process scores the validation homes
+        # The home-type models it learned; it scores the test homes while this process scores the validation homes.
+        models = {**models, **worker.trained(models[GLOBAL], names - {GLOBAL})}
+    models = {name: model for name, model in models.items() if name in names}
+    homes_trained = len(homes)
+    rolling_history, drifts_detected = learner.rolling.history, len(learner.drifts)
+    del learner  # the events still waiting for a label, the outcomes: not needed any more
 
     say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
     validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants)
@@ -458,8 +509,8 @@ def _bootstrap(
         "recall_by_home_type": recall_by_group(truth.label, decision, groups["home_type"]),
         "recall_by_variant": recall_by_group(truth.label, decision, groups["variant"]),
         "home_type_vs_global": comparison,
-        "rolling_warm_start": learner.rolling.history,
-        "error_drifts_in_warm_start": len(learner.drifts),
+        "rolling_warm_start": rolling_history,
+        "error_drifts_in_warm_start": drifts_detected,
         "gate": gate.as_dict(),
     }
     if not gate.passed and not config.allow_low_quality:
