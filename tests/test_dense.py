@@ -152,3 +152,20 @@ def test_models_sharing_their_inputs_predict_as_river(stream: list[Features]) ->
         assert abs(both[0] - river_p(first, x)) <= TOLERANCE
         assert abs(both[1] - river_p(second, x)) <= TOLERANCE
         first.learn_one(x, False)  # learning between predictions: each view follows its own model
+
+
+def test_inputs_known_from_another_model_are_reused_only_for_the_same_features(stream: list[Features]) -> None:
+    serving, learning = default_model(), default_model()
+    for i, x in enumerate(stream[:500]):
+        serving.learn_one(x, i % 5 == 0)
+        learning.learn_one(x, i % 4 == 0)
+    other: Classifier = compose.FuncTransformer(lambda f: dict(f)) | naive_bayes.GaussianNB()
+    for x in stream[500::37]:
+        p, known = dense.probability_with_inputs(serving, x)
+        assert known is not None
+        assert abs(p - river_p(serving, x)) <= TOLERANCE
+        assert abs(dense.probability(learning, x, known=known) - river_p(learning, x)) <= TOLERANCE
+        copy = dict(x)  # another object: the known inputs are not trusted for it
+        copy["gap_ewm"] += 3.0  # an input every event has
+        assert abs(dense.probability(learning, copy, known=known) - river_p(learning, copy)) <= TOLERANCE
+        assert dense.probability_with_inputs(other, x)[1] is None

@@ -192,13 +192,31 @@ def view(model: object) -> DenseView | None:
     return made
 
 
-def probability(model: Any, features: Features) -> float:
+#: Model inputs already computed for a feature vector: (the feature vector, the input transform's functions, the
+#: inputs), from :func:`probability_with_inputs`.
+Known = tuple[Features, list[Callable[[Features], Features]], Features]
+
+
+def probability(model: Any, features: Features, known: Known | None = None) -> float:
     """The model's failure probability for one feature vector: the dense view where the model has the shipped
-    shape, River's ``predict_proba_one`` otherwise (equal to 1e-12: ``tests/test_dense.py``)."""
+    shape, River's ``predict_proba_one`` otherwise (equal to 1e-12: ``tests/test_dense.py``). ``known``: the inputs
+    another model with the same input transform computed for this very feature vector (the same object), reused."""
     dense = view(model)
     if dense is None or compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT:
         return float(model.predict_proba_one(features).get(True, 0.0))
+    if known is not None and known[0] is features and known[1] == dense._funcs:
+        return dense.probability_of_inputs(known[2])
     return dense.probability(features)
+
+
+def probability_with_inputs(model: Any, features: Features) -> tuple[float, Known | None]:
+    """:func:`probability`, and the model inputs it computed (None where River predicted), for another model's
+    prediction of the same feature vector (the live learning copy's, right after the serving model's)."""
+    dense = view(model)
+    if dense is None or compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT:
+        return float(model.predict_proba_one(features).get(True, 0.0)), None
+    x = dense.inputs(features)
+    return dense.probability_of_inputs(x), (features, dense._funcs, x)
 
 
 def features_needed(models: Iterable[object]) -> frozenset[str] | None:

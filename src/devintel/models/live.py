@@ -221,7 +221,7 @@ class LiveModels:
         assert self.decision is not None
         assert self.challenger is not None
         model = self.challenger[self.route(self.home_type_of.get(device_id, ""))]
-        probability = probability_of(model, features)
+        probability = probability_of(model, features, known=self.learner.last_inputs)
         state = self.challenger_alarms.get(device_id)
         if state is None:
             state = self.challenger_alarms[device_id] = AlarmState()

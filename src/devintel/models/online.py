@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import numpy as np
 from river import drift
 
+from devintel.models.dense import Known, probability_with_inputs
 from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.labels import DelayedLabels, Resolved
@@ -143,6 +144,9 @@ class OnlineLearner:
     """Per device, the time of its latest event held for a label (for ``label_interval_s``)."""
     on_resolve: Callable[[Resolved[Scored]], None] | None = None
     """Called with every resolved event (the live models compare their serving and learning copies on them)."""
+    last_inputs: Known | None = field(default=None, init=False, repr=False)
+    """The model inputs of the latest event's features, as the serving model computed them (the live learning
+    copy's prediction of the same event reuses them)."""
 
     def __post_init__(self) -> None:
         self.labels = DelayedLabels(self.horizon_s)
@@ -172,7 +176,7 @@ class OnlineLearner:
         a label only."""
         features = self.features.update(event)
         serving = self.model if model is None else model
-        probability = probability_of(serving, features)
+        probability, self.last_inputs = probability_with_inputs(serving, features)
         ts = float(event["ts"])  # type: ignore[arg-type]
         self._resolve(self.labels.advance(ts if clock is None else clock))
         flagged = None if threshold is None else probability >= threshold
