@@ -129,6 +129,7 @@ def bootstrap_config(settings: Settings, allow_low_quality: bool) -> BootstrapCo
         horizon_days=settings.horizon_days,
         thresholds=QualityThresholds(**settings.quality.model_dump()),
         allow_low_quality=allow_low_quality,
+        workers=1,  # the second core: home-type models and the test homes (devintel.models.bootstrap.Worker)
     )
 
 

@@ -25,27 +25,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import multiprocessing
 import pickle
 import sys
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Final
+from multiprocessing.connection import Connection
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
 
-from devintel.generators import HOME_TYPES, generate
+from devintel.generators import HOME_TYPES, generate, iter_batches
 from devintel.models.decision import AlarmState, DecisionParams, step
+from devintel.models.dense import features_needed, probabilities
+from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
 from devintel.models.household import household_by_group, household_report
 from devintel.models.learners import default_model
 from devintel.models.live import GLOBAL, MODELS_DIR
 from devintel.models.metrics import BinaryReport, binary_report, recall_by_group
-from devintel.models.online import Classifier, OnlineLearner, events, failure_times, warm_start
+from devintel.models.online import Classifier, OnlineLearner, events, failure_times, warm_start_batches
 from devintel.models.report import markdown_report, plots
 from devintel.models.snapshots import SnapshotStore
 from devintel.models.tuning import tune_decision
@@ -62,6 +68,8 @@ TEST_VARIANTS: Final = ("on_change", "load_heated")
 PROGRESS_S: Final = 5.0
 #: A failure's precursor counts as visible in an event from this hidden severity on (the generator's 0..1 scale).
 VISIBLE_PRECURSOR: Final = 0.1
+#: Held-out events from which a worker process scores the test homes (below, starting one costs more than it saves).
+MIN_WORKER_SAMPLES: Final = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,13 @@ class BootstrapConfig:
     """World variant families of the training and validation homes."""
     test_variants: tuple[str, ...] = TEST_VARIANTS
     """World variant families of the held-out test homes (none of the training ones, for an honest figure)."""
+    workers: int = 0
+    """Processes besides this one (the command line and the daemon use 1): with 1, a worker process learns the
+    home-type models during the warm start, then generates and scores the held-out test homes while this one scores
+    the validation homes and tunes the decision (the results are the same); 0 does all of it here, as does a
+    bootstrap whose held-out streams are under :data:`MIN_WORKER_SAMPLES` events (a fresh interpreter costs more
+    than it saves). 0 by default because a worker is a fresh interpreter (``spawn``) that imports the caller's main
+    module: a script that calls :func:`bootstrap` with a worker needs an ``if __name__ == "__main__"`` guard."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +113,20 @@ class BootstrapResult:
 def _synthetic(config: BootstrapConfig, samples: int, seed: int, variants: tuple[str, ...]) -> pd.DataFrame:
     """A synthetic stream shaped by the bootstrap's settings (a different seed draws different homes)."""
     return generate(
+        samples=samples,
+        days=config.days,
+        seed=seed,
+        horizon_days=config.horizon_days,
+        failure_rate=config.failure_rate,
+        variants=variants,
+    )
+
+
+def _synthetic_batches(
+    config: BootstrapConfig, samples: int, seed: int, variants: tuple[str, ...]
+) -> Iterator[pd.DataFrame]:
+    """The events of :func:`_synthetic`, in batches of about two days (memory stays flat)."""
+    return iter_batches(
         samples=samples,
         days=config.days,
         seed=seed,
@@ -133,17 +162,19 @@ def score_frame(
     """The global model's probability for every event of ``frame``, and each home-type model's for the events
     of its home type (NaN elsewhere); features come from the frame's own history, computed once per event.
     ``on_event`` is called with each event's index (progress)."""
-    extractor = FeatureExtractor()
+    extractor = FeatureExtractor(only=features_needed(models.values()))
     out = {name: np.full(len(frame), np.nan) for name in models}
     home_types = frame["home_type"].astype(str).tolist()
     for i, event in enumerate(events(frame)):
         if on_event is not None:
             on_event(i)
         features = extractor.update(event)
-        out[GLOBAL][i] = models[GLOBAL].predict_proba_one(features).get(True, 0.0)
-        own = models.get(home_types[i])
-        if own is not None:
-            out[home_types[i]][i] = own.predict_proba_one(features).get(True, 0.0)
+        home_type = home_types[i]
+        own = models.get(home_type)
+        if own is None:
+            out[GLOBAL][i] = probability_of(models[GLOBAL], features)
+        else:
+            out[GLOBAL][i], out[home_type][i] = probabilities([models[GLOBAL], own], features)
     return out
 
 
@@ -239,6 +270,117 @@ def household_measures(
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredStream:
+    """A held-out stream scored by the models: what the gate and the report need of it (not the stream itself)."""
+
+    scores: dict[str, np.ndarray]
+    truth: StreamTruth
+    groups: dict[str, np.ndarray]
+
+    @classmethod
+    def of(
+        cls, models: dict[str, Classifier], frame: pd.DataFrame, on_event: Callable[[int], None] | None = None
+    ) -> ScoredStream:
+        return cls(score_frame(models, frame, on_event), StreamTruth.of(frame), device_groups(frame))
+
+
+#: Examples the warm start hands to the worker at a time (one message each).
+WORKER_BATCH: Final = 2048
+
+
+def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
+    """A worker process's work (:class:`Worker`): learn the home-type models from the examples the warm start sends,
+    in order; when it is over, send them back with the global model it is given, then generate the held-out test
+    homes, score them with every model, and send back the :class:`ScoredStream` (or the error, at any point)."""
+    try:
+        while True:
+            message = connection.recv()
+            if message is None:
+                return  # cancelled
+            kind, payload = message
+            if kind == "learn":
+                for home_type, features, label in payload:
+                    home_types[home_type].learn_one(features, label)
+                continue
+            break
+        names = set(payload)  # the models that learned something, and the global one
+        models = {**{name: model for name, model in home_types.items() if name in names}, GLOBAL: payload[GLOBAL]}
+        connection.send(("models", {name: model for name, model in models.items() if name != GLOBAL}))
+        test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
+        connection.send(("ok", ScoredStream.of(models, test)))
+    except BaseException:  # everything goes back to the parent, which raises it
+        connection.send(("error", traceback.format_exc()))
+    finally:
+        connection.close()
+
+
+class Worker:
+    """A second process for the bootstrap (:attr:`BootstrapConfig.workers`): it learns the home-type models while
+    this process computes features, predicts and learns the global model (the examples come in batches, in order,
+    so the models are the ones this process would have learned), then scores the held-out test homes while this
+    process scores the validation homes.
+
+    Started with ``spawn`` (a fresh interpreter: safe from the threaded daemon); :meth:`close` ends it however the
+    bootstrap ends."""
+
+    def __init__(self, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(
+            target=_worker, args=(child, config, home_types), name="devintel-bootstrap-worker", daemon=True
+        )
+        self._process.start()
+        child.close()
+        self._batch: list[tuple[str, Features, bool]] = []
+
+    def learn(self, home_type: str, features: Features, label: bool) -> None:
+        """One example for a home-type model (sent with the next batch)."""
+        self._batch.append((home_type, features, label))
+        if len(self._batch) >= WORKER_BATCH:
+            self._send(("learn", self._batch))
+            self._batch = []
+
+    def trained(self, global_model: Classifier, names: set[str]) -> dict[str, Classifier]:
+        """The warm start is over: the home-type models of ``names`` as learned (the worker goes on to score the test
+        homes with them and ``global_model``)."""
+        if self._batch:
+            self._send(("learn", self._batch))
+            self._batch = []
+        self._send(("trained", {name: None for name in names} | {GLOBAL: global_model}))
+        models: dict[str, Classifier] = self._receive("models")
+        return models
+
+    def result(self) -> ScoredStream:
+        """The scored test homes (waits for them); raises what the worker raised."""
+        scored: ScoredStream = self._receive("ok")
+        return scored
+
+    def _send(self, message: object) -> None:
+        try:
+            self._connection.send(message)
+        except OSError:  # the worker is gone: say why, if it said
+            self._receive("an answer")
+            raise
+
+    def _receive(self, expected: str) -> Any:
+        kind, payload = self._connection.recv()
+        if kind != expected:
+            raise RuntimeError(f"the bootstrap's worker process failed:\n{payload}")
+        return payload
+
+    def close(self) -> None:
+        """End the worker (at once if it is still working)."""
+        if self._process.is_alive():
+            with contextlib.suppress(OSError):
+                self._connection.send(None)
+            self._process.join(timeout=1.0)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join()
+        self._connection.close()
+
+
 def bootstrap(
     config: BootstrapConfig,
     store: SnapshotStore,
@@ -247,19 +389,44 @@ def bootstrap(
 ) -> BootstrapResult:
     """Run the whole bootstrap (see the module docstring); return what it produced."""
     say = progress or (lambda message: logger.info("%s", message))
-    horizon_s = config.horizon_days * 86_400.0
     overlap = set(config.train_variants) & set(config.test_variants)
     if overlap:
         logger.warning("test variants %s are also trained on: the held-out figures are not leave-variant-out", overlap)
-    say(f"generating {config.samples:,} training events (seed {config.seed}, {', '.join(config.train_variants)})")
-    train = _synthetic(config, config.samples, config.seed, config.train_variants)
     models: dict[str, Classifier] = {name: model_factory() for name in [GLOBAL, *HOME_TYPES]}
+    use_worker = config.workers > 0 and config.holdout_samples >= MIN_WORKER_SAMPLES
+    worker = Worker(config, {name: models[name] for name in HOME_TYPES}) if use_worker else None
+    try:
+        return _bootstrap(config, store, models, say, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _bootstrap(
+    config: BootstrapConfig,
+    store: SnapshotStore,
+    models: dict[str, Classifier],
+    say: Callable[[str], None],
+    worker: Worker | None,
+) -> BootstrapResult:
+    horizon_s = config.horizon_days * 86_400.0
+    say(f"generating {config.samples:,} training events (seed {config.seed}, {', '.join(config.train_variants)})")
     learned: dict[str, int] = dict.fromkeys(models, 0)
-    home_type_of = dict(zip(train["device_id"].astype(str), train["home_type"].astype(str), strict=True))
+    home_type_of: dict[str, str] = {}
+    homes: set[str] = set()
+
+    def note_homes(batch: pd.DataFrame) -> None:
+        """Each device's home type, and the homes trained on, from a batch of the training stream."""
+        pairs = batch[["device_id", "home_type", "home_id"]].drop_duplicates("device_id").astype(str)
+        home_type_of.update(zip(pairs["device_id"], pairs["home_type"], strict=True))
+        homes.update(pairs["home_id"])
 
     def teach_home_type_model(device_id: str, features: Features, label: bool) -> None:
         home_type = home_type_of[device_id]
-        models[home_type].learn_one(features, label)
+        if worker is None:
+            models[home_type].learn_one(features, label)
+        else:
+            worker.learn(home_type, features, label)
         learned[home_type] += 1
 
     learner = OnlineLearner(
@@ -268,18 +435,29 @@ def bootstrap(
         negative_rate=config.negative_rate,
         seed=config.seed,
         on_learn=teach_home_type_model,
+        features=FeatureExtractor(only=features_needed(models.values())),
     )
     say(f"warm-starting the global model and {len(HOME_TYPES)} home-type models")
-    warm_start(learner, events(train), failure_times(train), on_event=_progress(len(train), "warm start", say))
+    warm_start_batches(
+        learner,
+        _synthetic_batches(config, config.samples, config.seed, config.train_variants),
+        note_homes,
+        on_event=_progress(config.samples, "warm start", say),
+    )
     learned[GLOBAL] = learner.learned
     if learner.learned == 0:
         raise ValueError(
             f"no label resolved in {config.samples:,} training events over {config.days:g} days: "
             f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
         )
-    models = {name: model for name, model in models.items() if learned[name] > 0}
-    homes_trained = int(train["home_id"].nunique())
-    del train
+    names = {name for name in models if learned[name] > 0}
+    if worker is not None:
+        # The home-type models it learned; it scores the test homes while this process scores the validation homes.
+        models = {**models, **worker.trained(models[GLOBAL], names - {GLOBAL})}
+    models = {name: model for name, model in models.items() if name in names}
+    homes_trained = len(homes)
+    rolling_history, drifts_detected = learner.rolling.history, len(learner.drifts)
+    del learner  # the events still waiting for a label, the outcomes: not needed any more
 
     say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
     validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants)
@@ -321,17 +499,23 @@ def bootstrap(
         f"testing on {config.holdout_samples:,} events of other homes (seed {config.seed + TEST_SEED_OFFSET}) "
         f"of world variants no model saw ({', '.join(config.test_variants)})"
     )
-    test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
-    test_scores = score_frame(models, test, _progress(len(test), "test", say))
-    probability, decision = routed_scores(test, test_scores, thresholds, router)
-    truth = StreamTruth.of(test)
+    if worker is None:
+        test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
+        scored = ScoredStream.of(models, test, _progress(len(test), "test", say))
+        del test
+    else:
+        scored = worker.result()
+    # Models the validation homes dropped (no threshold) were scored there too; only the routed ones count.
+    test_types = pd.DataFrame({"home_type": scored.groups["home_type"]})
+    probability, decision = routed_scores(test_types, scored.scores, thresholds, router)
+    truth = scored.truth
     # binary_report thresholds one probability array; routed decisions mix thresholds, so score them
     # as 0/1 "probabilities" at 0.5, and keep the probabilities for the ranking metrics.
     report = binary_report(truth.label, decision.astype(np.float64), 0.5)
     ranking = binary_report(truth.label, probability, 0.5)
     report = BinaryReport(**{**asdict(report), "pr_auc": ranking.pr_auc, "brier": ranking.brier})
     flags = alarm_flags(tuned.params, truth.device, truth.ts, probability)
-    groups = device_groups(test)
+    groups = scored.groups
     household = household_measures(truth, flags, horizon_s, groups)
     overall = household["overall"]
     assert isinstance(overall, dict)
@@ -351,8 +535,8 @@ def bootstrap(
         "recall_by_home_type": recall_by_group(truth.label, decision, groups["home_type"]),
         "recall_by_variant": recall_by_group(truth.label, decision, groups["variant"]),
         "home_type_vs_global": comparison,
-        "rolling_warm_start": learner.rolling.history,
-        "error_drifts_in_warm_start": len(learner.drifts),
+        "rolling_warm_start": rolling_history,
+        "error_drifts_in_warm_start": drifts_detected,
         "gate": gate.as_dict(),
     }
     if not gate.passed and not config.allow_low_quality:

@@ -34,7 +34,7 @@ Features (all floats; a field the device does not report yields no feature):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -91,6 +91,72 @@ _DAY_S: Final = 86_400.0
 _YEAR_DAYS: Final = 365.2425
 _TWO_PI: Final = 2.0 * math.pi
 _TYPE_FEATURES: Final = {name: f"type_{name}" for name in DEVICE_TYPES}
+#: The per-signal feature suffixes of a tracked signal, in the order they are emitted ("" is the latest value).
+SIGNAL_SUFFIXES: Final[tuple[str, ...]] = (
+    "",
+    "_ewm",
+    "_dev",
+    "_dev2d",
+    "_tdev",
+    "_cusum_up",
+    "_cusum_down",
+    "_slope",
+    "_peak",
+)
+CALENDAR: Final[tuple[str, ...]] = ("hour_sin", "hour_cos", "weekend", "season_sin", "season_cos")
+VALUE_FEATURES: Final[tuple[str, ...]] = (
+    "value_var_ratio",
+    "value_flip_rate",
+    "value_flip_ratio",
+    "value_repeats",
+    "value_stuck_surprise",
+)
+#: Every feature name :class:`FeatureExtractor` may emit.
+FEATURE_NAMES: Final[tuple[str, ...]] = (
+    "gap_ratio",
+    "gap_z",
+    "gap_ewm",
+    *(name + suffix for name in TRACKED for suffix in SIGNAL_SUFFIXES if suffix != "_peak" or name in PEAKED),
+    *LATEST_ONLY,
+    *VALUE_FEATURES,
+    "drops_ewm",
+    "restarts_ewm",
+    "age_days",
+    *CALENDAR,
+    "battery",
+    *_TYPE_FEATURES.values(),
+)
+
+
+class _Recorder(dict[str, float]):
+    """A feature vector with every name in it that records which names a function reads."""
+
+    def __init__(self) -> None:
+        super().__init__(dict.fromkeys(FEATURE_NAMES, 1.0))
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> float:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.read.add(key)
+        return super().__contains__(key)
+
+
+def features_read_by(func: Callable[[Features], Features]) -> frozenset[str]:
+    """The features ``func`` (a model's input transform, such as ``learners.model_inputs``) reads or passes on:
+    those it looks up by name, and those whose names it hands on as they are. Found by calling it once on a vector
+    holding every feature; ``tests/test_fast_core.py`` checks on a generated stream that a
+    ``FeatureExtractor(only=...)`` of these gives ``func`` the same inputs as the full extractor."""
+    probe = _Recorder()
+    out = func(probe)
+    return frozenset(probe.read | (set(out) & set(FEATURE_NAMES)))
 
 
 def valid(field_name: str, value: object) -> float | None:
@@ -202,15 +268,18 @@ class DeviceState:
     restarts_ewm: float = 0.0
 
 
-def _calendar(ts: float, out: Features) -> None:
+def _calendar(ts: float, out: Features, only: frozenset[str] | None = None) -> None:
     day = ts / _DAY_S
     hour_angle = _TWO_PI * (day % 1.0)
-    out["hour_sin"] = math.sin(hour_angle)
-    out["hour_cos"] = math.cos(hour_angle)
-    out["weekend"] = 1.0 if (int(day) + 3) % 7 >= 5 else 0.0  # 1970-01-01 was a Thursday
     season = _TWO_PI * (day - 15.5) / _YEAR_DAYS
-    out["season_sin"] = math.sin(season)
-    out["season_cos"] = math.cos(season)
+    calendar = {
+        "hour_sin": math.sin(hour_angle),
+        "hour_cos": math.cos(hour_angle),
+        "weekend": 1.0 if (int(day) + 3) % 7 >= 5 else 0.0,  # 1970-01-01 was a Thursday
+        "season_sin": math.sin(season),
+        "season_cos": math.cos(season),
+    }
+    out.update(calendar if only is None else {k: v for k, v in calendar.items() if k in only})
 
 
 class FeatureExtractor:
@@ -219,10 +288,37 @@ class FeatureExtractor:
     ``update(event)`` takes a canonical event (a mapping with ``device_id``, ``ts`` and any canonical
     fields), updates that device's state and returns its features. ``forget(device_id)`` drops a device
     (failed, replaced or evicted).
+
+    ``only`` (default: every feature) names the features to compute: the others are neither computed nor
+    returned (a learner that leaves out the calendar, the age and raw levels need not pay for them; see
+    :func:`features_read_by`). The state is the same either way, so the features that are computed are the same.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, only: frozenset[str] | None = None) -> None:
         self.states: dict[str, DeviceState] = {}
+        self.only = only
+
+        def wanted(name: str) -> bool:
+            return only is None or name in only
+
+        self._gap = (wanted("gap_ratio"), wanted("gap_z"), wanted("gap_ewm"))
+        self._signals = tuple(
+            (
+                name,
+                tuple(
+                    (name + suffix) if wanted(name + suffix) and (suffix != "_peak" or name in PEAKED) else None
+                    for suffix in SIGNAL_SUFFIXES
+                ),
+            )
+            for name in TRACKED
+        )
+        self._latest = tuple(name for name in LATEST_ONLY if wanted(name))
+        self._values = only is None or any(name in only for name in VALUE_FEATURES)
+        self._drops, self._restarts = wanted("drops_ewm"), wanted("restarts_ewm")
+        self._age = wanted("age_days")
+        self._calendar = only is None or any(name in only for name in CALENDAR)
+        self._battery = wanted("battery")
+        self._types = {kind: feature for kind, feature in _TYPE_FEATURES.items() if wanted(feature)}
 
     def __len__(self) -> int:
         return len(self.states)
@@ -243,6 +339,7 @@ class FeatureExtractor:
             gap = max(ts - state.last_ts, 0.0)
             state.last_ts = max(state.last_ts, ts)
         out: Features = {}
+        want_ratio, want_z, want_ewm = self._gap
         if gap > 0.0:
             log_gap = math.log(gap)
             if state.usual_gap == 0.0:
@@ -256,11 +353,14 @@ class FeatureExtractor:
             state.usual_gap = math.exp(state.log_gap)
             z = (log_gap - state.log_gap) / max(state.gap_spread, GAP_SPREAD_FLOOR)
             state.gap_ewm += FAST * (max(z, 0.0) - state.gap_ewm)
-            out["gap_ratio"] = gap / state.usual_gap
-            out["gap_z"] = z
-        out["gap_ewm"] = state.gap_ewm
+            if want_ratio:
+                out["gap_ratio"] = gap / state.usual_gap
+            if want_z:
+                out["gap_z"] = z
+        if want_ewm:
+            out["gap_ewm"] = state.gap_ewm
 
-        for name in TRACKED:
+        for name, keys in self._signals:
             x = valid(name, event.get(name))
             if x is not None and name == "response_time":
                 x = math.log1p(x)
@@ -271,43 +371,58 @@ class FeatureExtractor:
                 else:
                     sig.update(x, ts)
             if sig is not None:
-                out[name] = sig.last
-                out[name + "_ewm"] = sig.fast
-                out[name + "_dev"] = sig.deviation()
-                out[name + "_dev2d"] = sig.sustained_deviation()
-                out[name + "_tdev"] = sig.drift_corrected_deviation()
-                out[name + "_cusum_up"] = sig.cusum_up
-                out[name + "_cusum_down"] = sig.cusum_down
-                out[name + "_slope"] = sig.slope()
-                if name in PEAKED:
-                    out[name + "_peak"] = sig.peak
+                last, ewm, dev, dev2d, tdev, cusum_up, cusum_down, slope, peak = keys
+                if last is not None:
+                    out[last] = sig.last
+                if ewm is not None:
+                    out[ewm] = sig.fast
+                if dev is not None:
+                    out[dev] = sig.deviation()
+                if dev2d is not None:
+                    out[dev2d] = sig.sustained_deviation()
+                if tdev is not None:
+                    out[tdev] = sig.drift_corrected_deviation()
+                if cusum_up is not None:
+                    out[cusum_up] = sig.cusum_up
+                if cusum_down is not None:
+                    out[cusum_down] = sig.cusum_down
+                if slope is not None:
+                    out[slope] = sig.slope()
+                if peak is not None:
+                    out[peak] = sig.peak
         for name in LATEST_ONLY:
             x = valid(name, event.get(name))
             if x is not None:
                 state.latest[name] = x
+        for name in self._latest:
             if name in state.latest:
                 out[name] = state.latest[name]
 
-        self._value(state, valid("value", event.get("value")), out)
+        self._value(state, valid("value", event.get("value")), out if self._values else None)
         drops = valid("connection_drops", event.get("connection_drops"))
         if drops is not None:
             state.drops_ewm += FAST * (drops - state.drops_ewm)
-            out["drops_ewm"] = state.drops_ewm
+            if self._drops:
+                out["drops_ewm"] = state.drops_ewm
         restarts = valid("restart_count", event.get("restart_count"))
         if restarts is not None:
             state.restarts_ewm += FAST * (restarts - state.restarts_ewm)
-            out["restarts_ewm"] = state.restarts_ewm
+            if self._restarts:
+                out["restarts_ewm"] = state.restarts_ewm
 
-        out["age_days"] = (ts - state.first_ts) / _DAY_S
-        _calendar(ts, out)
-        out["battery"] = 1.0 if event.get("power_source") == "battery" else 0.0
-        type_feature = _TYPE_FEATURES.get(str(event.get("device_type")))
+        if self._age:
+            out["age_days"] = (ts - state.first_ts) / _DAY_S
+        if self._calendar:
+            _calendar(ts, out, self.only)
+        if self._battery:
+            out["battery"] = 1.0 if event.get("power_source") == "battery" else 0.0
+        type_feature = self._types.get(str(event.get("device_type")))
         if type_feature is not None:
             out[type_feature] = 1.0
         return out
 
     @staticmethod
-    def _value(state: DeviceState, x: float | None, out: Features) -> None:
+    def _value(state: DeviceState, x: float | None, out: Features | None) -> None:
         if x is None:
             if state.value_seen < 2:
                 return
@@ -330,7 +445,7 @@ class FeatureExtractor:
                 state.flip_base += max(0.01, 1.0 / changes) * (flipped - state.flip_base)
                 state.repeats = 0 if flipped else min(state.repeats + 1, REPEATS_CAP)
             state.last_value = x
-        if state.value_seen >= 2:
+        if state.value_seen >= 2 and out is not None:
             out["value_var_ratio"] = state.value_fast_var / (state.value_slow_var + 1e-9)
             out["value_flip_rate"] = state.flip_rate
             out["value_flip_ratio"] = state.flip_rate / (state.flip_base + 0.01)

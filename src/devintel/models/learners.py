@@ -81,15 +81,24 @@ def model_inputs(features: Features) -> Features:
         x["value_stuck"] = min(features["value_stuck_surprise"], STUCK_SURPRISE_CAP)
         x["value_frozen"] = -math.log(features["value_var_ratio"] + 1e-3)
         x["value_flips_lost"] = max(1.0 - features["value_flip_ratio"], 0.0)
+    passes = _PASSES
     for name, value in features.items():
-        if (
-            name not in x
-            and not name.startswith(LEFT_OUT_PREFIXES)
-            and not name.endswith(LEFT_OUT_SUFFIXES)
-            and name not in LEFT_OUT
-        ):
+        through = passes.get(name)
+        if through is None:
+            through = passes[name] = passes_through(name)
+        if through and name not in x:
             x[name] = value
     return x
+
+
+def passes_through(name: str) -> bool:
+    """Whether :func:`model_inputs` hands the feature ``name`` to the learner as it is (unless it made an input of
+    that name itself)."""
+    return not name.startswith(LEFT_OUT_PREFIXES) and not name.endswith(LEFT_OUT_SUFFIXES) and name not in LEFT_OUT
+
+
+#: :func:`passes_through` by feature name, memoised (the names are the feature extractor's fixed vocabulary).
+_PASSES: dict[str, bool] = {}
 
 
 #: The signal each model input speaks for, by prefix (checked in order; the first match names it).

@@ -37,6 +37,8 @@ from typing import Final
 
 from devintel.models.challenger import ChallengerScore
 from devintel.models.decision import AlarmState, DecisionParams, step
+from devintel.models.dense import features_needed
+from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.household import EpisodeLedger
 from devintel.models.labels import Resolved
@@ -198,6 +200,7 @@ class LiveModels:
             negative_rate=self.negative_rate,
             seed=self.seed,
             on_learn=self._teach_home_type_model,
+            features=FeatureExtractor(only=features_needed([*self.models.values(), *self.challenger.values()])),
             packer=FeaturePacker(),
             label_interval_s=self.label_interval_s,
             outcomes=deque(maxlen=LIVE_OUTCOMES_KEPT),
@@ -224,7 +227,7 @@ class LiveModels:
         assert self.decision is not None
         assert self.challenger is not None
         model = self.challenger[self.route(self.home_type_of.get(device_id, ""))]
-        probability = float(model.predict_proba_one(features).get(True, 0.0))
+        probability = probability_of(model, features, known=self.learner.last_inputs)
         state = self.challenger_alarms.get(device_id)
         if state is None:
             state = self.challenger_alarms[device_id] = AlarmState()
@@ -294,13 +297,14 @@ class LiveModels:
     def score(self, event: Mapping[str, object]) -> Prediction:
         """The prediction ``observe`` would make for ``event``, changing nothing (an ad-hoc question)."""
         device_id = str(event["device_id"])
-        extractor = FeatureExtractor()  # a scratch extractor holding a copy of this one device's state
+        # A scratch extractor holding a copy of this one device's state.
+        extractor = FeatureExtractor(only=self.learner.features.only)
         state = self.learner.features.states.get(device_id)
         if state is not None:
             extractor.states[device_id] = copy.deepcopy(state)
         features = extractor.update(event)
         name = self.route(str(event.get("home_type", "")))
-        probability = float(self.models[name].predict_proba_one(features).get(True, 0.0))
+        probability = probability_of(self.models[name], features)
         ts = float(event["ts"])  # type: ignore[arg-type]
         assert self.decision is not None
         alarm = step(self.decision, copy.copy(self.alarms.get(device_id, AlarmState())), ts, probability)

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import numpy as np
 from river import drift
 
+from devintel.models.dense import Known, probability_with_inputs
+from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.labels import DelayedLabels, Resolved
 from devintel.models.metrics import RollingMetrics
@@ -31,6 +33,8 @@ from devintel.models.metrics import RollingMetrics
 if TYPE_CHECKING:
     import pandas as pd
 
+#: Rows of a frame that :func:`events` turns into Python values at a time (its memory stays small).
+EVENTS_CHUNK: Final = 8192
 #: Resolved outcomes an :class:`OnlineLearner` keeps (the newest), so its memory stays bounded live.
 OUTCOMES_KEPT: Final = 200_000
 
@@ -140,6 +144,9 @@ class OnlineLearner:
     """Per device, the time of its latest event held for a label (for ``label_interval_s``)."""
     on_resolve: Callable[[Resolved[Scored]], None] | None = None
     """Called with every resolved event (the live models compare their serving and learning copies on them)."""
+    last_inputs: Known | None = field(default=None, init=False, repr=False)
+    """The model inputs of the latest event's features, as the serving model computed them (the live learning
+    copy's prediction of the same event reuses them)."""
 
     def __post_init__(self) -> None:
         self.labels = DelayedLabels(self.horizon_s)
@@ -147,7 +154,7 @@ class OnlineLearner:
 
     def predict(self, features: Features) -> float:
         """The model's failure probability for one feature vector."""
-        return float(self.model.predict_proba_one(features).get(True, 0.0))
+        return probability_of(self.model, features)
 
     def process(
         self,
@@ -169,7 +176,7 @@ class OnlineLearner:
         a label only."""
         features = self.features.update(event)
         serving = self.model if model is None else model
-        probability = float(serving.predict_proba_one(features).get(True, 0.0))
+        probability, self.last_inputs = probability_with_inputs(serving, features)
         ts = float(event["ts"])  # type: ignore[arg-type]
         self._resolve(self.labels.advance(ts if clock is None else clock))
         flagged = None if threshold is None else probability >= threshold
@@ -227,16 +234,17 @@ class OnlineLearner:
 
 
 def events(frame: pd.DataFrame) -> Iterator[dict[str, object]]:
-    """The canonical events of a generated frame, in order, without its ground-truth columns."""
-    import pandas as pd  # here, not at the top: the live daemon never loads pandas
+    """The canonical events of a generated frame, in order, without its ground-truth columns (a field that is NaN
+    is left out). Lazy: one dict at a time, from :data:`EVENTS_CHUNK` rows of the frame's columns as Python lists at
+    a time (no list of every row's dict, no column of a million Python floats)."""
+    from devintel.generators.api import TRUTH_COLUMNS  # here, not at the top: the live daemon never loads pandas
 
-    from devintel.generators.api import TRUTH_COLUMNS
-
-    columns = [c for c in frame.columns if c not in TRUTH_COLUMNS]
-    strings = [c for c in columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
-    view = frame[columns].astype(dict.fromkeys(strings, str))
-    for record in view.to_dict("records"):
-        yield {str(k): v for k, v in record.items() if not (isinstance(v, float) and v != v)}  # drop NaN fields
+    names = [str(c) for c in frame.columns if c not in TRUTH_COLUMNS]
+    for start in range(0, len(frame), EVENTS_CHUNK):
+        chunk = frame.iloc[start : start + EVENTS_CHUNK]
+        columns = [chunk[name].tolist() for name in names]  # categoricals come out as their str values
+        for row in zip(*columns, strict=True):
+            yield {name: value for name, value in zip(names, row, strict=True) if value == value}  # NaN != NaN
 
 
 def failure_times(frame: pd.DataFrame) -> dict[str, float]:
@@ -258,6 +266,43 @@ def warm_start(
     evidence when the stream clock reaches its failure time; resolve what is left at the end."""
     pending = [(t, d) for d, t in failures.items()]
     heapq.heapify(pending)
+    _feed(learner, stream, pending, on_event)
+
+
+def warm_start_batches(
+    learner: OnlineLearner,
+    batches: Iterable[pd.DataFrame],
+    on_batch: Callable[[pd.DataFrame], None] | None = None,
+    on_event: Callable[[int], None] | None = None,
+) -> None:
+    """:func:`warm_start` over a generated stream in batches (``devintel.generators.iter_batches``), so memory stays
+    flat: each device's failure time is taken from its first batch (a device's first event comes before its
+    failure, so it is delivered when it would have been), and ``on_batch`` sees every batch before its events are
+    fed, ``on_event`` every event's index. The same examples are learned, in the same order, as :func:`warm_start` on
+    the whole frame."""
+    pending: list[tuple[float, str]] = []
+    known: set[str] = set()
+
+    def stream() -> Iterator[dict[str, object]]:
+        for batch in batches:
+            if on_batch is not None:
+                on_batch(batch)
+            for device, t_fail in failure_times(batch).items():
+                if device not in known:
+                    known.add(device)
+                    heapq.heappush(pending, (t_fail, device))
+            yield from events(batch)
+
+    _feed(learner, stream(), pending, on_event)
+
+
+def _feed(
+    learner: OnlineLearner,
+    stream: Iterable[Mapping[str, object]],
+    pending: list[tuple[float, str]],
+    on_event: Callable[[int], None] | None,
+) -> None:
+    """The warm start's loop: ``pending`` is a heap of (failure time, device), which ``stream`` may push to."""
     last = -np.inf
     for i, event in enumerate(stream):
         ts = float(event["ts"])  # type: ignore[arg-type]
