@@ -110,30 +110,29 @@ class BootstrapResult:
     decision: DecisionParams
 
 
+def _stream_arguments(config: BootstrapConfig, samples: int, seed: int, variants: tuple[str, ...]) -> dict[str, Any]:
+    """The generator's arguments for a stream shaped by the bootstrap's settings (a different seed draws different
+    homes)."""
+    return {
+        "samples": samples,
+        "days": config.days,
+        "seed": seed,
+        "horizon_days": config.horizon_days,
+        "failure_rate": config.failure_rate,
+        "variants": variants,
+    }
+
+
 def _synthetic(config: BootstrapConfig, samples: int, seed: int, variants: tuple[str, ...]) -> pd.DataFrame:
-    """A synthetic stream shaped by the bootstrap's settings (a different seed draws different homes)."""
-    return generate(
-        samples=samples,
-        days=config.days,
-        seed=seed,
-        horizon_days=config.horizon_days,
-        failure_rate=config.failure_rate,
-        variants=variants,
-    )
+    """A synthetic stream shaped by the bootstrap's settings, as one frame."""
+    return generate(**_stream_arguments(config, samples, seed, variants))
 
 
 def _synthetic_batches(
     config: BootstrapConfig, samples: int, seed: int, variants: tuple[str, ...]
 ) -> Iterator[pd.DataFrame]:
     """The events of :func:`_synthetic`, in batches of about two days (memory stays flat)."""
-    return iter_batches(
-        samples=samples,
-        days=config.days,
-        seed=seed,
-        horizon_days=config.horizon_days,
-        failure_rate=config.failure_rate,
-        variants=variants,
-    )
+    return iter_batches(**_stream_arguments(config, samples, seed, variants))
 
 
 def tune_threshold(truth: np.ndarray, probability: np.ndarray) -> float:
