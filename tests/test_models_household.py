@@ -263,3 +263,26 @@ def test_tuning_keeps_the_best_catch_rate_within_the_budget() -> None:
     assert best is not None
     assert tuned.validation.catch_rate == best
     assert tuned.validation.false_alarms_per_100_device_days <= budget
+
+
+def test_the_live_ledger_judges_onsets_as_their_labels_resolve() -> None:
+    from devintel.models.household import EpisodeLedger
+
+    ledger = EpisodeLedger(HORIZON)
+    ledger.observe("a", 0.0, onset=0.0)  # fails 3 days later, alarm on since: a true episode, caught
+    ledger.observe("b", 0.0, onset=0.0)  # never fails: false once the horizon passes
+    ledger.observe("c", 0.0, onset=1.0 * DAY)  # forgotten (evicted): never judged
+    ledger.observe("a", 10 * DAY, onset=None)  # device time only
+    ledger.failure("a", 3 * DAY, alarm_since=0.0)
+    ledger.forget("c")
+    ledger.advance(6 * DAY)
+    assert ledger.report()["false_alarm_episodes"] == 0  # b's horizon has not passed yet
+    ledger.advance(8 * DAY)
+    report = ledger.report()
+    assert (report["episodes_resolved"], report["false_alarm_episodes"]) == (2, 1)
+    assert (report["failures"], report["caught"], report["catch_rate"]) == (1, 1, 1.0)
+    assert report["false_alarms_per_100_device_days"] == pytest.approx(100.0 / 10.0)
+    late = EpisodeLedger(HORIZON)
+    late.observe("d", 0.0, onset=9.9 * DAY)
+    late.failure("d", 10 * DAY, alarm_since=9.9 * DAY)  # on only 2.4 h before: a true alarm, not caught
+    assert (late.report()["false_alarm_episodes"], late.report()["caught"]) == (0, 0)

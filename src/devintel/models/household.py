@@ -21,6 +21,7 @@ world variant. ``tests/test_models_household.py`` checks each against a brute-fo
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import asdict, dataclass
 from typing import Final
 
@@ -200,7 +201,7 @@ class EpisodeLedger:
         self.failures = 0
         self.caught = 0
         self._pending: dict[str, list[float]] = {}
-        self._oldest: list[tuple[float, str]] = []
+        self._oldest: list[tuple[float, str]] = []  # a heap of (onset, device)
 
     def observe(self, device_id: str, gap_s: float, onset: float | None) -> None:
         """A report: ``gap_s`` of device time since its previous one, and the time its alarm turned on, if it
@@ -208,7 +209,7 @@ class EpisodeLedger:
         self.device_s += max(gap_s, 0.0)
         if onset is not None:
             self._pending.setdefault(device_id, []).append(onset)
-            self._oldest.append((onset, device_id))
+            heapq.heappush(self._oldest, (onset, device_id))
 
     def failure(self, device_id: str, ts: float, alarm_since: float | None) -> None:
         """The device failed at ``ts``; ``alarm_since`` is when its current alarm came on (None: it is off)."""
@@ -223,19 +224,14 @@ class EpisodeLedger:
 
     def advance(self, now: float) -> None:
         """Onsets whose horizon has passed with no failure are false alarms."""
-        self._oldest.sort()
-        expired = 0
-        for onset, device_id in self._oldest:
-            if onset + self.horizon_s >= now:
-                break
-            expired += 1
+        while self._oldest and self._oldest[0][0] + self.horizon_s < now:
+            onset, device_id = heapq.heappop(self._oldest)
             onsets = self._pending.get(device_id)
-            if onsets and onset in onsets:
+            if onsets and onset in onsets:  # else already judged by a failure, or forgotten
                 onsets.remove(onset)
                 self.false_episodes += 1
                 if not onsets:
                     del self._pending[device_id]
-        del self._oldest[:expired]
 
     def forget(self, device_id: str) -> None:
         """Drop a device's waiting onsets unjudged (it was evicted, or repaired)."""
