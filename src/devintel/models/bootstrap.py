@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from devintel.generators import HOME_TYPES, generate, iter_batches
+from devintel.models.consolidate import EPOCHS, ExampleBuffer, consolidate, model_inputs_of
 from devintel.models.decision import AlarmState, DecisionParams, step
 from devintel.models.dense import features_needed, probabilities
 from devintel.models.dense import probability as probability_of
@@ -288,10 +289,19 @@ class ScoredStream:
 WORKER_BATCH: Final = 2048
 
 
+def keep_example(examples: ExampleBuffer, model: Classifier, features: Features, label: bool, group: str) -> None:
+    """Keep an example the warm start learned for :func:`~devintel.models.consolidate.consolidate` (its model
+    inputs as ``model`` sees them; nothing for a learner that consolidation does not work on)."""
+    inputs = model_inputs_of(model, features)
+    if inputs is not None:
+        examples.add(inputs, label, group)
+
+
 def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
     """A worker process's work (:class:`Worker`): learn the home-type models from the examples the warm start sends,
     in order; when it is over, send them back with the global model it is given, then generate the held-out test
     homes, score them with every model, and send back the :class:`ScoredStream` (or the error, at any point)."""
+    examples = ExampleBuffer()
     try:
         while True:
             message = connection.recv()
@@ -301,9 +311,13 @@ def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[st
             if kind == "learn":
                 for home_type, features, label in payload:
                     home_types[home_type].learn_one(features, label)
+                    keep_example(examples, home_types[home_type], features, label, home_type)
                 continue
             break
         names = set(payload)  # the models that learned something, and the global one
+        for name in names - {GLOBAL}:
+            consolidate(home_types[name], examples, config.seed, group=name)
+        del examples
         models = {**{name: model for name, model in home_types.items() if name in names}, GLOBAL: payload[GLOBAL]}
         connection.send(("models", {name: model for name, model in models.items() if name != GLOBAL}))
         test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
@@ -411,6 +425,7 @@ def _bootstrap(
     horizon_s = config.horizon_days * 86_400.0
     say(f"generating {config.samples:,} training events (seed {config.seed}, {', '.join(config.train_variants)})")
     learned: dict[str, int] = dict.fromkeys(models, 0)
+    examples = ExampleBuffer()
     home_type_of: dict[str, str] = {}
     homes: set[str] = set()
 
@@ -422,6 +437,7 @@ def _bootstrap(
 
     def teach_home_type_model(device_id: str, features: Features, label: bool) -> None:
         home_type = home_type_of[device_id]
+        keep_example(examples, models[GLOBAL], features, label, home_type)
         if worker is None:
             models[home_type].learn_one(features, label)
         else:
@@ -450,6 +466,12 @@ def _bootstrap(
             f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
         )
     names = {name for name in models if learned[name] > 0}
+    say(f"consolidating the models on the {len(examples):,} examples learned ({EPOCHS} shuffled passes)")
+    consolidate(models[GLOBAL], examples, config.seed)
+    if worker is None:
+        for name in names - {GLOBAL}:
+            consolidate(models[name], examples, config.seed, group=name)
+    examples = ExampleBuffer()  # the examples are not needed any more: free them
     if worker is not None:
         # The home-type models it learned; it scores the test homes while this process scores the validation homes.
         models = {**models, **worker.trained(models[GLOBAL], names - {GLOBAL})}

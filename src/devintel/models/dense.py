@@ -40,7 +40,7 @@ MAX_LAYOUTS: Final = 4096
 _SATURATED: Final = 30.0
 
 
-def _shape(model: object) -> tuple[list[Callable[[Features], Features]], Any, Any] | None:
+def pipeline_parts(model: object) -> tuple[list[Callable[[Features], Features]], Any, Any] | None:
     """(the function transformers, the scaler, the logistic regression) of a pipeline of the shipped shape."""
     if not isinstance(model, compose.Pipeline):
         return None
@@ -59,14 +59,14 @@ def _shape(model: object) -> tuple[list[Callable[[Features], Features]], Any, An
 
 def supports(model: object) -> bool:
     """Whether ``model`` has the shape a :class:`DenseView` computes exactly."""
-    return _shape(model) is not None
+    return pipeline_parts(model) is not None
 
 
 class DenseView:
     """The parameters of one River pipeline as arrays (see the module docstring)."""
 
     def __init__(self, model: object) -> None:
-        shape = _shape(model)
+        shape = pipeline_parts(model)
         if shape is None:
             raise TypeError(f"no dense view of {type(model).__name__}: see devintel.models.dense.supports")
         self.model = model

@@ -79,6 +79,10 @@ class FeaturePacker:
             self._layouts.append(layout)
         return layout_id, array.array("f", features.values())
 
+    def layout(self, layout_id: int) -> tuple[str, ...]:
+        """The feature names, in order, of a layout id."""
+        return self._layouts[layout_id]
+
     def unpack(self, packed: Features | Packed) -> Features:
         """The feature dict of a packed form (a dict is returned as it is)."""
         if isinstance(packed, dict):
