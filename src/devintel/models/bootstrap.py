@@ -217,15 +217,18 @@ class StreamTruth:
         )
 
 
-def _progress(total: int, what: str, say: Callable[[str], None]) -> Callable[[int], None]:
-    """A per-event callback that says how far ``what`` has got, at most every :data:`PROGRESS_S` seconds."""
+def _progress(
+    total: int, what: str, say: Callable[[str], None], unit: str = "events", every: int = 1024
+) -> Callable[[int], None]:
+    """A callback (called with the count done: every event, every pass) that says how far ``what`` has got, at most
+    every :data:`PROGRESS_S` seconds; it looks at the clock only every ``every`` counts."""
     last = time.monotonic()
 
     def tick(i: int) -> None:
         nonlocal last
-        if i % 1024 == 0 and time.monotonic() - last >= PROGRESS_S:
+        if i % every == 0 and time.monotonic() - last >= PROGRESS_S:
             last = time.monotonic()
-            say(f"{what}: {i:,} of {total:,} events ({i / total:.0%})")
+            say(f"{what}: {i:,} of {total:,} {unit} ({i / total:.0%})")
 
     return tick
 
@@ -467,7 +470,7 @@ def _bootstrap(
         )
     names = {name for name in models if learned[name] > 0}
     say(f"consolidating the models on the {len(examples):,} examples learned ({EPOCHS} shuffled passes)")
-    consolidate(models[GLOBAL], examples, config.seed)
+    consolidate(models[GLOBAL], examples, config.seed, on_epoch=_progress(EPOCHS, "consolidation", say, "passes", 1))
     if worker is None:
         for name in names - {GLOBAL}:
             consolidate(models[name], examples, config.seed, group=name)

@@ -27,6 +27,7 @@ daemon goes on learning with ``learn_one`` from the consolidated weights, at the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -103,12 +104,19 @@ def model_inputs_of(model: Classifier, features: Features) -> Features | None:
     return x
 
 
-def consolidate(model: Classifier, examples: ExampleBuffer, seed: int, group: str | None = None) -> int:
+def consolidate(
+    model: Classifier,
+    examples: ExampleBuffer,
+    seed: int,
+    group: str | None = None,
+    on_epoch: Callable[[int], None] | None = None,
+) -> int:
     """Refine ``model``'s logistic regression on the examples of ``group`` (see the module docstring); the number
     of ``learn_many`` steps taken (0: not a pipeline of the shipped shape, or no examples).
 
-    Deterministic for a given ``seed``. The regression's own optimizer and intercept step are restored afterwards,
-    its step count advanced by the steps taken (the dense view sees the model changed)."""
+    Deterministic for a given ``seed``; ``on_epoch`` is called with each pass's number (from 1) once it is done.
+    The regression's own optimizer and intercept step are restored afterwards, its step count advanced by the
+    steps taken (the dense view sees the model changed)."""
     parts = pipeline_parts(model)
     if parts is None:
         return 0
@@ -136,6 +144,8 @@ def consolidate(model: Classifier, examples: ExampleBuffer, seed: int, group: st
                 batch = order[start : start + BATCH]
                 regression.learn_many(pd.DataFrame(scaled[batch], columns=names), y.iloc[batch])
                 steps += 1
+            if on_epoch is not None:
+                on_epoch(epoch + 1)
     finally:
         regression.optimizer, regression.intercept_lr = own_optimizer, own_intercept_lr
     own_optimizer.n_iterations += steps
