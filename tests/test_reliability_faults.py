@@ -38,8 +38,9 @@ import pytest
 import devintel.models.snapshots as snapshots
 from daemon_env import daemon_env
 from devintel.daemon.handler import Handler
+from devintel.daemon.model_service import live_models
 from devintel.daemon.mqtt import Received
-from devintel.daemon.runtime import Runtime, build_handler, live_models
+from devintel.daemon.runtime import Runtime, build_handler
 from devintel.daemon.settings import Settings
 from devintel.models.live import snapshot_contents
 from devintel.models.snapshots import TMP_PREFIX, SnapshotStore
@@ -176,7 +177,7 @@ ZYGOTE = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from devintel.daemon.runtime import live_models
+    from devintel.daemon.model_service import live_models
     from devintel.daemon.settings import Settings
     from devintel.models.live import snapshot_contents
     from devintel.models.snapshots import SnapshotStore

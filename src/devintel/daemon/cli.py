@@ -140,7 +140,7 @@ def _run_capture_bootstrap(args: argparse.Namespace, signing_key: bytes | None) 
 def _run_bootstrap(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from devintel.daemon.runtime import bootstrap_config
+    from devintel.daemon.model_service import bootstrap_config
     from devintel.daemon.settings import load_settings
     from devintel.models.bootstrap import bootstrap
     from devintel.models.gate import GateFailed

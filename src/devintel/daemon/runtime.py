@@ -14,8 +14,10 @@ Tasks (all in one ``asyncio.TaskGroup``):
 - ``homeassistant``: with ``ha.api_url`` and ``ha.api_token``, the client of Home Assistant's websocket API
   (:mod:`~devintel.daemon.homeassistant_api`), feeding the same queue as MQTT;
 - ``simulate``: with ``--simulate``, a synthetic home publishing live events through the broker;
-- ``shutdown``: waits for SIGTERM or SIGINT, then stops intake, drains the queue (within
-  ``live.shutdown_timeout_s``), writes the final snapshot, publishes ``stopped`` and ends the others.
+- ``cmd-<name>-<n>``: a command received on ``<prefix>/cmd/<name>`` (snapshot, reload, refresh);
+- ``shutdown``: waits for SIGTERM or SIGINT, then stops intake, ends a refresh under way (its processes:
+  :class:`~devintel.daemon.model_service.ModelService`), drains the queue (within ``live.shutdown_timeout_s``),
+  writes the final snapshot, publishes ``stopped`` and ends the others.
 
 A second signal forces the exit at once.
 """
@@ -31,7 +33,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import asdict
 from importlib.metadata import version as package_version
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from devintel.daemon.adapters.homeassistant import HomeAssistantAdapter
 from devintel.daemon.adapters.homeassistant_api import HomeAssistantApiAdapter
@@ -41,18 +43,14 @@ from devintel.daemon.counters import RateLimitedLog
 from devintel.daemon.handler import Handler, HandlerOptions
 from devintel.daemon.homeassistant_api import HomeAssistantSource
 from devintel.daemon.inbound import Command
+from devintel.daemon.model_service import ModelService, live_models
 from devintel.daemon.mqtt import MqttSession, Received
 from devintel.daemon.notify import SystemdNotifier
-from devintel.daemon.outbound import Origin, Outgoing, Topics, iso_time, json_message
+from devintel.daemon.outbound import Origin, Outgoing, Topics, json_message
 from devintel.daemon.prometheus import prometheus_text
-from devintel.daemon.registry import load_registry, registry_path, save_registry
 from devintel.daemon.settings import Settings
 from devintel.daemon.validation import TimeWindow, canonical_event, sanitize_device_id
-from devintel.models.live import LiveEvidence, LiveModels, from_snapshot, snapshot_contents
 from devintel.models.snapshots import LoadedSnapshot, SnapshotStore
-
-if TYPE_CHECKING:
-    from devintel.models.bootstrap import BootstrapConfig
 
 logger = logging.getLogger(__name__)
 
@@ -63,24 +61,6 @@ WORKER_BATCH = 32
 def time_window(settings: Settings) -> TimeWindow:
     """How far event times may stray from their receipt (settings ``live.max_future_s``, ``max_past_days``)."""
     return TimeWindow(max_future_s=settings.live.max_future_s, max_past_s=settings.live.max_past_days * 86_400.0)
-
-
-def live_models(settings: Settings, snapshot: LoadedSnapshot) -> LiveModels:
-    """The live models of a verified snapshot, with the settings' horizon and evidence rules."""
-    evidence = LiveEvidence(
-        offline_grace_s=settings.labels.offline_grace_s,
-        silence_factor=settings.labels.silence_factor,
-        min_silence_s=settings.labels.min_silence_s,
-        gone_for_good_s=settings.labels.gone_for_good_s,
-    )
-    return from_snapshot(
-        snapshot.files,
-        snapshot.manifest,
-        snapshot.version,
-        settings.horizon_days * 86_400.0,
-        evidence,
-        label_interval_s=settings.live.label_interval_s,
-    )
 
 
 def build_handler(settings: Settings, snapshot: LoadedSnapshot) -> Handler:
@@ -116,23 +96,6 @@ def origin(settings: Settings) -> Origin:
     return Origin(name="devintel", sw_version=package_version("devintel"), support_url=url or "")
 
 
-def bootstrap_config(settings: Settings, allow_low_quality: bool) -> BootstrapConfig:
-    """The bootstrap the settings ask for."""
-    from devintel.models.bootstrap import BootstrapConfig  # with pandas: only when a bootstrap runs
-    from devintel.models.gate import QualityThresholds
-
-    return BootstrapConfig(
-        samples=settings.bootstrap.samples,
-        holdout_samples=settings.bootstrap.holdout_samples,
-        days=settings.bootstrap.days,
-        seed=settings.bootstrap.seed,
-        horizon_days=settings.horizon_days,
-        thresholds=QualityThresholds(**settings.quality.model_dump()),
-        allow_low_quality=allow_low_quality,
-        workers=1,  # the second core: home-type models and the test homes (devintel.models.bootstrap.Worker)
-    )
-
-
 class Runtime:
     """The service around one handler (see the module docstring); it is also what the HTTP API serves."""
 
@@ -147,14 +110,10 @@ class Runtime:
         notifier: SystemdNotifier | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store
-        self.base = snapshot
         self.handler = build_handler(settings, snapshot)
         self.topics = self.handler.topics
-        self.registry_file = registry_path(settings.model_dir)
-        restored = self.handler.restore(load_registry(self.registry_file))
-        if restored:
-            logger.info("device registry: %d known devices restored from %s", restored, self.registry_file)
+        self.models_service = ModelService(settings, store, snapshot, self.handler)
+        """Snapshot, reload and refresh of the models the handler serves."""
         self.inbox: asyncio.Queue[Received] = asyncio.Queue(maxsize=settings.live.queue_size)
         self.outbox: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=settings.live.queue_size)
         self.session = MqttSession(
@@ -178,17 +137,11 @@ class Runtime:
         self._done = asyncio.Event()
         """Set at the end of the shutdown: every other task ends."""
         self._mqtt_stop = asyncio.Event()
-        self._learned_at_snapshot = 0
-        self.last_snapshot: str | None = snapshot.version
-        created = snapshot.manifest.get("created")
-        self.last_snapshot_at: str | None = created if isinstance(created, str) else None
-        self.last_snapshot_error: str | None = None
-        self._snapshot_lock = asyncio.Lock()
-        self._refreshing = False
         self._signals = 0
         self._publish_log = RateLimitedLog(logger)
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._commands: set[asyncio.Task[None]] = set()
+        self._group: asyncio.TaskGroup | None = None
+        self._commands = 0
         self.failed = False
         """A task crashed (logged): the exit code is 1."""
 
@@ -210,6 +163,7 @@ class Runtime:
         self.status = "ok"
         try:
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 self._spawn(group, "mqtt", self.session.run(self._mqtt_stop))
                 for message in self.handler.discovery():  # devintel's own device, and every device it knows
                     self.publish(message)
@@ -288,9 +242,7 @@ class Runtime:
                 for message in handled.messages:
                     self.publish(message)
                 for command in handled.commands:
-                    task = asyncio.create_task(self._command(command), name=f"cmd-{command.name}")
-                    self._commands.add(task)
-                    task.add_done_callback(self._commands.discard)
+                    self._run_command(command)
             except Exception:
                 logger.exception("handling a message on %s failed; it is dropped", item.topic[:200])
             finally:
@@ -310,6 +262,13 @@ class Runtime:
                 "outbox_full", "outbox full (broker away?): dropped a message to %s", message.topic
             )
 
+    def _run_command(self, command: Command) -> None:
+        """Run ``command`` as a task of the group (ended with the others at the shutdown)."""
+        if self._group is None:  # not running (a test driving the worker alone)
+            return
+        self._commands += 1
+        self._spawn(self._group, f"cmd-{command.name}-{self._commands}", self._command(command))
+
     async def _command(self, command: Command) -> None:
         try:
             if command.name == "snapshot":
@@ -326,7 +285,7 @@ class Runtime:
     def health(self) -> dict[str, Any]:
         """The health report (retained on ``<prefix>/health`` and served on ``GET /health``)."""
         status = self.status
-        if status == "ok" and (not self.session.state.connected or self.last_snapshot_error is not None):
+        if status == "ok" and (not self.session.state.connected or self.models_service.last_snapshot_error is not None):
             status = "degraded"  # the broker is away, or snapshots fail (predictions go on; learning is not saved)
         return {
             "status": status,
@@ -339,11 +298,7 @@ class Runtime:
             },
             **({"homeassistant": asdict(self.homeassistant.state)} if self.homeassistant is not None else {}),
             "queue": {"depth": self.inbox.qsize(), "capacity": self.inbox.maxsize, "outbox": self.outbox.qsize()},
-            "snapshot": {
-                "last": self.last_snapshot,
-                "written_at": self.last_snapshot_at,
-                "last_error": self.last_snapshot_error,
-            },
+            "snapshot": self.models_service.health(),
             **self.handler.report(),
         }
 
@@ -389,99 +344,26 @@ class Runtime:
 
     def models(self) -> dict[str, Any]:
         """The serving snapshot: version, created, models with thresholds, router, quality."""
-        manifest = self.base.manifest
-        return {
-            "version": self.handler.live.version,
-            "base_version": self.base.version,
-            "created": manifest.get("created"),
-            "models": {name: {"threshold": t} for name, t in sorted(self.handler.live.thresholds.items())},
-            "router": self.handler.live.router,
-            "training": manifest.get("training"),
-            "quality_gate": manifest.get("quality_gate"),
-            "metrics": manifest.get("metrics"),
-            "live": {"learned": self.handler.live.learner.learned, "rolling": self.handler.live.learner.rolling.get()},
-        }
+        return self.models_service.describe()
 
     def model_version(self) -> str:
         """The version of the models serving now."""
-        return self.handler.live.version
+        return self.models_service.version
 
     async def snapshot(self) -> str:
         """Write a snapshot of the live models now; return its version (raises OSError on a disk failure)."""
-        async with self._snapshot_lock:
-            live = self.handler.live
-            files, manifest = snapshot_contents(live, self.base.files, self.base.manifest)
-            learned = live.learner.learned
-            try:
-                version = await asyncio.to_thread(self.store.write, files, manifest)
-            except OSError as error:
-                self.last_snapshot_error = f"{type(error).__name__}: {error}"
-                raise
-            self.last_snapshot, self.last_snapshot_error = version, None
-            self.last_snapshot_at = iso_time(time.time())
-            await self.save_registry()
-            self._learned_at_snapshot = learned
-            live.version = version
-            logger.info("snapshot %s written (%d examples learned live)", version, learned)
-            return version
-
-    async def save_registry(self) -> None:
-        """Write the known-device registry (logged, not raised, when it fails: serving goes on)."""
-        try:
-            await asyncio.to_thread(save_registry, self.registry_file, self.handler.registry())
-        except OSError as error:
-            logger.error("device registry not saved to %s: %s", self.registry_file, error)
+        return await self.models_service.snapshot()
 
     async def _periodic_snapshot(self) -> None:
-        if self.handler.live.learner.learned == self._learned_at_snapshot:
-            await self.save_registry()  # nothing learned, but devices may have come or gone
-            return
-        try:
-            await self.snapshot()
-        except OSError as error:
-            logger.error("periodic snapshot failed, still serving (the last good one stays): %s", error)
-
-    def _serve_snapshot(self, snapshot: LoadedSnapshot) -> None:
-        fresh = live_models(self.settings, snapshot)
-        fresh.adopt_state(self.handler.live)
-        self.handler.live = fresh
-        self.base = snapshot
-        self.last_snapshot = snapshot.version
-        self._learned_at_snapshot = 0
-        logger.info("now serving snapshot %s", snapshot.version)
+        await self.models_service.periodic_snapshot()
 
     async def reload(self) -> str:
         """Serve the newest valid snapshot on disk (written by another process, or a refresh)."""
-        snapshot = await asyncio.to_thread(self.store.load)
-        self._serve_snapshot(snapshot)
-        return snapshot.version
+        return await self.models_service.reload()
 
     async def refresh(self) -> dict[str, Any]:
-        """Re-bootstrap from synthetic data (in a thread; the service keeps serving), then serve the result:
-        ``{"passed", "version", "gate"}``. A failed quality gate writes nothing and changes nothing (``passed``
-        False, ``version`` None). Raises RuntimeError when a refresh is already running, OSError when the
-        snapshot cannot be written."""
-        if self._refreshing:
-            raise RuntimeError("a refresh is already running")
-        self._refreshing = True
-        try:
-            from devintel.models.bootstrap import bootstrap
-            from devintel.models.gate import GateFailed
-
-            config = bootstrap_config(self.settings, allow_low_quality=False)
-            try:
-                result = await asyncio.to_thread(bootstrap, config, self.store)
-            except GateFailed as failed:
-                logger.warning(
-                    "refresh: the quality gate failed, nothing written; still serving %s\n%s",
-                    self.handler.live.version,
-                    failed.result.table(),
-                )
-                return {"passed": False, "version": None, "gate": failed.result.as_dict()}
-            self._serve_snapshot(await asyncio.to_thread(self.store.load, result.version))
-            return {"passed": True, "version": result.version, "gate": result.gate.as_dict()}
-        finally:
-            self._refreshing = False
+        """Re-bootstrap from synthetic data and serve the result (:meth:`ModelService.refresh`)."""
+        return await self.models_service.refresh()
 
     # -- predictions ------------------------------------------------------------------------------------------
 
@@ -535,6 +417,7 @@ class Runtime:
         self.status = "stopping"
         self.notifier.stopping()
         self.session.intake = False
+        await self.models_service.close()  # a refresh under way ends (bounded), its result is not awaited
         try:
             await asyncio.wait_for(self.inbox.join(), timeout)
         except TimeoutError:

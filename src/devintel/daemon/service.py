@@ -25,7 +25,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from devintel.daemon.runtime import Runtime, bootstrap_config, live_models, optional_broker
+from devintel.daemon.model_service import bootstrap_config, live_models
+from devintel.daemon.runtime import Runtime, optional_broker
 from devintel.daemon.settings import Settings, load_settings
 from devintel.models.gate import GateFailed
 from devintel.models.snapshots import LoadedSnapshot, NoValidSnapshot, SnapshotStore, is_version
