@@ -15,11 +15,11 @@ import jinja2.sandbox
 import orjson
 import pytest
 
+from devintel.daemon.from_settings import build_handler
 from devintel.daemon.handler import Handler
 from devintel.daemon.inbound import Command
 from devintel.daemon.outbound import SERVICE_ENTITIES, Outgoing, service_discovery_messages
 from devintel.daemon.replay import capture_message, replay
-from devintel.daemon.runtime import build_handler
 from devintel.daemon.settings import Settings
 from devintel.models.snapshots import SnapshotStore
 

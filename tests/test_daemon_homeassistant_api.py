@@ -17,12 +17,12 @@ from pydantic import SecretStr
 
 from devintel.daemon.adapters.homeassistant_api import API_TOPIC, HomeAssistantApiAdapter, entity_role, ieee_of
 from devintel.daemon.counters import Counters
+from devintel.daemon.from_settings import build_handler
 from devintel.daemon.handler import Handler
 from devintel.daemon.homeassistant_api import HomeAssistantSource, websocket_url
 from devintel.daemon.inbound import Availability, DeviceInfo, Feedback, Rejected, Telemetry
 from devintel.daemon.mqtt import Received
 from devintel.daemon.outbound import Outgoing
-from devintel.daemon.runtime import build_handler
 from devintel.daemon.settings import HomeAssistantSettings, Settings
 from devintel.models.snapshots import SnapshotStore
 from ha_websocket import TOKEN, FakeHomeAssistant, fake_home_assistant

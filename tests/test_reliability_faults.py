@@ -37,10 +37,10 @@ import pytest
 
 import devintel.models.snapshots as snapshots
 from daemon_env import daemon_env
+from devintel.daemon.from_settings import build_handler, live_models
 from devintel.daemon.handler import Handler
-from devintel.daemon.model_service import live_models
 from devintel.daemon.mqtt import Received
-from devintel.daemon.runtime import Runtime, build_handler
+from devintel.daemon.runtime import Runtime
 from devintel.daemon.settings import Settings
 from devintel.models.live import snapshot_contents
 from devintel.models.snapshots import TMP_PREFIX, SnapshotStore
@@ -177,7 +177,7 @@ ZYGOTE = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from devintel.daemon.model_service import live_models
+    from devintel.daemon.from_settings import live_models
     from devintel.daemon.settings import Settings
     from devintel.models.live import snapshot_contents
     from devintel.models.snapshots import SnapshotStore

@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 from devintel.daemon.adapters import HomeAssistantAdapter, NativeAdapter, Zigbee2MqttAdapter
 from devintel.daemon.adapters.base import Adapter
 from devintel.daemon.adapters.homeassistant_api import HomeAssistantApiAdapter
+from devintel.daemon.from_settings import build_handler
 from devintel.daemon.handler import Handler
 from devintel.daemon.inbound import (
     MAX_PAYLOAD_BYTES,
@@ -55,7 +56,6 @@ from devintel.daemon.inbound import (
     Skipped,
     Telemetry,
 )
-from devintel.daemon.runtime import build_handler
 from devintel.daemon.settings import Settings
 from devintel.daemon.validation import POWER_SOURCES
 from devintel.generators.templates import DEVICE_TYPES, HOME_TYPES, VALID_RANGES

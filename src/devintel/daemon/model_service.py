@@ -14,53 +14,18 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from devintel.daemon.from_settings import bootstrap_config, live_models
 from devintel.daemon.outbound import iso_time
 from devintel.daemon.refresh import RefreshCancelledError, RefreshJob, run_refresh
 from devintel.daemon.registry import load_registry, registry_path, save_registry
 from devintel.daemon.settings import Settings
-from devintel.models.live import LiveEvidence, LiveModels, from_snapshot, snapshot_contents
+from devintel.models.live import snapshot_contents
 from devintel.models.snapshots import LoadedSnapshot, SnapshotStore
 
 if TYPE_CHECKING:
     from devintel.daemon.handler import Handler
-    from devintel.models.bootstrap import BootstrapConfig
 
 logger = logging.getLogger(__name__)
-
-
-def live_models(settings: Settings, snapshot: LoadedSnapshot) -> LiveModels:
-    """The live models of a verified snapshot, with the settings' horizon and evidence rules."""
-    evidence = LiveEvidence(
-        offline_grace_s=settings.labels.offline_grace_s,
-        silence_factor=settings.labels.silence_factor,
-        min_silence_s=settings.labels.min_silence_s,
-        gone_for_good_s=settings.labels.gone_for_good_s,
-    )
-    return from_snapshot(
-        snapshot.files,
-        snapshot.manifest,
-        snapshot.version,
-        settings.horizon_days * 86_400.0,
-        evidence,
-        label_interval_s=settings.live.label_interval_s,
-    )
-
-
-def bootstrap_config(settings: Settings, allow_low_quality: bool) -> BootstrapConfig:
-    """The bootstrap the settings ask for."""
-    from devintel.models.bootstrap import BootstrapConfig  # with pandas: only when a bootstrap runs
-    from devintel.models.gate import QualityThresholds
-
-    return BootstrapConfig(
-        samples=settings.bootstrap.samples,
-        holdout_samples=settings.bootstrap.holdout_samples,
-        days=settings.bootstrap.days,
-        seed=settings.bootstrap.seed,
-        horizon_days=settings.horizon_days,
-        thresholds=QualityThresholds(**settings.quality.model_dump()),
-        allow_low_quality=allow_low_quality,
-        workers=1,  # the second core: home-type models and the test homes (devintel.models.bootstrap.Worker)
-    )
 
 
 class ModelService:

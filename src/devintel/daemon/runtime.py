@@ -35,65 +35,24 @@ from dataclasses import asdict
 from importlib.metadata import version as package_version
 from typing import Any
 
-from devintel.daemon.adapters.homeassistant import HomeAssistantAdapter
 from devintel.daemon.adapters.homeassistant_api import HomeAssistantApiAdapter
-from devintel.daemon.adapters.native import NativeAdapter
-from devintel.daemon.adapters.zigbee2mqtt import Zigbee2MqttAdapter
 from devintel.daemon.counters import RateLimitedLog
-from devintel.daemon.handler import Handler, HandlerOptions
+from devintel.daemon.from_settings import build_handler, time_window
 from devintel.daemon.homeassistant_api import HomeAssistantSource
 from devintel.daemon.inbound import Command
-from devintel.daemon.model_service import ModelService, live_models
+from devintel.daemon.model_service import ModelService
 from devintel.daemon.mqtt import MqttSession, Received
 from devintel.daemon.notify import SystemdNotifier
-from devintel.daemon.outbound import Origin, Outgoing, Topics, json_message
+from devintel.daemon.outbound import Outgoing, json_message
 from devintel.daemon.prometheus import prometheus_text
 from devintel.daemon.settings import Settings
-from devintel.daemon.validation import TimeWindow, canonical_event, sanitize_device_id
+from devintel.daemon.validation import canonical_event, sanitize_device_id
 from devintel.models.snapshots import LoadedSnapshot, SnapshotStore
 
 logger = logging.getLogger(__name__)
 
 #: Messages the worker handles in a row before it lets the other tasks run (the receive loop among them).
 WORKER_BATCH = 32
-
-
-def time_window(settings: Settings) -> TimeWindow:
-    """How far event times may stray from their receipt (settings ``live.max_future_s``, ``max_past_days``)."""
-    return TimeWindow(max_future_s=settings.live.max_future_s, max_past_s=settings.live.max_past_days * 86_400.0)
-
-
-def build_handler(settings: Settings, snapshot: LoadedSnapshot) -> Handler:
-    """The handler the settings describe, serving ``snapshot`` (live ingest and replay build it alike)."""
-    window = time_window(settings)
-    adapters = [
-        NativeAdapter(prefix=settings.topic_prefix, default_home_type=settings.home_type, window=window),
-        Zigbee2MqttAdapter(
-            base_topic=settings.zigbee2mqtt.base_topic, default_home_type=settings.home_type, window=window
-        ),
-        HomeAssistantAdapter(prefix=settings.ha.prefix),
-        HomeAssistantApiAdapter(default_home_type=settings.home_type, window=window),
-    ]
-    options = HandlerOptions(
-        discovery=settings.ha.discovery,
-        remove_gone=settings.ha.remove_gone,
-        publish_interval_s=settings.live.publish_interval_s,
-        retention_s=settings.live.retention_days * 86_400.0,
-        max_devices=settings.live.max_devices,
-        origin=origin(settings),
-    )
-    topics = Topics(prefix=settings.topic_prefix, ha_prefix=settings.ha.prefix)
-    return Handler(live_models(settings, snapshot), adapters, topics, options)
-
-
-def origin(settings: Settings) -> Origin:
-    """devintel as its discovery configs name it: its version, and where to read about it (``ha.support_url``,
-    else the HTTP API's list of devices that need attention when the API is on)."""
-    url = settings.ha.support_url
-    if url is None and settings.http.port:
-        host = settings.http.host if ":" not in settings.http.host else f"[{settings.http.host}]"
-        url = f"http://{host}:{settings.http.port}/maintenance"
-    return Origin(name="devintel", sw_version=package_version("devintel"), support_url=url or "")
 
 
 class Runtime:
