@@ -9,17 +9,22 @@ Tasks (all in one ``asyncio.TaskGroup``):
   (learning is shed before prediction, and counted);
 - ``health``: the retained health message every ``live.health_interval_s``;
 - ``snapshots``: a snapshot every ``snapshot.interval_s`` when the models learned something since the last;
-- ``http``: the loopback HTTP API (uvicorn in this loop), unless ``http.port`` is 0;
+- ``http``: the loopback HTTP API (uvicorn in this loop) over :class:`~devintel.daemon.api.ApiFacade`, unless
+  ``http.port`` is 0;
 - ``watchdog``: systemd ``WATCHDOG=1`` at half of ``WatchdogSec`` when systemd asks for it;
 - ``homeassistant``: with ``ha.api_url`` and ``ha.api_token``, the client of Home Assistant's websocket API
   (:mod:`~devintel.daemon.homeassistant_api`), feeding the same queue as MQTT;
 - ``simulate``: with ``--simulate``, a synthetic home publishing live events through the broker;
 - ``cmd-<name>-<n>``: a command received on ``<prefix>/cmd/<name>`` (snapshot, reload, refresh);
-- ``shutdown``: waits for SIGTERM or SIGINT, then stops intake, ends a refresh under way (its processes:
-  :class:`~devintel.daemon.model_service.ModelService`), drains the queue (within ``live.shutdown_timeout_s``),
-  writes the final snapshot, publishes ``stopped`` and ends the others.
+- ``trigger``: with a ``shutdown_trigger`` given to :meth:`Runtime.run` (instead of the signal handlers), waits
+  for it and begins the shutdown;
+- ``shutdown``: waits for SIGTERM or SIGINT (or the trigger), then stops intake, ends a refresh under way (its
+  processes: :class:`~devintel.daemon.model_service.ModelService`), drains the queue (within
+  ``live.shutdown_timeout_s``), writes the final snapshot, publishes ``stopped`` and ends the others.
 
-A second signal forces the exit at once.
+A second signal forces the exit at once. The snapshots, reloads and refreshes are the
+:class:`~devintel.daemon.model_service.ModelService`'s; what the daemon prints at its end is
+:mod:`~devintel.daemon.attention`'s.
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import asdict
 from importlib.metadata import version as package_version
 from typing import Any
 
 from devintel.daemon.adapters.homeassistant_api import HomeAssistantApiAdapter
+from devintel.daemon.api import ApiFacade
+from devintel.daemon.attention import summary
 from devintel.daemon.counters import RateLimitedLog
 from devintel.daemon.from_settings import build_handler, time_window
 from devintel.daemon.homeassistant_api import HomeAssistantSource
@@ -44,9 +51,7 @@ from devintel.daemon.model_service import ModelService
 from devintel.daemon.mqtt import MqttSession, Received
 from devintel.daemon.notify import SystemdNotifier
 from devintel.daemon.outbound import Outgoing, json_message
-from devintel.daemon.prometheus import prometheus_text
 from devintel.daemon.settings import Settings
-from devintel.daemon.validation import canonical_event, sanitize_device_id
 from devintel.models.snapshots import LoadedSnapshot, SnapshotStore
 
 logger = logging.getLogger(__name__)
@@ -56,7 +61,8 @@ WORKER_BATCH = 32
 
 
 class Runtime:
-    """The service around one handler (see the module docstring); it is also what the HTTP API serves."""
+    """The service around one handler (see the module docstring): it supervises the tasks; the models are the
+    :attr:`models_service`'s, the HTTP API is served from :attr:`api`."""
 
     def __init__(
         self,
@@ -73,6 +79,14 @@ class Runtime:
         self.topics = self.handler.topics
         self.models_service = ModelService(settings, store, snapshot, self.handler)
         """Snapshot, reload and refresh of the models the handler serves."""
+        self.api = ApiFacade(
+            self.handler,
+            self.models_service,
+            self.health,
+            default_home_type=settings.home_type,
+            window=time_window(settings),
+        )
+        """What the HTTP API serves."""
         self.inbox: asyncio.Queue[Received] = asyncio.Queue(maxsize=settings.live.queue_size)
         self.outbox: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=settings.live.queue_size)
         self.session = MqttSession(
@@ -106,10 +120,13 @@ class Runtime:
 
     # -- the task group ---------------------------------------------------------------------------------------
 
-    async def run(self) -> int:
-        """Run until a signal; return the exit code: 0 after a clean shutdown, 1 when a task crashed (the
-        shutdown still ran, so that systemd's ``Restart=on-failure`` restarts the service)."""
-        self._install_signals()
+    async def run(self, shutdown_trigger: Callable[[], Awaitable[object]] | None = None) -> int:
+        """Run until SIGTERM or SIGINT, or, given a ``shutdown_trigger``, until the awaitable it returns completes
+        (then no signal handler is installed: a test drives the lifecycle in process, as Hypercorn's ``serve``
+        takes one). Return the exit code: 0 after a clean shutdown, 1 when a task crashed (the shutdown still ran,
+        so that systemd's ``Restart=on-failure`` restarts the service)."""
+        if shutdown_trigger is None:
+            self._install_signals()
         self.notifier.ready()
         self.notifier.status(f"serving snapshot {self.handler.live.version}")
         logger.info(
@@ -128,7 +145,11 @@ class Runtime:
                     self.publish(message)
                 self._spawn(group, "worker", self._work())
                 self._spawn(group, "health", self._health_loop())
-                self._spawn(group, "snapshots", self._every(self.settings.snapshot.interval_s, self._periodic_snapshot))
+                self._spawn(
+                    group,
+                    "snapshots",
+                    self._every(self.settings.snapshot.interval_s, self.models_service.periodic_snapshot),
+                )
                 self._spawn(group, "watchdog", self._watchdog())
                 if self.settings.http.port:
                     self._spawn(group, "http", self._http())
@@ -136,9 +157,12 @@ class Runtime:
                     self._spawn(group, "homeassistant", self.homeassistant.run(self.stop))
                 if self.simulate:
                     self._spawn(group, "simulate", self._simulate())
+                if shutdown_trigger is not None:
+                    self._spawn(group, "trigger", self._stop_when(shutdown_trigger))
                 self._spawn(group, "shutdown", self._shutdown())
         finally:
-            self._remove_signals()
+            if shutdown_trigger is None:
+                self._remove_signals()
         return 1 if self.failed else 0
 
     def _spawn(self, group: asyncio.TaskGroup, name: str, work: Coroutine[Any, Any, None]) -> None:
@@ -180,6 +204,11 @@ class Runtime:
             logger.error("second %s: exiting now, without the final snapshot", sig.name)
             os._exit(1)
         logger.info("%s: shutting down (a second signal forces the exit)", sig.name)
+        self.stop.set()
+
+    async def _stop_when(self, trigger: Callable[[], Awaitable[object]]) -> None:
+        await trigger()
+        logger.info("shutdown trigger: shutting down")
         self.stop.set()
 
     async def _every(self, interval_s: float, action: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -231,11 +260,11 @@ class Runtime:
     async def _command(self, command: Command) -> None:
         try:
             if command.name == "snapshot":
-                await self.snapshot()
+                await self.models_service.snapshot()
             elif command.name == "reload":
-                await self.reload()
+                await self.models_service.reload()
             else:
-                await self.refresh()
+                await self.models_service.refresh()
         except (OSError, RuntimeError, ValueError) as error:
             logger.error("command %s failed: %s", command.name, error)
 
@@ -281,10 +310,6 @@ class Runtime:
             sum(counters.rejected.values()),
         )
 
-    def metrics_text(self) -> str:
-        """Prometheus text exposition of the health report."""
-        return prometheus_text(self.health())
-
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval()
         if interval is None:
@@ -297,60 +322,7 @@ class Runtime:
         from devintel.daemon.http import create_app, serve
 
         token = self.settings.http.token.get_secret_value() if self.settings.http.token else None
-        await serve(create_app(self, token), self.settings.http.host, self.settings.http.port, self._done)
-
-    # -- models -----------------------------------------------------------------------------------------------
-
-    def models(self) -> dict[str, Any]:
-        """The serving snapshot: version, created, models with thresholds, router, quality."""
-        return self.models_service.describe()
-
-    def model_version(self) -> str:
-        """The version of the models serving now."""
-        return self.models_service.version
-
-    async def snapshot(self) -> str:
-        """Write a snapshot of the live models now; return its version (raises OSError on a disk failure)."""
-        return await self.models_service.snapshot()
-
-    async def _periodic_snapshot(self) -> None:
-        await self.models_service.periodic_snapshot()
-
-    async def reload(self) -> str:
-        """Serve the newest valid snapshot on disk (written by another process, or a refresh)."""
-        return await self.models_service.reload()
-
-    async def refresh(self) -> dict[str, Any]:
-        """Re-bootstrap from synthetic data and serve the result (:meth:`ModelService.refresh`)."""
-        return await self.models_service.refresh()
-
-    # -- predictions ------------------------------------------------------------------------------------------
-
-    def predictions(self) -> list[dict[str, Any]]:
-        """The latest prediction of every device."""
-        return [p.as_dict() for p in self.handler.predictions()]
-
-    def prediction(self, device_id: str) -> dict[str, Any] | None:
-        """The latest prediction of one device."""
-        record = self.handler.devices.get(device_id)
-        return record.prediction.as_dict() if record is not None and record.prediction is not None else None
-
-    def maintenance(self) -> list[dict[str, Any]]:
-        """Devices that need attention, highest probability first."""
-        flagged = [p for p in self.handler.predictions() if p.needs_attention]
-        return [p.as_dict() for p in sorted(flagged, key=lambda p: -p.failure_probability)]
-
-    def predict(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Score an ad-hoc canonical event; nothing is learned or kept."""
-        device_id = sanitize_device_id(event.get("device_id"))
-        canonical = canonical_event(
-            event,
-            device_id=device_id,
-            received=time.time(),
-            default_home_type=self.settings.home_type,
-            window=time_window(self.settings),
-        )
-        return self.handler.live.score(canonical).as_dict()
+        await serve(create_app(self.api, token), self.settings.http.host, self.settings.http.port, self._done)
 
     # -- simulation -------------------------------------------------------------------------------------------
 
@@ -382,7 +354,7 @@ class Runtime:
         except TimeoutError:
             logger.warning("shutdown: %d queued messages not handled within %.0f s", self.inbox.qsize(), timeout)
         try:
-            await asyncio.wait_for(self.snapshot(), timeout)
+            await asyncio.wait_for(self.models_service.snapshot(), timeout)
         except (OSError, TimeoutError) as error:
             logger.error("shutdown: final snapshot failed (the last good one stays): %s", error or "timed out")
         self.publish(json_message(self.topics.health, self.health(), retain=True))
@@ -393,43 +365,7 @@ class Runtime:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._tasks["mqtt"]), timeout)
         self._done.set()
-        logger.info("stopped; %s", self.summary())
-
-    def attention_table(self, top: int = 10) -> str:
-        """A plain-text table of the devices that need attention (the end of ``--exit-after-simulation``): the
-        latest prediction of each, and how long it has been silent (a device that stopped reporting has most
-        likely failed already; one still reporting is the warning)."""
-        clock = self.handler.live.clock
-
-        def silent_days(prediction: dict[str, Any]) -> float:
-            return (clock - self.handler.devices[prediction["device_id"]].last_heard) / 86_400.0
-
-        # Still reporting first (the warnings), then the silent ones (most likely failed already).
-        flagged = sorted(self.maintenance(), key=lambda p: (silent_days(p) >= 1.0, -p["failure_probability"]))
-        lines = [self.summary(), ""]
-        if flagged:
-            lines.append(f"{'device':<24} {'probability':>11}  {'risk':<8}  {'last report':<15}  signals")
-            for p in flagged[:top]:
-                days = silent_days(p)
-                heard = "in the last day" if days < 1.0 else f"{days:.0f} days ago"
-                signals = ", ".join(p["reasons"]) or "-"
-                lines.append(
-                    f"{p['device_id']:<24} {p['failure_probability']:>11.2f}  {p['risk_level']:<8}  {heard:<15}  "
-                    f"{signals}"
-                )
-        return "\n".join(lines)
-
-    def summary(self) -> str:
-        """One line on what the service did: events, predictions, and the devices that need attention."""
-        counters = self.handler.counters
-        flagged = self.maintenance()
-        top = ", ".join(f"{p['device_id']} {p['failure_probability']:.2f}" for p in flagged[:5])
-        rejected = sum(counters.rejected.values())
-        return (
-            f"{counters.events} events ({rejected} rejected as bad input), {counters.published} predictions "
-            f"published for {len(self.handler.devices)} devices, {len(flagged)} need attention"
-            + (f" ({top})" if top else "")
-        )
+        logger.info("stopped; %s", summary(self.handler))
 
 
 @contextlib.asynccontextmanager

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from devintel.daemon.attention import attention_table
 from devintel.daemon.from_settings import bootstrap_config, live_models, snapshot_store
 from devintel.daemon.runtime import Runtime, optional_broker
 from devintel.daemon.settings import Settings, load_settings
@@ -222,7 +223,7 @@ async def serve(settings: Settings, snapshot: LoadedSnapshot, args: argparse.Nam
         )
         code = await runtime.run()
     if args.exit_after_simulation:
-        print(runtime.attention_table(), flush=True)
+        print(attention_table(runtime.handler), flush=True)
     return code
 
 
