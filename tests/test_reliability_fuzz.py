@@ -36,6 +36,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devintel.contract import POWER_SOURCES
 from devintel.daemon.adapters import HomeAssistantAdapter, NativeAdapter, Zigbee2MqttAdapter
 from devintel.daemon.adapters.base import Adapter
 from devintel.daemon.adapters.homeassistant_api import HomeAssistantApiAdapter
@@ -57,7 +58,6 @@ from devintel.daemon.inbound import (
     Telemetry,
 )
 from devintel.daemon.settings import Settings
-from devintel.daemon.validation import POWER_SOURCES
 from devintel.generators.templates import DEVICE_TYPES, HOME_TYPES, VALID_RANGES
 from devintel.models.snapshots import SnapshotStore
 

@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from devintel.generators import HOME_TYPES
+from devintel.contract import HOME_TYPES
 
 _STRICT = ConfigDict(extra="forbid")
 ENV_PREFIX = "DEVINTEL_"

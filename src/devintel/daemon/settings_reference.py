@@ -23,8 +23,8 @@ import annotated_types
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
+from devintel.contract import HOME_TYPES
 from devintel.daemon.settings import ENV_PREFIX, Settings
-from devintel.generators import HOME_TYPES
 
 __all__ = ["REGENERATE", "SettingDoc", "main", "reference_markdown", "setting_docs"]
 
