@@ -14,8 +14,8 @@ import pytest
 
 import devintel
 from devintel import contract
-from devintel.daemon.adapters.zigbee2mqtt import Zigbee2MqttAdapter
 from devintel.generators import templates
+from devintel.ingest.adapters.zigbee2mqtt import Zigbee2MqttAdapter
 
 
 def test_the_templates_are_the_contracts_vocabularies() -> None:
@@ -53,7 +53,7 @@ def test_live_parsing_does_not_change_with_a_synthetic_template(
 def test_the_live_path_imports_no_generator() -> None:
     """Adapters, validation, the handler and the settings know the contract, not the synthetic world."""
     code = (
-        "import sys, devintel.daemon.handler, devintel.daemon.settings, devintel.daemon.adapters.homeassistant_api;"
+        "import sys, devintel.ingest.handler, devintel.daemon.settings, devintel.ingest.adapters.homeassistant_api;"
         "print(sorted(m for m in sys.modules if m.startswith('devintel.generators')))"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

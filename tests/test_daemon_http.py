@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from devintel.daemon.http import MAX_BODY_BYTES, HttpBindError, ServiceApi, create_app, serve
-from devintel.daemon.inbound import Rejected
 from devintel.daemon.refresh import RefreshCancelledError, RefreshError
+from devintel.ingest.inbound import Rejected
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

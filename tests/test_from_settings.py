@@ -13,9 +13,9 @@ import pytest
 from pydantic import ValidationError
 
 from devintel.daemon import from_settings
-from devintel.daemon.handler import HandlerOptions
 from devintel.daemon.settings import MqttSettings, Settings
-from devintel.daemon.validation import TimeWindow
+from devintel.ingest.handler import HandlerOptions
+from devintel.ingest.validation import TimeWindow
 from devintel.models.bootstrap import BootstrapConfig
 from devintel.models.gate import QualityThresholds
 from devintel.models.live import LiveEvidence

@@ -38,10 +38,10 @@ import pytest
 import devintel.models.snapshots as snapshots
 from daemon_env import daemon_env
 from devintel.daemon.from_settings import build_handler, live_models
-from devintel.daemon.handler import Handler
 from devintel.daemon.mqtt import Received
 from devintel.daemon.runtime import Runtime
 from devintel.daemon.settings import Settings
+from devintel.ingest.handler import Handler
 from devintel.models.live import snapshot_contents
 from devintel.models.snapshots import TMP_PREFIX, SnapshotStore
 from mqtt_broker import Broker

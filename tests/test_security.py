@@ -39,13 +39,13 @@ import pytest
 
 from daemon_env import daemon_env
 from devintel.daemon import cli
-from devintel.daemon.adapters.native import NativeAdapter
-from devintel.daemon.adapters.zigbee2mqtt import Zigbee2MqttAdapter
-from devintel.daemon.inbound import Rejected
-from devintel.daemon.outbound import SERVICE_ENTITIES
 from devintel.daemon.service import insecure_settings, prepare_models
 from devintel.daemon.settings import HttpSettings, MqttSettings, Settings, load_settings
 from devintel.daemon.simulate import simulate_home
+from devintel.ingest.adapters.native import NativeAdapter
+from devintel.ingest.adapters.zigbee2mqtt import Zigbee2MqttAdapter
+from devintel.ingest.inbound import Rejected
+from devintel.ingest.outbound import SERVICE_ENTITIES
 from devintel.models.snapshots import MANIFEST_FILE, SnapshotStore, canonical_json
 from mqtt_broker import Broker, find_mosquitto, free_port, preferred_kind
 from mqtt_collector import WAIT_S, collect, leak_event

@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from devintel.daemon.handler import Handler
 from devintel.daemon.model_service import ModelService
 from devintel.daemon.prometheus import prometheus_text
-from devintel.daemon.validation import TimeWindow, canonical_event, sanitize_device_id
+from devintel.ingest.handler import Handler
+from devintel.ingest.validation import TimeWindow, canonical_event, sanitize_device_id
 
 
 def needing_attention(handler: Handler) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from devintel.daemon.api import needing_attention
-from devintel.daemon.handler import Handler
+from devintel.ingest.handler import Handler
 
 
 def summary(handler: Handler) -> str:

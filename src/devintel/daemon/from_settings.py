@@ -19,15 +19,15 @@ from dataclasses import replace
 from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING, Any
 
-from devintel.daemon.outbound import Origin, Topics
 from devintel.daemon.settings import MqttSettings, Settings
-from devintel.daemon.validation import TimeWindow
+from devintel.ingest.outbound import Origin, Topics
+from devintel.ingest.validation import TimeWindow
 
 if TYPE_CHECKING:
     import aiomqtt
 
-    from devintel.daemon.adapters.base import Adapter
-    from devintel.daemon.handler import Handler, HandlerOptions
+    from devintel.ingest.adapters.base import Adapter
+    from devintel.ingest.handler import Handler, HandlerOptions
     from devintel.models.bootstrap import BootstrapConfig
     from devintel.models.gate import QualityThresholds
     from devintel.models.live import LiveEvidence, LiveModels
@@ -85,7 +85,7 @@ def origin(settings: Settings) -> Origin:
 
 def handler_options(settings: Settings) -> HandlerOptions:
     """How the handler publishes and what it keeps (``ha.discovery``, ``ha.remove_gone``, ``live.*``)."""
-    from devintel.daemon.handler import HandlerOptions
+    from devintel.ingest.handler import HandlerOptions
 
     return HandlerOptions(
         discovery=settings.ha.discovery,
@@ -104,10 +104,10 @@ def topics(settings: Settings) -> Topics:
 
 def adapters(settings: Settings) -> list[Adapter]:
     """One adapter per source dialect, configured by the settings (topics, default home type, time window)."""
-    from devintel.daemon.adapters.homeassistant import HomeAssistantAdapter
-    from devintel.daemon.adapters.homeassistant_api import HomeAssistantApiAdapter
-    from devintel.daemon.adapters.native import NativeAdapter
-    from devintel.daemon.adapters.zigbee2mqtt import Zigbee2MqttAdapter
+    from devintel.ingest.adapters.homeassistant import HomeAssistantAdapter
+    from devintel.ingest.adapters.homeassistant_api import HomeAssistantApiAdapter
+    from devintel.ingest.adapters.native import NativeAdapter
+    from devintel.ingest.adapters.zigbee2mqtt import Zigbee2MqttAdapter
 
     window = time_window(settings)
     return [
@@ -136,7 +136,7 @@ def live_models(settings: Settings, snapshot: LoadedSnapshot) -> LiveModels:
 
 def build_handler(settings: Settings, snapshot: LoadedSnapshot) -> Handler:
     """The handler the settings describe, serving ``snapshot`` (live ingest and replay build it alike)."""
-    from devintel.daemon.handler import Handler
+    from devintel.ingest.handler import Handler
 
     return Handler(live_models(settings, snapshot), adapters(settings), topics(settings), handler_options(settings))
 

@@ -22,8 +22,8 @@ import uvicorn
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
-from devintel.daemon.inbound import MAX_PAYLOAD_BYTES, Rejected
 from devintel.daemon.refresh import RefreshCancelledError, RefreshError
+from devintel.ingest.inbound import MAX_PAYLOAD_BYTES, Rejected
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ServiceApi(Protocol):
     def predict(self, event: dict[str, Any]) -> dict[str, Any]:
         """Score an ad-hoc canonical event without learning or changing state.
 
-        Raises :class:`~devintel.daemon.inbound.Rejected` for bad input."""
+        Raises :class:`~devintel.ingest.inbound.Rejected` for bad input."""
         ...
 
     def metrics_text(self) -> str:

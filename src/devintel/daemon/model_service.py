@@ -15,21 +15,21 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from devintel.daemon.from_settings import bootstrap_config, live_models
-from devintel.daemon.outbound import iso_time
 from devintel.daemon.refresh import RefreshCancelledError, RefreshJob, run_refresh
 from devintel.daemon.registry import load_registry, registry_path, save_registry
 from devintel.daemon.settings import Settings
+from devintel.ingest.outbound import iso_time
 from devintel.models.live import snapshot_contents
 from devintel.models.snapshots import LoadedSnapshot, SnapshotStore
 
 if TYPE_CHECKING:
-    from devintel.daemon.handler import Handler
+    from devintel.ingest.handler import Handler
 
 logger = logging.getLogger(__name__)
 
 
 class ModelService:
-    """Snapshots, reloads and refreshes of the models a :class:`~devintel.daemon.handler.Handler` serves."""
+    """Snapshots, reloads and refreshes of the models a :class:`~devintel.ingest.handler.Handler` serves."""
 
     def __init__(self, settings: Settings, store: SnapshotStore, snapshot: LoadedSnapshot, handler: Handler) -> None:
         self.settings = settings

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
-from devintel.daemon.counters import Counters, RateLimitedLog
 from devintel.daemon.from_settings import mqtt_client
-from devintel.daemon.outbound import Outgoing, Topics
 from devintel.daemon.settings import MqttSettings
+from devintel.ingest.counters import Counters, RateLimitedLog
+from devintel.ingest.outbound import Outgoing, Topics
 
 logger = logging.getLogger(__name__)
 

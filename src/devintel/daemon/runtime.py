@@ -40,18 +40,18 @@ from dataclasses import asdict
 from importlib.metadata import version as package_version
 from typing import Any
 
-from devintel.daemon.adapters.homeassistant_api import HomeAssistantApiAdapter
 from devintel.daemon.api import ApiFacade
 from devintel.daemon.attention import summary
-from devintel.daemon.counters import RateLimitedLog
 from devintel.daemon.from_settings import build_handler, time_window
 from devintel.daemon.homeassistant_api import HomeAssistantSource
-from devintel.daemon.inbound import Command
 from devintel.daemon.model_service import ModelService
 from devintel.daemon.mqtt import MqttSession, Received
 from devintel.daemon.notify import SystemdNotifier
-from devintel.daemon.outbound import Outgoing, json_message
 from devintel.daemon.settings import Settings
+from devintel.ingest.adapters.homeassistant_api import HomeAssistantApiAdapter
+from devintel.ingest.counters import RateLimitedLog
+from devintel.ingest.inbound import Command
+from devintel.ingest.outbound import Outgoing, json_message
 from devintel.models.snapshots import LoadedSnapshot, SnapshotStore
 
 logger = logging.getLogger(__name__)

@@ -439,10 +439,6 @@ class LiveModels:
         """The live household measures from resolved labels (:class:`~devintel.models.household.EpisodeLedger`)."""
         return self.ledger.report()
 
-    def devices(self) -> int:
-        """Devices with feature state."""
-        return len(self.learner.features)
-
 
 def _on_since(alarm: AlarmState | None, ts: float, lead_s: float) -> bool:
     """Whether ``alarm`` has been on since at least ``lead_s`` before ``ts``."""

@@ -42,10 +42,10 @@ from typing import Final, Literal
 import orjson
 
 from devintel.contract import DEFAULT_HOME_TYPE, REPORTS_TEMPERATURE
-from devintel.daemon.adapters.base import Adapter
-from devintel.daemon.adapters.zigbee2mqtt import infer_device_type
-from devintel.daemon.inbound import Availability, DeviceInfo, Feedback, Inbound, Rejected, Skipped, Telemetry
-from devintel.daemon.validation import (
+from devintel.ingest.adapters.base import Adapter
+from devintel.ingest.adapters.zigbee2mqtt import infer_device_type
+from devintel.ingest.inbound import Availability, DeviceInfo, Feedback, Inbound, Rejected, Skipped, Telemetry
+from devintel.ingest.validation import (
     TimeWindow,
     canonical_event,
     check_home_type,

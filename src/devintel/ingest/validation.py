@@ -1,8 +1,8 @@
 """Input validation for live messages: pure functions, no I/O.
 
 Every adapter runs what it receives through these, so a bad payload is dropped the same way whatever its
-source: with a :class:`~devintel.daemon.inbound.Rejected` carrying one of
-:data:`~devintel.daemon.inbound.REJECT_REASONS`. The canonical fields, ranges and vocabularies are the
+source: with a :class:`~devintel.ingest.inbound.Rejected` carrying one of
+:data:`~devintel.ingest.inbound.REJECT_REASONS`. The canonical fields, ranges and vocabularies are the
 contract's (:mod:`devintel.contract`), which the synthetic generator holds to as well: live and synthetic events
 obey one definition.
 """
@@ -19,7 +19,7 @@ from typing import Final
 import orjson
 
 from devintel.contract import DEVICE_TYPES, HOME_TYPES, POWER_SOURCES, VALID_RANGES
-from devintel.daemon.inbound import MAX_PAYLOAD_BYTES, Rejected
+from devintel.ingest.inbound import MAX_PAYLOAD_BYTES, Rejected
 
 #: Longest device id accepted, after sanitising (DESIGN.md).
 MAX_DEVICE_ID_CHARS: Final = 128

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Final, Literal, TypeVar
 
 from devintel.contract import DEFAULT_HOME_TYPE, REPORTS_TEMPERATURE, VALID_RANGES
-from devintel.daemon.adapters.base import Adapter
-from devintel.daemon.inbound import (
+from devintel.ingest.adapters.base import Adapter
+from devintel.ingest.inbound import (
     MAX_PAYLOAD_BYTES,
     Availability,
     DeviceInfo,
@@ -30,7 +30,7 @@ from devintel.daemon.inbound import (
     Skipped,
     Telemetry,
 )
-from devintel.daemon.validation import (
+from devintel.ingest.validation import (
     TimeWindow,
     canonical_event,
     check_home_type,
