@@ -28,8 +28,8 @@ from pathlib import Path
 import orjson
 
 from devintel.daemon.captures import flags_after_events, synthetic_capture
+from devintel.daemon.from_settings import build_handler
 from devintel.daemon.replay import replay
-from devintel.daemon.runtime import build_handler
 from devintel.daemon.settings import Settings
 from devintel.generators import VARIANT_FAMILIES, generate
 from devintel.models.bootstrap import StreamTruth, alarm_flags, routed_scores, score_frame

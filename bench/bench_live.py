@@ -145,7 +145,7 @@ def handler_alone(model_dir: Path, spec: Path, n: int, devices: int, repeat: int
     """The daemon's handler in this process, with no broker: the same ``n`` events as a drain (validation,
     features, prediction, label buffer, the prediction and discovery messages), best of ``repeat`` fresh
     handlers. It separates the per-event model work from the MQTT path."""
-    from devintel.daemon.runtime import build_handler
+    from devintel.daemon.from_settings import build_handler
     from devintel.daemon.settings import Settings
     from devintel.models.snapshots import SnapshotStore
 

@@ -1,4 +1,4 @@
-"""The MQTT adapters (devintel.daemon.adapters) over real payloads (tests/fixtures) and hand-made bad ones."""
+"""The MQTT adapters (devintel.ingest.adapters) over real payloads (tests/fixtures) and hand-made bad ones."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from devintel.daemon.adapters import (
+from devintel.ingest.adapters import (
     Adapter,
     HomeAssistantAdapter,
     NativeAdapter,
@@ -18,8 +18,8 @@ from devintel.daemon.adapters import (
     claiming,
     topic_matches,
 )
-from devintel.daemon.adapters import zigbee2mqtt as z2m_module
-from devintel.daemon.inbound import (
+from devintel.ingest.adapters import zigbee2mqtt as z2m_module
+from devintel.ingest.inbound import (
     MAX_PAYLOAD_BYTES,
     REJECT_REASONS,
     Availability,
@@ -33,7 +33,7 @@ from devintel.daemon.inbound import (
     Skipped,
     Telemetry,
 )
-from devintel.daemon.validation import TimeWindow, event_time
+from devintel.ingest.validation import TimeWindow, event_time
 
 FIXTURES = Path(__file__).parent / "fixtures"
 Z2M_MESSAGES: list[dict[str, Any]] = json.loads((FIXTURES / "zigbee2mqtt_payloads.json").read_text())["messages"]

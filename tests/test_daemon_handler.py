@@ -15,12 +15,12 @@ import jinja2.sandbox
 import orjson
 import pytest
 
-from devintel.daemon.handler import Handler
-from devintel.daemon.inbound import Command
-from devintel.daemon.outbound import SERVICE_ENTITIES, Outgoing, service_discovery_messages
+from devintel.daemon.from_settings import build_handler
 from devintel.daemon.replay import capture_message, replay
-from devintel.daemon.runtime import build_handler
 from devintel.daemon.settings import Settings
+from devintel.ingest.handler import Handler
+from devintel.ingest.inbound import Command
+from devintel.ingest.outbound import SERVICE_ENTITIES, Outgoing, service_discovery_messages
 from devintel.models.snapshots import SnapshotStore
 
 T0 = 1_790_000_000.0
@@ -166,7 +166,7 @@ def test_the_device_cap_evicts_the_least_recently_heard(small_snapshot: Path) ->
     for i, device in enumerate(["a", "b", "c", "a", "d"]):
         handler.handle(*_event(device, T0 + i))
     assert list(handler.devices) == ["c", "a", "d"]
-    assert handler.live.devices() == 3
+    assert len(handler.live.learner.features) == 3  # the evicted device's feature state went with it
     assert handler.counters.evicted == 1
 
 

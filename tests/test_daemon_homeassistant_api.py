@@ -1,5 +1,5 @@
 """Home Assistant as a source: the pure mapping of HA's registries and state changes into canonical events
-(:mod:`devintel.daemon.adapters.homeassistant_api`), through the handler (discovery attached to the HA device,
+(:mod:`devintel.ingest.adapters.homeassistant_api`), through the handler (discovery attached to the HA device,
 one device when Zigbee2MQTT reports it too), and the websocket client against a stand-in HA on loopback
 (``ha_websocket.py``): authentication, registries, state changes, a refused token, reconnection, and the history
 backfill reaching the models."""
@@ -15,15 +15,15 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from devintel.daemon.adapters.homeassistant_api import API_TOPIC, HomeAssistantApiAdapter, entity_role, ieee_of
-from devintel.daemon.counters import Counters
-from devintel.daemon.handler import Handler
+from devintel.daemon.from_settings import build_handler
 from devintel.daemon.homeassistant_api import HomeAssistantSource, websocket_url
-from devintel.daemon.inbound import Availability, DeviceInfo, Feedback, Rejected, Telemetry
 from devintel.daemon.mqtt import Received
-from devintel.daemon.outbound import Outgoing
-from devintel.daemon.runtime import build_handler
 from devintel.daemon.settings import HomeAssistantSettings, Settings
+from devintel.ingest.adapters.homeassistant_api import API_TOPIC, HomeAssistantApiAdapter, entity_role, ieee_of
+from devintel.ingest.counters import Counters
+from devintel.ingest.handler import Handler
+from devintel.ingest.inbound import Availability, DeviceInfo, Feedback, Rejected, Telemetry
+from devintel.ingest.outbound import Outgoing
 from devintel.models.snapshots import SnapshotStore
 from ha_websocket import TOKEN, FakeHomeAssistant, fake_home_assistant
 

@@ -14,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from devintel.daemon.http import MAX_BODY_BYTES, HttpBindError, ServiceApi, create_app, serve
-from devintel.daemon.inbound import Rejected
+from devintel.daemon.refresh import RefreshCancelledError, RefreshError
+from devintel.ingest.inbound import Rejected
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -27,6 +28,7 @@ class FakeService:
         self.status = "ok"
         self.version = "20240101T000000Z"
         self.refreshing = False
+        self.refresh_error: Exception | None = None
         self.disk_full = False
         self.refreshes = 0
         self.snapshots = 0
@@ -47,6 +49,8 @@ class FakeService:
     async def refresh(self) -> dict[str, Any]:
         if self.refreshing:
             raise RuntimeError("refresh in progress")
+        if self.refresh_error is not None:
+            raise self.refresh_error
         self.refreshes += 1
         self.version = f"v{self.refreshes}"
         return {"version": self.version, "gate": {"passed": True}}
@@ -180,6 +184,19 @@ def test_refresh_already_running_is_409(client: TestClient, service: FakeService
     assert r.status_code == 409
     assert "already running" in r.json()["detail"]
     assert service.refreshes == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(RefreshCancelledError("shutting down"), 503), (RefreshError("Traceback ... ValueError: bad"), 500)],
+)
+def test_a_refresh_cancelled_or_failed_is_503_or_500(
+    client: TestClient, service: FakeService, error: Exception, status: int
+) -> None:
+    service.refresh_error = error
+    r = client.post("/models/refresh", headers=AUTH)
+    assert r.status_code == status
+    assert "Traceback" not in r.text  # the child's traceback goes to the log, not to the client
 
 
 def test_snapshot_with_the_token(client: TestClient, service: FakeService) -> None:

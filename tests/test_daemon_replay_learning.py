@@ -9,8 +9,8 @@ import numpy as np
 import orjson
 
 from devintel.daemon.captures import flags_after_events, synthetic_capture
+from devintel.daemon.from_settings import build_handler
 from devintel.daemon.replay import replay
-from devintel.daemon.runtime import build_handler
 from devintel.daemon.settings import Settings
 from devintel.generators import generate
 from devintel.models.household import household_report

@@ -16,11 +16,11 @@ import aiomqtt
 import orjson
 
 from daemon_env import daemon_env
-from devintel.daemon.counters import Counters
 from devintel.daemon.mqtt import MqttSession, Received, backoff_delay
-from devintel.daemon.outbound import Outgoing, Topics
 from devintel.daemon.runtime import Runtime
 from devintel.daemon.settings import MqttSettings, Settings
+from devintel.ingest.counters import Counters
+from devintel.ingest.outbound import Outgoing, Topics
 from devintel.models.snapshots import SnapshotStore
 from mqtt_broker import Broker, free_port
 
@@ -163,15 +163,15 @@ async def test_refresh_serves_a_passing_bootstrap_and_keeps_serving_after_a_fail
     store = SnapshotStore(small_snapshot)
     strict = Settings(model_dir=small_snapshot, bootstrap=small, quality=impossible)
     runtime = Runtime(strict, store, store.load())
-    serving, versions = runtime.model_version(), store.versions()
-    failed = await runtime.refresh()
+    serving, versions = runtime.api.model_version(), store.versions()
+    failed = await runtime.api.refresh()
     assert failed["passed"] is False
     assert failed["version"] is None
-    assert runtime.model_version() == serving
+    assert runtime.api.model_version() == serving
     assert store.versions() == versions  # nothing written
     lenient_gate = {**{k: 0.0 for k in impossible}, "min_catch_rate": 0.0, "max_false_alarms_per_100_device_days": 1e3}
     lenient = Settings(model_dir=small_snapshot, bootstrap=small, quality=lenient_gate)
     runtime = Runtime(lenient, store, store.load())
-    passed = await runtime.refresh()
+    passed = await runtime.api.refresh()
     assert passed["passed"] is True
-    assert runtime.model_version() == passed["version"] == store.current_version() != serving
+    assert runtime.api.model_version() == passed["version"] == store.current_version() != serving

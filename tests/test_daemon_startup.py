@@ -88,7 +88,9 @@ def test_settings_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         if name.startswith("DEVINTEL_"):
             monkeypatch.delenv(name)
     config = tmp_path / "devintel.toml"
-    config.write_text('home_type = "apartment"\n[mqtt]\nhost = "broker.lan"\nport = 1884\n', encoding="utf-8")
+    config.write_text(
+        'home_type = "apartment"\n[mqtt]\nhost = "broker.lan"\nport = 1884\nusername = "devintel"\n', encoding="utf-8"
+    )
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     (credentials / "mqtt__password").write_text("s3cret\n", encoding="utf-8")
@@ -104,6 +106,6 @@ def test_settings_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     config.write_text('[mqtt]\nhots = "typo"\n', encoding="utf-8")
     with pytest.raises(ValueError, match="hots"):
         load_settings(config)
-    config.write_text('home_type = "castle"\n', encoding="utf-8")
+    config.write_text('home_type = "castle"\n[mqtt]\nusername = "devintel"\n', encoding="utf-8")
     with pytest.raises(ValueError, match="castle"):
         load_settings(config)

@@ -1,4 +1,4 @@
-"""Input validation of live messages (devintel.daemon.validation): every reject reason, every coercion."""
+"""Input validation of live messages (devintel.ingest.validation): every reject reason, every coercion."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from devintel.daemon.inbound import MAX_PAYLOAD_BYTES, Rejected
-from devintel.daemon.validation import (
+from devintel.generators.templates import VALID_RANGES
+from devintel.ingest.inbound import MAX_PAYLOAD_BYTES, Rejected
+from devintel.ingest.validation import (
     TimeWindow,
     canonical_event,
     event_time,
@@ -16,7 +17,6 @@ from devintel.daemon.validation import (
     sanitize_device_id,
     to_number,
 )
-from devintel.generators.templates import VALID_RANGES
 
 RECEIVED = datetime(2026, 7, 27, 8, 0, tzinfo=UTC).timestamp()
 WINDOW = TimeWindow()

@@ -37,10 +37,11 @@ import pytest
 
 import devintel.models.snapshots as snapshots
 from daemon_env import daemon_env
-from devintel.daemon.handler import Handler
+from devintel.daemon.from_settings import build_handler, live_models
 from devintel.daemon.mqtt import Received
-from devintel.daemon.runtime import Runtime, build_handler, live_models
+from devintel.daemon.runtime import Runtime
 from devintel.daemon.settings import Settings
+from devintel.ingest.handler import Handler
 from devintel.models.live import snapshot_contents
 from devintel.models.snapshots import TMP_PREFIX, SnapshotStore
 from mqtt_broker import Broker
@@ -176,7 +177,7 @@ ZYGOTE = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from devintel.daemon.runtime import live_models
+    from devintel.daemon.from_settings import live_models
     from devintel.daemon.settings import Settings
     from devintel.models.live import snapshot_contents
     from devintel.models.snapshots import SnapshotStore
@@ -450,7 +451,7 @@ async def _fail_then_recover(
     good = store.load().version
     versions = store.versions()
     with pytest.raises(OSError, match=expect):
-        await runtime.snapshot()
+        await runtime.models_service.snapshot()
     report = runtime.health()["snapshot"]
     assert expect in (report["last_error"] or ""), report  # says what failed
     assert report["last"] == good
@@ -460,7 +461,7 @@ async def _fail_then_recover(
     await _feed(runtime, "learner", T0 + 40_000, 5, feedback=True)
     assert runtime.handler.live.learner.learned > 0
     caplog.clear()
-    await runtime._periodic_snapshot()
+    await runtime.models_service.periodic_snapshot()
     assert "periodic snapshot failed, still serving" in caplog.text
     assert expect in caplog.text
     # Predictions keep coming for new events.
@@ -476,7 +477,7 @@ async def _fail_then_recover(
     assert set(versions) <= set(store.versions())
     assert _tmp_entries(root) == [], "a failed write left temporary entries"
     undo()
-    version = await runtime.snapshot()
+    version = await runtime.models_service.snapshot()
     snapshot = runtime.health()["snapshot"]
     assert snapshot == {"last": version, "written_at": snapshot["written_at"], "last_error": None}
     assert snapshot["written_at"] is not None  # what Home Assistant's "Last snapshot" shows

@@ -36,11 +36,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devintel.daemon.adapters import HomeAssistantAdapter, NativeAdapter, Zigbee2MqttAdapter
-from devintel.daemon.adapters.base import Adapter
-from devintel.daemon.adapters.homeassistant_api import HomeAssistantApiAdapter
-from devintel.daemon.handler import Handler
-from devintel.daemon.inbound import (
+from devintel.contract import POWER_SOURCES
+from devintel.daemon.from_settings import build_handler
+from devintel.daemon.settings import Settings
+from devintel.generators.templates import DEVICE_TYPES, HOME_TYPES, VALID_RANGES
+from devintel.ingest.adapters import HomeAssistantAdapter, NativeAdapter, Zigbee2MqttAdapter
+from devintel.ingest.adapters.base import Adapter
+from devintel.ingest.adapters.homeassistant_api import HomeAssistantApiAdapter
+from devintel.ingest.handler import Handler
+from devintel.ingest.inbound import (
     MAX_PAYLOAD_BYTES,
     REJECT_REASONS,
     SKIP_REASONS,
@@ -55,10 +59,6 @@ from devintel.daemon.inbound import (
     Skipped,
     Telemetry,
 )
-from devintel.daemon.runtime import build_handler
-from devintel.daemon.settings import Settings
-from devintel.daemon.validation import POWER_SOURCES
-from devintel.generators.templates import DEVICE_TYPES, HOME_TYPES, VALID_RANGES
 from devintel.models.snapshots import SnapshotStore
 
 RECEIVED = 1_790_000_000.0

@@ -43,12 +43,12 @@ import orjson
 import pandas as pd
 
 from daemon_env import daemon_env
-from devintel.daemon.adapters import Zigbee2MqttAdapter
-from devintel.daemon.handler import RECENT_EVENTS, Handler
+from devintel.daemon.from_settings import build_handler
 from devintel.daemon.replay import replay
-from devintel.daemon.runtime import build_handler
 from devintel.daemon.settings import Settings
 from devintel.generators import generate
+from devintel.ingest.adapters import Zigbee2MqttAdapter
+from devintel.ingest.handler import RECENT_EVENTS, Handler
 from devintel.models.live import LIVE_HISTORY_KEPT, LIVE_OUTCOMES_KEPT
 from devintel.models.online import events
 from devintel.models.snapshots import SnapshotStore

@@ -39,12 +39,13 @@ import pytest
 
 from daemon_env import daemon_env
 from devintel.daemon import cli
-from devintel.daemon.adapters.native import NativeAdapter
-from devintel.daemon.adapters.zigbee2mqtt import Zigbee2MqttAdapter
-from devintel.daemon.inbound import Rejected
-from devintel.daemon.outbound import SERVICE_ENTITIES
 from devintel.daemon.service import insecure_settings, prepare_models
 from devintel.daemon.settings import HttpSettings, MqttSettings, Settings, load_settings
+from devintel.daemon.simulate import simulate_home
+from devintel.ingest.adapters.native import NativeAdapter
+from devintel.ingest.adapters.zigbee2mqtt import Zigbee2MqttAdapter
+from devintel.ingest.inbound import Rejected
+from devintel.ingest.outbound import SERVICE_ENTITIES
 from devintel.models.snapshots import MANIFEST_FILE, SnapshotStore, canonical_json
 from mqtt_broker import Broker, find_mosquitto, free_port, preferred_kind
 from mqtt_collector import WAIT_S, collect, leak_event
@@ -179,6 +180,7 @@ def test_signing_key_setting_comes_from_the_credentials_directory(
     credentials = _credentials(tmp_path / "credentials", snapshot__signing_key=KEY, mqtt__password=PASSWORD)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     monkeypatch.setenv("DEVINTEL_SNAPSHOT__KEEP", "3")  # merged with the credential, setting by setting
+    monkeypatch.setenv("DEVINTEL_MQTT__USERNAME", USER)  # a password needs a user name
     settings = load_settings()
     assert settings.snapshot.signing_key_bytes() == KEY.encode()
     assert settings.snapshot.keep == 3
@@ -329,7 +331,9 @@ def test_exposed_settings_are_warned_about(tmp_path: Path, monkeypatch: pytest.M
     _clean_settings_env(monkeypatch)
     monkeypatch.chdir(tmp_path)  # no .env
     assert insecure_settings(Settings()) == []
-    assert insecure_settings(Settings(http=HttpSettings(host="::1"), mqtt=MqttSettings(password="x"))) == []
+    assert (
+        insecure_settings(Settings(http=HttpSettings(host="::1"), mqtt=MqttSettings(username=USER, password="x"))) == []
+    )
     assert insecure_settings(Settings(http=HttpSettings(host="0.0.0.0", token=TOKEN))) == []
     exposed = Settings(
         http=HttpSettings(host="0.0.0.0"), mqtt=MqttSettings(host="broker.lan", username=USER, password="x")
@@ -337,7 +341,9 @@ def test_exposed_settings_are_warned_about(tmp_path: Path, monkeypatch: pytest.M
     http_warning, mqtt_warning = insecure_settings(exposed)
     assert "set http.token" in http_warning
     assert "clear text to broker.lan" in mqtt_warning
-    assert insecure_settings(Settings(mqtt=MqttSettings(host="broker.lan", password="x", tls=True))) == []
+    assert (
+        insecure_settings(Settings(mqtt=MqttSettings(host="broker.lan", username=USER, password="x", tls=True))) == []
+    )
 
 
 def _publish_sync(broker: Broker, topic: str, payload: bytes = b"") -> None:
@@ -531,6 +537,35 @@ async def test_daemon_connects_with_user_password_and_tls(
         await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"stopped", "status stopped")
     assert re.search(rf"New client connected .* as devintel-{ns} .*u'{USER}'", secure_broker.broker.log())
     assert PASSWORD not in daemon.log()
+
+
+async def test_the_simulated_home_publishes_with_the_daemons_credentials_and_tls(
+    secure_broker: SecureBroker, topic_namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--simulate`` connects as the daemon does (it used to open a plain connection without TLS or the CA file,
+    so against this broker it could not publish at all)."""
+    _clean_settings_env(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    ns = topic_namespace
+    settings = Settings(
+        topic_prefix=ns,
+        mqtt={
+            "host": "127.0.0.1",
+            "port": secure_broker.tls_port,
+            "tls": True,
+            "ca_file": secure_broker.pki.ca,
+            "username": USER,
+            "password": PASSWORD,
+            "client_id": f"devintel-{ns}",
+        },
+        simulate={"samples": 300, "days": 5.0, "rate": 10_000.0},
+    )
+    async with collect(secure_broker.client(f"watch-{ns}"), f"{ns}/events/#") as seen:
+        published = await simulate_home(settings)
+        await seen.wait_for(lambda: len(seen.messages) >= published, f"{published} simulated events")
+    assert published > 0
+    assert all(topic.startswith(f"{ns}/events/") for topic, _, _ in seen.messages)
+    assert re.search(rf"New client connected .* as devintel-{ns}-simulator .*u'{USER}'", secure_broker.broker.log())
 
 
 async def test_wrong_password_and_untrusted_ca_are_refused_logged_and_retried(

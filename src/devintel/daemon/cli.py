@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from devintel.generators.api import (
 from devintel.generators.stats import StatsAccumulator
 
 if TYPE_CHECKING:
+    from devintel.daemon.settings import Settings
     from devintel.models.snapshots import SnapshotStore
 
 logger = logging.getLogger("devintel")
@@ -87,8 +87,8 @@ def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     p.add_argument("--days", type=float, help=f"length of the synthetic span [bootstrap.days: {defaults.days:g}]")
     p.add_argument("--seed", type=int, help="training seed; held-out homes use seed+1000, +2000 [bootstrap.seed: 0]")
-    p.add_argument("--model-dir", type=Path, default=Path("models"), help="snapshot directory [%(default)s]")
-    p.add_argument("--keep", type=int, default=5, help="snapshots to keep [%(default)s]")
+    p.add_argument("--model-dir", type=Path, default=None, help="snapshot directory [model_dir: models]")
+    p.add_argument("--keep", type=int, default=None, help="snapshots to keep [snapshot.keep: 5]")
     p.add_argument("--allow-low-quality", action="store_true", help="a failed gate warns instead of failing")
     p.add_argument(
         "--capture",
@@ -100,26 +100,24 @@ def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
 
 
-def _run_capture_bootstrap(args: argparse.Namespace, signing_key: bytes | None) -> int:
+def _run_capture_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     """``devintel bootstrap --capture FILE``: the capture through the live path (features, delayed labels from
     what later happened in it, learning) onto the newest snapshot, then a snapshot of what was learned."""
+    from devintel.daemon.from_settings import build_handler, snapshot_store
     from devintel.daemon.replay import replay
-    from devintel.daemon.runtime import build_handler
-    from devintel.daemon.settings import load_settings
     from devintel.models.live import snapshot_contents
-    from devintel.models.snapshots import NoValidSnapshot, SnapshotStore
+    from devintel.models.snapshots import NoValidSnapshot
 
     if not args.capture.is_file():
         logger.error("capture %s does not exist", args.capture)
         return 2
-    store = SnapshotStore(args.model_dir, keep=args.keep, signing_key=signing_key)
+    store = snapshot_store(settings)
     try:
         base = store.load()
     except NoValidSnapshot as error:
         logger.error("--capture adapts an existing snapshot, and %s has none (run devintel bootstrap first): %s",
-                     args.model_dir, error)  # fmt: skip
+                     settings.model_dir, error)  # fmt: skip
         return 2
-    settings = load_settings().model_copy(update={"model_dir": args.model_dir})
     handler = build_handler(settings, base)
     with args.capture.open(encoding="utf-8") as lines, open(os.devnull, "wb") as sink:
         stats = replay(handler, lines, sink, learn=True)
@@ -133,42 +131,44 @@ def _run_capture_bootstrap(args: argparse.Namespace, signing_key: bytes | None) 
         f"{handler.live.learner.resolved:,} labels resolved, {learned:,} learned; "
         f"rejected {dict(handler.counters.rejected)}, bad capture lines {stats.bad_lines}"
     )
-    print(f"snapshot {version} in {args.model_dir} (from {base.version})")
+    print(f"snapshot {version} in {settings.model_dir} (from {base.version})")
     return 0
 
 
 def _run_bootstrap(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from devintel.daemon.runtime import bootstrap_config
+    from devintel.daemon.from_settings import bootstrap_config, snapshot_store
     from devintel.daemon.settings import load_settings
     from devintel.models.bootstrap import bootstrap
     from devintel.models.gate import GateFailed
-    from devintel.models.snapshots import SnapshotStore
 
     try:
-        # The settings (environment, .env, $CREDENTIALS_DIRECTORY) shape the gate, the horizon and the signing key
-        # (a daemon with a key refuses unsigned snapshots); the command line sets the sizes.
+        # The settings (environment, .env, $CREDENTIALS_DIRECTORY) shape the gate, the horizon, the model directory
+        # and the signing key (a daemon with a key refuses unsigned snapshots); the command line overrides the sizes,
+        # the model directory and how many snapshots are kept.
         settings = load_settings()
-        signing_key = settings.snapshot.signing_key_bytes()
+        if args.model_dir is not None:
+            settings = settings.model_copy(update={"model_dir": args.model_dir})
+        if args.keep is not None:
+            settings = settings.model_copy(
+                update={"snapshot": settings.snapshot.model_copy(update={"keep": args.keep})}
+            )
     except (ValidationError, ValueError, FileNotFoundError) as error:
         logger.error("invalid settings: %s", error)
         return 2
     if args.capture is not None:
-        return _run_capture_bootstrap(args, signing_key)
+        return _run_capture_bootstrap(args, settings)
     sizes = {key: getattr(args, key) for key in ("samples", "holdout_samples", "days", "seed")}
-    config = replace(
-        bootstrap_config(settings, args.allow_low_quality),
-        **{key: value for key, value in sizes.items() if value is not None},
-    )
+    config = bootstrap_config(settings, args.allow_low_quality, **sizes)
     try:
-        result = bootstrap(config, SnapshotStore(args.model_dir, keep=args.keep, signing_key=signing_key))
+        result = bootstrap(config, snapshot_store(settings))
     except GateFailed as failed:
         print(failed.result.table())
         logger.error("quality gate failed on held-out homes; no snapshot written (use --allow-low-quality to keep it)")
         return 1
     print(result.gate.table())
-    print(f"snapshot {result.version} in {args.model_dir}")
+    print(f"snapshot {result.version} in {settings.model_dir}")
     return 0
 
 
@@ -188,17 +188,14 @@ def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def _run_replay(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from devintel.daemon.from_settings import build_handler, snapshot_store
     from devintel.daemon.replay import replay
-    from devintel.daemon.runtime import build_handler
     from devintel.daemon.settings import load_settings
-    from devintel.models.snapshots import NoValidSnapshot, SnapshotStore
+    from devintel.models.snapshots import NoValidSnapshot
 
     try:
         settings = load_settings(args.config)
-        store = SnapshotStore(
-            settings.model_dir, keep=settings.snapshot.keep, signing_key=settings.snapshot.signing_key_bytes()
-        )
-        snapshot = store.load()
+        snapshot = snapshot_store(settings).load()
     except (ValidationError, ValueError, FileNotFoundError, NoValidSnapshot) as error:
         logger.error("%s", error)
         return 2
@@ -242,17 +239,15 @@ def _add_snapshot_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
 def _store(args: argparse.Namespace) -> SnapshotStore | None:
     from pydantic import ValidationError
 
+    from devintel.daemon.from_settings import snapshot_store
     from devintel.daemon.settings import load_settings
-    from devintel.models.snapshots import SnapshotStore
 
     try:
         settings = load_settings(args.config)
     except (ValidationError, ValueError, FileNotFoundError) as error:
         logger.error("%s", error)
         return None
-    return SnapshotStore(
-        settings.model_dir, keep=settings.snapshot.keep, signing_key=settings.snapshot.signing_key_bytes()
-    )
+    return snapshot_store(settings)
 
 
 def _run_models(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
 """The Home Assistant source: a client of HA's websocket API (the I/O half; the mapping is the pure
-:mod:`devintel.daemon.adapters.homeassistant_api`).
+:mod:`devintel.ingest.adapters.homeassistant_api`).
 
 One task: connect (``ha.api_url``), authenticate with the long-lived access token (``ha.api_token``, best from
 ``$CREDENTIALS_DIRECTORY`` as ``ha__api_token``), read the device, entity and area registries and the current
@@ -31,10 +31,10 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from devintel.daemon.adapters.homeassistant_api import API_TOPIC, MAX_API_BYTES, HomeAssistantApiAdapter
-from devintel.daemon.counters import Counters, RateLimitedLog
 from devintel.daemon.mqtt import Received, backoff_delay
 from devintel.daemon.settings import HomeAssistantSettings
+from devintel.ingest.adapters.homeassistant_api import API_TOPIC, MAX_API_BYTES, HomeAssistantApiAdapter
+from devintel.ingest.counters import Counters, RateLimitedLog
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ import uvicorn
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
-from devintel.daemon.inbound import MAX_PAYLOAD_BYTES, Rejected
+from devintel.daemon.refresh import RefreshCancelledError, RefreshError
+from devintel.ingest.inbound import MAX_PAYLOAD_BYTES, Rejected
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,9 @@ class ServiceApi(Protocol):
         """Re-bootstrap from synthetic data: ``{"passed": bool, "version": ... | None, "gate": {...}}`` (a failed
         gate writes and changes nothing).
 
-        Raises :class:`RuntimeError` when a refresh is already running, :class:`OSError` when the snapshot
-        cannot be written."""
+        Raises :class:`~devintel.daemon.refresh.RefreshCancelledError` when the daemon shuts down meanwhile,
+        :class:`~devintel.daemon.refresh.RefreshError` when the refresh's process fails, :class:`RuntimeError` when
+        a refresh is already running, :class:`OSError` when the snapshot cannot be written or read."""
         ...
 
     async def snapshot(self) -> str:
@@ -76,7 +78,7 @@ class ServiceApi(Protocol):
     def predict(self, event: dict[str, Any]) -> dict[str, Any]:
         """Score an ad-hoc canonical event without learning or changing state.
 
-        Raises :class:`~devintel.daemon.inbound.Rejected` for bad input."""
+        Raises :class:`~devintel.ingest.inbound.Rejected` for bad input."""
         ...
 
     def metrics_text(self) -> str:
@@ -171,6 +173,11 @@ def create_app(service: ServiceApi, token: str | None) -> fastapi.FastAPI:
     async def refresh() -> Response:
         try:
             result = await service.refresh()
+        except RefreshCancelledError as exc:
+            return _error(503, str(exc))
+        except RefreshError as exc:
+            logger.error("refresh requested over HTTP failed: %s", exc)
+            return _error(500, "the refresh failed (see the daemon's log)")
         except RuntimeError as exc:
             return _error(409, f"a refresh is already running: {exc}")
         except OSError as exc:

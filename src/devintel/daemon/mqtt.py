@@ -22,15 +22,15 @@ import contextlib
 import logging
 import random
 import socket
-import ssl
 import time
 from dataclasses import dataclass, field
 
 import aiomqtt
 
-from devintel.daemon.counters import Counters, RateLimitedLog
-from devintel.daemon.outbound import Outgoing, Topics
+from devintel.daemon.from_settings import mqtt_client
 from devintel.daemon.settings import MqttSettings
+from devintel.ingest.counters import Counters, RateLimitedLog
+from devintel.ingest.outbound import Outgoing, Topics
 
 logger = logging.getLogger(__name__)
 
@@ -130,20 +130,11 @@ class MqttSession:
         self._shed_log = RateLimitedLog(logger)
 
     def _client_for(self) -> aiomqtt.Client:
-        s = self.settings
-        tls: ssl.SSLContext | None = None
-        if s.tls:
-            tls = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
-        return aiomqtt.Client(
-            s.host,
-            s.port,
-            identifier=s.client_id,
+        return mqtt_client(
+            self.settings,
+            self.settings.client_id,
             clean_session=False,
-            username=s.username,
-            password=s.password.get_secret_value() if s.password else None,
             will=aiomqtt.Will(self.topics.status, b"offline", qos=1, retain=True),
-            keepalive=s.keepalive_s,
-            tls_context=tls,
             timeout=10.0,
             # Predictions are small messages: without TCP_NODELAY, Nagle's algorithm and delayed ACKs add
             # tens of milliseconds to each (measured in bench/bench_live.py).

@@ -1,7 +1,7 @@
 """The known-device registry on disk: every device devintel knows outlives a restart, so that Home Assistant's
 birth message re-announces all of them, not only those heard since the restart.
 
-One JSON file, ``<model_dir>/devices.json`` (what :meth:`devintel.daemon.handler.Handler.registry` returns),
+One JSON file, ``<model_dir>/devices.json`` (what :meth:`devintel.ingest.handler.Handler.registry` returns),
 written atomically: a temporary file in the same directory, fsynced, renamed over the old one, and the directory
 fsynced. A file that does not read is logged and ignored (devintel then knows the devices it hears again).
 """

@@ -16,8 +16,8 @@ from typing import IO
 
 import orjson
 
-from devintel.daemon.counters import RateLimitedLog
-from devintel.daemon.handler import Handler
+from devintel.ingest.counters import RateLimitedLog
+from devintel.ingest.handler import Handler
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from devintel.daemon.runtime import Runtime, bootstrap_config, live_models, optional_broker
+from devintel.daemon.attention import attention_table
+from devintel.daemon.from_settings import bootstrap_config, live_models, snapshot_store
+from devintel.daemon.runtime import Runtime, optional_broker
 from devintel.daemon.settings import Settings, load_settings
 from devintel.models.gate import GateFailed
 from devintel.models.snapshots import LoadedSnapshot, NoValidSnapshot, SnapshotStore, is_version
@@ -92,13 +94,6 @@ def insecure_settings(settings: Settings) -> list[str]:
     if settings.mqtt.password and not settings.mqtt.tls and not _is_loopback(settings.mqtt.host):
         found.append(f"the MQTT password is sent in clear text to {settings.mqtt.host} (set mqtt.tls and mqtt.ca_file)")
     return found
-
-
-def snapshot_store(settings: Settings) -> SnapshotStore:
-    """The snapshot store of ``model_dir``: it signs and checks manifests when ``snapshot.signing_key`` is set."""
-    return SnapshotStore(
-        settings.model_dir, keep=settings.snapshot.keep, signing_key=settings.snapshot.signing_key_bytes()
-    )
 
 
 def load_usable(settings: Settings, store: SnapshotStore, *, set_aside: bool) -> LoadedSnapshot:
@@ -228,7 +223,7 @@ async def serve(settings: Settings, snapshot: LoadedSnapshot, args: argparse.Nam
         )
         code = await runtime.run()
     if args.exit_after_simulation:
-        print(runtime.attention_table(), flush=True)
+        print(attention_table(runtime.handler), flush=True)
     return code
 
 

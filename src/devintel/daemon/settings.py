@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from devintel.generators import HOME_TYPES
+from devintel.contract import HOME_TYPES
 
 _STRICT = ConfigDict(extra="forbid")
 ENV_PREFIX = "DEVINTEL_"
@@ -62,14 +62,26 @@ class MqttSettings(BaseModel):
     host: str = Field("localhost", description="broker host name or address")
     port: int = Field(1883, ge=1, le=65535, description="broker port")
     username: str | None = Field(None, description="user name, when the broker asks for one")
-    password: SecretStr | None = Field(None, description="password (better from $CREDENTIALS_DIRECTORY)")
+    password: SecretStr | None = Field(
+        None, description="password, with a username (better from $CREDENTIALS_DIRECTORY)"
+    )
     tls: bool = Field(False, description="connect with TLS")
     client_id: str = Field("devintel", min_length=1, description="fixed client id (a persistent session)")
-    ca_file: Path | None = Field(None, description="CA certificate file for TLS (default: the system's CAs)")
+    ca_file: Path | None = Field(
+        None, description="CA certificate file for TLS, with tls on (default: the system's CAs)"
+    )
     keepalive_s: int = Field(60, ge=5, le=3600, description="MQTT keepalive, seconds")
     reconnect_max_s: float = Field(
         5.0, gt=0.0, description="longest wait between reconnection attempts, seconds (back within this of the broker)"
     )
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Check what field constraints cannot express: a CA file needs TLS, a password needs a user name."""
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("mqtt.ca_file is set but mqtt.tls is off, so it would be ignored: set mqtt.tls = true")
+        if self.password is not None and self.password.get_secret_value() and not self.username:
+            # (an empty password is none: the systemd unit's default credential is an empty file)
+            raise ValueError("mqtt.password is set without mqtt.username: set both, or neither")
 
 
 class Zigbee2MqttSettings(BaseModel):

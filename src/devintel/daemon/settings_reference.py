@@ -23,8 +23,8 @@ import annotated_types
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
+from devintel.contract import HOME_TYPES
 from devintel.daemon.settings import ENV_PREFIX, Settings
-from devintel.generators import HOME_TYPES
 
 __all__ = ["REGENERATE", "SettingDoc", "main", "reference_markdown", "setting_docs"]
 
@@ -223,11 +223,14 @@ a TOML key or a credential file that names no setting), and so is any invalid va
 instead of being ignored. `devintel-daemon --validate-config` checks every source and prints the resulting
 settings as JSON, secrets masked (exit 0), or the error (exit 2).
 
-`devintel-daemon` (the service, its bootstrap and `POST /models/refresh` included) and `devintel replay`,
-`devintel models` and `devintel report` read these settings. `devintel bootstrap` reads only
-`snapshot.signing_key` (to sign what it writes): it takes its sizes, seed and model directory from its own options
-(`--samples`, `--holdout-samples`, `--days`, `--seed`, `--model-dir`, `--keep`) and gates at the default
-thresholds.
+`devintel-daemon` (the service, its bootstrap, `POST /models/refresh` and `--simulate` included), `devintel
+bootstrap`, `devintel replay`, `devintel models` and `devintel report` read these settings, and map them to what
+they configure in one place (`devintel.daemon.from_settings`). `devintel bootstrap`'s options (`--samples`,
+`--holdout-samples`, `--days`, `--seed`, `--model-dir`, `--keep`) override `bootstrap.*`, `model_dir` and
+`snapshot.keep`; it gates with `quality.*` and `horizon_days` and signs with `snapshot.signing_key`.
+
+Besides each field's own constraints, these are checked together: `mqtt.ca_file` needs `mqtt.tls`, `mqtt.password`
+needs `mqtt.username`, and `home_type` is one of the eight home types.
 
 Keep secrets out of the environment and the TOML file where you can: `mqtt.password` and `http.token` belong in
 `$CREDENTIALS_DIRECTORY` (the systemd unit loads `mqtt__password` from `/etc/devintel/mqtt_password`).

@@ -3,7 +3,8 @@
 The home comes from the same generator as the warm start, with its own seed (``simulate.seed``, neither a
 training nor a held-out seed) and the configured home type; its event times are shifted so that the stream
 ends now, and it is published at ``simulate.rate`` events per second (accelerated time: 60 days in about
-20 seconds at the defaults) as canonical events on ``<prefix>/events/<device_id>`` over a connection of its own.
+20 seconds at the defaults) as canonical events on ``<prefix>/events/<device_id>`` over a connection of its own
+to the daemon's broker, with its credentials and TLS (:func:`~devintel.daemon.from_settings.mqtt_client`).
 The daemon sees nothing that a real installation would not send: no label, no failure time.
 """
 
@@ -13,9 +14,9 @@ import asyncio
 import logging
 import time
 
-import aiomqtt
 import orjson
 
+from devintel.daemon.from_settings import mqtt_client
 from devintel.daemon.settings import Settings
 from devintel.generators import generate
 from devintel.models.online import events
@@ -56,14 +57,7 @@ async def simulate_home(settings: Settings) -> int:
         settings.simulate.days,
         settings.simulate.rate,
     )
-    mqtt = settings.mqtt
-    async with aiomqtt.Client(
-        mqtt.host,
-        mqtt.port,
-        identifier=f"{mqtt.client_id}-simulator",
-        username=mqtt.username,
-        password=mqtt.password.get_secret_value() if mqtt.password else None,
-    ) as client:
+    async with mqtt_client(settings.mqtt, f"{settings.mqtt.client_id}-simulator") as client:
         started = time.monotonic()
         for i in range(0, len(stream), BURST):
             for event in stream[i : i + BURST]:

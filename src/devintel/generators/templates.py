@@ -1,5 +1,8 @@
 """The templates the synthetic stream is built from: home types, device types and failure modes.
 
+The event they make is the contract's (:mod:`devintel.contract`: fields, ranges, vocabularies): a template
+holds to it, and is checked against it at import (:func:`_check_templates`), never the other way round.
+
 Everything here is data. A home template says how common the home type is, how many devices such a
 home has and what its building does to radio links and indoor climate. A device template says how the
 device is powered, how it talks, how often it reports, which canonical fields it reports and how it
@@ -12,41 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-#: The canonical metric fields of a telemetry event, in column order (DESIGN.md).
-METRIC_FIELDS: Final[tuple[str, ...]] = (
-    "battery_level",
-    "battery_voltage",
-    "signal_strength",
-    "linkquality",
-    "response_time",
-    "error_rate",
-    "connection_drops",
-    "restart_count",
-    "uptime_hours",
-    "temperature",
-    "humidity",
-    "usage_frequency",
-    "data_transfer_rate",
-    "value",
-)
+from devintel import contract
+from devintel.contract import METRIC_FIELDS, VALID_RANGES
 
-#: Valid range of each canonical metric field (DESIGN.md); values outside it are glitches.
-VALID_RANGES: Final[dict[str, tuple[float, float]]] = {
-    "battery_level": (0.0, 100.0),
-    "battery_voltage": (0.0, 5000.0),
-    "signal_strength": (-100.0, -10.0),
-    "linkquality": (0.0, 255.0),
-    "response_time": (0.0, 60_000.0),
-    "error_rate": (0.0, 1.0),
-    "connection_drops": (0.0, 10_000.0),
-    "restart_count": (0.0, 10_000.0),
-    "uptime_hours": (0.0, 1e6),
-    "temperature": (-40.0, 125.0),
-    "humidity": (0.0, 100.0),
-    "usage_frequency": (0.0, 1.0),
-    "data_transfer_rate": (0.0, 1e7),
-    "value": (-1e9, 1e9),
-}
+__all__ = [
+    "DEVICE_TYPES",
+    "FAILURE_MODES",
+    "HOME_TYPES",
+    "METRIC_FIELDS",
+    "MODE_SIGNATURE_FIELDS",
+    "VALID_RANGES",
+    "DeviceTemplate",
+    "HomeTemplate",
+]
 
 #: Failure modes, in the order used for integer codes. ``none`` is not a mode and has no code.
 FAILURE_MODES: Final[tuple[str, ...]] = (
@@ -323,7 +304,12 @@ DEVICE_TYPES: Final[dict[str, DeviceTemplate]] = {
 
 
 def _check_templates() -> None:
-    """Fail at import when a template contradicts itself (a mode the device cannot show)."""
+    """Fail at import when a template contradicts itself (a mode the device cannot show) or the contract."""
+    if tuple(HOME_TYPES) != contract.HOME_TYPES or tuple(DEVICE_TYPES) != contract.DEVICE_TYPES:
+        raise ValueError("the home or device templates are not the contract's home and device types, in order")
+    temperature = {name for name, dev in DEVICE_TYPES.items() if "temperature" in dev.fields}
+    if temperature != contract.REPORTS_TEMPERATURE:
+        raise ValueError(f"templates with a temperature {sorted(temperature)} are not the contract's")
     shares = sum(h.share for h in HOME_TYPES.values())
     if abs(shares - 1.0) > 1e-9:
         raise ValueError(f"home type shares sum to {shares}, not 1")
@@ -336,6 +322,8 @@ def _check_templates() -> None:
                 raise ValueError(f"{name}: failure mode {mode} needs one of {MODE_SIGNATURE_FIELDS[mode]}")
         if ("value" in dev.fields) != (dev.value_kind != "none"):
             raise ValueError(f"{name}: value_kind {dev.value_kind} disagrees with its fields")
+        if dev.power_source not in contract.POWER_SOURCES:
+            raise ValueError(f"{name}: power source {dev.power_source} is not one of the contract's")
         if (dev.power_source == "battery") != ("battery_level" in dev.fields):
             raise ValueError(f"{name}: power source {dev.power_source} disagrees with battery_level")
 

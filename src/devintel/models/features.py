@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from devintel.generators.templates import DEVICE_TYPES, VALID_RANGES
+from devintel.contract import DEVICE_TYPES, VALID_RANGES
 
 Features = dict[str, float]
 

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from devintel.contract import risk_level
 from devintel.models.challenger import ChallengerScore
 from devintel.models.decision import AlarmState, DecisionParams, step
 from devintel.models.dense import features_needed
@@ -63,22 +64,6 @@ LIVE_OUTCOMES_KEPT: Final = 10_000
 LIVE_HISTORY_KEPT: Final = 1_000
 #: Predictions from this probability on (and those that need attention) name their reasons.
 EXPLAINED_FROM: Final = 0.2
-#: Lower bounds of the risk levels (DESIGN.md), highest first.
-RISK_LEVELS: Final[tuple[tuple[float, str], ...]] = (
-    (0.8, "critical"),
-    (0.6, "high"),
-    (0.4, "medium"),
-    (0.2, "low"),
-    (0.0, "minimal"),
-)
-
-
-def risk_level(probability: float) -> str:
-    """The risk level of a failure probability: critical ≥ 0.8, high ≥ 0.6, medium ≥ 0.4, low ≥ 0.2, else minimal."""
-    for bound, level in RISK_LEVELS:
-        if probability >= bound:
-            return level
-    return "minimal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,10 +438,6 @@ class LiveModels:
     def alarm_quality(self) -> dict[str, float | int]:
         """The live household measures from resolved labels (:class:`~devintel.models.household.EpisodeLedger`)."""
         return self.ledger.report()
-
-    def devices(self) -> int:
-        """Devices with feature state."""
-        return len(self.learner.features)
 
 
 def _on_since(alarm: AlarmState | None, ts: float, lead_s: float) -> bool:

@@ -281,6 +281,11 @@ class SnapshotStore:
         self.keep = keep
         self._key = signing_key
 
+    @property
+    def signing_key(self) -> bytes | None:
+        """The key manifests are signed and checked with, or ``None`` (a store for another process takes it)."""
+        return self._key
+
     def __repr__(self) -> str:
         signed = "signed" if self._key is not None else "unsigned"
         return f"SnapshotStore({str(self.root)!r}, keep={self.keep}, {signed})"

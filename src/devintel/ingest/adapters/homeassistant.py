@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from devintel.daemon.adapters.base import Adapter
-from devintel.daemon.inbound import MAX_PAYLOAD_BYTES, HomeAssistantOnline, Inbound, Rejected, Skipped
+from devintel.ingest.adapters.base import Adapter
+from devintel.ingest.inbound import MAX_PAYLOAD_BYTES, HomeAssistantOnline, Inbound, Rejected, Skipped
 
 
 class HomeAssistantAdapter(Adapter):

@@ -7,13 +7,13 @@ Contract of every :class:`Adapter`:
   it). The handler gives a message to the first adapter that claims its topic; no claim is the handler's
   ``unknown_topic`` skip.
 - :meth:`~Adapter.parse` turns one message into a non-empty list of
-  :data:`~devintel.daemon.inbound.Inbound` items; a well-formed message that carries nothing for devintel
-  becomes a :class:`~devintel.daemon.inbound.Skipped` with a reason from ``SKIP_REASONS``. Bad input raises
-  :class:`~devintel.daemon.inbound.Rejected` (a reason from ``REJECT_REASONS``) and nothing else: any other
+  :data:`~devintel.ingest.inbound.Inbound` items; a well-formed message that carries nothing for devintel
+  becomes a :class:`~devintel.ingest.inbound.Skipped` with a reason from ``SKIP_REASONS``. Bad input raises
+  :class:`~devintel.ingest.inbound.Rejected` (a reason from ``REJECT_REASONS``) and nothing else: any other
   exception is a bug of ours.
 - :meth:`~Adapter.parse` does no I/O and does not block; it may remember what earlier messages said (the
   Zigbee2MQTT device list), so one adapter instance serves one message stream, in order.
-- Every telemetry event goes through :func:`devintel.daemon.validation.canonical_event`, so a metric is
+- Every telemetry event goes through :func:`devintel.ingest.validation.canonical_event`, so a metric is
   checked the same way whatever its source.
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from devintel.daemon.inbound import Inbound
+from devintel.ingest.inbound import Inbound
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -41,7 +41,7 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 
 class Adapter(ABC):
     """Turns the MQTT messages of one source (devintel's own topics, Zigbee2MQTT, Home Assistant) into
-    :data:`~devintel.daemon.inbound.Inbound` items; see the module docstring for the contract."""
+    :data:`~devintel.ingest.inbound.Inbound` items; see the module docstring for the contract."""
 
     source: ClassVar[str]
     """The source this adapter reads (``native``, ``zigbee2mqtt``, ``homeassistant``): each source keeps its own
@@ -58,4 +58,4 @@ class Adapter(ABC):
     @abstractmethod
     def parse(self, topic: str, payload: bytes, received: float) -> list[Inbound]:
         """What one message (``received`` = epoch s of receipt) means; raises
-        :class:`~devintel.daemon.inbound.Rejected` for bad input."""
+        :class:`~devintel.ingest.inbound.Rejected` for bad input."""

@@ -1,13 +1,13 @@
 """The one path from an MQTT message to what devintel publishes: live ingest and replay both call it.
 
 :meth:`Handler.handle` takes a message (topic, payload bytes, time of receipt), lets the adapter that claims
-the topic turn it into inbound items (:mod:`devintel.daemon.inbound`), and acts on each: telemetry goes to the
+the topic turn it into inbound items (:mod:`devintel.ingest.inbound`), and acts on each: telemetry goes to the
 live models (features, routed prediction, delayed labels, learning), availability and feedback become live
 evidence of failure, bridge device lists attach Home Assistant entities to the bridge's devices. It returns the
 messages to publish and the commands to carry out; it does no I/O itself, so replay writes exactly what the
 live daemon would have published.
 
-Bad input never reaches a model: an adapter raises :class:`~devintel.daemon.inbound.Rejected`, the handler
+Bad input never reaches a model: an adapter raises :class:`~devintel.ingest.inbound.Rejected`, the handler
 counts the reason and writes a rate-limited log line. Per-device state is bounded: at most ``max_devices``
 devices (the least recently heard are evicted first), and devices silent for ``retention_s`` of stream time
 are evicted (their Home Assistant entities removed when ``remove_gone``).
@@ -20,9 +20,10 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from devintel.daemon.adapters.base import Adapter
-from devintel.daemon.counters import Counters, RateLimitedLog
-from devintel.daemon.inbound import (
+from devintel.ingest.adapters import claiming
+from devintel.ingest.adapters.base import Adapter
+from devintel.ingest.counters import Counters, RateLimitedLog
+from devintel.ingest.inbound import (
     Availability,
     Command,
     DeviceInfo,
@@ -34,7 +35,7 @@ from devintel.daemon.inbound import (
     Skipped,
     Telemetry,
 )
-from devintel.daemon.outbound import (
+from devintel.ingest.outbound import (
     Origin,
     Outgoing,
     Topics,
@@ -43,7 +44,7 @@ from devintel.daemon.outbound import (
     removal_messages,
     service_discovery_messages,
 )
-from devintel.daemon.validation import clean_name, sanitize_device_id
+from devintel.ingest.validation import clean_name, sanitize_device_id
 from devintel.models.live import CLEARING_FEEDBACK, LiveModels, Prediction
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class Handler:
         self.counters.messages += 1
         self._received = received
         out = Handled()
-        adapter = next((a for a in self.adapters if a.claims(topic)), None)
+        adapter = claiming(self.adapters, topic)
         if adapter is None:
             self.counters.skipped["unknown_topic"] += 1
             return out

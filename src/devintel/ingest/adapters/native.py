@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from devintel.daemon.adapters.base import Adapter
-from devintel.daemon.inbound import Command, Feedback, Inbound, Rejected, Telemetry
-from devintel.daemon.validation import (
-    DEFAULT_HOME_TYPE,
+from devintel.contract import DEFAULT_HOME_TYPE
+from devintel.ingest.adapters.base import Adapter
+from devintel.ingest.inbound import Command, Feedback, Inbound, Rejected, Telemetry
+from devintel.ingest.validation import (
     TimeWindow,
     canonical_event,
     check_home_type,

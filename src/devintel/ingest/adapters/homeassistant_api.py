@@ -41,11 +41,11 @@ from typing import Final, Literal
 
 import orjson
 
-from devintel.daemon.adapters.base import Adapter
-from devintel.daemon.adapters.zigbee2mqtt import infer_device_type
-from devintel.daemon.inbound import Availability, DeviceInfo, Feedback, Inbound, Rejected, Skipped, Telemetry
-from devintel.daemon.validation import (
-    DEFAULT_HOME_TYPE,
+from devintel.contract import DEFAULT_HOME_TYPE, REPORTS_TEMPERATURE
+from devintel.ingest.adapters.base import Adapter
+from devintel.ingest.adapters.zigbee2mqtt import infer_device_type
+from devintel.ingest.inbound import Availability, DeviceInfo, Feedback, Inbound, Rejected, Skipped, Telemetry
+from devintel.ingest.validation import (
     TimeWindow,
     canonical_event,
     check_home_type,
@@ -54,7 +54,6 @@ from devintel.daemon.validation import (
     sanitize_device_id,
     to_number,
 )
-from devintel.generators.templates import DEVICE_TYPES
 
 #: The pseudo-topic prefix of what the websocket client hands over (a ``$`` topic: never subscribed on MQTT).
 API_TOPIC: Final = "$homeassistant-api"
@@ -465,7 +464,7 @@ class HomeAssistantApiAdapter(Adapter):
             "temperature": readings.get("temperature"),
             "value": _primary(device_type, readings),
         }
-        if raw["temperature"] is None and "temperature" in DEVICE_TYPES[device_type].fields:
+        if raw["temperature"] is None and device_type in REPORTS_TEMPERATURE:
             raw["temperature"] = readings.get("ambient_temperature")
         event = canonical_event(
             {k: v for k, v in raw.items() if v is not None},

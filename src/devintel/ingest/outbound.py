@@ -13,7 +13,7 @@ from typing import Final
 
 import orjson
 
-from devintel.daemon.inbound import DeviceInfo
+from devintel.ingest.inbound import DeviceInfo
 from devintel.models.live import Prediction
 
 #: Characters Home Assistant allows in a discovery node or object id.

@@ -1,6 +1,6 @@
 """What the adapters make of an MQTT message: the inbound vocabulary of the daemon.
 
-Every adapter (``devintel.daemon.adapters``) turns one message (topic, payload bytes, time of receipt) into
+Every adapter (``devintel.ingest.adapters``) turns one message (topic, payload bytes, time of receipt) into
 a list of these, or raises :class:`Rejected` with a reason from :data:`REJECT_REASONS`. The handler acts on
 them: a :class:`Telemetry` goes to the features and the models, the others update what the daemon knows of
 a device or trigger an action. Nothing else from a message reaches a model.

@@ -1,9 +1,10 @@
 """Input validation for live messages: pure functions, no I/O.
 
 Every adapter runs what it receives through these, so a bad payload is dropped the same way whatever its
-source: with a :class:`~devintel.daemon.inbound.Rejected` carrying one of
-:data:`~devintel.daemon.inbound.REJECT_REASONS`. The canonical ranges are those of the synthetic generator
-(:data:`devintel.generators.stats.VALID_RANGES`), so live and synthetic events obey one definition.
+source: with a :class:`~devintel.ingest.inbound.Rejected` carrying one of
+:data:`~devintel.ingest.inbound.REJECT_REASONS`. The canonical fields, ranges and vocabularies are the
+contract's (:mod:`devintel.contract`), which the synthetic generator holds to as well: live and synthetic events
+obey one definition.
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ from typing import Final
 
 import orjson
 
-from devintel.daemon.inbound import MAX_PAYLOAD_BYTES, Rejected
-from devintel.generators.templates import DEVICE_TYPES, HOME_TYPES, VALID_RANGES
+from devintel.contract import DEVICE_TYPES, HOME_TYPES, POWER_SOURCES, VALID_RANGES
+from devintel.ingest.inbound import MAX_PAYLOAD_BYTES, Rejected
 
 #: Longest device id accepted, after sanitising (DESIGN.md).
 MAX_DEVICE_ID_CHARS: Final = 128
-#: The home type used when neither the event nor the settings name one.
-DEFAULT_HOME_TYPE: Final = "single_family_house"
-#: Power sources of the canonical event.
-POWER_SOURCES: Final[tuple[str, ...]] = ("battery", "mains")
 #: Longest device name accepted (a person's name for the device: Zigbee2MQTT friendly name, HA device name).
 MAX_NAME_CHARS: Final = 128
 #: Numbers above this are taken as epoch milliseconds (1e11 s is the year 5138).

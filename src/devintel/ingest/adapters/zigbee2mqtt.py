@@ -18,8 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, TypeVar
 
-from devintel.daemon.adapters.base import Adapter
-from devintel.daemon.inbound import (
+from devintel.contract import DEFAULT_HOME_TYPE, REPORTS_TEMPERATURE, VALID_RANGES
+from devintel.ingest.adapters.base import Adapter
+from devintel.ingest.inbound import (
     MAX_PAYLOAD_BYTES,
     Availability,
     DeviceInfo,
@@ -29,8 +30,7 @@ from devintel.daemon.inbound import (
     Skipped,
     Telemetry,
 )
-from devintel.daemon.validation import (
-    DEFAULT_HOME_TYPE,
+from devintel.ingest.validation import (
     TimeWindow,
     canonical_event,
     check_home_type,
@@ -40,7 +40,6 @@ from devintel.daemon.validation import (
     sanitize_device_id,
     to_number,
 )
-from devintel.generators.templates import DEVICE_TYPES, VALID_RANGES
 
 logger = logging.getLogger(__name__)
 
@@ -408,10 +407,10 @@ class Zigbee2MqttAdapter(Adapter):
 
     @staticmethod
     def _temperature(device_type: str | None, state: Mapping[str, object]) -> object:
-        """The device's own temperature, else the one it senses where the synthetic template has one."""
+        """The device's own temperature, else the one it senses where the contract says its type reports one."""
         if state.get("device_temperature") is not None:
             return state["device_temperature"]
-        if "temperature" not in DEVICE_TYPES[device_type or "generic"].fields:
+        if (device_type or "generic") not in REPORTS_TEMPERATURE:
             return None
         if state.get("temperature") is not None:
             return state["temperature"]

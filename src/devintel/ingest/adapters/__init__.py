@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from devintel.daemon.adapters.base import Adapter, topic_matches
-from devintel.daemon.adapters.homeassistant import HomeAssistantAdapter
-from devintel.daemon.adapters.native import NativeAdapter
-from devintel.daemon.adapters.zigbee2mqtt import Zigbee2MqttAdapter
+from devintel.ingest.adapters.base import Adapter, topic_matches
+from devintel.ingest.adapters.homeassistant import HomeAssistantAdapter
+from devintel.ingest.adapters.native import NativeAdapter
+from devintel.ingest.adapters.zigbee2mqtt import Zigbee2MqttAdapter
 
 __all__ = [
     "Adapter",
