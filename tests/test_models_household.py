@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
 import numpy as np
+import orjson
 import pytest
 
 from devintel.models.decision import AlarmState, DecisionParams, decide, step
@@ -223,10 +225,15 @@ def test_params_are_checked_and_round_trip() -> None:
     with pytest.raises(ValueError, match="unknown"):
         DecisionParams.from_dict({"on_threshold": 0.5, "off_threshold": 0.5, "bogus": 1})
     state = AlarmState(True, 1.0, 2, math.nan, 3.0)
-    restored = AlarmState.from_list(state.as_list())
+    restored = AlarmState.from_list(orjson.loads(orjson.dumps(state.as_list())))  # strict JSON: no NaN
     assert restored.active
     assert restored.raised_count == 2
     assert math.isnan(restored.clear_since)
+    assert orjson.dumps(state.as_list()) == b"[true,1.0,2,null,3.0]"
+    # A snapshot of an earlier version wrote NaN (Python's json accepts it): it reads the same.
+    earlier = AlarmState.from_list(json.loads(json.dumps([True, 1.0, 2, math.nan, 3.0])))
+    assert earlier.raised_since == 1.0
+    assert math.isnan(earlier.clear_since)
 
 
 def test_presorted_streams_give_the_same_report() -> None:
