@@ -17,8 +17,8 @@ from devintel.daemon.refresh import RefreshCancelledError
 from devintel.daemon.runtime import Runtime
 from devintel.daemon.settings import Settings
 from devintel.models.snapshots import SnapshotStore
-from mqtt_broker import Broker
-from mqtt_collector import collect, leak_event
+from harness.broker import Broker
+from harness.collector import collect, leak_event
 
 SHUTDOWN_TIMEOUT_S = 5.0
 

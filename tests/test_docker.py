@@ -38,7 +38,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs
 
 from devintel.daemon.settings import load_settings
-from mqtt_broker import free_port
+from harness.broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"

@@ -36,7 +36,6 @@ import orjson
 import pytest
 
 import devintel.models.snapshots as snapshots
-from daemon_env import daemon_env
 from devintel.daemon.from_settings import build_handler, live_models
 from devintel.daemon.mqtt import Received
 from devintel.daemon.runtime import Runtime
@@ -44,7 +43,8 @@ from devintel.daemon.settings import Settings
 from devintel.ingest.handler import Handler
 from devintel.models.live import snapshot_contents
 from devintel.models.snapshots import TMP_PREFIX, SnapshotStore
-from mqtt_broker import Broker
+from harness.broker import Broker
+from harness.daemon_env import daemon_env
 
 SEED = int(os.environ.get("DEVINTEL_FAULT_SEED", "20261122"))
 WAIT_S = 30.0

@@ -37,7 +37,6 @@ import httpx
 import orjson
 import pytest
 
-from daemon_env import daemon_env
 from devintel.daemon import cli
 from devintel.daemon.service import insecure_settings, prepare_models
 from devintel.daemon.settings import HttpSettings, MqttSettings, Settings, load_settings
@@ -47,8 +46,9 @@ from devintel.ingest.adapters.zigbee2mqtt import Zigbee2MqttAdapter
 from devintel.ingest.inbound import Rejected
 from devintel.ingest.outbound import SERVICE_ENTITIES
 from devintel.models.snapshots import MANIFEST_FILE, SnapshotStore, canonical_json
-from mqtt_broker import Broker, find_mosquitto, free_port, preferred_kind
-from mqtt_collector import WAIT_S, collect, leak_event
+from harness.broker import Broker, find_mosquitto, free_port, preferred_kind
+from harness.collector import WAIT_S, collect, leak_event
+from harness.daemon_env import daemon_env
 
 KEY = "correct horse battery staple"
 OTHER_KEY = b"some other key"
