@@ -72,6 +72,11 @@ def private_broker(workdir: Path, extra: list[str]) -> Broker:
     return Broker(workdir / "broker", "mosquitto", persistence=False, extra_config=["max_queued_messages 0", *extra])
 
 
+def at_least(items: list[Any], n: int) -> Callable[[], bool]:
+    """Whether ``items`` holds ``n`` or more (a predicate to poll)."""
+    return lambda: len(items) >= n
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q`` quantile (0-1) of ``values``, nearest rank; NaN when empty."""
     if not values:
@@ -115,8 +120,8 @@ def device_rows(seed: int) -> list[list[dict[str, object]]]:
     of synthetic device ``d`` modulo their number, so every bench device reports like one real device."""
     import math
 
+    from devintel.contract import VALID_RANGES
     from devintel.generators import METRIC_FIELDS, generate
-    from devintel.generators.stats import VALID_RANGES
 
     frame = generate(samples=SYNTHETIC_EVENTS, seed=seed)
     healthy = frame[(frame["precursor"] == 0) & ~frame["fails_within_horizon"].astype(bool)]
@@ -152,7 +157,7 @@ def handler_alone(model_dir: Path, spec: Path, n: int, devices: int, repeat: int
         )
         for i in range(n)
     ]
-    settings = Settings(model_dir=model_dir, topic_prefix="bench", live={"publish_interval_s": 0.0})  # type: ignore[arg-type]
+    settings = Settings(model_dir=model_dir, topic_prefix="bench", live={"publish_interval_s": 0.0})
     snapshot = SnapshotStore(model_dir).load()
     rates = []
     for _ in range(repeat):
@@ -180,10 +185,11 @@ def event_payload(rows: list[dict[str, object]], k: int, ts: float) -> bytes:
 def child_publish(args: argparse.Namespace) -> dict[str, Any]:
     """Publish events (QoS 1) with paho in its own thread: all at once (``--rate 0``), or paced."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     synthetic = json.loads(Path(args.spec).read_text())
     rows = [synthetic[d % len(synthetic)] for d in range(args.devices)]
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv311)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv311)
     client.max_inflight_messages_set(200)
     client.max_queued_messages_set(0)
     acked = [0]
@@ -595,9 +601,7 @@ class Bench:
                 observer.events.clear()
                 published = await self.publish(ns, n, devices, rate=float(rate), ts_mode="now")
                 with contextlib.suppress(TimeoutError):
-                    await observer.wait_for(
-                        lambda n=n: len(observer.predictions) >= n, f"{n} predictions", 30.0, daemon
-                    )
+                    await observer.wait_for(at_least(observer.predictions, n), f"{n} predictions", 30.0, daemon)
                 latencies = [wall - float(orjson.loads(p)["ts"]) for _, wall, p in observer.predictions]
                 transport = [wall - float(orjson.loads(p)["ts"]) for wall, p in observer.events]
                 out[str(rate)] = {
@@ -685,7 +689,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     bench = Bench(args, broker, workdir, base_models, spec)
     broker.start()
     try:
-        bare, daemon = [], []
+        bare: list[dict[str, Any]] = []
+        daemon: list[dict[str, Any]] = []
         for rep in range(args.repeat):
             order = (bench.drain_bare, bench.drain_daemon) if rep % 2 == 0 else (bench.drain_daemon, bench.drain_bare)
             for measure in order:
