@@ -4,8 +4,9 @@
 probability, and holds the event in the delayed-label buffer; when labels resolve (failure evidence, or
 the horizon passing) it learns from them with River's ``learn_one`` and updates the rolling metrics.
 The warm start feeds synthetic events through it (:func:`warm_start`), with each device's simulated
-failure time delivered as failure evidence when the stream clock reaches it; replay and the live daemon
-will feed it real events.
+failure time delivered as failure evidence when the stream clock reaches it; replay and the live daemon feed
+it real events through the same learner (:class:`devintel.models.live.LiveModels`, driven by
+:mod:`devintel.ingest.handler`).
 
 Class imbalance: failures are rare (about 2 % of events), so by default every positive is learned but
 only a share ``negative_rate`` of negatives, drawn from a seeded generator.
