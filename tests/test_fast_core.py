@@ -144,7 +144,7 @@ def learned_models(model_dir: Path) -> dict[str, tuple[object, ...]]:
     """What each model of the one snapshot in ``model_dir`` learned: its scaler's statistics and its weights (the
     pickled bytes differ with how the feature names were shared, not with what was learned)."""
     version = (model_dir / "current").read_text().strip()
-    learned = {}
+    learned: dict[str, tuple[object, ...]] = {}
     for path in sorted((model_dir / version / "models").iterdir()):
         model = pickle.loads(path.read_bytes())
         scaler, regression = model["StandardScaler"], model["LogisticRegression"]

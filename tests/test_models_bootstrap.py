@@ -23,7 +23,20 @@ PLOTS = (
     "precision_recall.png",
     "reliability.png",
 )
-SMALL = {"samples": 20_000, "holdout_samples": 8_000, "days": 40.0, "seed": 3}
+
+
+def small(thresholds: QualityThresholds, allow_low_quality: bool = False) -> BootstrapConfig:
+    """The small bootstrap of these tests (20,000 events, 40 days, seed 3) under ``thresholds``."""
+    return BootstrapConfig(
+        samples=20_000,
+        holdout_samples=8_000,
+        days=40.0,
+        seed=3,
+        thresholds=thresholds,
+        allow_low_quality=allow_low_quality,
+    )
+
+
 IMPOSSIBLE = QualityThresholds(1.0, 1.0, 1.0, 1.0, 0.0, 1.0)
 TRIVIAL = QualityThresholds(0.0, 0.0, 0.0, 0.0, 1e9, 0.0)
 
@@ -31,14 +44,14 @@ TRIVIAL = QualityThresholds(0.0, 0.0, 0.0, 0.0, 1e9, 0.0)
 def test_failed_gate_writes_nothing(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
     with pytest.raises(GateFailed) as failed:
-        bootstrap(BootstrapConfig(**SMALL, thresholds=IMPOSSIBLE), store)
+        bootstrap(small(IMPOSSIBLE), store)
     assert "FAIL" in str(failed.value)
     assert store.versions() == []
 
 
 def test_allow_low_quality_writes_and_records_the_failure(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
-    result = bootstrap(BootstrapConfig(**SMALL, thresholds=IMPOSSIBLE, allow_low_quality=True), store)
+    result = bootstrap(small(IMPOSSIBLE, allow_low_quality=True), store)
     loaded = store.load()
     assert loaded.version == result.version
     gate = loaded.manifest["quality_gate"]
@@ -55,7 +68,7 @@ def test_allow_low_quality_writes_and_records_the_failure(tmp_path: Path) -> Non
 
 def test_passing_gate_is_recorded(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
-    result = bootstrap(BootstrapConfig(**SMALL, thresholds=TRIVIAL), store)
+    result = bootstrap(small(TRIVIAL), store)
     assert result.gate.passed
     manifest = store.load().manifest
     assert manifest["quality_gate"]["passed"] is True
@@ -104,7 +117,7 @@ def test_threshold_is_the_break_even_of_precision_and_recall() -> None:
 
 
 def test_report_has_household_measures_per_variant_the_decision_and_plots(tmp_path: Path) -> None:
-    result = bootstrap(BootstrapConfig(**SMALL, thresholds=TRIVIAL), SnapshotStore(tmp_path))
+    result = bootstrap(small(TRIVIAL), SnapshotStore(tmp_path))
     household = result.report["household"]
     assert isinstance(household, dict)
     overall = household["overall"]
@@ -128,7 +141,7 @@ def test_without_matplotlib_the_report_keeps_its_tables_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
-    bootstrap(BootstrapConfig(**SMALL, thresholds=TRIVIAL), SnapshotStore(tmp_path))
+    bootstrap(small(TRIVIAL), SnapshotStore(tmp_path))
     loaded = SnapshotStore(tmp_path).load()
     assert not [name for name in loaded.files if name.endswith(".png")]
     markdown = loaded.files["report/report.md"].decode()
@@ -153,6 +166,6 @@ def test_long_work_says_how_far_it_got(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(bootstrap_module, "PROGRESS_S", 0.0)  # a line at every chance (every 1,024 events)
     lines: list[str] = []
-    bootstrap(BootstrapConfig(**SMALL, thresholds=TRIVIAL), SnapshotStore(tmp_path), progress=lines.append)
+    bootstrap(small(TRIVIAL), SnapshotStore(tmp_path), progress=lines.append)
     for what in ("warm start", "validation", "test"):
         assert any(line.startswith(f"{what}: 1,024 of ") for line in lines), what

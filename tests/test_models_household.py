@@ -225,15 +225,15 @@ def test_params_are_checked_and_round_trip() -> None:
     with pytest.raises(ValueError, match="unknown"):
         DecisionParams.from_dict({"on_threshold": 0.5, "off_threshold": 0.5, "bogus": 1})
     state = AlarmState(True, 1.0, 2, math.nan, 3.0)
-    restored = AlarmState.from_list(orjson.loads(orjson.dumps(state.as_list())))  # strict JSON: no NaN
+    saved = json.dumps(state.as_list())
+    assert orjson.loads(saved) == [True, 1.0, 2, None, 3.0]  # standard JSON: null, not the NaN literal
+    restored = AlarmState.from_list(json.loads(saved))
     assert restored.active
     assert restored.raised_count == 2
     assert math.isnan(restored.clear_since)
-    assert orjson.dumps(state.as_list()) == b"[true,1.0,2,null,3.0]"
-    # A snapshot of an earlier version wrote NaN (Python's json accepts it): it reads the same.
-    earlier = AlarmState.from_list(json.loads(json.dumps([True, 1.0, 2, math.nan, 3.0])))
-    assert earlier.raised_since == 1.0
-    assert math.isnan(earlier.clear_since)
+    older = AlarmState.from_list(json.loads("[true, 1.0, 2, NaN, 3.0]"))  # what snapshots wrote before
+    assert math.isnan(older.clear_since)
+    assert older.changed_at == 3.0
 
 
 def test_presorted_streams_give_the_same_report() -> None:

@@ -95,23 +95,31 @@ class AlarmState:
         return self.active or self.raised_count > 0
 
     def as_list(self) -> list[float | int | bool | None]:
-        """A compact form for the snapshot's per-device state, strict JSON (no run, NaN here, is ``null``)."""
-        times = (_json_time(self.raised_since), _json_time(self.clear_since), _json_time(self.changed_at))
-        return [self.active, times[0], self.raised_count, times[1], times[2]]
+        """A compact JSON form (for the snapshot's per-device state); a time that is NaN (none) is ``None``, so the
+        form is standard JSON (``null``, not the non-standard ``NaN`` literal)."""
+        return [
+            self.active,
+            _json_time(self.raised_since),
+            self.raised_count,
+            _json_time(self.clear_since),
+            _json_time(self.changed_at),
+        ]
 
     @classmethod
     def from_list(cls, values: list[float | int | bool | None]) -> AlarmState:
-        """The state of :meth:`as_list` (a NaN written by an earlier version reads as ``null`` does)."""
+        """The state of :meth:`as_list` (``None`` or NaN for a time that is none: older snapshots wrote NaN)."""
         active, raised_since, raised_count, clear_since, changed_at = values
         return cls(bool(active), _time(raised_since), int(raised_count or 0), _time(clear_since), _time(changed_at))
 
 
-def _json_time(t: float) -> float | None:
-    return None if math.isnan(t) else t
+def _json_time(value: float) -> float | None:
+    """A time for JSON: ``None`` for NaN (no time)."""
+    return None if math.isnan(value) else value
 
 
 def _time(value: float | int | bool | None) -> float:
-    return _NO_RUN if value is None else float(value)
+    """A time of :meth:`AlarmState.from_list`: NaN for ``None``."""
+    return math.nan if value is None else float(value)
 
 
 def step(params: DecisionParams, state: AlarmState, ts: float, probability: float) -> bool:
