@@ -83,8 +83,9 @@ def live_models(settings: Settings, snapshot: LoadedSnapshot) -> LiveModels:
     )
 
 
-def build_handler(settings: Settings, snapshot: LoadedSnapshot) -> Handler:
-    """The handler the settings describe, serving ``snapshot`` (live ingest and replay build it alike)."""
+def build_handler(settings: Settings, snapshot: LoadedSnapshot, live: LiveModels | None = None) -> Handler:
+    """The handler the settings describe, serving ``snapshot`` (live ingest and replay build it alike); ``live``
+    serves instead of the snapshot's own live models when given (the fleet shares one model set between homes)."""
     window = time_window(settings)
     adapters = [
         NativeAdapter(prefix=settings.topic_prefix, default_home_type=settings.home_type, window=window),
@@ -103,7 +104,7 @@ def build_handler(settings: Settings, snapshot: LoadedSnapshot) -> Handler:
         origin=origin(settings),
     )
     topics = Topics(prefix=settings.topic_prefix, ha_prefix=settings.ha.prefix)
-    return Handler(live_models(settings, snapshot), adapters, topics, options)
+    return Handler(live if live is not None else live_models(settings, snapshot), adapters, topics, options)
 
 
 def origin(settings: Settings) -> Origin:
