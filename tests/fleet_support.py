@@ -128,7 +128,14 @@ async def partition_states(nc: nats.aio.client.Client, partitions: int, models: 
         except nats.js.errors.KeyNotFoundError:
             continue
         pointer = orjson.loads(entry.value or b"")
-        blob = (await objects.get(str(pointer["object"]))).data or b""
+        for attempt in range(10):  # a node was killed: the object store's leader may be moving
+            try:
+                blob = (await objects.get(str(pointer["object"]))).data or b""
+                break
+            except (nats.errors.TimeoutError, TimeoutError):
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(1.0)
         try:
             states.append(decode_state(blob, models))
         except CorruptBlob:

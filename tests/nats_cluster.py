@@ -254,13 +254,27 @@ async def publish_homes(
     sent = 0
 
     async def one(index: int, share: Sequence[Home]) -> None:
+        # As a bridge does: a message not acknowledged is sent again after reconnecting (to the next node), so a
+        # node that dies mid-stream may make a duplicate (at least once; the handler drops repeated telemetry).
         nonlocal sent
-        port = mqtt_ports[index % len(mqtt_ports)]
-        async with aiomqtt.Client("127.0.0.1", port, identifier=f"home-bridge-{index}-{os.getpid()}") as client:
-            for home in share:
-                for line in home.capture:
-                    await client.publish(f"homes/{home.home_id}/{line['topic']}", payload_bytes(line), qos=1)
-                    sent += 1
+        lines = [(f"homes/{home.home_id}/{line['topic']}", payload_bytes(line)) for home in share for line in home.capture]
+        position, attempt = 0, 0
+        while position < len(lines):
+            port = mqtt_ports[(index + attempt) % len(mqtt_ports)]
+            try:
+                async with aiomqtt.Client(
+                    "127.0.0.1", port, identifier=f"home-bridge-{index}-{os.getpid()}", timeout=5
+                ) as client:
+                    while position < len(lines):
+                        topic, payload = lines[position]
+                        await client.publish(topic, payload, qos=1)
+                        position += 1
+                        sent += 1
+            except aiomqtt.MqttError:
+                attempt += 1
+                if attempt > 20:
+                    raise
+                await asyncio.sleep(0.5)
 
     shares = [homes[i::connections] for i in range(connections)]
     async with asyncio.TaskGroup() as group:

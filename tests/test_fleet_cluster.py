@@ -92,6 +92,17 @@ async def lease_holders(nc: nats.aio.client.Client, partitions: int) -> dict[int
     return holders
 
 
+async def wait_claimed(nc: nats.aio.client.Client, partitions: int, workers: int, timeout: float = 60.0) -> None:
+    """Until every partition is leased, and by ``workers`` workers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        holders = await lease_holders(nc, partitions)
+        if len(holders) == partitions and len(set(holders.values())) == workers:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"the partitions are not shared by {workers} workers: {holders}")
+
+
 def test_three_workers_count_every_event_once_and_answer_as_one_daemon(
     cluster: NatsCluster, small_snapshot_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,12 +128,83 @@ def test_three_workers_count_every_event_once_and_answer_as_one_daemon(
                 listener.cancel()
             print(f"{sent} messages of {len(homes)} homes handled {took:.1f} s after the last was sent")
             assert {p.split("/")[1] for p in mqtt_seen} >= {homes[0].home_id}, "no prediction reached MQTT"
-            holders = await lease_holders(nc, cluster.partitions)
-            assert len(set(holders.values())) == 3, f"the partitions are not shared by the three workers: {holders}"
+            await wait_claimed(nc, cluster.partitions, 3)
             for worker in workers:
                 assert worker.stop() == 0
             repeats = await check_fleet(nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch)
             assert repeats == 0  # no takeover, no repeat
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for worker in workers:
+            worker.kill()
+
+
+def test_a_killed_worker_is_taken_over_within_10_s_with_nothing_lost_or_doubled(
+    cluster: NatsCluster, small_snapshot_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    homes = simulated_homes(60, 200, 20.0, seed=2000)
+    workers = start_workers(cluster, small_snapshot_master, tmp_path, 3)
+
+    async def scenario() -> None:
+        collector = Collector()
+        async with await nats.connect(cluster.urls) as nc:
+            await nc.subscribe("homes.>", cb=collector.on_message)
+            await wait_claimed(nc, cluster.partitions, 3)
+            publishing = asyncio.create_task(publish_homes(homes, cluster.mqtt_ports))
+            await asyncio.sleep(2.0)  # mid-stream
+            assert not publishing.done(), "publishing ended before the kill: make the homes bigger"
+            holders = await lease_holders(nc, cluster.partitions)
+            victim = workers[0]
+            theirs = {k for k, holder in holders.items() if holder == "w1"}
+            assert theirs, f"w1 holds no partition: {holders}"
+            victim.kill()
+            killed = time.monotonic()
+            while True:
+                holders = await lease_holders(nc, cluster.partitions)
+                if all(holders.get(k) not in (None, "w1") for k in theirs):
+                    break
+                assert time.monotonic() - killed < 10.0, f"not taken over within 10 s: {holders}"
+                await asyncio.sleep(0.1)
+            takeover = time.monotonic() - killed
+            print(f"partitions {sorted(theirs)} of the killed worker taken over in {takeover:.1f} s")
+            sent = await publishing
+            await wait_all_acked(nc, cluster.partitions, sent)
+            for worker in workers[1:]:
+                assert worker.stop() == 0
+            repeats = await check_fleet(nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch)
+            print(f"{repeats} outputs repeated by the takeover (same stream sequence and index, same content)")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for worker in workers:
+            worker.kill()
+
+
+def test_a_killed_nats_node_does_not_stop_the_stream(
+    cluster: NatsCluster, small_snapshot_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    homes = simulated_homes(60, 200, 20.0, seed=3000)
+    workers = start_workers(cluster, small_snapshot_master, tmp_path, 2)
+    survivors = [cluster.mqtt_ports[0], cluster.mqtt_ports[2]]  # the homes' bridges are on nodes 1 and 3
+
+    async def scenario() -> None:
+        collector = Collector()
+        async with await nats.connect(cluster.urls) as nc:
+            await nc.subscribe("homes.>", cb=collector.on_message)
+            await wait_claimed(nc, cluster.partitions, 2)
+            first, second = homes[:30], homes[30:]
+            publishing = asyncio.create_task(publish_homes(first, survivors, connections=4))
+            await asyncio.sleep(1.5)
+            cluster.nodes[1].kill()  # kill -9 of node 2, mid-stream
+            sent = await publishing
+            sent += await publish_homes(second, survivors, connections=4)
+            await wait_all_acked(nc, cluster.partitions, sent)
+            for worker in workers:
+                assert worker.stop() == 0
+            await check_fleet(nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch)
 
     try:
         asyncio.run(scenario())

@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import ssl
 from typing import Any, Final
 
@@ -154,3 +156,27 @@ async def _bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
         return await js.key_value(config.bucket)
     except BucketNotFoundError:
         return await js.create_key_value(config)
+
+
+async def open_with_retry(settings: FleetSettings, name: str, stop: asyncio.Event) -> Cluster | None:
+    """Connect and open the cluster, again and again with capped randomised backoff while the cluster does not
+    answer (a node is down, JetStream elects a leader); None when ``stop`` is set first."""
+    delay = 0.5
+    while not stop.is_set():
+        nc: Client | None = None
+        try:
+            nc = await connect(settings, name)
+            return await open_cluster(settings, nc)
+        except Exception as error:  # any failure to reach the cluster is retried
+            logger.warning("the NATS cluster does not answer (%s: %s); retrying in %.1f s", type(error).__name__, error, delay)
+            if nc is not None:
+                try:
+                    await nc.close()
+                except Exception:  # closing a half-open connection
+                    logger.debug("closing the connection failed", exc_info=True)
+        try:
+            await asyncio.wait_for(stop.wait(), delay * random.uniform(0.5, 1.0))
+        except TimeoutError:
+            pass
+        delay = min(delay * 2.0, 10.0)
+    return None

@@ -70,6 +70,8 @@ class PartitionRunner:
         """Set: finish the batch, write a last snapshot, acknowledge, end."""
         self.lost = False
         """The lease was lost: end without writing anything."""
+        self.failed = False
+        """The runner failed (the cluster did not answer in time, say): its lease is released, to be claimed again."""
         self.state: PartitionState | None = None
         self.pointer_revision = 0
         self.previous_object: str | None = None
@@ -99,13 +101,16 @@ class PartitionRunner:
             pointer = orjson.loads(entry.value or b"")
             name = str(pointer["object"])
             self.previous_object = name
+            # A timeout or a lost connection is no corruption: it propagates (the lease is given up, and retried).
             blob = (await self.cluster.objects.get(name)).data or b""
             state = decode_state(blob, models)
             if state.seq != int(pointer["seq"]) or state.partition != self.partition:
                 raise ValueError(f"snapshot {name} covers partition {state.partition} to {state.seq}, not the pointer's")
-        except (ObjectNotFoundError, nats.js.errors.Error, ValueError, TypeError, KeyError, EOFError) as error:
+        except (nats.errors.TimeoutError, TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoServersError):
+            raise
+        except ObjectNotFoundError as error:
             return self._corrupt(error, models)
-        except Exception as error:  # unpickling can raise almost anything on a damaged blob
+        except Exception as error:  # a damaged blob: the checksum, decompression, or unpickling (almost anything)
             return self._corrupt(error, models)
         logger.info("partition %d: resumed from its snapshot at stream sequence %d", self.partition, state.seq)
         return state
@@ -147,7 +152,7 @@ class PartitionRunner:
             logger.warning("partition %d: the lease was lost; stopped without a snapshot", self.partition)
         except Exception:
             logger.exception("partition %d: the runner failed; its lease is given up", self.partition)
-            self.lost = True
+            self.failed = True
 
     async def _run(self) -> None:
         state = self.state = await self.load()

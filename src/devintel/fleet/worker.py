@@ -27,7 +27,7 @@ from nats.js.errors import KeyNotFoundError
 
 from devintel.daemon.runtime import live_models
 from devintel.daemon.settings import Settings
-from devintel.fleet.cluster import Cluster, connect, open_cluster
+from devintel.fleet.cluster import Cluster, open_with_retry
 from devintel.fleet.codec import CorruptBlob
 from devintel.fleet.homes import HomeFactory
 from devintel.fleet.leases import LeaseLost, Leases
@@ -93,9 +93,12 @@ class Worker:
 
     async def run(self) -> int:
         """Connect, then run the tasks until stopped; returns the exit code."""
-        nc = await connect(self.settings, f"devintel-fleet-worker-{self.settings.worker_id}")
+        cluster = await open_with_retry(self.settings, f"devintel-fleet-worker-{self.settings.worker_id}", self.stop)
+        if cluster is None:
+            return 0
+        nc = cluster.nc
         try:
-            self.cluster = await open_cluster(self.settings, nc)
+            self.cluster = cluster
             self.leases = Leases(self.cluster.leases, self.settings.worker_id)
             self.models = await load_version(self.cluster, self.models)
             logger.info(
