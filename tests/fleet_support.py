@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from devintel.daemon import cli
 from devintel.daemon.outbound import Outgoing
 from devintel.fleet.cluster import EVENTS_STREAM, open_cluster
-from devintel.fleet.codec import CorruptBlob
+from devintel.fleet.codec import CorruptBlobError
 from devintel.fleet.modelset import ModelSet
 from devintel.fleet.partition import SEQ_HEADER, pointer_key
 from devintel.fleet.settings import FleetSettings
@@ -30,9 +30,8 @@ pytestmark = pytest.mark.skipif(not nats_server_available(), reason="nats-server
 Record = tuple[str, object]
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    """A fresh three-node cluster for one test, its streams and buckets made."""
+def fleet_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A fresh three-node cluster for one test, its streams and buckets made (a test module's fixture)."""
     nodes = NatsCluster(tmp_path / "nats", partitions=6)
     nodes.start()
     try:
@@ -138,7 +137,7 @@ async def partition_states(nc: nats.aio.client.Client, partitions: int, models: 
                 await asyncio.sleep(1.0)
         try:
             states.append(decode_state(blob, models))
-        except CorruptBlob:
+        except CorruptBlobError:
             raise AssertionError(f"partition {k}: its durable snapshot does not read") from None
     return states
 

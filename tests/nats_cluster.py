@@ -257,7 +257,9 @@ async def publish_homes(
         # As a bridge does: a message not acknowledged is sent again after reconnecting (to the next node), so a
         # node that dies mid-stream may make a duplicate (at least once; the handler drops repeated telemetry).
         nonlocal sent
-        lines = [(f"homes/{home.home_id}/{line['topic']}", payload_bytes(line)) for home in share for line in home.capture]
+        lines = [
+            (f"homes/{home.home_id}/{line['topic']}", payload_bytes(line)) for home in share for line in home.capture
+        ]
         position, attempt = 0, 0
         while position < len(lines):
             port = mqtt_ports[(index + attempt) % len(mqtt_ports)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -21,8 +22,8 @@ from devintel.fleet.modelset import ModelSet
 from devintel.models.snapshots import SnapshotStore
 from fleet_support import (
     Collector,
-    cluster,  # noqa: F401 (fixture)
     expected_events,
+    fleet_cluster,
     handled_per_home,
     partition_states,
     replay_reference,
@@ -34,6 +35,12 @@ pytestmark = [
     pytest.mark.fleet,
     pytest.mark.skipif(not nats_server_available(), reason="nats-server is not installed"),
 ]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A fresh three-node cluster."""
+    yield from fleet_cluster(tmp_path)
 
 
 def model_set(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> ModelSet:
@@ -131,7 +138,9 @@ def test_three_workers_count_every_event_once_and_answer_as_one_daemon(
             await wait_claimed(nc, cluster.partitions, 3)
             for worker in workers:
                 assert worker.stop() == 0
-            repeats = await check_fleet(nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch)
+            repeats = await check_fleet(
+                nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch
+            )
             assert repeats == 0  # no takeover, no repeat
 
     try:
@@ -173,7 +182,9 @@ def test_a_killed_worker_is_taken_over_within_10_s_with_nothing_lost_or_doubled(
             await wait_all_acked(nc, cluster.partitions, sent)
             for worker in workers[1:]:
                 assert worker.stop() == 0
-            repeats = await check_fleet(nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch)
+            repeats = await check_fleet(
+                nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch
+            )
             print(f"{repeats} outputs repeated by the takeover (same stream sequence and index, same content)")
 
     try:

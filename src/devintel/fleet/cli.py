@@ -44,7 +44,9 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         settings = load_fleet_settings(args.config)
         daemon = load_settings(settings.daemon_config)
-        store = SnapshotStore(daemon.model_dir, keep=daemon.snapshot.keep, signing_key=daemon.snapshot.signing_key_bytes())
+        store = SnapshotStore(
+            daemon.model_dir, keep=daemon.snapshot.keep, signing_key=daemon.snapshot.signing_key_bytes()
+        )
         snapshot = store.load()
     except (ValidationError, ValueError, FileNotFoundError, NoValidSnapshot) as error:
         logger.error("%s", error)

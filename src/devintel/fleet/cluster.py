@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -90,9 +91,7 @@ async def connect(settings: FleetSettings, name: str) -> Client:
     async def on_reconnect() -> None:
         logger.info("NATS: reconnected")
 
-    return await nats.connect(
-        error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect, **options
-    )
+    return await nats.connect(error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect, **options)
 
 
 class Cluster:
@@ -168,15 +167,15 @@ async def open_with_retry(settings: FleetSettings, name: str, stop: asyncio.Even
             nc = await connect(settings, name)
             return await open_cluster(settings, nc)
         except Exception as error:  # any failure to reach the cluster is retried
-            logger.warning("the NATS cluster does not answer (%s: %s); retrying in %.1f s", type(error).__name__, error, delay)
+            logger.warning(
+                "the NATS cluster does not answer (%s: %s); retrying in %.1f s", type(error).__name__, error, delay
+            )
             if nc is not None:
                 try:
                     await nc.close()
                 except Exception:  # closing a half-open connection
                     logger.debug("closing the connection failed", exc_info=True)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay * random.uniform(0.5, 1.0))
-        except TimeoutError:
-            pass
         delay = min(delay * 2.0, 10.0)
     return None

@@ -1,7 +1,7 @@
 """Sealed blobs: what the fleet writes to the object store, with a kind, a checksum, and compression (pure).
 
 A blob is ``DEVINTEL/<kind>/1\\n`` + the SHA-256 of the compressed body + the zlib-compressed body. :func:`unseal`
-checks all three and raises :class:`CorruptBlob` on any mismatch, so a truncated or altered snapshot is never
+checks all three and raises :class:`CorruptBlobError` on any mismatch, so a truncated or altered snapshot is never
 unpickled. The checksum finds corruption, not tampering: the object store is as trusted as the cluster's
 credentials (docs/fleet.md, "Trust").
 """
@@ -15,7 +15,7 @@ from typing import Final
 _DIGEST: Final = 32
 
 
-class CorruptBlob(ValueError):
+class CorruptBlobError(ValueError):
     """A blob that is not what it claims to be (wrong kind, checksum, or compression)."""
 
 
@@ -30,14 +30,14 @@ def seal(kind: str, body: bytes, level: int = 1) -> bytes:
 
 
 def unseal(kind: str, blob: bytes) -> bytes:
-    """The body of a blob of ``kind``; :class:`CorruptBlob` when it is not one, or not intact."""
+    """The body of a blob of ``kind``; :class:`CorruptBlobError` when it is not one, or not intact."""
     header = _header(kind)
     if not blob.startswith(header) or len(blob) < len(header) + _DIGEST:
-        raise CorruptBlob(f"not a {kind} blob")
+        raise CorruptBlobError(f"not a {kind} blob")
     digest, packed = blob[len(header) : len(header) + _DIGEST], blob[len(header) + _DIGEST :]
     if hashlib.sha256(packed).digest() != digest:
-        raise CorruptBlob(f"{kind} blob: checksum mismatch")
+        raise CorruptBlobError(f"{kind} blob: checksum mismatch")
     try:
         return zlib.decompress(packed)
     except zlib.error as error:
-        raise CorruptBlob(f"{kind} blob: {error}") from None
+        raise CorruptBlobError(f"{kind} blob: {error}") from None

@@ -3,7 +3,7 @@
 A lease is a key (``partition.3``, ``trainer``) whose value is the holder's worker id. It is taken with
 ``create`` (only when the key is absent: free, released, or expired past the bucket's TTL), renewed with
 ``update`` against the revision the holder last wrote (compare-and-set), and released by deleting it at that
-revision. A renewal that fails means someone else holds the lease: :class:`LeaseLost`. Workers also keep a
+revision. A renewal that fails means someone else holds the lease: :class:`LeaseLostError`. Workers also keep a
 heartbeat key ``worker.<id>`` so that each knows how many share the partitions.
 """
 
@@ -17,7 +17,7 @@ from nats.js.kv import KeyValue
 logger = logging.getLogger(__name__)
 
 
-class LeaseLost(Exception):
+class LeaseLostError(Exception):
     """The lease is held by someone else now (it expired, or was taken)."""
 
 
@@ -39,15 +39,15 @@ class Leases:
         return True
 
     async def renew(self, key: str) -> None:
-        """Renew a held lease; :class:`LeaseLost` when it is not ours any more."""
+        """Renew a held lease; :class:`LeaseLostError` when it is not ours any more."""
         revision = self.held.get(key)
         if revision is None:
-            raise LeaseLost(key)
+            raise LeaseLostError(key)
         try:
             self.held[key] = await self.kv.update(key, self.holder.encode(), last=revision)
         except KeyWrongLastSequenceError:
             self.held.pop(key, None)
-            raise LeaseLost(key) from None
+            raise LeaseLostError(key) from None
 
     async def release(self, key: str) -> None:
         """Give a held lease back (nothing when it is not ours any more)."""

@@ -80,7 +80,7 @@ class ModelSet:
 
     def with_version(self, blob: bytes) -> ModelSet:
         """This set's serving parameters with the models of a version blob (:meth:`encode`); raises
-        :class:`~devintel.fleet.codec.CorruptBlob` or ValueError when the blob does not hold a usable version."""
+        :class:`~devintel.fleet.codec.CorruptBlobError` or ValueError when the blob does not hold a usable version."""
         body = pickle.loads(unseal(KIND, blob))  # sealed blobs of the cluster's object store only (docs/fleet.md)
         if not isinstance(body, dict) or GLOBAL not in body.get("models", {}):
             raise ValueError("a model version needs a global model")

@@ -16,6 +16,7 @@ rebuilt from the start of the stream. Bad messages are counted, logged rate-limi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -31,7 +32,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from devintel.daemon.counters import RateLimitedLog
 from devintel.fleet.cluster import EVENTS_STREAM, Cluster
 from devintel.fleet.homes import HomeFactory, switch_models, tap_of
-from devintel.fleet.leases import LeaseLost
+from devintel.fleet.leases import LeaseLostError
 from devintel.fleet.modelset import ModelSet
 from devintel.fleet.settings import FleetSettings
 from devintel.fleet.state import PartitionState, decode_state, encode_state
@@ -84,6 +85,10 @@ class PartitionRunner:
         self._bad = RateLimitedLog(logger)
         self._pending: list[asyncio.Future[Any]] = []
 
+    def active(self) -> bool:
+        """Neither stopped nor lost (the lease renewals may change that while a batch is handled)."""
+        return not (self.stop.is_set() or self.lost)
+
     @property
     def durable(self) -> str:
         """The partition's durable consumer."""
@@ -105,7 +110,9 @@ class PartitionRunner:
             blob = (await self.cluster.objects.get(name)).data or b""
             state = decode_state(blob, models)
             if state.seq != int(pointer["seq"]) or state.partition != self.partition:
-                raise ValueError(f"snapshot {name} covers partition {state.partition} to {state.seq}, not the pointer's")
+                raise ValueError(
+                    f"snapshot {name} covers partition {state.partition} to {state.seq}, not the pointer's"
+                )
         except (nats.errors.TimeoutError, TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoServersError):
             raise
         except ObjectNotFoundError as error:
@@ -127,10 +134,8 @@ class PartitionRunner:
 
     async def _consumer(self, start: int) -> Any:
         js = self.cluster.js
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_consumer(EVENTS_STREAM, self.durable)
-        except NotFoundError:
-            pass
         config = ConsumerConfig(
             durable_name=self.durable,
             ack_policy=AckPolicy.ALL,
@@ -148,7 +153,7 @@ class PartitionRunner:
         """Load, resume, and handle until stopped or the lease is lost (never raises but for cancellation)."""
         try:
             await self._run()
-        except LeaseLost:
+        except LeaseLostError:
             logger.warning("partition %d: the lease was lost; stopped without a snapshot", self.partition)
         except Exception:
             logger.exception("partition %d: the runner failed; its lease is given up", self.partition)
@@ -161,13 +166,13 @@ class PartitionRunner:
         self.resumed_at = time.monotonic()
         last_commit = time.monotonic()
         try:
-            while not self.stop.is_set() and not self.lost:
+            while self.active():
                 try:
                     messages = await psub.fetch(self.settings.fetch_batch, timeout=0.5)
                 except (nats.errors.TimeoutError, TimeoutError):  # nothing new within the timeout
                     messages = []
                 for index, message in enumerate(messages, start=1):
-                    if self.lost:
+                    if not self.active():
                         break
                     self._handle(state, message)
                     if index % 64 == 0:
@@ -218,7 +223,9 @@ class PartitionRunner:
             handled = handler.handle(inbound.topic, message.data, received)
         except Exception:
             state.errors += 1
-            if self._bad.warning("error", "partition %d: handling a message of %s failed", self.partition, inbound.home_id):
+            if self._bad.warning(
+                "error", "partition %d: handling a message of %s failed", self.partition, inbound.home_id
+            ):
                 logger.exception("partition %d: the failure, on %s", self.partition, inbound.topic[:200])
             return
         if handler.counters.events > before:
@@ -254,7 +261,7 @@ class PartitionRunner:
                 self.pointer_revision = await self.cluster.state.create(key, pointer)
         except KeyWrongLastSequenceError:
             self.lost = True
-            raise LeaseLost(key) from None
+            raise LeaseLostError(key) from None
         await self.last.ack()
         self.committed_seq = state.seq
         if self.previous_object is not None and self.previous_object != name:

@@ -95,7 +95,7 @@ def encode_state(state: PartitionState, models: ModelSet) -> bytes:
 
 def decode_state(blob: bytes, models: ModelSet) -> PartitionState:
     """The state of a blob of :func:`encode_state`, serving ``models`` (switched to them when the snapshot served
-    another version). Raises :class:`~devintel.fleet.codec.CorruptBlob`, or another exception of unpickling, on a
+    another version). Raises :class:`~devintel.fleet.codec.CorruptBlobError`, or another exception of unpickling, on a
     blob that does not read."""
     state = _Unpickler(io.BytesIO(unseal(KIND, blob)), models).load()  # sealed blobs of the cluster only
     if not isinstance(state, PartitionState):

@@ -28,9 +28,9 @@ from nats.js.errors import KeyNotFoundError
 from devintel.daemon.runtime import live_models
 from devintel.daemon.settings import Settings
 from devintel.fleet.cluster import Cluster, open_with_retry
-from devintel.fleet.codec import CorruptBlob
+from devintel.fleet.codec import CorruptBlobError
 from devintel.fleet.homes import HomeFactory
-from devintel.fleet.leases import LeaseLost, Leases
+from devintel.fleet.leases import LeaseLostError, Leases
 from devintel.fleet.modelset import ModelSet
 from devintel.fleet.partition import PartitionRunner
 from devintel.fleet.settings import FleetSettings
@@ -66,7 +66,7 @@ async def load_version(cluster: Cluster, base: ModelSet) -> ModelSet:
             return base
         blob = (await cluster.objects.get(str(pointer["object"]))).data or b""
         return base.with_version(blob)
-    except (CorruptBlob, ValueError, KeyError, TypeError) as error:
+    except (CorruptBlobError, ValueError, KeyError, TypeError) as error:
         logger.error("model version %s does not read (%s); serving %s", entry.value, error, base.version)
         return base
 
@@ -117,7 +117,8 @@ class Worker:
         return 0
 
     async def _lease_loop(self, group: asyncio.TaskGroup) -> None:
-        assert self.cluster is not None and self.leases is not None
+        assert self.cluster is not None
+        assert self.leases is not None
         leases = self.leases
         beat = f"worker.{self.settings.worker_id}"
         interval = min(1.0, self.settings.lease_ttl_s / 3.0)
@@ -146,7 +147,7 @@ class Worker:
                 continue
             try:
                 await leases.renew(partition_lease(partition))
-            except LeaseLost:
+            except LeaseLostError:
                 logger.warning("partition %d: lease lost; stopping its runner", partition)
                 runner.lost = True
                 runner.stop.set()
@@ -194,7 +195,9 @@ class Worker:
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout_s)
             for task in late:
-                logger.error("%s did not stop within %.0f s; cancelled", task.get_name(), self.settings.shutdown_timeout_s)
+                logger.error(
+                    "%s did not stop within %.0f s; cancelled", task.get_name(), self.settings.shutdown_timeout_s
+                )
                 task.cancel()
         assert self.leases is not None
         for partition, runner in list(self.runners.items()):
