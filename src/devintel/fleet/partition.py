@@ -78,6 +78,7 @@ class PartitionRunner:
         self.previous_object: str | None = None
         self.last: Msg | None = None
         self.committed_seq = 0
+        self.committed_version = ""
         self.corrupt_snapshots = 0
         self.started = time.monotonic()
         self.resumed_at: float | None = None
@@ -161,7 +162,7 @@ class PartitionRunner:
 
     async def _run(self) -> None:
         state = self.state = await self.load()
-        self.committed_seq = state.seq
+        self.committed_seq, self.committed_version = state.seq, state.version
         psub = await self._consumer(state.seq + 1)
         self.resumed_at = time.monotonic()
         last_commit = time.monotonic()
@@ -180,9 +181,9 @@ class PartitionRunner:
                 if self.models().version != state.version:
                     self._switch(state)
                 due = state.seq - self.committed_seq >= self.settings.snapshot_every
-                if state.seq > self.committed_seq and (
-                    due or time.monotonic() - last_commit >= self.settings.snapshot_interval_s
-                ):
+                late = time.monotonic() - last_commit >= self.settings.snapshot_interval_s
+                switched = state.version != self.committed_version  # the durable state names what serves
+                if (state.seq > self.committed_seq or switched) and (due or late):
                     await self.commit()
                     last_commit = time.monotonic()
             if not self.lost and state.seq > self.committed_seq:
@@ -243,7 +244,7 @@ class PartitionRunner:
     async def commit(self) -> None:
         """Make the state durable, then acknowledge every message it includes (see the module docstring)."""
         state = self.state
-        if state is None or self.last is None:
+        if state is None:
             return
         pending, self._pending = self._pending, []
         await asyncio.gather(*pending)  # the examples are in their stream before the state that sent them
@@ -262,8 +263,9 @@ class PartitionRunner:
         except KeyWrongLastSequenceError:
             self.lost = True
             raise LeaseLostError(key) from None
-        await self.last.ack()
-        self.committed_seq = state.seq
+        if self.last is not None and state.seq > self.committed_seq:
+            await self.last.ack()
+        self.committed_seq, self.committed_version = state.seq, state.version
         if self.previous_object is not None and self.previous_object != name:
             try:
                 await self.cluster.objects.delete(self.previous_object)
