@@ -36,14 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 async def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from devintel.daemon.settings import load_settings
-    from devintel.fleet.settings import load_fleet_settings
+    from devintel.fleet.settings import load_fleet_settings, load_home_settings
     from devintel.fleet.worker import Worker, install_signals
     from devintel.models.snapshots import NoValidSnapshot, SnapshotStore
 
     try:
         settings = load_fleet_settings(args.config)
-        daemon = load_settings(settings.daemon_config)
+        daemon = load_home_settings(settings.daemon_config)
         store = SnapshotStore(
             daemon.model_dir, keep=daemon.snapshot.keep, signing_key=daemon.snapshot.signing_key_bytes()
         )

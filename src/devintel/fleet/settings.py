@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from devintel.daemon.settings import CredentialsSource
+from devintel.daemon.settings import CredentialsSource, Settings
 
 _STRICT = ConfigDict(extra="forbid")
 ENV_PREFIX = "DEVINTEL_FLEET_"
@@ -115,3 +115,28 @@ def load_fleet_settings(config: Path | None = None, **overrides: Any) -> FleetSe
         toml_file: ClassVar[Path | None] = config
 
     return _Configured(**overrides)
+
+
+def load_home_settings(config: Path | None) -> Settings:
+    """The daemon's settings of every home's handler: ``config`` (TOML), the ``DEVINTEL_*`` environment and ``.env``,
+    as the daemon reads them, but not ``$CREDENTIALS_DIRECTORY``: that holds the fleet's secrets (``nats__password``),
+    which the daemon's settings would refuse, and a home's handler needs none."""
+    if config is not None and not config.is_file():
+        raise FileNotFoundError(f"config file {config} does not exist")
+
+    class _Home(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+            if config is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+            return tuple(sources)
+
+    return _Home()
