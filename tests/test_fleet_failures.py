@@ -192,3 +192,28 @@ def test_a_snapshot_that_does_not_read_is_rebuilt_from_the_stream(
         check_counts(after, homes, small_snapshot_master, monkeypatch)  # type: ignore[arg-type]
 
     asyncio.run(scenario())
+
+
+def test_shutdown_is_bounded_when_the_cluster_is_gone(
+    cluster: NatsCluster, small_snapshot_master: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEVINTEL_MODEL_DIR", str(small_snapshot_master))
+    settings = fleet_settings(cluster, shutdown_timeout_s=3.0)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        worker = Worker(settings, load_settings(), SnapshotStore(small_snapshot_master).load(), stop)
+        task = asyncio.create_task(worker.run(), name="worker")
+        while len(worker.runners) < settings.partitions:
+            await asyncio.sleep(0.1)
+        homes = simulated_homes(3, 100, 10.0, seed=8500)
+        await publish_homes(homes, cluster.mqtt_ports)
+        for node in cluster.nodes:
+            node.kill()
+        stop.set()
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(task, 30) == 0
+        took = asyncio.get_running_loop().time() - started
+        assert took < settings.shutdown_timeout_s + 10.0, f"the shutdown took {took:.1f} s"
+
+    asyncio.run(scenario())

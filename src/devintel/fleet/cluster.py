@@ -72,9 +72,9 @@ async def connect(settings: FleetSettings, name: str) -> Client:
     }
     if n.user is not None:
         options["user"] = n.user
-    if n.password is not None:
+    if n.password is not None and n.password.get_secret_value():  # systemd's default credential is empty
         options["password"] = n.password.get_secret_value()
-    if n.token is not None:
+    if n.token is not None and n.token.get_secret_value():
         options["token"] = n.token.get_secret_value()
     if n.creds_file is not None:
         options["user_credentials"] = str(n.creds_file)

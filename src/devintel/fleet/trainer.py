@@ -34,7 +34,7 @@ from devintel.fleet.leases import LeaseLostError, Leases
 from devintel.fleet.modelset import ModelSet
 from devintel.fleet.settings import FleetSettings
 from devintel.fleet.subjects import EXAMPLES
-from devintel.fleet.worker import CURRENT_MODELS, load_version
+from devintel.fleet.worker import BRIEF_S, CURRENT_MODELS, close, load_version
 from devintel.models.snapshots import LoadedSnapshot
 
 logger = logging.getLogger(__name__)
@@ -260,9 +260,8 @@ class Trainer:
                         await asyncio.wait_for(self.stop.wait(), 1.0)
         finally:
             with contextlib.suppress(Exception):
-                await leases.release(LEASE)
-            with contextlib.suppress(Exception):
-                await cluster.nc.drain()
+                await asyncio.wait_for(leases.release(LEASE), BRIEF_S)
+            await close(cluster.nc)
         return 0
 
     async def _tenure(self, cluster: Cluster, leases: Leases) -> None:

@@ -19,10 +19,12 @@ import contextlib
 import logging
 import math
 import signal
+import time
 import zlib
 from typing import Any
 
 import orjson
+from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError
 
 from devintel.daemon.runtime import live_models
@@ -38,6 +40,9 @@ from devintel.models.snapshots import LoadedSnapshot
 
 logger = logging.getLogger(__name__)
 
+#: Bound of each step of the shutdown after the runners' last snapshots (releasing a lease, draining), seconds:
+#: with the cluster unreachable, the leases expire on their own.
+BRIEF_S = 2.0
 #: The state bucket's key naming the newest model version that passed its gate.
 CURRENT_MODELS = "models.current"
 
@@ -85,6 +90,8 @@ class Worker:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.cluster: Cluster | None = None
         self.leases: Leases | None = None
+        self.handed_back: dict[int, float] = {}
+        """Partition -> monotonic time until which this worker leaves it to the others."""
         self._done = asyncio.Event()
 
     def current_models(self) -> ModelSet:
@@ -112,8 +119,7 @@ class Worker:
                 group.create_task(self._model_loop(), name="models")
                 group.create_task(self._shutdown(), name="shutdown")
         finally:
-            with contextlib.suppress(Exception):
-                await nc.drain()
+            await close(nc)
         return 0
 
     async def _lease_loop(self, group: asyncio.TaskGroup) -> None:
@@ -133,7 +139,7 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._done.wait(), interval)
         with contextlib.suppress(Exception):
-            await self.cluster.leases.delete(beat)
+            await asyncio.wait_for(self.cluster.leases.delete(beat), BRIEF_S)
 
     async def _renew(self, leases: Leases) -> None:
         for partition, runner in list(self.runners.items()):
@@ -154,12 +160,15 @@ class Worker:
 
     async def _balance(self, leases: Leases, group: asyncio.TaskGroup) -> None:
         assert self.cluster is not None
-        alive = max(1, len(await leases.keys("worker.")))
+        alive = max(1, len(set(await leases.keys("worker."))))
         share = math.ceil(self.settings.partitions / alive)
+        now = time.monotonic()
         for partition in claim_order(self.settings.worker_id, self.settings.partitions):
             if len(self.runners) >= share:
                 break
-            if partition in self.runners or not await leases.claim(partition_lease(partition)):
+            if partition in self.runners or self.handed_back.get(partition, 0.0) > now:
+                continue  # a partition handed back is left to the others for a while
+            if not await leases.claim(partition_lease(partition)):
                 continue
             logger.info("partition %d: claimed by %s", partition, self.settings.worker_id)
             runner = PartitionRunner(partition, self.cluster, self.settings, self.factory, self.current_models)
@@ -169,6 +178,7 @@ class Worker:
         if len(active) > share:
             logger.info("partition %d: handed back (%d workers share the fleet)", active[-1], alive)
             self.runners[active[-1]].stop.set()
+            self.handed_back[active[-1]] = now + 3.0 * self.settings.lease_ttl_s
 
     async def _model_loop(self) -> None:
         assert self.cluster is not None
@@ -203,7 +213,7 @@ class Worker:
         for partition, runner in list(self.runners.items()):
             if not runner.lost:
                 with contextlib.suppress(Exception):
-                    await self.leases.release(partition_lease(partition))
+                    await asyncio.wait_for(self.leases.release(partition_lease(partition)), BRIEF_S)
         self._done.set()
 
     def report(self) -> dict[str, Any]:
@@ -229,3 +239,12 @@ def install_signals(stop: asyncio.Event) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+
+
+async def close(nc: Client) -> None:
+    """Drain the connection (bounded), else close it."""
+    try:
+        await asyncio.wait_for(nc.drain(), BRIEF_S)
+    except Exception:  # the cluster is gone: drop the connection
+        with contextlib.suppress(Exception):
+            await nc.close()
