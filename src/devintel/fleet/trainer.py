@@ -130,7 +130,10 @@ class TrainerSession:
                     await self.checkpoint()
                     last_checkpoint, taken_at_checkpoint = time.monotonic(), self.learner.seen()
             if not self.lost and self.learner.seen() > taken_at_checkpoint:
-                await self.checkpoint()
+                try:  # bounded: with the cluster gone, the examples since the last checkpoint are taken again later
+                    await asyncio.wait_for(self.checkpoint(), self.settings.shutdown_timeout_s)
+                except TimeoutError:
+                    logger.warning("trainer: the last checkpoint did not finish in time; the next trainer redoes it")
         finally:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()

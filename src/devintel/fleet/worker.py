@@ -90,6 +90,7 @@ class Worker:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.cluster: Cluster | None = None
         self.leases: Leases | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self.handed_back: dict[int, float] = {}
         """Partition -> monotonic time until which this worker leaves it to the others."""
         self._done = asyncio.Event()
@@ -115,8 +116,10 @@ class Worker:
                 self.settings.partitions,
             )
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._lease_loop(group), name="leases")
-                group.create_task(self._model_loop(), name="models")
+                self._loops = [
+                    group.create_task(self._lease_loop(group), name="leases"),
+                    group.create_task(self._model_loop(), name="models"),
+                ]
                 group.create_task(self._shutdown(), name="shutdown")
         finally:
             await close(nc)
@@ -210,11 +213,12 @@ class Worker:
                 )
                 task.cancel()
         assert self.leases is not None
-        for partition, runner in list(self.runners.items()):
-            if not runner.lost:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.leases.release(partition_lease(partition)), BRIEF_S)
+        releases = [self.leases.release(partition_lease(p)) for p, r in self.runners.items() if not r.lost]
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*releases), BRIEF_S)
         self._done.set()
+        for loop in self._loops:  # a round stuck on an unreachable cluster ends now: its leases expire
+            loop.cancel()
 
     def report(self) -> dict[str, Any]:
         """What the worker holds now (partitions and their counters)."""
