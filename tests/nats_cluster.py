@@ -83,6 +83,11 @@ class NatsCluster:
     nodes: list[Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._configure()
+
+    def _configure(self) -> None:
+        """Free ports for the three nodes (chosen anew: a port picked free may be taken before the server binds)."""
+        self.nodes.clear()
         ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
         routes = tuple(f"127.0.0.1:{cluster}" for _, cluster, _ in ports)
         for i, (client, cluster, mqtt) in enumerate(ports, start=1):
@@ -111,11 +116,21 @@ class NatsCluster:
         """Every node's MQTT port."""
         return [node.config.mqtt_port for node in self.nodes]
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start the three nodes and wait for JetStream's meta leader and the MQTT listeners."""
-        for node in self.nodes:
-            node.start()
-        asyncio.run(self.wait_ready(timeout))
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> None:
+        """Start the three nodes and wait for JetStream's meta leader and the MQTT listeners; when a node exits at
+        start (a port taken meanwhile), start all three again on other ports."""
+        for attempt in range(attempts):
+            for node in self.nodes:
+                node.start()
+            time.sleep(0.5)
+            if all(node.process is not None and node.process.poll() is None for node in self.nodes):
+                asyncio.run(self.wait_ready(timeout))
+                if all(node.process is not None and node.process.poll() is None for node in self.nodes):
+                    return
+            self.stop()
+            if attempt + 1 < attempts:
+                self._configure()
+        raise RuntimeError(f"nats-server did not start three nodes in {attempts} attempts (see {self.root})")
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Until a JetStream request answers through every running node."""
