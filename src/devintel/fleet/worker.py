@@ -108,7 +108,10 @@ class Worker:
         try:
             self.cluster = cluster
             self.leases = Leases(self.cluster.leases, self.settings.worker_id)
-            self.models = await load_version(self.cluster, self.models)
+            try:
+                self.models = await load_version(self.cluster, self.models)
+            except Exception as error:  # a bucket just made may not answer yet: the models task looks again
+                logger.warning("the fleet's model version could not be read yet (%r); serving the snapshot", error)
             logger.info(
                 "worker %s: serving model version %s, %d partitions in the fleet",
                 self.settings.worker_id,
