@@ -40,7 +40,7 @@ import nats
 from devintel.daemon.runtime import live_models
 from devintel.daemon.settings import load_settings
 from devintel.fleet.cluster import EVENTS_STREAM, open_cluster
-from devintel.fleet.homes import HomeFactory
+from devintel.fleet.homes import HomeFactory, tap_of
 from devintel.fleet.modelset import ModelSet
 from devintel.fleet.settings import FleetSettings
 from devintel.fleet.state import PartitionState, encode_state
@@ -81,6 +81,15 @@ async def _drain_time(cluster: NatsCluster, total: int, timeout: float = 600.0) 
     raise TimeoutError("the workers did not drain the stream")
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User and system CPU time of a process so far (``/proc/<pid>/stat``), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _workers(cluster: NatsCluster, model_dir: Path, logs: Path, count: int) -> list[FleetProcess]:
     return [
         FleetProcess("worker", cluster.fleet_env(f"w{i}", model_dir), logs / f"w{count}-{i}.log").start()
@@ -97,9 +106,12 @@ def throughput(homes: list[Home], model_dir: Path, root: Path, partitions: int, 
         started = time.monotonic()
         sent = asyncio.run(publish_homes(homes, cluster.mqtt_ports))
         ingest = sent / (time.monotonic() - started)
+        servers_before = sum(cpu_seconds(node.process.pid if node.process else None) for node in cluster.nodes)
         processes = _workers(cluster, model_dir, root, workers)
         try:
             drain, startup = asyncio.run(_drain_time(cluster, sent))
+            workers_cpu = sum(cpu_seconds(p.process.pid if p.process else None) for p in processes)
+            servers_cpu = sum(cpu_seconds(n.process.pid if n.process else None) for n in cluster.nodes) - servers_before
         finally:
             for process in processes:
                 process.stop()
@@ -110,6 +122,8 @@ def throughput(homes: list[Home], model_dir: Path, root: Path, partitions: int, 
             "drain_s": drain,
             "events_per_s": sent / drain,
             "startup_s": startup,
+            "workers_cpu_s": workers_cpu,
+            "servers_cpu_s": servers_cpu,
         }
     finally:
         cluster.stop()
@@ -179,8 +193,11 @@ def memory(homes: list[Home], model_dir: Path) -> dict[str, float]:
     before = tracemalloc.get_traced_memory()[0]
     for home in homes:
         handler = state.homes[home.home_id] = factory.new(home.home_id, models)
+        tap = tap_of(handler)
         for line in home.capture:
             handler.handle(str(line["topic"]), payload_bytes(line), float(line["ts"]))  # type: ignore[arg-type]
+            if tap is not None:
+                tap.drain()  # the worker sends the examples after each message
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     devices = sum(len(h.devices) for h in state.homes.values())
@@ -217,7 +234,7 @@ def main() -> int:
         homes = simulated_homes(args.homes, args.events, 20.0, seed=10_000)
         runs = [throughput(homes, model_dir, root, args.partitions, n) for n in (1, 2, 3)]
         fail = failover(homes, model_dir, root, args.partitions)
-        mem = memory(homes[:50], model_dir)
+        mem = memory(simulated_homes(20, 3_000, 20.0, seed=20_000), model_dir)
     result: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "homes": args.homes,
@@ -233,13 +250,15 @@ def main() -> int:
         f"{result['machine']}; three nats-server 2.9 nodes on loopback, R3 streams; {args.homes} homes x "
         f"{args.events} events; {args.partitions} partitions; workers, servers and publisher share the cores.",
         "",
-        "| workers | messages | MQTT ingest (msg/s) | workers' drain (s) | events/s | worker start (s) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| workers | messages | MQTT ingest (msg/s) | workers' drain (s) | events/s | worker start (s) "
+        "| CPU s: workers / servers, during the drain |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for run in runs:
         lines.append(
             f"| {run['workers']} | {run['messages']:,} | {run['ingest_per_s']:,.0f} | {run['drain_s']:.1f} | "
-            f"{run['events_per_s']:,.0f} | {run['startup_s']:.1f} |"
+            f"{run['events_per_s']:,.0f} | {run['startup_s']:.1f} | "
+            f"{run['workers_cpu_s']:.1f} / {run['servers_cpu_s']:.1f} |"
         )
     lines += [
         "",

@@ -21,6 +21,7 @@ from devintel.fleet.homes import HomeFactory
 from devintel.fleet.leases import LeaseLostError
 from devintel.fleet.partition import PartitionRunner, pointer_key
 from devintel.fleet.settings import FleetSettings
+from devintel.fleet.status import fleet_status, format_status
 from devintel.fleet.worker import Worker
 from devintel.models.snapshots import SnapshotStore
 from fleet_support import (
@@ -97,6 +98,11 @@ def test_bad_input_is_counted_logged_rate_limited_and_dropped(
             await wait_all_acked(nc, settings.partitions, sent + 10)
             assert all(not task.done() for task in worker.tasks.values()), "a partition runner ended"
             states = await partition_states(nc, settings.partitions, worker.models)
+            report = await fleet_status(settings)  # what `devintel-fleet status` prints
+            assert report["workers"] == [settings.worker_id]
+            assert {p["holder"] for p in report["partitions"]} == {settings.worker_id}
+            assert sum(p.get("events", 0) for p in report["partitions"]) == sum(s.totals()["events"] for s in states)
+            assert "stream DEVINTEL_EVENTS" in format_status(report)
         totals = [state.totals() for state in states]
         rejected = sum(sum(t["rejected"].values()) for t in totals)
         assert rejected >= 5, totals

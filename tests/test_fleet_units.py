@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from devintel.daemon.runtime import live_models
 from devintel.daemon.settings import load_settings
+from devintel.fleet import cli
 from devintel.fleet.codec import CorruptBlobError, seal, unseal
 from devintel.fleet.homes import HomeFactory, keep_negative, tap_of
 from devintel.fleet.learning import gate, roc_auc
@@ -158,3 +159,14 @@ def test_settings_are_strict_and_take_credentials_from_systemd(tmp_path: Path, m
     assert load_home_settings(None).horizon_days == 5.0  # the homes' settings skip the fleet's credentials
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     load_settings()  # the daemon's own settings let the fleet's environment be
+
+
+def test_the_command_line_prints_a_node_config_from_the_fleet_settings(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEVINTEL_FLEET_PARTITIONS", "32")
+    argv = ["server-config", "--name", "n1", "--store-dir", "/srv/js", "--route", "n1:6222", "--route", "n2:6222"]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert 'server_name: "n1"' in text
+    assert "{{partition(32,1)}}" in text
