@@ -10,15 +10,19 @@ template built by the daemon's own :func:`~devintel.daemon.runtime.live_models`.
 from __future__ import annotations
 
 import pickle
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from devintel.fleet.codec import seal, unseal
 from devintel.models.decision import DecisionParams
 from devintel.models.live import GLOBAL, LiveEvidence, LiveModels
+from devintel.models.metrics import RollingMetrics
 from devintel.models.online import Classifier
 
 KIND = "model-version"
+#: Resolved events a home's rolling metrics and recent outcomes keep in the fleet.
+HOME_ROLLING_WINDOW = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,13 @@ class ModelSet:
             challenger=self.models,
         )
         live.learner.learn = False
+        # The per-home health report (rolling metrics, recent outcomes) is not published by the fleet: keep it
+        # small (the daemon keeps 5,000 and 10,000 per home; here that was 60 % of a home's memory). Predictions,
+        # alarms and examples do not read it.
+        live.learner.rolling = RollingMetrics(
+            window_size=HOME_ROLLING_WINDOW, every=HOME_ROLLING_WINDOW, max_history=10
+        )
+        live.learner.outcomes = deque(maxlen=HOME_ROLLING_WINDOW)
         return live
 
     def encode(self) -> bytes:
