@@ -134,6 +134,7 @@ def load_home_settings(config: Path | None) -> Settings:
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
+            """Keyword arguments, environment, .env and the TOML file: no credentials directory."""
             sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
             if config is not None:
                 sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))

@@ -70,6 +70,7 @@ class _Pickler(pickle.Pickler):
         self.shared.update({id(model): f"model:{name}" for name, model in models.models.items()})
 
     def persistent_id(self, obj: Any) -> str | None:
+        """A shared model (or the dict of them) is written as its name."""
         return self.shared.get(id(obj))
 
 
@@ -79,6 +80,7 @@ class _Unpickler(pickle.Unpickler):
         self.models = models
 
     def persistent_load(self, pid: Any) -> Any:
+        """The current version's model of that name (the global one when the version has no such model)."""
         if pid == "models":
             return self.models.models
         if isinstance(pid, str) and pid.startswith("model:"):
