@@ -132,11 +132,13 @@ def live_models(settings: Settings, snapshot: LoadedSnapshot) -> LiveModels:
     )
 
 
-def build_handler(settings: Settings, snapshot: LoadedSnapshot) -> Handler:
-    """The handler the settings describe, serving ``snapshot`` (live ingest and replay build it alike)."""
+def build_handler(settings: Settings, snapshot: LoadedSnapshot, live: LiveModels | None = None) -> Handler:
+    """The handler the settings describe, serving ``snapshot`` (live ingest and replay build it alike); ``live``
+    serves instead of the snapshot's own live models when given (the fleet shares one model set between homes)."""
     from devintel.ingest.handler import Handler
 
-    return Handler(live_models(settings, snapshot), adapters(settings), topics(settings), handler_options(settings))
+    served = live if live is not None else live_models(settings, snapshot)
+    return Handler(served, adapters(settings), topics(settings), handler_options(settings))
 
 
 def snapshot_store(settings: Settings) -> SnapshotStore:

@@ -294,6 +294,7 @@ def load_settings(config: Path | None = None) -> Settings:
         name
         for name in os.environ
         if name.upper().startswith(ENV_PREFIX)
+        and not name.upper().startswith(f"{ENV_PREFIX}FLEET_")  # devintel-fleet's own (devintel.fleet.settings)
         and name[len(ENV_PREFIX) :].lower().split("__")[0] not in Settings.model_fields
     )
     if unknown:

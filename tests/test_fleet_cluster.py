@@ -1,0 +1,225 @@
+"""The fleet on a real three-node nats-server cluster: exactly-once counts and the single-process replay's answers,
+with three workers, with a worker killed (-9) mid-stream, and with a NATS node killed (-9) mid-stream.
+
+Scaled for a 2-core machine (docs/fleet.md, "Tests"): 200 homes of ~150 events each in the first test, 60 in the
+failure tests; the lease TTL is 3 s and snapshots are written every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiomqtt
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from devintel.daemon.from_settings import live_models
+from devintel.daemon.settings import load_settings
+from devintel.fleet.modelset import ModelSet
+from devintel.models.snapshots import SnapshotStore
+from fleet_support import (
+    Collector,
+    expected_events,
+    fleet_cluster,
+    handled_per_home,
+    partition_states,
+    replay_reference,
+    wait_all_acked,
+)
+from nats_cluster import FleetProcess, Home, NatsCluster, nats_server_available, publish_homes, simulated_homes
+
+pytestmark = [
+    pytest.mark.fleet,
+    pytest.mark.skipif(not nats_server_available(), reason="nats-server is not installed"),
+]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A fresh three-node cluster."""
+    yield from fleet_cluster(tmp_path)
+
+
+def model_set(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> ModelSet:
+    """The model set the workers serve (the snapshot's)."""
+    monkeypatch.setenv("DEVINTEL_MODEL_DIR", str(model_dir))
+    return ModelSet.from_live(live_models(load_settings(), SnapshotStore(model_dir).load()))
+
+
+def start_workers(cluster: NatsCluster, model_dir: Path, logs: Path, count: int) -> list[FleetProcess]:
+    """``count`` worker processes."""
+    return [
+        FleetProcess("worker", cluster.fleet_env(f"w{i}", model_dir), logs / f"w{i}.log").start()
+        for i in range(1, count + 1)
+    ]
+
+
+async def check_fleet(
+    nc: NatsClient,
+    cluster: NatsCluster,
+    homes: list[Home],
+    collector: Collector,
+    model_dir: Path,
+    work: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> int:
+    """Every home: the events its durable state counts equal a single daemon's count of what was sent, and its
+    outputs (repeats of a takeover removed) equal ``devintel replay --no-learn`` of its capture, message for message.
+    Returns how many repeats there were."""
+    states = await partition_states(nc, cluster.partitions, model_set(model_dir, monkeypatch))
+    handled = handled_per_home(states)
+    outputs, repeats = collector.by_home()
+    work.mkdir(exist_ok=True)
+    for home in homes:
+        expected = expected_events(home, model_dir, monkeypatch)
+        assert sum(expected.values()) > 0.99 * sum(home.events_per_topic().values())
+        assert dict(handled.get(home.home_id, {})) == dict(expected), f"home {home.home_id}: counts differ"
+        reference = replay_reference(home, work, monkeypatch, model_dir)
+        got = outputs.get(home.home_id, [])
+        assert len(got) == len(reference), f"home {home.home_id}: {len(got)} outputs, the replay {len(reference)}"
+        for index, (ours, theirs) in enumerate(zip(got, reference, strict=True)):
+            assert ours == theirs, f"home {home.home_id}, output {index}: {ours} != {theirs}"
+    assert sum(s.errors for s in states) == 0
+    return repeats
+
+
+async def lease_holders(nc: NatsClient, partitions: int) -> dict[int, str]:
+    """Who holds each partition's lease now."""
+    kv = await nc.jetstream().key_value("devintel-leases")
+    holders = {}
+    for k in range(partitions):
+        try:
+            entry = await kv.get(f"partition.{k}")
+        except nats.js.errors.KeyNotFoundError:
+            continue
+        holders[k] = (entry.value or b"").decode()
+    return holders
+
+
+async def wait_claimed(nc: NatsClient, partitions: int, workers: int, timeout: float = 60.0) -> None:
+    """Until every partition is leased, and by ``workers`` workers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        holders = await lease_holders(nc, partitions)
+        if len(holders) == partitions and len(set(holders.values())) == workers:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"the partitions are not shared by {workers} workers: {holders}")
+
+
+def test_three_workers_count_every_event_once_and_answer_as_one_daemon(
+    cluster: NatsCluster, small_snapshot_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    homes = simulated_homes(200, 150, 20.0, seed=1000)
+    workers = start_workers(cluster, small_snapshot_master, tmp_path, 3)
+
+    async def scenario() -> None:
+        collector = Collector()
+        async with await nats.connect(cluster.urls) as nc:
+            await nc.subscribe("homes.>", cb=collector.on_message)
+            mqtt_seen: list[str] = []
+            async with aiomqtt.Client("127.0.0.1", cluster.mqtt_ports[2], identifier="ha-side") as ha:
+                await ha.subscribe("homes/+/devintel/predictions/#", qos=1)
+
+                async def listen() -> None:
+                    async for message in ha.messages:
+                        mqtt_seen.append(str(message.topic))
+
+                listener = asyncio.create_task(listen())
+                sent = await publish_homes(homes, cluster.mqtt_ports)
+                took = await wait_all_acked(nc, cluster.partitions, sent)
+                await asyncio.sleep(1.0)
+                listener.cancel()
+            print(f"{sent} messages of {len(homes)} homes handled {took:.1f} s after the last was sent")
+            assert {p.split("/")[1] for p in mqtt_seen} >= {homes[0].home_id}, "no prediction reached MQTT"
+            await wait_claimed(nc, cluster.partitions, 3)
+            for worker in workers:
+                assert worker.stop() == 0
+            repeats = await check_fleet(
+                nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch
+            )
+            assert repeats == 0  # no takeover, no repeat
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for worker in workers:
+            worker.kill()
+
+
+def test_a_killed_worker_is_taken_over_within_10_s_with_nothing_lost_or_doubled(
+    cluster: NatsCluster, small_snapshot_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    homes = simulated_homes(60, 200, 20.0, seed=2000)
+    workers = start_workers(cluster, small_snapshot_master, tmp_path, 3)
+
+    async def scenario() -> None:
+        collector = Collector()
+        async with await nats.connect(cluster.urls) as nc:
+            await nc.subscribe("homes.>", cb=collector.on_message)
+            await wait_claimed(nc, cluster.partitions, 3)
+            publishing = asyncio.create_task(publish_homes(homes, cluster.mqtt_ports))
+            await asyncio.sleep(2.0)  # mid-stream
+            assert not publishing.done(), "publishing ended before the kill: make the homes bigger"
+            holders = await lease_holders(nc, cluster.partitions)
+            victim = workers[0]
+            theirs = {k for k, holder in holders.items() if holder == "w1"}
+            assert theirs, f"w1 holds no partition: {holders}"
+            victim.kill()
+            killed = time.monotonic()
+            while True:
+                holders = await lease_holders(nc, cluster.partitions)
+                if all(holders.get(k) not in (None, "w1") for k in theirs):
+                    break
+                assert time.monotonic() - killed < 10.0, f"not taken over within 10 s: {holders}"
+                await asyncio.sleep(0.1)
+            takeover = time.monotonic() - killed
+            print(f"partitions {sorted(theirs)} of the killed worker taken over in {takeover:.1f} s")
+            sent = await publishing
+            await wait_all_acked(nc, cluster.partitions, sent)
+            for worker in workers[1:]:
+                assert worker.stop() == 0
+            repeats = await check_fleet(
+                nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch
+            )
+            print(f"{repeats} outputs repeated by the takeover (same stream sequence and index, same content)")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for worker in workers:
+            worker.kill()
+
+
+def test_a_killed_nats_node_does_not_stop_the_stream(
+    cluster: NatsCluster, small_snapshot_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    homes = simulated_homes(60, 200, 20.0, seed=3000)
+    workers = start_workers(cluster, small_snapshot_master, tmp_path, 2)
+    survivors = [cluster.mqtt_ports[0], cluster.mqtt_ports[2]]  # the homes' bridges are on nodes 1 and 3
+
+    async def scenario() -> None:
+        collector = Collector()
+        async with await nats.connect(cluster.urls) as nc:
+            await nc.subscribe("homes.>", cb=collector.on_message)
+            await wait_claimed(nc, cluster.partitions, 2)
+            first, second = homes[:30], homes[30:]
+            publishing = asyncio.create_task(publish_homes(first, survivors, connections=4))
+            await asyncio.sleep(1.5)
+            cluster.nodes[1].kill()  # kill -9 of node 2, mid-stream
+            sent = await publishing
+            sent += await publish_homes(second, survivors, connections=4)
+            await wait_all_acked(nc, cluster.partitions, sent)
+            for worker in workers:
+                assert worker.stop() == 0
+            await check_fleet(nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for worker in workers:
+            worker.kill()

@@ -1,0 +1,226 @@
+"""Every failure path of a fleet worker, on a real cluster, with the worker in this process: bad input is counted,
+logged rate-limited and dropped (the worker goes on); a lost lease stops the partition without a snapshot, a stale
+holder's snapshot is refused, and the partition is claimed again once the lease is free; a snapshot that does not
+read is counted and logged and the partition rebuilt from the stream, every event still counted once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import nats
+import orjson
+import pytest
+
+from devintel.daemon.settings import load_settings
+from devintel.fleet.cluster import open_cluster
+from devintel.fleet.homes import HomeFactory
+from devintel.fleet.leases import LeaseLostError
+from devintel.fleet.partition import PartitionRunner, pointer_key
+from devintel.fleet.settings import FleetSettings
+from devintel.fleet.status import fleet_status, format_status
+from devintel.fleet.worker import Worker
+from devintel.models.snapshots import SnapshotStore
+from fleet_support import (
+    expected_events,
+    fleet_cluster,
+    fleet_settings,
+    handled_per_home,
+    partition_states,
+    wait_all_acked,
+)
+from nats_cluster import Home, NatsCluster, nats_server_available, publish_homes, simulated_homes
+
+pytestmark = [
+    pytest.mark.fleet,
+    pytest.mark.skipif(not nats_server_available(), reason="nats-server is not installed"),
+]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A fresh three-node cluster."""
+    yield from fleet_cluster(tmp_path)
+
+
+@asynccontextmanager
+async def running_worker(settings: FleetSettings, model_dir: Path) -> AsyncIterator[Worker]:
+    """A worker in this event loop, stopped (bounded) at the end."""
+    stop = asyncio.Event()
+    worker = Worker(settings, load_settings(), SnapshotStore(model_dir).load(), stop)
+    task = asyncio.create_task(worker.run(), name="worker")
+    try:
+        while len(worker.runners) < settings.partitions or any(r.resumed_at is None for r in worker.runners.values()):
+            assert not task.done(), "the worker ended"
+            await asyncio.sleep(0.1)
+        yield worker
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
+def check_counts(
+    handled: Mapping[str, Counter[str]], homes: list[Home], model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every home's durable counts equal a single daemon's."""
+    for home in homes:
+        assert dict(handled[home.home_id]) == dict(expected_events(home, model_dir, monkeypatch)), home.home_id
+
+
+def test_bad_input_is_counted_logged_rate_limited_and_dropped(
+    cluster: NatsCluster,
+    small_snapshot_master: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("DEVINTEL_MODEL_DIR", str(small_snapshot_master))
+    homes = simulated_homes(6, 100, 10.0, seed=6000)
+    bad_mqtt = [
+        ("homes/hbad/devintel/events/dev1", b"not json"),
+        ("homes/hbad/devintel/events/dev1", b'{"ts": "yesterday"}'),
+        ("homes/hbad/devintel/events/dev1", b'{"device_type": "motion_sensor", "battery_level": 7000}'),
+        ("homes/hbad/devintel/events/dev1", b"x" * 300_000),
+        ("homes/hbad/devintel/feedback/dev1", b'{"event": "exploded"}'),
+        ("homes/hbad/zigbee2mqtt/bridge/devices", b"[{]"),
+    ]
+    settings = fleet_settings(cluster)
+
+    async def scenario() -> None:
+        caplog.set_level(logging.WARNING)
+        async with running_worker(settings, small_snapshot_master) as worker, await nats.connect(cluster.urls) as nc:
+            sent = await publish_homes(homes, cluster.mqtt_ports, extra=bad_mqtt)
+            for _ in range(5):  # straight onto a partition: subjects no mapping makes
+                await nc.jetstream().publish("devintel.in.0.garbage", b"{}")
+                await nc.jetstream().publish("devintel.in.0.homes.bad$id.devintel.events.x", b"{}")
+            await wait_all_acked(nc, settings.partitions, sent + 10)
+            assert all(not task.done() for task in worker.tasks.values()), "a partition runner ended"
+            states = await partition_states(nc, settings.partitions, worker.models)
+            report = await fleet_status(settings)  # what `devintel-fleet status` prints
+            assert report["workers"] == [settings.worker_id]
+            assert {p["holder"] for p in report["partitions"]} == {settings.worker_id}
+            assert sum(p.get("events", 0) for p in report["partitions"]) == sum(s.totals()["events"] for s in states)
+            assert "stream DEVINTEL_EVENTS" in format_status(report)
+        totals = [state.totals() for state in states]
+        rejected = sum(sum(t["rejected"].values()) for t in totals)
+        assert rejected >= 5, totals
+        assert sum(t["bad"].get("subject", 0) for t in totals) == 10
+        assert sum(t["errors"] for t in totals) == 0
+        subject_lines = [r for r in caplog.records if "partition 0: dropped a message" in r.getMessage()]
+        assert len(subject_lines) == 1, "ten bad subjects, one log line (rate-limited)"
+        check_counts(handled_per_home(states), homes, small_snapshot_master, monkeypatch)
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_lease_stops_the_partition_and_a_stale_holder_cannot_snapshot(
+    cluster: NatsCluster, small_snapshot_master: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEVINTEL_MODEL_DIR", str(small_snapshot_master))
+    homes = simulated_homes(12, 150, 10.0, seed=7000)
+    settings = fleet_settings(cluster)
+
+    async def scenario() -> None:
+        async with running_worker(settings, small_snapshot_master) as worker, await nats.connect(cluster.urls) as nc:
+            js = nc.jetstream()
+            leases = await js.key_value("devintel-leases")
+            await leases.put("partition.2", b"thief")  # someone else holds it now
+            for _ in range(50):
+                if 2 not in worker.runners:
+                    break
+                await asyncio.sleep(0.1)
+            assert 2 not in worker.runners, "the worker kept a partition whose lease it lost"
+            sent = await publish_homes(homes, cluster.mqtt_ports)  # the thief never renews: its lease expires
+            await wait_all_acked(nc, settings.partitions, sent, timeout=60)
+            assert 2 in worker.runners, "the partition was not claimed again once its lease was free"
+            states = await partition_states(nc, settings.partitions, worker.models)
+            check_counts(handled_per_home(states), homes, small_snapshot_master, monkeypatch)
+
+            # Two holders of one partition: the one whose pointer revision is stale cannot write its snapshot.
+            cluster_io = await open_cluster(settings, nc)
+            factory = HomeFactory(load_settings(), SnapshotStore(small_snapshot_master).load(), 0.2)
+            stale = PartitionRunner(5, cluster_io, settings, factory, worker.current_models)
+            stale.state = await stale.load()
+            fresh = PartitionRunner(5, cluster_io, settings, factory, worker.current_models)
+            fresh.state = await fresh.load()
+            fresh.state.seq += 1  # pretend it handled a message: its snapshot moves the pointer
+            await fresh.commit()
+            stale.state.seq += 1
+            with pytest.raises(LeaseLostError):
+                await stale.commit()
+            assert stale.lost
+
+    asyncio.run(scenario())
+
+
+def test_a_snapshot_that_does_not_read_is_rebuilt_from_the_stream(
+    cluster: NatsCluster,
+    small_snapshot_master: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("DEVINTEL_MODEL_DIR", str(small_snapshot_master))
+    homes = simulated_homes(12, 150, 10.0, seed=8000)
+    settings = fleet_settings(cluster)
+
+    async def scenario() -> None:
+        async with await nats.connect(cluster.urls) as nc:
+            async with running_worker(settings, small_snapshot_master) as worker:
+                sent = await publish_homes(homes, cluster.mqtt_ports)
+                await wait_all_acked(nc, settings.partitions, sent)
+                before = handled_per_home(await partition_states(nc, settings.partitions, worker.models))
+            js = nc.jetstream()
+            state_kv, objects = await js.key_value("devintel-state"), await js.object_store("devintel")
+            damaged = []
+            for k, damage in ((1, "garbage"), (3, "flipped"), (4, "missing")):
+                pointer = orjson.loads((await state_kv.get(pointer_key(k))).value or b"")
+                name = str(pointer["object"])
+                blob = (await objects.get(name)).data or b""
+                if damage == "garbage":
+                    await objects.put(name, b"DEVINTEL/partition/1\n" + b"\0" * 64)
+                elif damage == "flipped":
+                    await objects.put(name, blob[:-10] + bytes(b ^ 0xFF for b in blob[-10:]))
+                else:
+                    await objects.delete(name)
+                damaged.append(k)
+            caplog.set_level(logging.ERROR)
+            async with running_worker(settings, small_snapshot_master) as worker:
+                corrupt = {k: r.corrupt_snapshots for k, r in worker.runners.items()}
+                assert {k for k, n in corrupt.items() if n} == set(damaged), corrupt
+                await wait_all_acked(nc, settings.partitions, sent)
+                await asyncio.sleep(settings.snapshot_interval_s * 2)  # the rebuilt state is written
+                after = handled_per_home(await partition_states(nc, settings.partitions, worker.models))
+        assert after == before
+        lines = [r for r in caplog.records if "does not read" in r.getMessage()]
+        assert len(lines) == len(damaged)
+        check_counts(after, homes, small_snapshot_master, monkeypatch)
+
+    asyncio.run(scenario())
+
+
+def test_shutdown_is_bounded_when_the_cluster_is_gone(
+    cluster: NatsCluster, small_snapshot_master: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEVINTEL_MODEL_DIR", str(small_snapshot_master))
+    settings = fleet_settings(cluster, shutdown_timeout_s=3.0)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        worker = Worker(settings, load_settings(), SnapshotStore(small_snapshot_master).load(), stop)
+        task = asyncio.create_task(worker.run(), name="worker")
+        while len(worker.runners) < settings.partitions:
+            await asyncio.sleep(0.1)
+        homes = simulated_homes(3, 100, 10.0, seed=8500)
+        await publish_homes(homes, cluster.mqtt_ports)
+        for node in cluster.nodes:
+            node.kill()
+        stop.set()
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(task, 30) == 0
+        took = asyncio.get_running_loop().time() - started
+        assert took < settings.shutdown_timeout_s + 10.0, f"the shutdown took {took:.1f} s"
+
+    asyncio.run(scenario())
