@@ -111,7 +111,8 @@ def test_report_has_household_measures_per_variant_the_decision_and_plots(tmp_pa
     assert overall["failures"] >= overall["failures_with_precursor"] >= overall["caught"] >= 0
     assert set(household["by_variant"]) <= set(TEST_VARIANTS)
     assert set(result.report["household_validation"]["by_variant"]) <= set(TRAIN_VARIANTS)  # type: ignore[index]
-    assert isinstance(result.report["error_drifts_in_warm_start"], int)
+    assert isinstance(result.report["error_drifts_in_test"], int)
+    assert result.report["rolling_test"]
     loaded = SnapshotStore(tmp_path).load()
     assert DecisionParams.from_dict(loaded.manifest["decision"]) == result.decision
     assert loaded.manifest["training"]["test_variants"] == list(TEST_VARIANTS)

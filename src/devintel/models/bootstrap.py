@@ -40,19 +40,20 @@ from typing import Any, Final
 
 import numpy as np
 import pandas as pd
+from river import drift
 
 from devintel.generators import HOME_TYPES, generate, iter_batches
-from devintel.models.consolidate import EPOCHS, ExampleBuffer, consolidate, model_inputs_of
+from devintel.models.consolidate import EPOCHS, ExampleBuffer, consolidate, learn_scaler, model_inputs_of
 from devintel.models.decision import AlarmState, DecisionParams, step
-from devintel.models.dense import features_needed, probabilities
+from devintel.models.dense import features_needed, probabilities, supports
 from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
 from devintel.models.household import household_by_group, household_report
 from devintel.models.learners import default_model
 from devintel.models.live import GLOBAL, MODELS_DIR
-from devintel.models.metrics import BinaryReport, binary_report, recall_by_group
-from devintel.models.online import Classifier, OnlineLearner, events, failure_times, warm_start_batches
+from devintel.models.metrics import BinaryReport, binary_report, recall_by_group, rolling_history
+from devintel.models.online import Classifier, ExampleCollector, events, failure_times, warm_start_batches
 from devintel.models.report import markdown_report, plots
 from devintel.models.snapshots import SnapshotStore
 from devintel.models.tuning import tune_decision
@@ -273,6 +274,21 @@ def household_measures(
     }
 
 
+#: Window and spacing of the rolling metrics the report plots over the test homes' stream.
+ROLLING_WINDOW: Final = 5_000
+ROLLING_EVERY: Final = 1_000
+
+
+def error_drifts(truth: np.ndarray, decision: np.ndarray) -> int:
+    """How many times River's ADWIN detects a change in the error rate of ``decision`` against ``truth`` (in order)."""
+    detector = drift.ADWIN()  # type: ignore[no-untyped-call]
+    detected = 0
+    for error in (np.asarray(truth, dtype=bool) != np.asarray(decision, dtype=bool)).tolist():
+        detector.update(float(error))  # type: ignore[no-untyped-call]
+        detected += detector.drift_detected
+    return detected
+
+
 @dataclass(frozen=True, slots=True)
 class ScoredStream:
     """A held-out stream scored by the models: what the gate and the report need of it (not the stream itself)."""
@@ -288,41 +304,23 @@ class ScoredStream:
         return cls(score_frame(models, frame, on_event), StreamTruth.of(frame), device_groups(frame))
 
 
-#: Examples the warm start hands to the worker at a time (one message each).
-WORKER_BATCH: Final = 2048
-
-
-def keep_example(examples: ExampleBuffer, model: Classifier, features: Features, label: bool, group: str) -> None:
-    """Keep an example the warm start learned for :func:`~devintel.models.consolidate.consolidate` (its model
-    inputs as ``model`` sees them; nothing for a learner that consolidation does not work on)."""
-    inputs = model_inputs_of(model, features)
-    if inputs is not None:
-        examples.add(inputs, label, group)
-
-
-def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
-    """A worker process's work (:class:`Worker`): learn the home-type models from the examples the warm start sends,
-    in order; when it is over, send them back with the global model it is given, then generate the held-out test
-    homes, score them with every model, and send back the :class:`ScoredStream` (or the error, at any point)."""
-    examples = ExampleBuffer()
+def _worker(connection: Connection, config: BootstrapConfig) -> None:
+    """A worker process's work (:class:`Worker`): consolidate the home-type models it is sent on the examples of
+    their home types and send them back; then, given the global model, generate the held-out test homes, score them
+    with every model and send back the :class:`ScoredStream` (or the error, at any point)."""
     try:
-        while True:
-            message = connection.recv()
-            if message is None:
-                return  # cancelled
-            kind, payload = message
-            if kind == "learn":
-                for home_type, features, label in payload:
-                    home_types[home_type].learn_one(features, label)
-                    keep_example(examples, home_types[home_type], features, label, home_type)
-                continue
-            break
-        names = set(payload)  # the models that learned something, and the global one
-        for name in names - {GLOBAL}:
-            consolidate(home_types[name], examples, config.seed, group=name)
+        message = connection.recv()
+        if message is None:
+            return  # cancelled
+        home_types, examples = message
+        for name, model in home_types.items():
+            consolidate(model, examples, config.seed, group=name)
         del examples
-        models = {**{name: model for name, model in home_types.items() if name in names}, GLOBAL: payload[GLOBAL]}
-        connection.send(("models", {name: model for name, model in models.items() if name != GLOBAL}))
+        connection.send(("models", home_types))
+        message = connection.recv()
+        if message is None:
+            return
+        models = {**home_types, GLOBAL: message}
         test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
         connection.send(("ok", ScoredStream.of(models, test)))
     except BaseException:  # everything goes back to the parent, which raises it
@@ -332,40 +330,34 @@ def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[st
 
 
 class Worker:
-    """A second process for the bootstrap (:attr:`BootstrapConfig.workers`): it learns the home-type models while
-    this process computes features, predicts and learns the global model (the examples come in batches, in order,
-    so the models are the ones this process would have learned), then scores the held-out test homes while this
-    process scores the validation homes.
+    """A second process for the bootstrap (:attr:`BootstrapConfig.workers`): it consolidates the home-type models
+    while this process consolidates the global one (on the same examples, so the models are the ones this process
+    would have fitted), then scores the held-out test homes while this process scores the validation homes.
 
-    Started with ``spawn`` (a fresh interpreter: safe from the threaded daemon); :meth:`close` ends it however the
-    bootstrap ends."""
+    Started with ``spawn`` (a fresh interpreter: safe from the threaded daemon) when the bootstrap starts, so its
+    imports overlap the warm start; :meth:`close` ends it however the bootstrap ends."""
 
-    def __init__(self, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
+    def __init__(self, config: BootstrapConfig) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
         self._process = context.Process(
-            target=_worker, args=(child, config, home_types), name="devintel-bootstrap-worker", daemon=True
+            target=_worker, args=(child, config), name="devintel-bootstrap-worker", daemon=True
         )
         self._process.start()
         child.close()
-        self._batch: list[tuple[str, Features, bool]] = []
 
-    def learn(self, home_type: str, features: Features, label: bool) -> None:
-        """One example for a home-type model (sent with the next batch)."""
-        self._batch.append((home_type, features, label))
-        if len(self._batch) >= WORKER_BATCH:
-            self._send(("learn", self._batch))
-            self._batch = []
+    def consolidate(self, home_types: dict[str, Classifier], examples: ExampleBuffer) -> None:
+        """Start consolidating ``home_types`` (each on the examples of its group; :meth:`consolidated` has them)."""
+        self._send((home_types, examples))
 
-    def trained(self, global_model: Classifier, names: set[str]) -> dict[str, Classifier]:
-        """The warm start is over: the home-type models of ``names`` as learned (the worker goes on to score the test
-        homes with them and ``global_model``)."""
-        if self._batch:
-            self._send(("learn", self._batch))
-            self._batch = []
-        self._send(("trained", {name: None for name in names} | {GLOBAL: global_model}))
+    def consolidated(self) -> dict[str, Classifier]:
+        """The home-type models as consolidated (waits for them)."""
         models: dict[str, Classifier] = self._receive("models")
         return models
+
+    def score(self, global_model: Classifier) -> None:
+        """Start scoring the test homes with the consolidated home-type models and ``global_model``."""
+        self._send(global_model)
 
     def result(self) -> ScoredStream:
         """The scored test homes (waits for them); raises what the worker raised."""
@@ -410,7 +402,7 @@ def bootstrap(
         logger.warning("test variants %s are also trained on: the held-out figures are not leave-variant-out", overlap)
     models: dict[str, Classifier] = {name: model_factory() for name in [GLOBAL, *HOME_TYPES]}
     use_worker = config.workers > 0 and config.holdout_samples >= MIN_WORKER_SAMPLES
-    worker = Worker(config, {name: models[name] for name in HOME_TYPES}) if use_worker else None
+    worker = Worker(config) if use_worker and all(supports(m) for m in models.values()) else None
     try:
         return _bootstrap(config, store, models, say, worker)
     finally:
@@ -431,6 +423,7 @@ def _bootstrap(
     examples = ExampleBuffer()
     home_type_of: dict[str, str] = {}
     homes: set[str] = set()
+    fitted = all(supports(model) for model in models.values())
 
     def note_homes(batch: pd.DataFrame) -> None:
         """Each device's home type, and the homes trained on, from a batch of the training stream."""
@@ -438,50 +431,57 @@ def _bootstrap(
         home_type_of.update(zip(pairs["device_id"], pairs["home_type"], strict=True))
         homes.update(pairs["home_id"])
 
-    def teach_home_type_model(device_id: str, features: Features, label: bool) -> None:
+    def keep(device_id: str, features: Features, label: bool) -> None:
+        """One example for the global model and the device's home-type model: kept for consolidation, its inputs
+        learned by both models' scalers (a learner of another shape learns it online instead)."""
         home_type = home_type_of[device_id]
-        keep_example(examples, models[GLOBAL], features, label, home_type)
-        if worker is None:
-            models[home_type].learn_one(features, label)
-        else:
-            worker.learn(home_type, features, label)
         learned[home_type] += 1
+        if not fitted:
+            models[GLOBAL].learn_one(features, label)
+            models[home_type].learn_one(features, label)
+            return
+        inputs = model_inputs_of(models[GLOBAL], features)
+        assert inputs is not None
+        examples.add(inputs, label, home_type)
+        learn_scaler(models[GLOBAL], inputs)
+        learn_scaler(models[home_type], inputs)
 
-    learner = OnlineLearner(
-        model=models[GLOBAL],
+    collector = ExampleCollector(
+        keep,
         horizon_s=horizon_s,
         negative_rate=config.negative_rate,
         seed=config.seed,
-        on_learn=teach_home_type_model,
         features=FeatureExtractor(only=features_needed(models.values())),
     )
-    say(f"warm-starting the global model and {len(HOME_TYPES)} home-type models")
+    say(f"collecting the training examples of {config.samples:,} events (features and delayed labels)")
     warm_start_batches(
-        learner,
+        collector,
         _synthetic_batches(config, config.samples, config.seed, config.train_variants),
         note_homes,
         on_event=_progress(config.samples, "warm start", say),
     )
-    learned[GLOBAL] = learner.learned
-    if learner.learned == 0:
+    learned[GLOBAL] = collector.learned
+    if collector.learned == 0:
         raise ValueError(
             f"no label resolved in {config.samples:,} training events over {config.days:g} days: "
             f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
         )
+    del collector  # the events still waiting for a label: not needed any more
     names = {name for name in models if learned[name] > 0}
-    say(f"consolidating the models on the {len(examples):,} examples learned ({EPOCHS} shuffled passes)")
+    home_type_names = sorted(names - {GLOBAL})
+    if worker is not None:
+        worker.consolidate({name: models[name] for name in home_type_names}, examples)
+    say(f"fitting the models on the {len(examples):,} examples ({EPOCHS} shuffled passes of learn_many)")
     consolidate(models[GLOBAL], examples, config.seed, on_epoch=_progress(EPOCHS, "consolidation", say, "passes", 1))
     if worker is None:
-        for name in names - {GLOBAL}:
+        for name in home_type_names:
             consolidate(models[name], examples, config.seed, group=name)
     examples = ExampleBuffer()  # the examples are not needed any more: free them
     if worker is not None:
-        # The home-type models it learned; it scores the test homes while this process scores the validation homes.
-        models = {**models, **worker.trained(models[GLOBAL], names - {GLOBAL})}
+        models = {**models, **worker.consolidated()}
+        worker.score(models[GLOBAL])  # it scores the test homes while this process scores the validation homes
     models = {name: model for name, model in models.items() if name in names}
     homes_trained = len(homes)
-    rolling_history, drifts_detected = learner.rolling.history, len(learner.drifts)
-    del learner  # the events still waiting for a label, the outcomes: not needed any more
 
     say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
     validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants)
@@ -559,8 +559,8 @@ def _bootstrap(
         "recall_by_home_type": recall_by_group(truth.label, decision, groups["home_type"]),
         "recall_by_variant": recall_by_group(truth.label, decision, groups["variant"]),
         "home_type_vs_global": comparison,
-        "rolling_warm_start": rolling_history,
-        "error_drifts_in_warm_start": drifts_detected,
+        "rolling_test": rolling_history(truth.label, decision, ROLLING_WINDOW, ROLLING_EVERY),
+        "error_drifts_in_test": error_drifts(truth.label, decision),
         "gate": gate.as_dict(),
     }
     if not gate.passed and not config.allow_low_quality:

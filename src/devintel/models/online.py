@@ -237,6 +237,69 @@ class OnlineLearner:
                     self.on_learn(item.device_id, x, item.label)
 
 
+class ExampleCollector:
+    """The examples an :class:`OnlineLearner` would learn from a stream, without a model: features, the delayed-label
+    buffer and the same seeded sampling of negatives (every positive, a share ``negative_rate`` of negatives, drawn
+    in resolution order), so the same examples come out in the same order; ``on_example`` (device id, features,
+    label) gets each one. No prediction and no ``learn_one``: the bootstrap fits its models on the examples
+    afterwards (:mod:`devintel.models.consolidate`), so an online pass of the model is not needed to make them.
+    Offers the verbs :func:`warm_start` and :func:`warm_start_batches` use (``process``, ``failure``, ``finish``)."""
+
+    def __init__(
+        self,
+        on_example: Callable[[str, Features, bool], None],
+        horizon_s: float,
+        negative_rate: float = 0.2,
+        seed: int = 0,
+        features: FeatureExtractor | None = None,
+    ) -> None:
+        self.on_example = on_example
+        self.negative_rate = negative_rate
+        self.features = FeatureExtractor() if features is None else features
+        self.labels: DelayedLabels[Features] = DelayedLabels(horizon_s)
+        self.learned = 0
+        """Examples handed to ``on_example``."""
+        self.resolved = 0
+        self._rng = random.Random(seed)
+
+    def process(self, event: Mapping[str, object]) -> None:
+        """Fold one event into its device's features, resolve what the clock resolves, and hold the event."""
+        features = self.features.update(event)
+        ts = float(event["ts"])  # type: ignore[arg-type]
+        self._resolve(self.labels.advance(ts))
+        self.labels.add(str(event["device_id"]), ts, features)
+
+    def failure(self, device_id: str, ts: float) -> None:
+        """Failure evidence for a device: resolve its waiting events and forget its state."""
+        self._resolve(self.labels.failure(device_id, ts))
+        self.features.forget(device_id)
+
+    def finish(self, now: float) -> None:
+        """Advance the clock to ``now`` and resolve what has expired."""
+        self._resolve(self.labels.advance(now))
+
+    def _resolve(self, resolved: list[Resolved[Features]]) -> None:
+        rate, draw = self.negative_rate, self._rng.random
+        for item in resolved:
+            self.resolved += 1
+            if item.label or draw() < rate:
+                self.learned += 1
+                self.on_example(item.device_id, item.payload, item.label)
+
+
+class _Stepper(Protocol):
+    """What the warm start's loop drives: an :class:`OnlineLearner` or an :class:`ExampleCollector`."""
+
+    def process(self, event: Mapping[str, object]) -> object:
+        """Handle one event."""
+
+    def failure(self, device_id: str, ts: float) -> None:
+        """Failure evidence for a device."""
+
+    def finish(self, now: float) -> None:
+        """The end of the stream."""
+
+
 def events(frame: pd.DataFrame) -> Iterator[dict[str, object]]:
     """The canonical events of a generated frame, in order, without its ground-truth columns (a field that is NaN
     is left out). Lazy: one dict at a time, from :data:`EVENTS_CHUNK` rows of the frame's columns as Python lists at
@@ -261,7 +324,7 @@ def failure_times(frame: pd.DataFrame) -> dict[str, float]:
 
 
 def warm_start(
-    learner: OnlineLearner,
+    learner: OnlineLearner | ExampleCollector,
     stream: Iterable[Mapping[str, object]],
     failures: Mapping[str, float],
     on_event: Callable[[int], None] | None = None,
@@ -274,7 +337,7 @@ def warm_start(
 
 
 def warm_start_batches(
-    learner: OnlineLearner,
+    learner: OnlineLearner | ExampleCollector,
     batches: Iterable[pd.DataFrame],
     on_batch: Callable[[pd.DataFrame], None] | None = None,
     on_event: Callable[[int], None] | None = None,
@@ -301,7 +364,7 @@ def warm_start_batches(
 
 
 def _feed(
-    learner: OnlineLearner,
+    learner: _Stepper,
     stream: Iterable[Mapping[str, object]],
     pending: list[tuple[float, str]],
     on_event: Callable[[int], None] | None,
