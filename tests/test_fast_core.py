@@ -20,7 +20,14 @@ from devintel.models import bootstrap as bootstrap_module
 from devintel.models.dense import features_needed
 from devintel.models.features import FeatureExtractor, Features, features_read_by
 from devintel.models.learners import default_model, model_inputs
-from devintel.models.online import OnlineLearner, events, failure_times, warm_start, warm_start_batches
+from devintel.models.online import (
+    ExampleCollector,
+    OnlineLearner,
+    events,
+    failure_times,
+    warm_start,
+    warm_start_batches,
+)
 from devintel.models.snapshots import SnapshotStore
 from snapshot_fixtures import SMALL_BOOTSTRAP
 
@@ -63,6 +70,22 @@ def test_batch_streamed_warm_start_learns_what_the_whole_frame_does() -> None:
     assert (streamed.learned, streamed.resolved) == (whole.learned, whole.resolved)
     assert streamed.model["LogisticRegression"].weights == whole.model["LogisticRegression"].weights  # type: ignore[index]
     assert list(streamed.outcomes) == list(whole.outcomes)
+
+
+def test_the_example_collector_gives_the_examples_the_online_learner_learns() -> None:
+    arguments = {"samples": 60_000, "days": 60, "seed": 6, "variants": VARIANTS}
+    learned: list[tuple[str, Features, bool]] = []
+    online = OnlineLearner(
+        model=default_model(), horizon_s=H, seed=3, on_learn=lambda d, x, y: learned.append((d, x, y))
+    )
+    warm_start_batches(online, iter_batches(**arguments))  # type: ignore[arg-type]
+    collected: list[tuple[str, Features, bool]] = []
+    collector = ExampleCollector(lambda d, x, y: collected.append((d, x, y)), horizon_s=H, seed=3)
+    warm_start_batches(collector, iter_batches(**arguments))  # type: ignore[arg-type]
+    assert len(learned) > 1_000
+    assert any(y for _, _, y in learned)
+    assert collected == learned  # the same examples, features exactly (packed as float64), in the same order
+    assert (collector.learned, collector.resolved) == (online.learned, online.resolved)
 
 
 def rough_stream(samples: int, seed: int) -> list[dict[str, object]]:

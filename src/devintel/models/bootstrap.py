@@ -3,9 +3,13 @@
 1. **Generate** a training stream (``seed``, homes of the training world variants) and two streams of other
    homes: validation (``seed + 1000``, the training variants) and held-out test (``seed + 2000``, world variants
    the models never saw: leave-variant-out). A different seed draws different homes.
-2. **Warm-start** a global model on every training event through the online path (features, delayed
-   labels with the synthetic failure times as evidence, learning on resolution), and one model per home
-   type on the same learned examples of that type's devices (features are computed once per event).
+2. **Warm-start** a global model on every training event through the online path's features, delayed labels (the
+   synthetic failure times as evidence) and sampling of the examples learned on resolution
+   (:class:`~devintel.models.online.ExampleCollector`: no prediction per event, nothing else learns from one), and
+   one model per home type on the same learned examples of that type's devices; then consolidate every model on
+   the examples it learned (:mod:`~devintel.models.consolidate`). Nothing predicts during the warm start, so the
+   report's rolling (prequential) metrics and ADWIN drift count are those of the routed decisions over the test
+   homes' stream.
 3. **Calibrate and route** on the validation homes: each model's decision threshold is tuned there
    (:func:`tune_threshold`: where the lower of precision and recall is highest); a home type keeps its
    own model only where it beats the global model's F1 on that type, otherwise the global model serves
@@ -43,9 +47,9 @@ import pandas as pd
 from river import drift
 
 from devintel.generators import HOME_TYPES, generate, iter_batches
-from devintel.models.consolidate import EPOCHS, ExampleBuffer, consolidate, learn_scaler, model_inputs_of
+from devintel.models.consolidate import EPOCHS, ExampleBuffer, consolidate, model_inputs_of
 from devintel.models.decision import AlarmState, DecisionParams, step
-from devintel.models.dense import features_needed, probabilities, supports
+from devintel.models.dense import features_needed, probabilities
 from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
@@ -304,23 +308,41 @@ class ScoredStream:
         return cls(score_frame(models, frame, on_event), StreamTruth.of(frame), device_groups(frame))
 
 
-def _worker(connection: Connection, config: BootstrapConfig) -> None:
-    """A worker process's work (:class:`Worker`): consolidate the home-type models it is sent on the examples of
-    their home types and send them back; then, given the global model, generate the held-out test homes, score them
-    with every model and send back the :class:`ScoredStream` (or the error, at any point)."""
+#: Examples the warm start hands to the worker at a time (one message each).
+WORKER_BATCH: Final = 2048
+
+
+def keep_example(examples: ExampleBuffer, model: Classifier, features: Features, label: bool, group: str) -> None:
+    """Keep an example the warm start learned for :func:`~devintel.models.consolidate.consolidate` (its model
+    inputs as ``model`` sees them; nothing for a learner that consolidation does not work on)."""
+    inputs = model_inputs_of(model, features)
+    if inputs is not None:
+        examples.add(inputs, label, group)
+
+
+def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
+    """A worker process's work (:class:`Worker`): learn the home-type models from the examples the warm start sends,
+    in order; when it is over, send them back with the global model it is given, then generate the held-out test
+    homes, score them with every model, and send back the :class:`ScoredStream` (or the error, at any point)."""
+    examples = ExampleBuffer()
     try:
-        message = connection.recv()
-        if message is None:
-            return  # cancelled
-        home_types, examples = message
-        for name, model in home_types.items():
-            consolidate(model, examples, config.seed, group=name)
+        while True:
+            message = connection.recv()
+            if message is None:
+                return  # cancelled
+            kind, payload = message
+            if kind == "learn":
+                for home_type, features, label in payload:
+                    home_types[home_type].learn_one(features, label)
+                    keep_example(examples, home_types[home_type], features, label, home_type)
+                continue
+            break
+        names = set(payload)  # the models that learned something, and the global one
+        for name in names - {GLOBAL}:
+            consolidate(home_types[name], examples, config.seed, group=name)
         del examples
-        connection.send(("models", home_types))
-        message = connection.recv()
-        if message is None:
-            return
-        models = {**home_types, GLOBAL: message}
+        models = {**{name: model for name, model in home_types.items() if name in names}, GLOBAL: payload[GLOBAL]}
+        connection.send(("models", {name: model for name, model in models.items() if name != GLOBAL}))
         test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
         connection.send(("ok", ScoredStream.of(models, test)))
     except BaseException:  # everything goes back to the parent, which raises it
@@ -330,34 +352,40 @@ def _worker(connection: Connection, config: BootstrapConfig) -> None:
 
 
 class Worker:
-    """A second process for the bootstrap (:attr:`BootstrapConfig.workers`): it consolidates the home-type models
-    while this process consolidates the global one (on the same examples, so the models are the ones this process
-    would have fitted), then scores the held-out test homes while this process scores the validation homes.
+    """A second process for the bootstrap (:attr:`BootstrapConfig.workers`): it learns the home-type models while
+    this process computes features, predicts and learns the global model (the examples come in batches, in order,
+    so the models are the ones this process would have learned), then scores the held-out test homes while this
+    process scores the validation homes.
 
-    Started with ``spawn`` (a fresh interpreter: safe from the threaded daemon) when the bootstrap starts, so its
-    imports overlap the warm start; :meth:`close` ends it however the bootstrap ends."""
+    Started with ``spawn`` (a fresh interpreter: safe from the threaded daemon); :meth:`close` ends it however the
+    bootstrap ends."""
 
-    def __init__(self, config: BootstrapConfig) -> None:
+    def __init__(self, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
         self._process = context.Process(
-            target=_worker, args=(child, config), name="devintel-bootstrap-worker", daemon=True
+            target=_worker, args=(child, config, home_types), name="devintel-bootstrap-worker", daemon=True
         )
         self._process.start()
         child.close()
+        self._batch: list[tuple[str, Features, bool]] = []
 
-    def consolidate(self, home_types: dict[str, Classifier], examples: ExampleBuffer) -> None:
-        """Start consolidating ``home_types`` (each on the examples of its group; :meth:`consolidated` has them)."""
-        self._send((home_types, examples))
+    def learn(self, home_type: str, features: Features, label: bool) -> None:
+        """One example for a home-type model (sent with the next batch)."""
+        self._batch.append((home_type, features, label))
+        if len(self._batch) >= WORKER_BATCH:
+            self._send(("learn", self._batch))
+            self._batch = []
 
-    def consolidated(self) -> dict[str, Classifier]:
-        """The home-type models as consolidated (waits for them)."""
+    def trained(self, global_model: Classifier, names: set[str]) -> dict[str, Classifier]:
+        """The warm start is over: the home-type models of ``names`` as learned (the worker goes on to score the test
+        homes with them and ``global_model``)."""
+        if self._batch:
+            self._send(("learn", self._batch))
+            self._batch = []
+        self._send(("trained", {name: None for name in names} | {GLOBAL: global_model}))
         models: dict[str, Classifier] = self._receive("models")
         return models
-
-    def score(self, global_model: Classifier) -> None:
-        """Start scoring the test homes with the consolidated home-type models and ``global_model``."""
-        self._send(global_model)
 
     def result(self) -> ScoredStream:
         """The scored test homes (waits for them); raises what the worker raised."""
@@ -402,7 +430,7 @@ def bootstrap(
         logger.warning("test variants %s are also trained on: the held-out figures are not leave-variant-out", overlap)
     models: dict[str, Classifier] = {name: model_factory() for name in [GLOBAL, *HOME_TYPES]}
     use_worker = config.workers > 0 and config.holdout_samples >= MIN_WORKER_SAMPLES
-    worker = Worker(config) if use_worker and all(supports(m) for m in models.values()) else None
+    worker = Worker(config, {name: models[name] for name in HOME_TYPES}) if use_worker else None
     try:
         return _bootstrap(config, store, models, say, worker)
     finally:
@@ -423,7 +451,6 @@ def _bootstrap(
     examples = ExampleBuffer()
     home_type_of: dict[str, str] = {}
     homes: set[str] = set()
-    fitted = all(supports(model) for model in models.values())
 
     def note_homes(batch: pd.DataFrame) -> None:
         """Each device's home type, and the homes trained on, from a batch of the training stream."""
@@ -432,19 +459,16 @@ def _bootstrap(
         homes.update(pairs["home_id"])
 
     def keep(device_id: str, features: Features, label: bool) -> None:
-        """One example for the global model and the device's home-type model: kept for consolidation, its inputs
-        learned by both models' scalers (a learner of another shape learns it online instead)."""
+        """One example: the global model and the device's home-type model learn it online (``learn_one``: the warm
+        start of their consolidation), and it is kept for consolidation."""
         home_type = home_type_of[device_id]
-        learned[home_type] += 1
-        if not fitted:
-            models[GLOBAL].learn_one(features, label)
+        models[GLOBAL].learn_one(features, label)
+        keep_example(examples, models[GLOBAL], features, label, home_type)
+        if worker is None:
             models[home_type].learn_one(features, label)
-            return
-        inputs = model_inputs_of(models[GLOBAL], features)
-        assert inputs is not None
-        examples.add(inputs, label, home_type)
-        learn_scaler(models[GLOBAL], inputs)
-        learn_scaler(models[home_type], inputs)
+        else:
+            worker.learn(home_type, features, label)
+        learned[home_type] += 1
 
     collector = ExampleCollector(
         keep,
@@ -468,18 +492,15 @@ def _bootstrap(
         )
     del collector  # the events still waiting for a label: not needed any more
     names = {name for name in models if learned[name] > 0}
-    home_type_names = sorted(names - {GLOBAL})
-    if worker is not None:
-        worker.consolidate({name: models[name] for name in home_type_names}, examples)
-    say(f"fitting the models on the {len(examples):,} examples ({EPOCHS} shuffled passes of learn_many)")
+    say(f"consolidating the models on the {len(examples):,} examples learned ({EPOCHS} shuffled passes)")
     consolidate(models[GLOBAL], examples, config.seed, on_epoch=_progress(EPOCHS, "consolidation", say, "passes", 1))
     if worker is None:
-        for name in home_type_names:
+        for name in names - {GLOBAL}:
             consolidate(models[name], examples, config.seed, group=name)
     examples = ExampleBuffer()  # the examples are not needed any more: free them
     if worker is not None:
-        models = {**models, **worker.consolidated()}
-        worker.score(models[GLOBAL])  # it scores the test homes while this process scores the validation homes
+        # The home-type models it learned; it scores the test homes while this process scores the validation homes.
+        models = {**models, **worker.trained(models[GLOBAL], names - {GLOBAL})}
     models = {name: model for name, model in models.items() if name in names}
     homes_trained = len(homes)
 

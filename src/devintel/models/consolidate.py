@@ -104,14 +104,6 @@ def model_inputs_of(model: Classifier, features: Features) -> Features | None:
     return x
 
 
-def learn_scaler(model: Classifier, inputs: Features) -> None:
-    """Teach ``model``'s scaler one example's model inputs (what its ``learn_one`` would teach it, without the
-    regression's step: :func:`consolidate` fits the regression afterwards). Nothing for another shape of learner."""
-    parts = pipeline_parts(model)
-    if parts is not None:
-        parts[1].learn_one(inputs)
-
-
 def consolidate(
     model: Classifier,
     examples: ExampleBuffer,

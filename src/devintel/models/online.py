@@ -63,8 +63,10 @@ class FeaturePacker:
     notice. At most ``max_layouts`` layouts are interned; past that, dicts are kept as they are.
     """
 
-    def __init__(self, max_layouts: int = 4096) -> None:
+    def __init__(self, max_layouts: int = 4096, typecode: str = "f") -> None:
         self.max_layouts = max_layouts
+        self.typecode = typecode
+        """``array`` type of the packed values: ``"f"`` (float32, the default) or ``"d"`` (float64: exact)."""
         self._ids: dict[tuple[str, ...], int] = {}
         self._layouts: list[tuple[str, ...]] = []
 
@@ -77,7 +79,7 @@ class FeaturePacker:
                 return features
             layout_id = self._ids[layout] = len(self._layouts)
             self._layouts.append(layout)
-        return layout_id, array.array("f", features.values())
+        return layout_id, array.array(self.typecode, features.values())
 
     def layout(self, layout_id: int) -> tuple[str, ...]:
         """The feature names, in order, of a layout id."""
@@ -256,7 +258,9 @@ class ExampleCollector:
         self.on_example = on_example
         self.negative_rate = negative_rate
         self.features = FeatureExtractor() if features is None else features
-        self.labels: DelayedLabels[Features] = DelayedLabels(horizon_s)
+        self.labels: DelayedLabels[Features | Packed] = DelayedLabels(horizon_s)
+        self.packer = FeaturePacker(typecode="d")
+        """Packs the waiting events' features as float64 (exact; about a fifth of a dict's memory)."""
         self.learned = 0
         """Examples handed to ``on_example``."""
         self.resolved = 0
@@ -267,7 +271,7 @@ class ExampleCollector:
         features = self.features.update(event)
         ts = float(event["ts"])  # type: ignore[arg-type]
         self._resolve(self.labels.advance(ts))
-        self.labels.add(str(event["device_id"]), ts, features)
+        self.labels.add(str(event["device_id"]), ts, self.packer.pack(features))
 
     def failure(self, device_id: str, ts: float) -> None:
         """Failure evidence for a device: resolve its waiting events and forget its state."""
@@ -278,13 +282,13 @@ class ExampleCollector:
         """Advance the clock to ``now`` and resolve what has expired."""
         self._resolve(self.labels.advance(now))
 
-    def _resolve(self, resolved: list[Resolved[Features]]) -> None:
-        rate, draw = self.negative_rate, self._rng.random
+    def _resolve(self, resolved: list[Resolved[Features | Packed]]) -> None:
+        rate, draw, unpack = self.negative_rate, self._rng.random, self.packer.unpack
         for item in resolved:
             self.resolved += 1
             if item.label or draw() < rate:
                 self.learned += 1
-                self.on_example(item.device_id, item.payload, item.label)
+                self.on_example(item.device_id, unpack(item.payload), item.label)
 
 
 class _Stepper(Protocol):
