@@ -20,6 +20,7 @@ from devintel.models import bootstrap as bootstrap_module
 from devintel.models.dense import features_needed
 from devintel.models.features import FeatureExtractor, Features, features_read_by
 from devintel.models.learners import default_model, model_inputs
+from devintel.models.metrics import RollingMetrics, rolling_history
 from devintel.models.online import (
     ExampleCollector,
     OnlineLearner,
@@ -187,3 +188,17 @@ def test_a_failing_worker_fails_the_bootstrap_and_ends(tmp_path: Path, monkeypat
     with pytest.raises((RuntimeError, ValueError), match="no_such_variant"):
         bootstrap_module.bootstrap(broken, SnapshotStore(tmp_path))
     assert not [p for p in multiprocessing.active_children() if p.name == "devintel-bootstrap-worker"]
+
+
+def test_rolling_history_equals_river_rolling_metrics_event_by_event() -> None:
+    rng = random.Random(4)
+    truth = [rng.random() < 0.05 for _ in range(12_345)]
+    predicted = [t if rng.random() < 0.6 else rng.random() < 0.05 for t in truth]
+    river = RollingMetrics(window_size=2_000, every=500)
+    for t, p in zip(truth, predicted, strict=True):
+        river.update(t, p)
+    ours = rolling_history(truth, predicted, window_size=2_000, every=500)
+    assert [n for n, _ in ours] == [n for n, _ in river.history]
+    assert len(ours) == 24
+    for (_, mine), (_, theirs) in zip(ours, river.history, strict=True):
+        assert mine == pytest.approx(theirs, abs=1e-12)
