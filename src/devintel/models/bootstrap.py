@@ -44,17 +44,19 @@ from typing import Any, Final
 
 import numpy as np
 import pandas as pd
-from river import drift
+from river import compose, drift
 
 from devintel.generators import HOME_TYPES, generate, iter_batches
+from devintel.models.batch_features import frame_columns, model_input_matrix
 from devintel.models.consolidate import EPOCHS, ExampleBuffer, consolidate, model_inputs_of
 from devintel.models.decision import AlarmState, DecisionParams, step
 from devintel.models.dense import features_needed, probabilities
 from devintel.models.dense import probability as probability_of
+from devintel.models.dense import view as dense_view
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
 from devintel.models.household import household_by_group, household_report
-from devintel.models.learners import default_model
+from devintel.models.learners import default_model, model_inputs
 from devintel.models.live import GLOBAL, MODELS_DIR
 from devintel.models.metrics import BinaryReport, binary_report, recall_by_group, rolling_history
 from devintel.models.online import Classifier, ExampleCollector, events, failure_times, warm_start_batches
@@ -165,8 +167,31 @@ def score_frame(
     models: dict[str, Classifier], frame: pd.DataFrame, on_event: Callable[[int], None] | None = None
 ) -> dict[str, np.ndarray]:
     """The global model's probability for every event of ``frame``, and each home-type model's for the events
-    of its home type (NaN elsewhere); features come from the frame's own history, computed once per event.
-    ``on_event`` is called with each event's index (progress)."""
+    of its home type (NaN elsewhere); features come from the frame's own history, computed once per event: for
+    models of the shipped shape and inputs at once, with :mod:`~devintel.models.batch_features` (equal to the event by
+    event path: ``tests/test_batch_features.py``), otherwise event by event, calling ``on_event`` with each event's
+    index (progress)."""
+    views = {name: dense_view(model) for name, model in models.items()}
+    if not compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT and all(
+        v is not None and v.inputs_function == [model_inputs] for v in views.values()
+    ):
+        inputs = model_input_matrix(frame_columns(frame, features_needed(models.values())))
+        home_types = frame["home_type"].astype(str).to_numpy()
+        out = {name: np.full(len(frame), np.nan) for name in models}
+        for name, v in views.items():
+            assert v is not None
+            p = v.probabilities_of_columns(inputs, len(frame))
+            rows = slice(None) if name == GLOBAL else home_types == name
+            out[name][rows] = p[rows]
+        return out
+    return score_events(models, frame, on_event)
+
+
+def score_events(
+    models: dict[str, Classifier], frame: pd.DataFrame, on_event: Callable[[int], None] | None = None
+) -> dict[str, np.ndarray]:
+    """:func:`score_frame` event by event, through :class:`~devintel.models.features.FeatureExtractor` (any
+    learner)."""
     extractor = FeatureExtractor(only=features_needed(models.values()))
     out = {name: np.full(len(frame), np.nan) for name in models}
     home_types = frame["home_type"].astype(str).tolist()
