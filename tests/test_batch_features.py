@@ -141,3 +141,20 @@ def test_the_batched_warm_start_gives_the_examples_of_the_event_by_event_collect
     for mine, theirs in zip(batched, one_by_one, strict=True):
         assert mine == theirs
         assert list(mine[1]) == list(theirs[1])  # the same key order: River sums in it
+
+
+def test_a_frame_in_chunks_gives_the_features_of_the_whole_frame() -> None:
+    from devintel.generators import generate
+    from devintel.models.batch_features import frame_columns
+
+    frame = generate(samples=30_000, days=30, seed=12)
+    needed = features_needed([default_model()])
+    [(start, end, whole)] = list(frame_columns(frame, needed, chunk=len(frame)))
+    assert (start, end) == (0, len(frame))
+    parts = list(frame_columns(frame, needed, chunk=7_000))
+    assert len(parts) == 5
+    assert [p[0] for p in parts] == [0, 7_000, 14_000, 21_000, 28_000]
+    for name, column in whole.items():
+        glued = np.concatenate([p[2].get(name, np.full(p[1] - p[0], np.nan)) for p in parts])
+        assert np.array_equal(glued, column, equal_nan=True), name
+    assert len(whole) > 40

@@ -18,7 +18,7 @@ uptime, which it leaves out, are not computed here (the event-by-event path stil
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 import numpy as np
@@ -28,14 +28,17 @@ import pandas as pd
 from devintel.contract import DEVICE_TYPES, VALID_RANGES
 from devintel.models.features import (
     BASELINE_WARMUP,
+    CALENDAR,
     CUSUM_CAP,
     CUSUM_SLACK,
     FAST,
     FAST_S,
+    FEATURE_NAMES,
     GAP_RATE,
     GAP_SPREAD,
     GAP_SPREAD_FLOOR,
     GAP_SPREAD_START,
+    LATEST_ONLY,
     MID_S,
     NOISE,
     PEAK_S,
@@ -60,6 +63,13 @@ Column = Callable[[str], Floats]
 _DAY_S: Final = 86_400.0
 #: The fields the batch path reads, besides the tracked signals.
 COUNTED: Final[tuple[str, ...]] = ("connection_drops", "restart_count")
+#: The features the batch path computes: all but the calendar, the device's age and its uptime.
+BATCH_FEATURES: Final = frozenset(FEATURE_NAMES) - {*CALENDAR, "age_days", *LATEST_ONLY}
+
+
+def computes(only: frozenset[str] | None) -> bool:
+    """Whether the batch path computes every feature of ``only`` (None: every feature, which it does not)."""
+    return only is not None and only <= BATCH_FEATURES
 
 
 def _map(func: Callable[[float], float], x: Floats) -> Floats:
@@ -421,17 +431,35 @@ def model_input_matrix(columns: Mapping[str, Floats]) -> dict[str, Floats]:
     return x
 
 
-def frame_columns(frame: pd.DataFrame, only: frozenset[str] | None = None) -> dict[str, Floats]:
-    """:func:`feature_columns` of a generated frame (``devintel.generators``: one row per event, in stream order, NaN
-    for a field an event lacks), as :class:`~devintel.models.features.FeatureExtractor` computes them for the events
-    of :func:`~devintel.models.online.events`."""
+#: Events of a frame whose features :func:`frame_columns` computes at a time (memory stays small).
+FRAME_CHUNK: Final = 50_000
+
+
+def frame_columns(
+    frame: pd.DataFrame, only: frozenset[str] | None = None, chunk: int = FRAME_CHUNK
+) -> Iterator[tuple[int, int, dict[str, Floats]]]:
+    """:meth:`BatchExtractor.columns` of a generated frame (``devintel.generators``: one row per event, in stream
+    order, NaN for a field an event lacks), ``chunk`` rows at a time, as (first row, end row, columns): what
+    :class:`~devintel.models.features.FeatureExtractor` computes for the events of
+    :func:`~devintel.models.online.events`."""
     devices = frame["device_id"]
-    codes = devices.cat.codes.to_numpy() if isinstance(devices.dtype, pd.CategoricalDtype) else pd.factorize(devices)[0]
-    return feature_columns(
-        np.asarray(codes, dtype=np.intp),
-        frame["ts"].to_numpy(dtype=np.float64),
-        {name: frame[name].to_numpy(dtype=np.float64) for name in VALID_RANGES if name in frame},
-        (frame["power_source"].astype(str) == "battery").to_numpy(),
-        frame["device_type"].astype(str).to_numpy(dtype=object),
-        only,
-    )
+    if isinstance(devices.dtype, pd.CategoricalDtype):
+        codes = np.asarray(devices.cat.codes.to_numpy(), dtype=np.intp)
+    else:
+        codes = np.asarray(pd.factorize(devices)[0], dtype=np.intp)
+    extractor = BatchExtractor()
+    for start in range(0, len(frame), chunk):
+        part = frame.iloc[start : start + chunk]
+        end = start + len(part)
+        yield (
+            start,
+            end,
+            extractor.columns(
+                codes[start:end],
+                part["ts"].to_numpy(dtype=np.float64),
+                {name: part[name].to_numpy(dtype=np.float64) for name in VALID_RANGES if name in part},
+                (part["power_source"].astype(str) == "battery").to_numpy(),
+                part["device_type"].astype(str).to_numpy(dtype=object),
+                only,
+            ),
+        )

@@ -5,7 +5,7 @@
    the models never saw: leave-variant-out). A different seed draws different homes.
 2. **Warm-start** a global model on every training event through the online path's features, delayed labels (the
    synthetic failure times as evidence) and sampling of the examples learned on resolution
-   (:class:`~devintel.models.online.ExampleCollector`: no prediction per event, nothing else learns from one), and
+   (:func:`~devintel.models.warm_start.collect_examples`: features a batch at a time, no prediction per event), and
    one model per home type on the same learned examples of that type's devices; then consolidate every model on
    the examples it learned (:mod:`~devintel.models.consolidate`). Nothing predicts during the warm start, so the
    report's rolling (prequential) metrics and ADWIN drift count are those of the routed decisions over the test
@@ -47,10 +47,10 @@ import pandas as pd
 from river import compose, drift
 
 from devintel.generators import HOME_TYPES, generate, iter_batches
-from devintel.models.batch_features import frame_columns, model_input_matrix
-from devintel.models.consolidate import EPOCHS, ExampleBuffer, consolidate, model_inputs_of
+from devintel.models.batch_features import computes, frame_columns, model_input_matrix
+from devintel.models.consolidate import EPOCHS, ExampleBuffer, consolidate, learn_inputs, model_inputs_of
 from devintel.models.decision import AlarmState, DecisionParams, step
-from devintel.models.dense import features_needed, probabilities
+from devintel.models.dense import features_needed, probabilities, supports
 from devintel.models.dense import probability as probability_of
 from devintel.models.dense import view as dense_view
 from devintel.models.features import FeatureExtractor, Features
@@ -63,6 +63,7 @@ from devintel.models.online import Classifier, ExampleCollector, events, failure
 from devintel.models.report import markdown_report, plots
 from devintel.models.snapshots import SnapshotStore
 from devintel.models.tuning import tune_decision
+from devintel.models.warm_start import collect_examples
 
 logger = logging.getLogger(__name__)
 
@@ -175,14 +176,16 @@ def score_frame(
     if not compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT and all(
         v is not None and v.inputs_function == [model_inputs] for v in views.values()
     ):
-        inputs = model_input_matrix(frame_columns(frame, features_needed(models.values())))
         home_types = frame["home_type"].astype(str).to_numpy()
         out = {name: np.full(len(frame), np.nan) for name in models}
-        for name, v in views.items():
-            assert v is not None
-            p = v.probabilities_of_columns(inputs, len(frame))
-            rows = slice(None) if name == GLOBAL else home_types == name
-            out[name][rows] = p[rows]
+        for start, end, columns in frame_columns(frame, features_needed(models.values())):
+            inputs = model_input_matrix(columns)
+            del columns
+            for name, v in views.items():
+                assert v is not None
+                p = v.probabilities_of_columns(inputs, end - start)
+                rows = slice(None) if name == GLOBAL else home_types[start:end] == name
+                out[name][start:end][rows] = p[rows]
         return out
     return score_events(models, frame, on_event)
 
@@ -337,14 +340,6 @@ class ScoredStream:
 WORKER_BATCH: Final = 2048
 
 
-def keep_example(examples: ExampleBuffer, model: Classifier, features: Features, label: bool, group: str) -> None:
-    """Keep an example the warm start learned for :func:`~devintel.models.consolidate.consolidate` (its model
-    inputs as ``model`` sees them; nothing for a learner that consolidation does not work on)."""
-    inputs = model_inputs_of(model, features)
-    if inputs is not None:
-        examples.add(inputs, label, group)
-
-
 def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
     """A worker process's work (:class:`Worker`): learn the home-type models from the examples the warm start sends,
     in order; when it is over, send them back with the global model it is given, then generate the held-out test
@@ -357,9 +352,12 @@ def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[st
                 return  # cancelled
             kind, payload = message
             if kind == "learn":
-                for home_type, features, label in payload:
-                    home_types[home_type].learn_one(features, label)
-                    keep_example(examples, home_types[home_type], features, label, home_type)
+                for home_type, x, label in payload:  # model inputs for the shipped shape, else features
+                    if supports(home_types[home_type]):
+                        learn_inputs(home_types[home_type], x, label)
+                        examples.add(x, label, home_type)
+                    else:
+                        home_types[home_type].learn_one(x, label)
                 continue
             break
         names = set(payload)  # the models that learned something, and the global one
@@ -396,7 +394,8 @@ class Worker:
         self._batch: list[tuple[str, Features, bool]] = []
 
     def learn(self, home_type: str, features: Features, label: bool) -> None:
-        """One example for a home-type model (sent with the next batch)."""
+        """One example for a home-type model (sent with the next batch): its model inputs for a model of the shipped
+        shape, its features otherwise."""
         self._batch.append((home_type, features, label))
         if len(self._batch) >= WORKER_BATCH:
             self._send(("learn", self._batch))
@@ -487,35 +486,46 @@ def _bootstrap(
         """One example: the global model and the device's home-type model learn it online (``learn_one``: the warm
         start of their consolidation), and it is kept for consolidation."""
         home_type = home_type_of[device_id]
-        models[GLOBAL].learn_one(features, label)
-        keep_example(examples, models[GLOBAL], features, label, home_type)
-        if worker is None:
-            models[home_type].learn_one(features, label)
-        else:
-            worker.learn(home_type, features, label)
         learned[home_type] += 1
+        inputs = model_inputs_of(models[GLOBAL], features)
+        if inputs is None:  # not the shipped shape: plain learn_one, nothing to consolidate
+            models[GLOBAL].learn_one(features, label)
+            if worker is None:
+                models[home_type].learn_one(features, label)
+            else:
+                worker.learn(home_type, features, label)
+            return
+        learn_inputs(models[GLOBAL], inputs, label)  # the pipeline's learn_one, the inputs computed once
+        examples.add(inputs, label, home_type)
+        if worker is None:
+            learn_inputs(models[home_type], inputs, label)
+        else:
+            worker.learn(home_type, inputs, label)
 
-    collector = ExampleCollector(
-        keep,
-        horizon_s=horizon_s,
-        negative_rate=config.negative_rate,
-        seed=config.seed,
-        features=FeatureExtractor(only=features_needed(models.values())),
-    )
-    say(f"collecting the training examples of {config.samples:,} events (features and delayed labels)")
-    warm_start_batches(
-        collector,
-        _synthetic_batches(config, config.samples, config.seed, config.train_variants),
-        note_homes,
-        on_event=_progress(config.samples, "warm start", say),
-    )
-    learned[GLOBAL] = collector.learned
-    if collector.learned == 0:
+    say(f"warm-starting the global model and {len(HOME_TYPES)} home-type models on {config.samples:,} events")
+    needed = features_needed(models.values())
+    batches = _synthetic_batches(config, config.samples, config.seed, config.train_variants)
+    if computes(needed):
+        collected = collect_examples(
+            batches,
+            keep,
+            horizon_s=horizon_s,
+            negative_rate=config.negative_rate,
+            seed=config.seed,
+            only=needed,
+            on_batch=note_homes,
+            on_event=_progress(config.samples, "warm start", say, every=1),
+        ).learned
+    else:  # a learner that reads features the batch path does not compute: event by event
+        collector = ExampleCollector(keep, horizon_s, config.negative_rate, config.seed, FeatureExtractor(only=needed))
+        warm_start_batches(collector, batches, note_homes, _progress(config.samples, "warm start", say))
+        collected = collector.learned
+    learned[GLOBAL] = collected
+    if collected == 0:
         raise ValueError(
             f"no label resolved in {config.samples:,} training events over {config.days:g} days: "
             f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
         )
-    del collector  # the events still waiting for a label: not needed any more
     names = {name for name in models if learned[name] > 0}
     say(f"consolidating the models on the {len(examples):,} examples learned ({EPOCHS} shuffled passes)")
     consolidate(models[GLOBAL], examples, config.seed, on_epoch=_progress(EPOCHS, "consolidation", say, "passes", 1))
