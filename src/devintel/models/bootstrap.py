@@ -169,9 +169,9 @@ def score_frame(
 ) -> dict[str, np.ndarray]:
     """The global model's probability for every event of ``frame``, and each home-type model's for the events
     of its home type (NaN elsewhere); features come from the frame's own history, computed once per event: for
-    models of the shipped shape and inputs at once, with :mod:`~devintel.models.batch_features` (equal to the event by
-    event path: ``tests/test_batch_features.py``), otherwise event by event, calling ``on_event`` with each event's
-    index (progress)."""
+    models of the shipped shape and inputs a chunk of events at a time, with :mod:`~devintel.models.batch_features`
+    (equal to the event by event path: ``tests/test_batch_features.py``), otherwise event by event. ``on_event`` is
+    called with the events done so far (progress): after each chunk, or with each event's index."""
     views = {name: dense_view(model) for name, model in models.items()}
     if not compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT and all(
         v is not None and v.inputs_function == [model_inputs] for v in views.values()
@@ -186,6 +186,8 @@ def score_frame(
                 p = v.probabilities_of_columns(inputs, end - start)
                 rows = slice(None) if name == GLOBAL else home_types[start:end] == name
                 out[name][start:end][rows] = p[rows]
+            if on_event is not None:
+                on_event(end)
         return out
     return score_events(models, frame, on_event)
 
@@ -541,7 +543,7 @@ def _bootstrap(
 
     say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
     validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants)
-    val_scores = score_frame(models, validation, _progress(len(validation), "validation", say))
+    val_scores = score_frame(models, validation, _progress(len(validation), "validation", say, every=1))
     val_truth = validation["fails_within_horizon"].to_numpy()
     val_types = validation["home_type"].astype(str).to_numpy()
     thresholds = {GLOBAL: tune_threshold(val_truth, val_scores[GLOBAL])}
@@ -581,7 +583,7 @@ def _bootstrap(
     )
     if worker is None:
         test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
-        scored = ScoredStream.of(models, test, _progress(len(test), "test", say))
+        scored = ScoredStream.of(models, test, _progress(len(test), "test", say, every=1))
         del test
     else:
         scored = worker.result()
