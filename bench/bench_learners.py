@@ -2,8 +2,9 @@
 
     python bench/bench_learners.py [--train 250000] [--test 150000]
 
-Each learner sees the shipped model's inputs (``devintel.models.learners.model_inputs``), is warm-started
-through the real online path (features, delayed labels with the synthetic failure times as evidence,
+Each registered learner (``devintel.models.learners.LEARNERS``; ``logistic`` is the one shipped) sees the
+shipped model's inputs (``devintel.models.learners.model_inputs``), is warm-started through the real online
+path (features, delayed labels with the synthetic failure times as evidence,
 learning on resolution, negatives sampled at 20 %) on a training stream (seed 1), gets its decision
 threshold from ``tune_threshold`` on a validation stream of other homes (seed 1001), and is scored on a
 held-out stream of yet other homes (seed 2) against the ground-truth label. Also measured: events/s through
@@ -14,6 +15,7 @@ and load time. Prints a table and writes bench/results/learners.{json,md}.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pickle
 import sys
@@ -22,31 +24,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from river import compose, forest, naive_bayes, tree
 
 from devintel.generators import generate
 from devintel.models.bootstrap import tune_threshold
-from devintel.models.learners import default_model, model_inputs
+from devintel.models.learners import LEARNERS
 from devintel.models.metrics import binary_report
-from devintel.models.online import OnlineLearner, events, failure_times, warm_start
+from devintel.models.online import Classifier, OnlineLearner, events, failure_times, warm_start
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HORIZON_S = 7 * 86_400.0
 REPORTED = ("accuracy", "precision", "recall", "f1", "mcc", "pr_auc")
 
 
-def _on_inputs(learner: object) -> object:
-    return compose.FuncTransformer(model_inputs) | learner
-
-
-CANDIDATES: dict[str, Callable[[], object]] = {
-    "HoeffdingTree": lambda: _on_inputs(tree.HoeffdingTreeClassifier(grace_period=100, delta=1e-5)),
-    "HoeffdingAdaptiveTree": lambda: _on_inputs(
-        tree.HoeffdingAdaptiveTreeClassifier(grace_period=100, delta=1e-5, seed=1)
-    ),
-    "ARF (3 trees)": lambda: _on_inputs(forest.ARFClassifier(n_models=3, seed=1)),
-    "GaussianNB": lambda: _on_inputs(naive_bayes.GaussianNB()),
-    "LogisticRegression (shipped)": default_model,
+#: The registered learners (devintel.models.learners.LEARNERS), each seeded with 1.
+CANDIDATES: dict[str, Callable[[], Classifier]] = {
+    name: functools.partial(learner.build, 1) for name, learner in LEARNERS.items()
 }
 
 
@@ -68,11 +60,13 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         examples: list[tuple[dict[str, float], bool]] = []
-        learner = OnlineLearner(
-            model=factory(),  # type: ignore[arg-type]
-            horizon_s=HORIZON_S,
-            on_learn=lambda _device, x, y, keep=examples.append: keep((x, y)),
-        )
+
+        def keep(
+            _device: str, x: dict[str, float], y: bool, examples: list[tuple[dict[str, float], bool]] = examples
+        ) -> None:
+            examples.append((x, y))
+
+        learner = OnlineLearner(model=factory(), horizon_s=HORIZON_S, on_learn=keep)
         start = time.perf_counter()
         warm_start(learner, train_events, failures)
         online_s = time.perf_counter() - start
@@ -82,7 +76,7 @@ def main() -> int:
         bare = factory()
         start = time.perf_counter()
         for x, y in examples:
-            bare.learn_one(x, y)  # type: ignore[attr-defined]
+            bare.learn_one(x, y)
         bare_s = time.perf_counter() - start
         scorer = OnlineLearner(model=learner.model, horizon_s=HORIZON_S, learn=False)
         start = time.perf_counter()

@@ -33,10 +33,8 @@ import contextlib
 import json
 import os
 import platform
-import pwd
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,8 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the harness tests/ and bench/ share
+from harness.broker import Broker, find_mosquitto
+from harness.daemon_env import daemon_env
+
 RESULTS = Path(__file__).resolve().parent / "results"
-HOST = "127.0.0.1"
+HOST = Broker.host
 QUEUE_SIZE = 200_000
 RSS_TARGET_MB = 250.0
 RATIO_TARGET = 0.8
@@ -64,20 +66,15 @@ ROWS_PER_DEVICE = 120
 # -- helpers ----------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+def private_broker(workdir: Path, extra: list[str]) -> Broker:
+    """The bench's mosquitto (the harness's :class:`Broker`): in-memory sessions, no limit on a session's queue,
+    ``extra`` configuration lines."""
+    return Broker(workdir / "broker", "mosquitto", persistence=False, extra_config=["max_queued_messages 0", *extra])
 
 
-def accepts(port: int) -> bool:
-    """Whether something accepts TCP connections on the loopback port."""
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+def at_least(items: list[Any], n: int) -> Callable[[], bool]:
+    """Whether ``items`` holds ``n`` or more (a predicate to poll)."""
+    return lambda: len(items) >= n
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -123,8 +120,8 @@ def device_rows(seed: int) -> list[list[dict[str, object]]]:
     of synthetic device ``d`` modulo their number, so every bench device reports like one real device."""
     import math
 
+    from devintel.contract import VALID_RANGES
     from devintel.generators import METRIC_FIELDS, generate
-    from devintel.generators.stats import VALID_RANGES
 
     frame = generate(samples=SYNTHETIC_EVENTS, seed=seed)
     healthy = frame[(frame["precursor"] == 0) & ~frame["fails_within_horizon"].astype(bool)]
@@ -160,7 +157,7 @@ def handler_alone(model_dir: Path, spec: Path, n: int, devices: int, repeat: int
         )
         for i in range(n)
     ]
-    settings = Settings(model_dir=model_dir, topic_prefix="bench", live={"publish_interval_s": 0.0})  # type: ignore[arg-type]
+    settings = Settings(model_dir=model_dir, topic_prefix="bench", live={"publish_interval_s": 0.0})
     snapshot = SnapshotStore(model_dir).load()
     rates = []
     for _ in range(repeat):
@@ -188,10 +185,11 @@ def event_payload(rows: list[dict[str, object]], k: int, ts: float) -> bytes:
 def child_publish(args: argparse.Namespace) -> dict[str, Any]:
     """Publish events (QoS 1) with paho in its own thread: all at once (``--rate 0``), or paced."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     synthetic = json.loads(Path(args.spec).read_text())
     rows = [synthetic[d % len(synthetic)] for d in range(args.devices)]
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv311)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv311)
     client.max_inflight_messages_set(200)
     client.max_queued_messages_set(0)
     acked = [0]
@@ -308,62 +306,6 @@ async def run_child(kind: str, limit_s: float, **options: object) -> dict[str, A
 # -- the broker and the daemon -----------------------------------------------------------------------------------
 
 
-class Mosquitto:
-    """A private mosquitto on a free loopback port, without the 1,000-message limit on a session's queue."""
-
-    def __init__(self, executable: str, workdir: Path, extra: list[str]) -> None:
-        self.executable = executable
-        self.extra = extra
-        self.workdir = workdir
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / "mosquitto.log"
-
-    def start(self) -> None:
-        """Start it and wait (10 s at most) until it accepts connections; three ports are tried."""
-        for _ in range(3):
-            self.port = free_port()
-            lines = [
-                f"listener {self.port} {HOST}",
-                "allow_anonymous true",
-                "persistence false",
-                "max_queued_messages 0",
-                "log_dest stderr",
-                "log_type error",
-                "log_type warning",
-                "log_type notice",
-                *self.extra,
-            ]
-            if os.geteuid() == 0:
-                lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
-            config = self.workdir / "mosquitto.conf"
-            config.write_text("\n".join(lines) + "\n")
-            with self.log_path.open("ab") as log:
-                self.process = subprocess.Popen(
-                    [self.executable, "-c", str(config)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
-                )
-            deadline = time.monotonic() + 10.0
-            while self.process.poll() is None and time.monotonic() < deadline:
-                if accepts(self.port):
-                    return
-                time.sleep(0.02)
-            self.stop()
-        raise RuntimeError(f"mosquitto did not start; its log:\n{self.log_path.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 5 s."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(5.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 @dataclass
 class Daemon:
     """One ``devintel-daemon`` process on its own topic namespace."""
@@ -377,25 +319,17 @@ class Daemon:
     started: float = 0.0
 
     def env(self) -> dict[str, str]:
-        """The environment: nothing of the caller's ``DEVINTEL_*``, the bench's settings instead."""
-        ns = self.namespace
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DEVINTEL_") and k != "NOTIFY_SOCKET"}
-        env.update(
-            {
-                "DEVINTEL_MODEL_DIR": str(self.model_dir),
-                "DEVINTEL_MQTT__HOST": HOST,
-                "DEVINTEL_MQTT__PORT": str(self.port),
-                "DEVINTEL_MQTT__CLIENT_ID": f"devintel-{ns}",
-                "DEVINTEL_TOPIC_PREFIX": ns,
-                "DEVINTEL_HA__PREFIX": f"{ns}-ha",
-                "DEVINTEL_ZIGBEE2MQTT__BASE_TOPIC": f"{ns}-z2m",
-                "DEVINTEL_HTTP__PORT": "0",
-                "DEVINTEL_LIVE__HEALTH_INTERVAL_S": "0.5",
-                "DEVINTEL_LIVE__QUEUE_SIZE": str(QUEUE_SIZE),
-                **self.extra,
-            }
+        """The environment: the harness's (nothing of the caller's ``DEVINTEL_*``, the namespace's topics, HTTP
+        off, health every 0.5 s), the broker, the bench's queue size and ``extra``."""
+        return daemon_env(
+            self.model_dir,
+            self.namespace,
+            None,
+            DEVINTEL_MQTT__HOST=HOST,
+            DEVINTEL_MQTT__PORT=str(self.port),
+            DEVINTEL_LIVE__QUEUE_SIZE=str(QUEUE_SIZE),
+            **self.extra,
         )
-        return env
 
     def start(self) -> None:
         """Spawn it (its log goes to a file: a full pipe would stall it)."""
@@ -533,7 +467,7 @@ class Bench:
     """What every measurement shares."""
 
     args: argparse.Namespace
-    broker: Mosquitto
+    broker: Broker
     workdir: Path
     base_models: Path
     spec: Path
@@ -667,9 +601,7 @@ class Bench:
                 observer.events.clear()
                 published = await self.publish(ns, n, devices, rate=float(rate), ts_mode="now")
                 with contextlib.suppress(TimeoutError):
-                    await observer.wait_for(
-                        lambda n=n: len(observer.predictions) >= n, f"{n} predictions", 30.0, daemon
-                    )
+                    await observer.wait_for(at_least(observer.predictions, n), f"{n} predictions", 30.0, daemon)
                 latencies = [wall - float(orjson.loads(p)["ts"]) for _, wall, p in observer.predictions]
                 transport = [wall - float(orjson.loads(p)["ts"]) for wall, p in observer.events]
                 out[str(rate)] = {
@@ -749,8 +681,7 @@ def prepare_models(args: argparse.Namespace, workdir: Path) -> Path:
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Every measurement; the subprocesses are gone when it returns or raises."""
-    executable = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    broker = Mosquitto(executable, workdir, args.broker_config)
+    broker = private_broker(workdir, args.broker_config)
     began = time.perf_counter()
     base_models = await asyncio.to_thread(prepare_models, args, workdir)
     spec = workdir / "devices.json"
@@ -758,7 +689,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     bench = Bench(args, broker, workdir, base_models, spec)
     broker.start()
     try:
-        bare, daemon = [], []
+        bare: list[dict[str, Any]] = []
+        daemon: list[dict[str, Any]] = []
         for rep in range(args.repeat):
             order = (bench.drain_bare, bench.drain_daemon) if rep % 2 == 0 else (bench.drain_daemon, bench.drain_bare)
             for measure in order:
@@ -881,7 +813,7 @@ def report(args: argparse.Namespace, record: dict[str, Any]) -> str:
 
 def mosquitto_version() -> str:
     """``2.0.11`` or the like."""
-    executable = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    executable = find_mosquitto() or "mosquitto"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run([executable, "-h"], capture_output=True, text=True, timeout=5).stdout
         return out.split("version", 1)[1].split()[0] if "version" in out else "?"

@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import time
@@ -35,9 +34,9 @@ from bench_live import (
     HOST,
     RESULTS,
     Daemon,
-    Mosquitto,
     mosquitto_version,
     prepare_models,
+    private_broker,
     proc_memory_mb,
     run_in_workdir,
 )
@@ -71,8 +70,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import aiomqtt
     import orjson
 
-    executable = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    broker = Mosquitto(executable, workdir, [])
+    broker = private_broker(workdir, [])
     broker.start()
     ns = f"soak{os.getpid()}"
     models = prepare_models(argparse.Namespace(model_dir=args.model_dir), workdir)

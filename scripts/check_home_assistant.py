@@ -42,7 +42,7 @@ import websockets
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from mqtt_broker import Broker, free_port  # noqa: E402
+from harness.broker import Broker, free_port  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 Z2M = "zigbee2mqtt"

@@ -21,7 +21,9 @@ import pytest
 from devintel.generators import DatasetStats, generate, summarize
 from devintel.generators.api import GeneratorConfig
 from devintel.generators.fleet import Fleet
-from mqtt_broker import Broker, describe_broker
+from dockerfile_parsing import dockerfile  # noqa: F401 (the Docker tests' fixture)
+from harness.broker import Broker, describe_broker
+from security_helpers import daemons  # noqa: F401 (the security tests' fixture)
 from snapshot_fixtures import small_snapshot, small_snapshot_master  # noqa: F401 (fixtures shared by the live tests)
 
 #: Arguments of the default-size dataset: generate()'s defaults with a fixed seed.

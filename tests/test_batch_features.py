@@ -100,8 +100,8 @@ def test_scoring_a_frame_at_once_equals_scoring_it_event_by_event() -> None:
     warm_start(learner, events(train), failure_times(train))
     assert learner.learned > 1_000
     held_out = generate(samples=30_000, days=60, seed=4)
-    at_once = score_frame(models, held_out)  # type: ignore[arg-type]
-    one_by_one = score_events(models, held_out)  # type: ignore[arg-type]
+    at_once = score_frame(models, held_out)
+    one_by_one = score_events(models, held_out)
     assert at_once.keys() == one_by_one.keys()
     for name in models:
         assert np.array_equal(np.isnan(at_once[name]), np.isnan(one_by_one[name]))

@@ -10,7 +10,7 @@ import pytest
 from amqtt.errors import BrokerError
 
 from devintel.daemon.broker import broker_config, embedded_broker
-from mqtt_broker import accepts, free_port, next_message
+from harness.broker import accepts, free_port, next_message
 
 
 async def test_publish_subscribe_and_retained(topic_namespace: str) -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import aiomqtt
 import orjson
 
-from daemon_env import daemon_env
-from mqtt_broker import Broker
-from mqtt_collector import WAIT_S, Collector, collect, leak_event
+from harness.broker import Broker
+from harness.collector import WAIT_S, Collector, collect, leak_event
+from harness.daemon_env import daemon_env
 
 IEEE = "0x00158d0001e50d78"
 

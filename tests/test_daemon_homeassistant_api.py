@@ -40,7 +40,7 @@ def _state(entity_id: str, state: str, ts: float = NOW, **attributes: object) ->
 def _home() -> FakeHomeAssistant:
     """A home as HA's registries describe it: a ZHA motion sensor, an ESPHome plug, a demo sensor with no
     connections, a Zigbee2MQTT device (left to the Zigbee2MQTT adapter) and HA's own service entry."""
-    devices = [
+    devices: list[dict[str, Any]] = [
         {"id": "d_zha", "name": "TRADFRI motion", "name_by_user": "Hall motion", "area_id": "hall",
          "connections": [ZHA_CONNECTION], "identifiers": [["zha", "00:15:8d:00:01:e5:0d:78"]]},
         {"id": "d_esp", "name": "Desk plug", "area_id": "office", "connections": [["mac", "a4:cf:12:00:00:01"]],

@@ -17,8 +17,8 @@ from devintel.daemon.refresh import RefreshCancelledError
 from devintel.daemon.runtime import Runtime
 from devintel.daemon.settings import Settings
 from devintel.models.snapshots import SnapshotStore
-from mqtt_broker import Broker
-from mqtt_collector import collect, leak_event
+from harness.broker import Broker
+from harness.collector import collect, leak_event
 
 SHUTDOWN_TIMEOUT_S = 5.0
 
@@ -41,6 +41,11 @@ def settings(
         http={"port": 0},
         live={"health_interval_s": 0.5, "shutdown_timeout_s": SHUTDOWN_TIMEOUT_S},
     )
+
+
+def _refreshing(runtime: Runtime) -> bool:
+    """Whether the runtime's model service is refreshing now."""
+    return runtime.models_service.refreshing
 
 
 def _runtime(settings: Settings) -> Runtime:
@@ -88,7 +93,7 @@ async def test_a_shutdown_during_a_refresh_cancels_it_in_bounded_time(settings: 
     assert time.monotonic() - signalled < SHUTDOWN_TIMEOUT_S
     with pytest.raises(RefreshCancelledError):
         await refresh
-    assert not runtime.models_service.refreshing
+    assert not _refreshing(runtime)  # (a call: mypy would keep the narrowing of the assert above)
     after = runtime.models_service.store.versions()
     assert len(after) == len(versions) + 1  # the final snapshot only: nothing of the refresh
     with pytest.raises(RefreshCancelledError, match="shutting down"):  # no refresh starts once it is closed

@@ -21,10 +21,10 @@ import httpx
 import orjson
 import pytest
 
-from daemon_env import daemon_env
 from devintel.models.snapshots import SnapshotStore
-from mqtt_broker import Broker, free_port
-from mqtt_collector import WAIT_S, collect, leak_event
+from harness.broker import Broker, free_port
+from harness.collector import WAIT_S, collect, leak_event
+from harness.daemon_env import daemon_env
 
 
 def _start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:

@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from daemon_env import daemon_env
 from devintel.daemon.refresh import RefreshError, RefreshJob, run_refresh
 from devintel.models.bootstrap import BootstrapConfig
 from devintel.models.snapshots import SnapshotStore
-from mqtt_broker import Broker, free_port
+from harness.broker import Broker, free_port
+from harness.daemon_env import daemon_env
 
 #: A refresh this big takes minutes: it is surely under way when the signal comes.
 LONG_REFRESH_SAMPLES = "3000000"

@@ -15,14 +15,14 @@ from pathlib import Path
 import aiomqtt
 import orjson
 
-from daemon_env import daemon_env
 from devintel.daemon.mqtt import MqttSession, Received, backoff_delay
 from devintel.daemon.runtime import Runtime
 from devintel.daemon.settings import MqttSettings, Settings
 from devintel.ingest.counters import Counters
 from devintel.ingest.outbound import Outgoing, Topics
 from devintel.models.snapshots import SnapshotStore
-from mqtt_broker import Broker, free_port
+from harness.broker import Broker, free_port
+from harness.daemon_env import daemon_env
 
 T0 = time.time() - 86_400
 

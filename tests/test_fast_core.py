@@ -168,7 +168,7 @@ def learned_models(model_dir: Path) -> dict[str, tuple[object, ...]]:
     """What each model of the one snapshot in ``model_dir`` learned: its scaler's statistics and its weights (the
     pickled bytes differ with how the feature names were shared, not with what was learned)."""
     version = (model_dir / "current").read_text().strip()
-    learned = {}
+    learned: dict[str, tuple[object, ...]] = {}
     for path in sorted((model_dir / version / "models").iterdir()):
         model = pickle.loads(path.read_bytes())
         scaler, regression = model["StandardScaler"], model["LogisticRegression"]
@@ -226,4 +226,4 @@ def test_learning_from_model_inputs_equals_the_pipelines_learn_one() -> None:
     assert stepped["LogisticRegression"].intercept == piped["LogisticRegression"].intercept  # type: ignore[index]
     assert dict(stepped["StandardScaler"].vars) == dict(piped["StandardScaler"].vars)  # type: ignore[index]
     with pytest.raises(TypeError):
-        learn_inputs(naive_bayes.GaussianNB(), {}, True)  # type: ignore[arg-type]
+        learn_inputs(naive_bayes.GaussianNB(), {}, True)

@@ -20,7 +20,7 @@ import pytest
 
 from devintel.daemon.healthcheck import daemon_process, health_url
 from devintel.daemon.settings import Settings
-from mqtt_broker import free_port
+from harness.broker import free_port
 
 
 def _env(**settings: str) -> dict[str, str]:

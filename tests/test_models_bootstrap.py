@@ -24,7 +24,20 @@ PLOTS = (
     "precision_recall.png",
     "reliability.png",
 )
-SMALL = {"samples": 20_000, "holdout_samples": 8_000, "days": 40.0, "seed": 3}
+
+
+def small(thresholds: QualityThresholds, allow_low_quality: bool = False) -> BootstrapConfig:
+    """The small bootstrap of these tests (20,000 events, 40 days, seed 3) under ``thresholds``."""
+    return BootstrapConfig(
+        samples=20_000,
+        holdout_samples=8_000,
+        days=40.0,
+        seed=3,
+        thresholds=thresholds,
+        allow_low_quality=allow_low_quality,
+    )
+
+
 IMPOSSIBLE = QualityThresholds(1.0, 1.0, 1.0, 1.0, 0.0, 1.0)
 TRIVIAL = QualityThresholds(0.0, 0.0, 0.0, 0.0, 1e9, 0.0)
 
@@ -32,14 +45,14 @@ TRIVIAL = QualityThresholds(0.0, 0.0, 0.0, 0.0, 1e9, 0.0)
 def test_failed_gate_writes_nothing(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
     with pytest.raises(GateFailed) as failed:
-        bootstrap(BootstrapConfig(**SMALL, thresholds=IMPOSSIBLE), store)
+        bootstrap(small(IMPOSSIBLE), store)
     assert "FAIL" in str(failed.value)
     assert store.versions() == []
 
 
 def test_allow_low_quality_writes_and_records_the_failure(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
-    result = bootstrap(BootstrapConfig(**SMALL, thresholds=IMPOSSIBLE, allow_low_quality=True), store)
+    result = bootstrap(small(IMPOSSIBLE, allow_low_quality=True), store)
     loaded = store.load()
     assert loaded.version == result.version
     gate = loaded.manifest["quality_gate"]
@@ -56,7 +69,7 @@ def test_allow_low_quality_writes_and_records_the_failure(tmp_path: Path) -> Non
 
 def test_passing_gate_is_recorded(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
-    result = bootstrap(BootstrapConfig(**SMALL, thresholds=TRIVIAL), store)
+    result = bootstrap(small(TRIVIAL), store)
     assert result.gate.passed
     manifest = store.load().manifest
     assert manifest["quality_gate"]["passed"] is True
@@ -105,7 +118,7 @@ def test_threshold_is_the_break_even_of_precision_and_recall() -> None:
 
 
 def test_report_has_household_measures_per_variant_the_decision_and_plots(tmp_path: Path) -> None:
-    result = bootstrap(BootstrapConfig(**SMALL, thresholds=TRIVIAL), SnapshotStore(tmp_path))
+    result = bootstrap(small(TRIVIAL), SnapshotStore(tmp_path))
     household = result.report["household"]
     assert isinstance(household, dict)
     overall = household["overall"]
@@ -130,7 +143,7 @@ def test_without_matplotlib_the_report_keeps_its_tables_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
-    bootstrap(BootstrapConfig(**SMALL, thresholds=TRIVIAL), SnapshotStore(tmp_path))
+    bootstrap(small(TRIVIAL), SnapshotStore(tmp_path))
     loaded = SnapshotStore(tmp_path).load()
     assert not [name for name in loaded.files if name.endswith(".png")]
     markdown = loaded.files["report/report.md"].decode()
@@ -155,7 +168,7 @@ def test_long_work_says_how_far_it_got(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(bootstrap_module, "PROGRESS_S", 0.0)  # a line at every chance (every batch or chunk)
     lines: list[str] = []
-    bootstrap(BootstrapConfig(**SMALL, thresholds=TRIVIAL), SnapshotStore(tmp_path), progress=lines.append)
+    bootstrap(small(TRIVIAL), SnapshotStore(tmp_path), progress=lines.append)
     for what in ("warm start", "validation", "test"):
         said = [line for line in lines if re.fullmatch(rf"{what}: [\d,]+ of [\d,]+ events \(\d+%\)", line)]
         assert said, what

@@ -131,6 +131,6 @@ def test_generated_events_give_finite_features() -> None:
     fx = FeatureExtractor()
     records = frame.astype({c: str for c in ("device_id", "device_type", "power_source")}).to_dict("records")
     for record in records:
-        features = fx.update(record)
+        features = fx.update({str(k): v for k, v in record.items()})
         assert all(math.isfinite(v) for v in features.values()), features
     assert len(fx) == frame["device_id"].nunique()

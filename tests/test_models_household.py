@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
 import numpy as np
+import orjson
 import pytest
 
 from devintel.models.decision import AlarmState, DecisionParams, decide, step
@@ -223,10 +225,15 @@ def test_params_are_checked_and_round_trip() -> None:
     with pytest.raises(ValueError, match="unknown"):
         DecisionParams.from_dict({"on_threshold": 0.5, "off_threshold": 0.5, "bogus": 1})
     state = AlarmState(True, 1.0, 2, math.nan, 3.0)
-    restored = AlarmState.from_list(state.as_list())
+    saved = json.dumps(state.as_list())
+    assert orjson.loads(saved) == [True, 1.0, 2, None, 3.0]  # standard JSON: null, not the NaN literal
+    restored = AlarmState.from_list(json.loads(saved))
     assert restored.active
     assert restored.raised_count == 2
     assert math.isnan(restored.clear_since)
+    older = AlarmState.from_list(json.loads("[true, 1.0, 2, NaN, 3.0]"))  # what snapshots wrote before
+    assert math.isnan(older.clear_since)
+    assert older.changed_at == 3.0
 
 
 def test_presorted_streams_give_the_same_report() -> None:

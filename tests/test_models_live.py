@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from devintel.contract import risk_level
 from devintel.models.learners import default_model
 from devintel.models.live import (
     GLOBAL,
     LiveEvidence,
     LiveModels,
     from_snapshot,
-    risk_level,
     snapshot_contents,
 )
 from devintel.models.online import FeaturePacker

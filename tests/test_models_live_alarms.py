@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import pickle
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ class _Fixed:
 
 def _fixed_live(decision: DecisionParams, evidence: LiveEvidence | None = None) -> LiveModels:
     live = LiveModels(
-        models={GLOBAL: _Fixed()},  # type: ignore[dict-item]
+        models={GLOBAL: _Fixed()},
         thresholds={GLOBAL: 0.5},
         router={},
         version="v",
@@ -46,7 +47,7 @@ def _fixed_live(decision: DecisionParams, evidence: LiveEvidence | None = None) 
     # The features carry the probability through: the probe reads the event's battery level as a share.
     extractor_update = live.learner.features.update
 
-    def update(event: dict[str, object]) -> dict[str, float]:
+    def update(event: Mapping[str, object]) -> dict[str, float]:
         features = extractor_update(event)
         features["value_ewm_probe"] = float(event.get("probe", 0.0))  # type: ignore[arg-type]
         return features

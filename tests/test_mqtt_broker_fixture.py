@@ -9,7 +9,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from mqtt_broker import Broker, BrokerError, accepts, describe_broker, find_mosquitto, next_message
+from harness.broker import Broker, BrokerError, accepts, describe_broker, find_mosquitto, next_message
 
 
 def state(broker: Broker) -> tuple[bool, bool]:

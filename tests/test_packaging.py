@@ -4,6 +4,7 @@ a clear message, and CSV and JSON Lines still work."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
@@ -19,10 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_wheel_builds_without_a_warning(tmp_path: Path) -> None:
     """The build backend (setuptools at the lock's version, which scripts/setup installs) prints no warning: the
     license is an SPDX string, not the deprecated table. From a copy, so that no build/ lands in the checkout."""
-    import setuptools
-
-    if int(setuptools.__version__.split(".")[0]) < 77:
-        pytest.fail(f"setuptools {setuptools.__version__} in the venv; scripts/setup installs the lock's (>= 77)")
+    setuptools_version = importlib.metadata.version("setuptools")
+    if int(setuptools_version.split(".")[0]) < 77:
+        pytest.fail(f"setuptools {setuptools_version} in the venv; scripts/setup installs the lock's (>= 77)")
     source = tmp_path / "src-copy"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):

@@ -42,7 +42,6 @@ import aiomqtt
 import orjson
 import pandas as pd
 
-from daemon_env import daemon_env
 from devintel.daemon.from_settings import build_handler
 from devintel.daemon.replay import replay
 from devintel.daemon.settings import Settings
@@ -52,7 +51,8 @@ from devintel.ingest.handler import RECENT_EVENTS, Handler
 from devintel.models.live import LIVE_HISTORY_KEPT, LIVE_OUTCOMES_KEPT
 from devintel.models.online import events
 from devintel.models.snapshots import SnapshotStore
-from mqtt_broker import Broker
+from harness.broker import Broker
+from harness.daemon_env import daemon_env
 
 DAY = 86_400.0
 SOAK_DAYS = 30

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_broker import Broker
+from harness.broker import Broker
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "devintel.service"

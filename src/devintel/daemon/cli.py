@@ -1,4 +1,8 @@
-"""The ``devintel`` command line: ``generate``, ``bootstrap``, ``replay``, ``models``, ``report``, ``healthcheck``."""
+"""The ``devintel`` command line: ``generate``, ``bootstrap``, ``replay``, ``models``, ``report``, ``healthcheck``.
+
+Why one module of over 400 lines: one argparse tree whose subcommands share their options; each subcommand is a
+thin function over the pure layers and ``from_settings``.
+"""
 
 from __future__ import annotations
 

@@ -103,21 +103,19 @@ def topics(settings: Settings) -> Topics:
 
 
 def adapters(settings: Settings) -> list[Adapter]:
-    """One adapter per source dialect, configured by the settings (topics, default home type, time window)."""
-    from devintel.ingest.adapters.homeassistant import HomeAssistantAdapter
-    from devintel.ingest.adapters.homeassistant_api import HomeAssistantApiAdapter
-    from devintel.ingest.adapters.native import NativeAdapter
-    from devintel.ingest.adapters.zigbee2mqtt import Zigbee2MqttAdapter
+    """One adapter of every registered kind (:data:`~devintel.ingest.adapters.registry.ADAPTERS`), configured by
+    the settings (topics, default home type, time window)."""
+    from devintel.ingest.adapters.registry import AdapterOptions, build_adapters
 
-    window = time_window(settings)
-    return [
-        NativeAdapter(prefix=settings.topic_prefix, default_home_type=settings.home_type, window=window),
-        Zigbee2MqttAdapter(
-            base_topic=settings.zigbee2mqtt.base_topic, default_home_type=settings.home_type, window=window
-        ),
-        HomeAssistantAdapter(prefix=settings.ha.prefix),
-        HomeAssistantApiAdapter(default_home_type=settings.home_type, window=window),
-    ]
+    return build_adapters(
+        AdapterOptions(
+            topic_prefix=settings.topic_prefix,
+            zigbee2mqtt_base_topic=settings.zigbee2mqtt.base_topic,
+            ha_prefix=settings.ha.prefix,
+            default_home_type=settings.home_type,
+            window=time_window(settings),
+        )
+    )
 
 
 def live_models(settings: Settings, snapshot: LoadedSnapshot) -> LiveModels:

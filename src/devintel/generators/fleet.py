@@ -11,6 +11,9 @@ so that any prefix of the home list mixes home types in proportion. Each home ha
 generator made from ``(seed, home index)``, so a larger dataset starts with the same homes as a smaller
 one with the same seed. Homes are added until the expected number of events reaches the requested
 number of samples; the last home may be observed with only part of its devices.
+
+Why one module of over 400 lines: the order of the draws from each home's generator fixes the bytes (same seed,
+same fleet); kept in one module, that order reads top to bottom.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ a report across a window edge, so the events of a window are held back until no 
 produce an earlier one; what is emitted is therefore ordered by event time across the whole stream.
 
 Every function here is pure numpy on arrays of events; nothing here does I/O.
+
+Why one module of over 400 lines: every failure mode is evaluated on one window's arrays; split by mode, the
+windowing and its layout would be repeated.
 """
 
 from __future__ import annotations

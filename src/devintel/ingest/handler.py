@@ -11,6 +11,9 @@ Bad input never reaches a model: an adapter raises :class:`~devintel.ingest.inbo
 counts the reason and writes a rate-limited log line. Per-device state is bounded: at most ``max_devices``
 devices (the least recently heard are evicted first), and devices silent for ``retention_s`` of stream time
 are evicted (their Home Assistant entities removed when ``remove_gone``).
+
+Why one module of over 400 lines: it is the one path from a message to what is published; the items it acts on
+and the per-device bounds it keeps share one state, which two files would have to keep in step.
 """
 
 from __future__ import annotations

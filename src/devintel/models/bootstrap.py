@@ -315,10 +315,10 @@ ROLLING_EVERY: Final = 1_000
 
 def error_drifts(truth: np.ndarray, decision: np.ndarray) -> int:
     """How many times River's ADWIN detects a change in the error rate of ``decision`` against ``truth`` (in order)."""
-    detector = drift.ADWIN()  # type: ignore[no-untyped-call]
+    detector = drift.ADWIN()
     detected = 0
     for error in (np.asarray(truth, dtype=bool) != np.asarray(decision, dtype=bool)).tolist():
-        detector.update(float(error))  # type: ignore[no-untyped-call]
+        detector.update(float(error))
         detected += detector.drift_detected
     return detected
 

@@ -94,15 +94,32 @@ class AlarmState:
         """Whether this state differs in effect from a fresh one (an alarm on, or a run of raised reports)."""
         return self.active or self.raised_count > 0
 
-    def as_list(self) -> list[float | int | bool]:
-        """A compact JSON form (for the snapshot's per-device state)."""
-        return [self.active, self.raised_since, self.raised_count, self.clear_since, self.changed_at]
+    def as_list(self) -> list[float | int | bool | None]:
+        """A compact JSON form (for the snapshot's per-device state); a time that is NaN (none) is ``None``, so the
+        form is standard JSON (``null``, not the non-standard ``NaN`` literal)."""
+        return [
+            self.active,
+            _json_time(self.raised_since),
+            self.raised_count,
+            _json_time(self.clear_since),
+            _json_time(self.changed_at),
+        ]
 
     @classmethod
-    def from_list(cls, values: list[float | int | bool]) -> AlarmState:
-        """The state of :meth:`as_list`."""
+    def from_list(cls, values: list[float | int | bool | None]) -> AlarmState:
+        """The state of :meth:`as_list` (``None`` or NaN for a time that is none: older snapshots wrote NaN)."""
         active, raised_since, raised_count, clear_since, changed_at = values
-        return cls(bool(active), float(raised_since), int(raised_count), float(clear_since), float(changed_at))
+        return cls(bool(active), _time(raised_since), int(raised_count or 0), _time(clear_since), _time(changed_at))
+
+
+def _json_time(value: float) -> float | None:
+    """A time for JSON: ``None`` for NaN (no time)."""
+    return None if math.isnan(value) else value
+
+
+def _time(value: float | int | bool | None) -> float:
+    """A time of :meth:`AlarmState.from_list`: NaN for ``None``."""
+    return math.nan if value is None else float(value)
 
 
 def step(params: DecisionParams, state: AlarmState, ts: float, probability: float) -> bool:

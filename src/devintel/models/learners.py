@@ -1,4 +1,5 @@
-"""The River learner devintel ships, and the inputs it sees.
+"""The River learners devintel knows (the registry), the one it ships, the inputs they see, and why a prediction
+was made.
 
 The learner is a River pipeline: :func:`model_inputs` shapes the per-device features into evidence of
 failure, ``preprocessing.StandardScaler`` scales it, and ``linear_model.LogisticRegression`` weighs it.
@@ -13,14 +14,28 @@ how unlikely the current run of identical values is, a low battery, slopes and p
 type (every other feature passes through). It leaves out what does not: the calendar, the device's age
 and uptime, and raw levels whose meaning changes with the device type (they let a learner memorise the
 training homes; held-out F1 fell when they were in).
+
+:data:`LEARNERS` is the registry: every learner devintel can build, by name, each a :class:`Learner` with a
+seeded factory. The shipped one is ``logistic`` (:func:`default_model`); the others are the candidates
+``bench/bench_learners.py`` compares. ``tests/test_learner_contract.py`` runs every registered learner through
+the same contract: it learns and predicts on the online path, pickles, is deterministic for a seed, and is
+explained by :func:`reasons`. A learner added to the registry is held to that contract without a new test.
+
+:func:`reasons` explains any of them. A pipeline whose last step is linear (it has ``weights``, as
+``LogisticRegression`` does) is explained exactly: an input's push is its weight times its value after the
+pipeline's transformers (the scaler). Any other learner is explained by occlusion: a signal's push is how much
+the failure probability falls when that signal's inputs are left out of the example (River learners treat an
+absent feature as unobserved). Both rank signals the same way and name only those that pushed towards failure.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Final
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
 
-from river import compose, linear_model, optim, preprocessing
+from river import compose, forest, linear_model, naive_bayes, optim, preprocessing, tree
 
 from devintel.models.features import Features
 from devintel.models.online import Classifier
@@ -124,17 +139,60 @@ def signal_of(model_input: str) -> str | None:
 def reasons(model: Classifier, features: Features, top: int = 3) -> list[str]:
     """The signals that pushed this prediction towards failure, most important first (at most ``top``).
 
-    An input's push is its weight times its scaled value; a signal's push is the sum over its inputs; only
-    signals that pushed towards failure are named. ``model`` must be a :func:`default_model` pipeline."""
-    scaled = model["StandardScaler"].transform_one(model_inputs(features))  # type: ignore[index]
-    weights = model["LogisticRegression"].weights  # type: ignore[index]
+    A signal's push is the sum of its inputs' pushes (see the module docstring: exact for a linear last step,
+    by occlusion for any other learner); only signals that pushed towards failure are named. ``model`` is a
+    pipeline that starts with ``compose.FuncTransformer(model_inputs)``, as every registered learner does."""
+    if top <= 0:
+        return []
+    steps = _steps(model)
+    push = _linear_push(steps, features) if hasattr(steps[-1], "weights") else _occlusion_push(steps, features)
+    ranked = sorted((p, s) for s, p in push.items() if p > 0.0)
+    return [signal for _, signal in reversed(ranked[-top:])]
+
+
+def _steps(model: Classifier) -> list[Any]:
+    """The steps of a River pipeline (a lone estimator is a pipeline of one step)."""
+    steps = getattr(model, "steps", None)
+    return list(steps.values()) if steps is not None else [model]
+
+
+def _transformed(steps: list[Any], x: Features) -> Features:
+    """``x`` after every step but the last (the transformers, without learning from ``x``)."""
+    for step in steps[:-1]:
+        x = step.transform_one(x)
+    return x
+
+
+def _linear_push(steps: list[Any], features: Features) -> dict[str, float]:
+    """Each signal's push under a linear last step: the sum of weight times transformed value of its inputs."""
+    weights = steps[-1].weights
     push: dict[str, float] = {}
-    for name, value in scaled.items():
+    for name, value in _transformed(steps, features).items():
         signal = signal_of(name)
         if signal is not None:
             push[signal] = push.get(signal, 0.0) + weights.get(name, 0.0) * value
-    ranked = sorted((p, s) for s, p in push.items() if p > 0.0)
-    return [signal for _, signal in reversed(ranked[-top:])] if top > 0 else []
+    return push
+
+
+def _occlusion_push(steps: list[Any], features: Features) -> dict[str, float]:
+    """Each signal's push for any learner: the failure probability with the example as it is, less the probability
+    with that signal's model inputs left out (the first step makes the model inputs; the rest see the rest)."""
+    inputs = steps[0].transform_one(features) if len(steps) > 1 else dict(features)
+    rest = steps[1:] if len(steps) > 1 else steps
+
+    def probability(x: Features) -> float:
+        return float(rest[-1].predict_proba_one(_transformed(rest, x)).get(True, 0.0))
+
+    whole = probability(inputs)
+    by_signal: dict[str, list[str]] = {}
+    for name in inputs:
+        signal = signal_of(name)
+        if signal is not None:
+            by_signal.setdefault(signal, []).append(name)
+    return {
+        signal: whole - probability({k: v for k, v in inputs.items() if k not in names})
+        for signal, names in by_signal.items()
+    }
 
 
 def default_model() -> Classifier:
@@ -145,3 +203,53 @@ def default_model() -> Classifier:
         | linear_model.LogisticRegression(optimizer=optim.SGD(0.01))
     )
     return model
+
+
+def on_inputs(learner: Any) -> Classifier:
+    """A River estimator behind :func:`model_inputs`, as every registered learner is."""
+    model: Classifier = compose.FuncTransformer(model_inputs) | learner
+    return model
+
+
+@dataclass(frozen=True)
+class Learner:
+    """One registered learner: how to build a fresh one for a seed, and what it is."""
+
+    name: str
+    build: Callable[[int], Classifier]
+    """A fresh, untrained pipeline; the seed drives whatever randomness the learner has (same seed, same model)."""
+    description: str
+    shipped: bool = False
+    """Whether devintel ships it (exactly one registered learner does: :func:`default_model`)."""
+
+
+#: Every learner devintel can build, by name (see the module docstring); ``logistic`` is the one it ships.
+LEARNERS: Final[dict[str, Learner]] = {
+    learner.name: learner
+    for learner in (
+        Learner(
+            "logistic",
+            lambda _seed: default_model(),
+            "StandardScaler + LogisticRegression (SGD 0.01); deterministic, explained exactly by its weights",
+            shipped=True,
+        ),
+        Learner(
+            "hoeffding_tree",
+            lambda _seed: on_inputs(tree.HoeffdingTreeClassifier(grace_period=100, delta=1e-5)),
+            "Hoeffding tree (grace period 100, delta 1e-5); deterministic",
+        ),
+        Learner(
+            "hoeffding_adaptive_tree",
+            lambda seed: on_inputs(tree.HoeffdingAdaptiveTreeClassifier(grace_period=100, delta=1e-5, seed=seed)),
+            "Hoeffding adaptive tree (grace period 100, delta 1e-5), seeded",
+        ),
+        Learner(
+            "arf",
+            lambda seed: on_inputs(forest.ARFClassifier(n_models=3, seed=seed)),
+            "adaptive random forest of 3 trees, seeded",
+        ),
+        Learner(
+            "gaussian_nb", lambda _seed: on_inputs(naive_bayes.GaussianNB()), "Gaussian naive Bayes; deterministic"
+        ),
+    )
+}

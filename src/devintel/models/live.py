@@ -22,6 +22,9 @@ live would; each source (devintel's topic, Zigbee2MQTT, Home Assistant) also kee
 evidence is judged. Every event is learned from only once its label resolves, through the same buffer as the warm
 start. Learning goes to the challenger's global model and to its home-type model when the snapshot has one (as in the
 bootstrap); prediction comes from the serving model the router names for the device's home type.
+
+Why one module of over 400 lines: :class:`LiveModels` owns the live per-device state (serving, challenger,
+evidence, alarms), and its snapshot form is kept beside the attributes it must cover, so none is missed.
 """
 
 from __future__ import annotations

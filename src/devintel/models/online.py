@@ -4,8 +4,9 @@
 probability, and holds the event in the delayed-label buffer; when labels resolve (failure evidence, or
 the horizon passing) it learns from them with River's ``learn_one`` and updates the rolling metrics.
 The warm start feeds synthetic events through it (:func:`warm_start`), with each device's simulated
-failure time delivered as failure evidence when the stream clock reaches it; replay and the live daemon
-will feed it real events.
+failure time delivered as failure evidence when the stream clock reaches it; replay and the live daemon feed
+it real events through the same learner (:class:`devintel.models.live.LiveModels`, driven by
+:mod:`devintel.ingest.handler`).
 
 Class imbalance: failures are rare (about 2 % of events), so by default every positive is learned but
 only a share ``negative_rate`` of negatives, drawn from a seeded generator.
@@ -126,7 +127,7 @@ class OnlineLearner:
     shed: int = 0
     """Examples not learned because learning was switched off (``learn`` False) when they resolved: the live
     daemon sheds learning before prediction when it falls behind."""
-    error_drift: drift.ADWIN = field(default_factory=lambda: drift.ADWIN())  # type: ignore[no-untyped-call]
+    error_drift: drift.ADWIN = field(default_factory=lambda: drift.ADWIN())
     """ADWIN on the stream of decision errors of resolved events: it flags a change in the error rate."""
     drifts: deque[float] = field(default_factory=lambda: deque(maxlen=1_000))
     """Stream times (epoch s) at which ``error_drift`` detected a drift, the newest 1,000."""
@@ -223,7 +224,7 @@ class OnlineLearner:
             if flagged is None:
                 flagged = item.payload.probability >= self.threshold
             self.rolling.update(item.label, flagged)
-            self.error_drift.update(float(flagged != item.label))  # type: ignore[no-untyped-call]
+            self.error_drift.update(float(flagged != item.label))
             if self.error_drift.drift_detected:
                 self.drifts.append(item.resolved_at)
             if item.label or self._rng.random() < self.negative_rate:

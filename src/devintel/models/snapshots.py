@@ -32,6 +32,9 @@ snapshot with a missing or wrong signature is refused; this protects against som
 directory but cannot read the key (keep the key outside the model directory, e.g. in a systemd credential). It
 does not protect against someone who can read the key or write the code, and it does not prevent rollback to
 an older snapshot signed with the same key.
+
+Why one module of over 400 lines: atomic writes, verified loads, pruning, signing and setting aside share one
+on-disk layout and one lock, and the threat model is argued once, here.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """Adapters: one per message source, each turning MQTT messages into the daemon's inbound vocabulary.
 
 :class:`Adapter` (``base.py``) is the interface; :class:`NativeAdapter` reads devintel's own topics,
-:class:`Zigbee2MqttAdapter` Zigbee2MQTT's, :class:`HomeAssistantAdapter` Home Assistant's birth message.
+:class:`Zigbee2MqttAdapter` Zigbee2MQTT's, :class:`HomeAssistantAdapter` Home Assistant's birth message,
+:class:`~devintel.ingest.adapters.homeassistant_api.HomeAssistantApiAdapter` what Home Assistant's websocket API
+said. ``registry.py`` lists them all (:data:`~devintel.ingest.adapters.registry.ADAPTERS`): the daemon builds its
+adapters from it, and the contract and fuzz tests iterate it.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ at that time (a failure, as the person's word would be), so a backfill labels th
 A device that Zigbee2MQTT reports (``zigbee2mqtt_<ieee>`` identifiers) is left to the Zigbee2MQTT adapter, and a
 device with a Zigbee IEEE address (ZHA's ``zigbee`` connection) gets that address as its id, as there: a device
 that both report is one device. devintel's own devices and HA's service entries are skipped.
+
+Why one module of over 400 lines: one adapter per dialect (``base.py``); the registries' memory and the entity
+mappings that read it belong together.
 """
 
 from __future__ import annotations

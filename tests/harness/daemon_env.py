@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mqtt_broker import Broker
+from harness.broker import Broker
 
 #: Inherited variables a test daemon must not see (a developer's own settings, systemd's sockets).
 _NOT_INHERITED = ("NOTIFY_SOCKET", "CREDENTIALS_DIRECTORY", "WATCHDOG_USEC", "WATCHDOG_PID")

@@ -133,15 +133,18 @@ class Broker:
         startup_timeout: float = 10.0,
         stop_timeout: float = 10.0,
         extra_config: Sequence[str] = (),
+        persistence: bool = True,
     ) -> None:
         """Prepare a broker in ``workdir``; nothing runs until :meth:`start`. ``extra_config`` (mosquitto only:
-        ``ValueError`` for amqtt) is appended to the generated mosquitto configuration."""
+        ``ValueError`` for amqtt) is appended to the generated mosquitto configuration. ``persistence`` False keeps
+        mosquitto's sessions in memory only (no database written every second: what a benchmark wants)."""
         self._workdir = Path(workdir)
         self._workdir.mkdir(parents=True, exist_ok=True)
         self._kind: BrokerKind = kind or preferred_kind()
         if extra_config and self._kind != "mosquitto":
             raise ValueError("extra_config is mosquitto configuration: the amqtt broker cannot take it")
         self._extra_config = list(extra_config)
+        self._persistence = persistence
         self._executable = find_mosquitto() if self._kind == "mosquitto" else sys.executable
         if self._executable is None:
             raise BrokerError("mosquitto is not installed")
@@ -165,8 +168,8 @@ class Broker:
 
     @property
     def persistent(self) -> bool:
-        """Whether sessions and queued messages survive :meth:`restart` (mosquitto only)."""
-        return self._kind == "mosquitto"
+        """Whether sessions and queued messages survive :meth:`restart` (mosquitto with persistence only)."""
+        return self._kind == "mosquitto" and self._persistence
 
     @property
     def running(self) -> bool:
@@ -257,9 +260,11 @@ class Broker:
         lines = [
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {self._workdir}/",
-            "autosave_interval 1",
+            *(
+                ["persistence true", f"persistence_location {self._workdir}/", "autosave_interval 1"]
+                if self._persistence
+                else ["persistence false"]
+            ),
             "log_dest stderr",
             "log_type error",
             "log_type warning",
