@@ -20,7 +20,15 @@ from devintel.models import bootstrap as bootstrap_module
 from devintel.models.dense import features_needed
 from devintel.models.features import FeatureExtractor, Features, features_read_by
 from devintel.models.learners import default_model, model_inputs
-from devintel.models.online import OnlineLearner, events, failure_times, warm_start, warm_start_batches
+from devintel.models.metrics import RollingMetrics, rolling_history
+from devintel.models.online import (
+    ExampleCollector,
+    OnlineLearner,
+    events,
+    failure_times,
+    warm_start,
+    warm_start_batches,
+)
 from devintel.models.snapshots import SnapshotStore
 from snapshot_fixtures import SMALL_BOOTSTRAP
 
@@ -63,6 +71,22 @@ def test_batch_streamed_warm_start_learns_what_the_whole_frame_does() -> None:
     assert (streamed.learned, streamed.resolved) == (whole.learned, whole.resolved)
     assert streamed.model["LogisticRegression"].weights == whole.model["LogisticRegression"].weights  # type: ignore[index]
     assert list(streamed.outcomes) == list(whole.outcomes)
+
+
+def test_the_example_collector_gives_the_examples_the_online_learner_learns() -> None:
+    arguments = {"samples": 60_000, "days": 60, "seed": 6, "variants": VARIANTS}
+    learned: list[tuple[str, Features, bool]] = []
+    online = OnlineLearner(
+        model=default_model(), horizon_s=H, seed=3, on_learn=lambda d, x, y: learned.append((d, x, y))
+    )
+    warm_start_batches(online, iter_batches(**arguments))  # type: ignore[arg-type]
+    collected: list[tuple[str, Features, bool]] = []
+    collector = ExampleCollector(lambda d, x, y: collected.append((d, x, y)), horizon_s=H, seed=3)
+    warm_start_batches(collector, iter_batches(**arguments))  # type: ignore[arg-type]
+    assert len(learned) > 1_000
+    assert any(y for _, _, y in learned)
+    assert collected == learned  # the same examples, features exactly (packed as float64), in the same order
+    assert (collector.learned, collector.resolved) == (online.learned, online.resolved)
 
 
 def rough_stream(samples: int, seed: int) -> list[dict[str, object]]:
@@ -164,3 +188,42 @@ def test_a_failing_worker_fails_the_bootstrap_and_ends(tmp_path: Path, monkeypat
     with pytest.raises((RuntimeError, ValueError), match="no_such_variant"):
         bootstrap_module.bootstrap(broken, SnapshotStore(tmp_path))
     assert not [p for p in multiprocessing.active_children() if p.name == "devintel-bootstrap-worker"]
+
+
+def test_rolling_history_equals_river_rolling_metrics_event_by_event() -> None:
+    rng = random.Random(4)
+    truth = [rng.random() < 0.05 for _ in range(12_345)]
+    predicted = [t if rng.random() < 0.6 else rng.random() < 0.05 for t in truth]
+    river = RollingMetrics(window_size=2_000, every=500)
+    for t, p in zip(truth, predicted, strict=True):
+        river.update(t, p)
+    ours = rolling_history(truth, predicted, window_size=2_000, every=500)
+    assert [n for n, _ in ours] == [n for n, _ in river.history]
+    assert len(ours) == 24
+    for (_, mine), (_, theirs) in zip(ours, river.history, strict=True):
+        assert mine == pytest.approx(theirs, abs=1e-12)
+
+
+def test_learning_from_model_inputs_equals_the_pipelines_learn_one() -> None:
+    from devintel.models.consolidate import learn_inputs, model_inputs_of
+
+    stream = generate(samples=20_000, days=30, seed=8)
+    extractor = FeatureExtractor()
+    piped, stepped = default_model(), default_model()
+    rng = random.Random(1)
+    learned = 0
+    for event in events(stream):
+        features = extractor.update(event)
+        if rng.random() < 0.2:
+            label = rng.random() < 0.1
+            piped.learn_one(features, label)
+            inputs = model_inputs_of(stepped, features)
+            assert inputs is not None
+            learn_inputs(stepped, inputs, label)
+            learned += 1
+    assert learned > 3_000
+    assert stepped["LogisticRegression"].weights == piped["LogisticRegression"].weights  # type: ignore[index]
+    assert stepped["LogisticRegression"].intercept == piped["LogisticRegression"].intercept  # type: ignore[index]
+    assert dict(stepped["StandardScaler"].vars) == dict(piped["StandardScaler"].vars)  # type: ignore[index]
+    with pytest.raises(TypeError):
+        learn_inputs(naive_bayes.GaussianNB(), {}, True)

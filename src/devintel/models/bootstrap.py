@@ -3,9 +3,13 @@
 1. **Generate** a training stream (``seed``, homes of the training world variants) and two streams of other
    homes: validation (``seed + 1000``, the training variants) and held-out test (``seed + 2000``, world variants
    the models never saw: leave-variant-out). A different seed draws different homes.
-2. **Warm-start** a global model on every training event through the online path (features, delayed
-   labels with the synthetic failure times as evidence, learning on resolution), and one model per home
-   type on the same learned examples of that type's devices (features are computed once per event).
+2. **Warm-start** a global model on every training event through the online path's features, delayed labels (the
+   synthetic failure times as evidence) and sampling of the examples learned on resolution
+   (:func:`~devintel.models.warm_start.collect_examples`: features a batch at a time, no prediction per event), and
+   one model per home type on the same learned examples of that type's devices; then consolidate every model on
+   the examples it learned (:mod:`~devintel.models.consolidate`). Nothing predicts during the warm start, so the
+   report's rolling (prequential) metrics and ADWIN drift count are those of the routed decisions over the test
+   homes' stream.
 3. **Calibrate and route** on the validation homes: each model's decision threshold is tuned there
    (:func:`tune_threshold`: where the lower of precision and recall is highest); a home type keeps its
    own model only where it beats the global model's F1 on that type, otherwise the global model serves
@@ -40,22 +44,26 @@ from typing import Any, Final
 
 import numpy as np
 import pandas as pd
+from river import compose, drift
 
 from devintel.generators import HOME_TYPES, generate, iter_batches
-from devintel.models.consolidate import EPOCHS, ExampleBuffer, consolidate, model_inputs_of
+from devintel.models.batch_features import computes, frame_columns, model_input_matrix
+from devintel.models.consolidate import EPOCHS, ExampleBuffer, consolidate, learn_inputs, model_inputs_of
 from devintel.models.decision import AlarmState, DecisionParams, step
-from devintel.models.dense import features_needed, probabilities
+from devintel.models.dense import features_needed, probabilities, supports
 from devintel.models.dense import probability as probability_of
+from devintel.models.dense import view as dense_view
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
 from devintel.models.household import household_by_group, household_report
-from devintel.models.learners import default_model
+from devintel.models.learners import default_model, model_inputs
 from devintel.models.live import GLOBAL, MODELS_DIR
-from devintel.models.metrics import BinaryReport, binary_report, recall_by_group
-from devintel.models.online import Classifier, OnlineLearner, events, failure_times, warm_start_batches
+from devintel.models.metrics import BinaryReport, binary_report, recall_by_group, rolling_history
+from devintel.models.online import Classifier, ExampleCollector, events, failure_times, warm_start_batches
 from devintel.models.report import markdown_report, plots
 from devintel.models.snapshots import SnapshotStore
 from devintel.models.tuning import tune_decision
+from devintel.models.warm_start import collect_examples
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +168,35 @@ def score_frame(
     models: dict[str, Classifier], frame: pd.DataFrame, on_event: Callable[[int], None] | None = None
 ) -> dict[str, np.ndarray]:
     """The global model's probability for every event of ``frame``, and each home-type model's for the events
-    of its home type (NaN elsewhere); features come from the frame's own history, computed once per event.
-    ``on_event`` is called with each event's index (progress)."""
+    of its home type (NaN elsewhere); features come from the frame's own history, computed once per event: for
+    models of the shipped shape and inputs a chunk of events at a time, with :mod:`~devintel.models.batch_features`
+    (equal to the event by event path: ``tests/test_batch_features.py``), otherwise event by event. ``on_event`` is
+    called with the events done so far (progress): after each chunk, or with each event's index."""
+    views = {name: dense_view(model) for name, model in models.items()}
+    if not compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT and all(
+        v is not None and v.inputs_function == [model_inputs] for v in views.values()
+    ):
+        home_types = frame["home_type"].astype(str).to_numpy()
+        out = {name: np.full(len(frame), np.nan) for name in models}
+        for start, end, columns in frame_columns(frame, features_needed(models.values())):
+            inputs = model_input_matrix(columns)
+            del columns
+            for name, v in views.items():
+                assert v is not None
+                p = v.probabilities_of_columns(inputs, end - start)
+                rows = slice(None) if name == GLOBAL else home_types[start:end] == name
+                out[name][start:end][rows] = p[rows]
+            if on_event is not None:
+                on_event(end)
+        return out
+    return score_events(models, frame, on_event)
+
+
+def score_events(
+    models: dict[str, Classifier], frame: pd.DataFrame, on_event: Callable[[int], None] | None = None
+) -> dict[str, np.ndarray]:
+    """:func:`score_frame` event by event, through :class:`~devintel.models.features.FeatureExtractor` (any
+    learner)."""
     extractor = FeatureExtractor(only=features_needed(models.values()))
     out = {name: np.full(len(frame), np.nan) for name in models}
     home_types = frame["home_type"].astype(str).tolist()
@@ -273,6 +308,21 @@ def household_measures(
     }
 
 
+#: Window and spacing of the rolling metrics the report plots over the test homes' stream.
+ROLLING_WINDOW: Final = 5_000
+ROLLING_EVERY: Final = 1_000
+
+
+def error_drifts(truth: np.ndarray, decision: np.ndarray) -> int:
+    """How many times River's ADWIN detects a change in the error rate of ``decision`` against ``truth`` (in order)."""
+    detector = drift.ADWIN()
+    detected = 0
+    for error in (np.asarray(truth, dtype=bool) != np.asarray(decision, dtype=bool)).tolist():
+        detector.update(float(error))
+        detected += detector.drift_detected
+    return detected
+
+
 @dataclass(frozen=True, slots=True)
 class ScoredStream:
     """A held-out stream scored by the models: what the gate and the report need of it (not the stream itself)."""
@@ -292,14 +342,6 @@ class ScoredStream:
 WORKER_BATCH: Final = 2048
 
 
-def keep_example(examples: ExampleBuffer, model: Classifier, features: Features, label: bool, group: str) -> None:
-    """Keep an example the warm start learned for :func:`~devintel.models.consolidate.consolidate` (its model
-    inputs as ``model`` sees them; nothing for a learner that consolidation does not work on)."""
-    inputs = model_inputs_of(model, features)
-    if inputs is not None:
-        examples.add(inputs, label, group)
-
-
 def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
     """A worker process's work (:class:`Worker`): learn the home-type models from the examples the warm start sends,
     in order; when it is over, send them back with the global model it is given, then generate the held-out test
@@ -312,9 +354,12 @@ def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[st
                 return  # cancelled
             kind, payload = message
             if kind == "learn":
-                for home_type, features, label in payload:
-                    home_types[home_type].learn_one(features, label)
-                    keep_example(examples, home_types[home_type], features, label, home_type)
+                for home_type, x, label in payload:  # model inputs for the shipped shape, else features
+                    if supports(home_types[home_type]):
+                        learn_inputs(home_types[home_type], x, label)
+                        examples.add(x, label, home_type)
+                    else:
+                        home_types[home_type].learn_one(x, label)
                 continue
             break
         names = set(payload)  # the models that learned something, and the global one
@@ -351,7 +396,8 @@ class Worker:
         self._batch: list[tuple[str, Features, bool]] = []
 
     def learn(self, home_type: str, features: Features, label: bool) -> None:
-        """One example for a home-type model (sent with the next batch)."""
+        """One example for a home-type model (sent with the next batch): its model inputs for a model of the shipped
+        shape, its features otherwise."""
         self._batch.append((home_type, features, label))
         if len(self._batch) >= WORKER_BATCH:
             self._send(("learn", self._batch))
@@ -438,32 +484,46 @@ def _bootstrap(
         home_type_of.update(zip(pairs["device_id"], pairs["home_type"], strict=True))
         homes.update(pairs["home_id"])
 
-    def teach_home_type_model(device_id: str, features: Features, label: bool) -> None:
+    def keep(device_id: str, features: Features, label: bool) -> None:
+        """One example: the global model and the device's home-type model learn it online (``learn_one``: the warm
+        start of their consolidation), and it is kept for consolidation."""
         home_type = home_type_of[device_id]
-        keep_example(examples, models[GLOBAL], features, label, home_type)
-        if worker is None:
-            models[home_type].learn_one(features, label)
-        else:
-            worker.learn(home_type, features, label)
         learned[home_type] += 1
+        inputs = model_inputs_of(models[GLOBAL], features)
+        if inputs is None:  # not the shipped shape: plain learn_one, nothing to consolidate
+            models[GLOBAL].learn_one(features, label)
+            if worker is None:
+                models[home_type].learn_one(features, label)
+            else:
+                worker.learn(home_type, features, label)
+            return
+        learn_inputs(models[GLOBAL], inputs, label)  # the pipeline's learn_one, the inputs computed once
+        examples.add(inputs, label, home_type)
+        if worker is None:
+            learn_inputs(models[home_type], inputs, label)
+        else:
+            worker.learn(home_type, inputs, label)
 
-    learner = OnlineLearner(
-        model=models[GLOBAL],
-        horizon_s=horizon_s,
-        negative_rate=config.negative_rate,
-        seed=config.seed,
-        on_learn=teach_home_type_model,
-        features=FeatureExtractor(only=features_needed(models.values())),
-    )
-    say(f"warm-starting the global model and {len(HOME_TYPES)} home-type models")
-    warm_start_batches(
-        learner,
-        _synthetic_batches(config, config.samples, config.seed, config.train_variants),
-        note_homes,
-        on_event=_progress(config.samples, "warm start", say),
-    )
-    learned[GLOBAL] = learner.learned
-    if learner.learned == 0:
+    say(f"warm-starting the global model and {len(HOME_TYPES)} home-type models on {config.samples:,} events")
+    needed = features_needed(models.values())
+    batches = _synthetic_batches(config, config.samples, config.seed, config.train_variants)
+    if computes(needed):
+        collected = collect_examples(
+            batches,
+            keep,
+            horizon_s=horizon_s,
+            negative_rate=config.negative_rate,
+            seed=config.seed,
+            only=needed,
+            on_batch=note_homes,
+            on_event=_progress(config.samples, "warm start", say, every=1),
+        ).learned
+    else:  # a learner that reads features the batch path does not compute: event by event
+        collector = ExampleCollector(keep, horizon_s, config.negative_rate, config.seed, FeatureExtractor(only=needed))
+        warm_start_batches(collector, batches, note_homes, _progress(config.samples, "warm start", say))
+        collected = collector.learned
+    learned[GLOBAL] = collected
+    if collected == 0:
         raise ValueError(
             f"no label resolved in {config.samples:,} training events over {config.days:g} days: "
             f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
@@ -480,12 +540,10 @@ def _bootstrap(
         models = {**models, **worker.trained(models[GLOBAL], names - {GLOBAL})}
     models = {name: model for name, model in models.items() if name in names}
     homes_trained = len(homes)
-    rolling_history, drifts_detected = learner.rolling.history, len(learner.drifts)
-    del learner  # the events still waiting for a label, the outcomes: not needed any more
 
     say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
     validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants)
-    val_scores = score_frame(models, validation, _progress(len(validation), "validation", say))
+    val_scores = score_frame(models, validation, _progress(len(validation), "validation", say, every=1))
     val_truth = validation["fails_within_horizon"].to_numpy()
     val_types = validation["home_type"].astype(str).to_numpy()
     thresholds = {GLOBAL: tune_threshold(val_truth, val_scores[GLOBAL])}
@@ -525,7 +583,7 @@ def _bootstrap(
     )
     if worker is None:
         test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
-        scored = ScoredStream.of(models, test, _progress(len(test), "test", say))
+        scored = ScoredStream.of(models, test, _progress(len(test), "test", say, every=1))
         del test
     else:
         scored = worker.result()
@@ -559,8 +617,8 @@ def _bootstrap(
         "recall_by_home_type": recall_by_group(truth.label, decision, groups["home_type"]),
         "recall_by_variant": recall_by_group(truth.label, decision, groups["variant"]),
         "home_type_vs_global": comparison,
-        "rolling_warm_start": rolling_history,
-        "error_drifts_in_warm_start": drifts_detected,
+        "rolling_test": rolling_history(truth.label, decision, ROLLING_WINDOW, ROLLING_EVERY),
+        "error_drifts_in_test": error_drifts(truth.label, decision),
         "gate": gate.as_dict(),
     }
     if not gate.passed and not config.allow_low_quality:

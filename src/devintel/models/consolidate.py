@@ -104,6 +104,18 @@ def model_inputs_of(model: Classifier, features: Features) -> Features | None:
     return x
 
 
+def learn_inputs(model: Classifier, inputs: Features, label: bool) -> None:
+    """``model.learn_one(features, label)`` for a pipeline of the shipped shape, given the model inputs its function
+    transformers make of ``features`` (``inputs``, from :func:`model_inputs_of`): River's ``Pipeline.learn_one``
+    steps, without computing the inputs again (the scaler learns them, then the regression learns them scaled)."""
+    parts = pipeline_parts(model)
+    if parts is None:
+        raise TypeError(f"learn_inputs needs a pipeline of the shipped shape, not {type(model).__name__}")
+    _, scaler, regression = parts
+    scaler.learn_one(inputs)
+    regression.learn_one(scaler.transform_one(inputs), label)
+
+
 def consolidate(
     model: Classifier,
     examples: ExampleBuffer,

@@ -118,6 +118,11 @@ class DenseView:
         self._stamp = stamp
         self.rebuilds += 1
 
+    @property
+    def inputs_function(self) -> list[Callable[[Features], Features]]:
+        """The pipeline's function transformers' functions, in order (what makes model inputs of features)."""
+        return list(self._funcs)
+
     def inputs(self, features: Features) -> Features:
         """What the pipeline's function transformers make of ``features`` (the model inputs)."""
         x = features
@@ -159,6 +164,25 @@ class DenseView:
         present = ~np.isnan(matrix)
         terms = np.where(present, (matrix - self.mean[rows]) * self.coef[rows], 0.0)
         raw = terms.sum(axis=1) + self.intercept
+        clipped = np.clip(raw, -_SATURATED, _SATURATED)
+        p: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-clipped))
+        p[raw < -_SATURATED] = 0.0
+        p[raw > _SATURATED] = 1.0
+        return p
+
+    def probabilities_of_columns(
+        self, columns: Mapping[str, npt.NDArray[np.float64]], size: int
+    ) -> npt.NDArray[np.float64]:
+        """:meth:`probabilities` of model inputs given as one array per input (NaN: absent), ``size`` rows, without
+        a matrix of them all."""
+        self.refresh()
+        raw = np.full(size, self.intercept)
+        for name, values in columns.items():
+            i = self.index.get(name)
+            if i is None or self.coef[i] == 0.0:
+                continue  # River scales an unseen input, or one of zero variance, to 0
+            term = (values - self.mean[i]) * self.coef[i]
+            raw += np.where(np.isnan(values), 0.0, term)
         clipped = np.clip(raw, -_SATURATED, _SATURATED)
         p: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-clipped))
         p[raw < -_SATURATED] = 0.0

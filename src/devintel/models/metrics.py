@@ -214,3 +214,28 @@ class RollingMetrics:
         """The current values (0.0 before any update, and for a ratio whose denominator is 0)."""
         # ``Rolling`` forwards ``get`` to the wrapped metric untyped; ask the metric itself.
         return {name: float(rolling.obj.get()) for name, rolling in self._rolling.items()}
+
+
+def rolling_history(
+    truth: npt.ArrayLike, predicted: npt.ArrayLike, window_size: int = 5_000, every: int = 1_000
+) -> list[tuple[int, dict[str, float]]]:
+    """What :attr:`RollingMetrics.history` holds after ``update`` with each (truth, predicted) pair in order, computed
+    at once from running counts (the bootstrap's held-out stream: 300,000 events in milliseconds, not seconds)."""
+    y = np.asarray(truth, dtype=bool)
+    p = np.asarray(predicted, dtype=bool)
+    if window_size < 1 or every < 1:
+        raise ValueError("window_size and every must be at least 1")
+    zero = np.zeros(1, dtype=np.int64)
+    running = {
+        name: np.concatenate([zero, np.cumsum(values, dtype=np.int64)])
+        for name, values in {"tp": y & p, "fp": ~y & p, "fn": y & ~p, "tn": ~y & ~p}.items()
+    }
+    history: list[tuple[int, dict[str, float]]] = []
+    for n in range(every, len(y) + 1, every):
+        lo = max(n - window_size, 0)
+        tp, fp, fn, tn = (int(running[k][n] - running[k][lo]) for k in ("tp", "fp", "fn", "tn"))
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        history.append((n, {"accuracy": (tp + tn) / (n - lo), "precision": precision, "recall": recall, "f1": f1}))
+    return history

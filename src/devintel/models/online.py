@@ -64,8 +64,10 @@ class FeaturePacker:
     notice. At most ``max_layouts`` layouts are interned; past that, dicts are kept as they are.
     """
 
-    def __init__(self, max_layouts: int = 4096) -> None:
+    def __init__(self, max_layouts: int = 4096, typecode: str = "f") -> None:
         self.max_layouts = max_layouts
+        self.typecode = typecode
+        """``array`` type of the packed values: ``"f"`` (float32, the default) or ``"d"`` (float64: exact)."""
         self._ids: dict[tuple[str, ...], int] = {}
         self._layouts: list[tuple[str, ...]] = []
 
@@ -78,7 +80,7 @@ class FeaturePacker:
                 return features
             layout_id = self._ids[layout] = len(self._layouts)
             self._layouts.append(layout)
-        return layout_id, array.array("f", features.values())
+        return layout_id, array.array(self.typecode, features.values())
 
     def layout(self, layout_id: int) -> tuple[str, ...]:
         """The feature names, in order, of a layout id."""
@@ -238,6 +240,71 @@ class OnlineLearner:
                     self.on_learn(item.device_id, x, item.label)
 
 
+class ExampleCollector:
+    """The examples an :class:`OnlineLearner` would learn from a stream, without a model: features, the delayed-label
+    buffer and the same seeded sampling of negatives (every positive, a share ``negative_rate`` of negatives, drawn
+    in resolution order), so the same examples come out in the same order; ``on_example`` (device id, features,
+    label) gets each one. No prediction and no ``learn_one``: the bootstrap fits its models on the examples
+    afterwards (:mod:`devintel.models.consolidate`), so an online pass of the model is not needed to make them.
+    Offers the verbs :func:`warm_start` and :func:`warm_start_batches` use (``process``, ``failure``, ``finish``)."""
+
+    def __init__(
+        self,
+        on_example: Callable[[str, Features, bool], None],
+        horizon_s: float,
+        negative_rate: float = 0.2,
+        seed: int = 0,
+        features: FeatureExtractor | None = None,
+    ) -> None:
+        self.on_example = on_example
+        self.negative_rate = negative_rate
+        self.features = FeatureExtractor() if features is None else features
+        self.labels: DelayedLabels[Features | Packed] = DelayedLabels(horizon_s)
+        self.packer = FeaturePacker(typecode="d")
+        """Packs the waiting events' features as float64 (exact; about a fifth of a dict's memory)."""
+        self.learned = 0
+        """Examples handed to ``on_example``."""
+        self.resolved = 0
+        self._rng = random.Random(seed)
+
+    def process(self, event: Mapping[str, object]) -> None:
+        """Fold one event into its device's features, resolve what the clock resolves, and hold the event."""
+        features = self.features.update(event)
+        ts = float(event["ts"])  # type: ignore[arg-type]
+        self._resolve(self.labels.advance(ts))
+        self.labels.add(str(event["device_id"]), ts, self.packer.pack(features))
+
+    def failure(self, device_id: str, ts: float) -> None:
+        """Failure evidence for a device: resolve its waiting events and forget its state."""
+        self._resolve(self.labels.failure(device_id, ts))
+        self.features.forget(device_id)
+
+    def finish(self, now: float) -> None:
+        """Advance the clock to ``now`` and resolve what has expired."""
+        self._resolve(self.labels.advance(now))
+
+    def _resolve(self, resolved: list[Resolved[Features | Packed]]) -> None:
+        rate, draw, unpack = self.negative_rate, self._rng.random, self.packer.unpack
+        for item in resolved:
+            self.resolved += 1
+            if item.label or draw() < rate:
+                self.learned += 1
+                self.on_example(item.device_id, unpack(item.payload), item.label)
+
+
+class _Stepper(Protocol):
+    """What the warm start's loop drives: an :class:`OnlineLearner` or an :class:`ExampleCollector`."""
+
+    def process(self, event: Mapping[str, object]) -> object:
+        """Handle one event."""
+
+    def failure(self, device_id: str, ts: float) -> None:
+        """Failure evidence for a device."""
+
+    def finish(self, now: float) -> None:
+        """The end of the stream."""
+
+
 def events(frame: pd.DataFrame) -> Iterator[dict[str, object]]:
     """The canonical events of a generated frame, in order, without its ground-truth columns (a field that is NaN
     is left out). Lazy: one dict at a time, from :data:`EVENTS_CHUNK` rows of the frame's columns as Python lists at
@@ -262,7 +329,7 @@ def failure_times(frame: pd.DataFrame) -> dict[str, float]:
 
 
 def warm_start(
-    learner: OnlineLearner,
+    learner: OnlineLearner | ExampleCollector,
     stream: Iterable[Mapping[str, object]],
     failures: Mapping[str, float],
     on_event: Callable[[int], None] | None = None,
@@ -275,7 +342,7 @@ def warm_start(
 
 
 def warm_start_batches(
-    learner: OnlineLearner,
+    learner: OnlineLearner | ExampleCollector,
     batches: Iterable[pd.DataFrame],
     on_batch: Callable[[pd.DataFrame], None] | None = None,
     on_event: Callable[[int], None] | None = None,
@@ -302,7 +369,7 @@ def warm_start_batches(
 
 
 def _feed(
-    learner: OnlineLearner,
+    learner: _Stepper,
     stream: Iterable[Mapping[str, object]],
     pending: list[tuple[float, str]],
     on_event: Callable[[int], None] | None,

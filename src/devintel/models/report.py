@@ -114,7 +114,8 @@ def markdown_report(
         "",
         "Home types served by their own model: "
         + (", ".join(sorted(manifest["router"])) or "none (the global model serves all)")
-        + f". Drift (ADWIN on the warm start's decision errors): {details['error_drifts_in_warm_start']} detection(s).",
+        + f". Drift (ADWIN on the decision errors over the test homes' stream): {details['error_drifts_in_test']} "
+        "detection(s).",
         "",
         "## Plots",
         "",
