@@ -29,6 +29,9 @@ Features (all floats; a field the device does not report yields no feature):
 - ``age_days``: days since the device was first seen;
 - ``hour_sin``, ``hour_cos``, ``weekend``, ``season_sin``, ``season_cos``;
 - ``battery`` (1 for battery power), ``type_<device_type>`` (one-hot).
+
+Why one module of over 400 lines: every feature's online update reads and writes the same per-device state, and the
+module's list of names is the contract of :mod:`~devintel.models.batch_features` (which must equal it bit for bit).
 """
 
 from __future__ import annotations
