@@ -277,13 +277,25 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Keyword arguments, environment, .env, the TOML file, then systemd credentials."""
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
-        if cls.toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file))
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        if credentials:
-            sources.append(CredentialsSource(settings_cls, Path(credentials)))
-        return tuple(sources)
+        return layered_sources(settings_cls, cls.toml_file, init_settings, env_settings, dotenv_settings)
+
+
+def layered_sources(
+    settings_cls: type[BaseSettings],
+    toml_file: Path | None,
+    init_settings: PydanticBaseSettingsSource,
+    env_settings: PydanticBaseSettingsSource,
+    dotenv_settings: PydanticBaseSettingsSource,
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    """The sources of devintel's settings classes, first wins: keyword arguments, environment, .env, the TOML file
+    ``toml_file`` (when set), then systemd credentials (``$CREDENTIALS_DIRECTORY``)."""
+    sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+    if toml_file is not None:
+        sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        sources.append(CredentialsSource(settings_cls, Path(credentials)))
+    return tuple(sources)
 
 
 def load_settings(config: Path | None = None) -> Settings:

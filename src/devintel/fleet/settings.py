@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from devintel.daemon.settings import CredentialsSource, Settings
+from devintel.daemon.settings import Settings, layered_sources
 
 _STRICT = ConfigDict(extra="forbid")
 ENV_PREFIX = "DEVINTEL_FLEET_"
@@ -97,13 +97,7 @@ class FleetSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Keyword arguments, environment, .env, the TOML file, then systemd credentials."""
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
-        if cls.toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file))
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        if credentials:
-            sources.append(CredentialsSource(settings_cls, Path(credentials)))
-        return tuple(sources)
+        return layered_sources(settings_cls, cls.toml_file, init_settings, env_settings, dotenv_settings)
 
 
 def load_fleet_settings(config: Path | None = None, **overrides: Any) -> FleetSettings:
