@@ -100,19 +100,24 @@ async def wait_all_acked(nc: NatsClient, partitions: int, sent: int, timeout: fl
     holds (so the state that includes them is durable); returns the time it took."""
     js = nc.jetstream()
     started = time.monotonic()
+    seen = "nothing read yet"
     while True:
         try:
             info = await js.stream_info(EVENTS_STREAM)
             done = info.state.messages >= sent
+            states = [f"stream {info.state.messages} of {sent} messages"]
             for k in range(partitions):
                 consumer = await js.consumer_info(EVENTS_STREAM, f"partition-{k}")
                 done = done and consumer.num_pending == 0 and consumer.num_ack_pending == 0
-        except Exception:
+                states.append(f"partition-{k} pending {consumer.num_pending} unacked {consumer.num_ack_pending}")
+            seen = "; ".join(states)
+        except Exception as error:  # a node down, a leader being elected: look again
             done = False
+            seen = f"{type(error).__name__}: {error}"
         if done:
             return time.monotonic() - started
         if time.monotonic() - started > timeout:
-            raise TimeoutError(f"the fleet did not finish within {timeout} s")
+            raise TimeoutError(f"the fleet did not finish within {timeout} s; last seen: {seen}")
         await asyncio.sleep(0.5)
 
 
