@@ -174,8 +174,13 @@ class Worker:
                 break
             if partition in self.runners or self.handed_back.get(partition, 0.0) > now:
                 continue  # a partition handed back is left to the others for a while
+            if self.stop.is_set():
+                break  # the shutdown has taken its list of runners: start no more
             if not await leases.claim(partition_lease(partition)):
                 continue
+            if self.stop.is_set():  # the stop came while the claim was in flight: give it back, start nothing
+                await leases.release(partition_lease(partition))
+                break
             logger.info("partition %d: claimed by %s", partition, self.settings.worker_id)
             runner = PartitionRunner(partition, self.cluster, self.settings, self.factory, self.current_models)
             self.runners[partition] = runner
