@@ -286,15 +286,17 @@ def layered_sources(
     init_settings: PydanticBaseSettingsSource,
     env_settings: PydanticBaseSettingsSource,
     dotenv_settings: PydanticBaseSettingsSource,
+    credentials: bool = True,
 ) -> tuple[PydanticBaseSettingsSource, ...]:
     """The sources of devintel's settings classes, first wins: keyword arguments, environment, .env, the TOML file
-    ``toml_file`` (when set), then systemd credentials (``$CREDENTIALS_DIRECTORY``)."""
+    ``toml_file`` (when set), then systemd credentials (``$CREDENTIALS_DIRECTORY``, unless ``credentials`` is
+    False)."""
     sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
     if toml_file is not None:
         sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if credentials:
-        sources.append(CredentialsSource(settings_cls, Path(credentials)))
+    directory = os.environ.get("CREDENTIALS_DIRECTORY") if credentials else None
+    if directory:
+        sources.append(CredentialsSource(settings_cls, Path(directory)))
     return tuple(sources)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from devintel.daemon.settings import Settings, layered_sources
 
@@ -129,9 +129,8 @@ def load_home_settings(config: Path | None) -> Settings:
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
             """Keyword arguments, environment, .env and the TOML file: no credentials directory."""
-            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
-            if config is not None:
-                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
-            return tuple(sources)
+            return layered_sources(
+                settings_cls, config, init_settings, env_settings, dotenv_settings, credentials=False
+            )
 
     return _Home()
