@@ -136,10 +136,20 @@ def test_a_rejected_message_does_not_move_the_outage_counter() -> None:
     adapter = Zigbee2MqttAdapter()
     topic = "zigbee2mqtt/plug"
     telemetry(adapter, topic, {"linkquality": 50, "power_outage_count": 10})
-    assert reject_reason(adapter, topic, orjson.dumps({"linkquality": 999, "power_outage_count": 12})) == (
-        "out_of_range"
-    )
+    rejected = orjson.dumps({"linkquality": 50, "power_outage_count": 12, "last_seen": "never"})
+    assert reject_reason(adapter, topic, rejected) == "bad_timestamp"
     assert telemetry(adapter, topic, {"linkquality": 50, "power_outage_count": 12})["restart_count"] == 2.0
+
+
+def test_a_bad_value_beside_the_outage_counter_is_dropped_alone_and_the_counter_moves() -> None:
+    adapter = Zigbee2MqttAdapter()
+    topic = "zigbee2mqtt/plug"
+    telemetry(adapter, topic, {"linkquality": 50, "power_outage_count": 10})
+    event = telemetry(adapter, topic, {"linkquality": 999, "power_outage_count": 12})
+    assert "linkquality" not in event
+    assert event["restart_count"] == 2.0
+    assert telemetry(adapter, topic, {"linkquality": 50, "power_outage_count": "many"}).keys() >= {"linkquality"}
+    assert telemetry(adapter, topic, {"linkquality": 50, "power_outage_count": 13})["restart_count"] == 1.0
 
 
 def test_light_value_is_brightness_and_zero_when_off() -> None:

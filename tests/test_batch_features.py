@@ -6,9 +6,12 @@ import itertools
 import math
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from devintel.contract import VALID_RANGES
+from devintel.ingest.adapters import NativeAdapter
+from devintel.ingest.inbound import Telemetry
 from devintel.models.batch_features import feature_columns, model_input_matrix
 from devintel.models.dense import features_needed
 from devintel.models.features import FeatureExtractor, Features
@@ -83,6 +86,29 @@ def test_out_of_range_and_not_finite_values_are_ignored_field_by_field() -> None
     assert assert_rows_equal(features, columns, set(columns), "features") > 500
     assert columns["linkquality"][10] == stream[9]["linkquality"]  # the latest valid value, not 999
     assert columns["battery_level_ewm"][10] == 80.0
+
+
+def test_training_and_serving_validate_alike_the_live_adapter_feeds_the_features_the_warm_start_computes() -> None:
+    """One validation policy: the rough stream as JSON through the native adapter (what the daemon serves), then
+    event by event, gives the features the batch path (the warm start's) computes from the raw stream."""
+    stream = rough_stream(30_000, seed=13)
+    adapter = NativeAdapter()
+    served: list[dict[str, object]] = []
+    dropped = 0
+    for event in stream:
+        body = {k: v for k, v in event.items() if k != "device_id"}
+        items = adapter.parse(f"devintel/events/{event['device_id']}", orjson.dumps(body), float(event["ts"]))  # type: ignore[arg-type]
+        assert len(items) == 1
+        assert isinstance(items[0], Telemetry)
+        served.append(items[0].event)
+        dropped += len(items[0].dropped)
+    assert dropped > 200
+    needed = features_needed([default_model()])
+    assert needed is not None
+    extractor = FeatureExtractor(only=needed)
+    features = [extractor.update(event) for event in served]
+    columns, _ = batch_inputs(stream)
+    assert assert_rows_equal(features, columns, set(needed), "served features") > 500_000
 
 
 def test_scoring_a_frame_at_once_equals_scoring_it_event_by_event() -> None:

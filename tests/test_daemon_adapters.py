@@ -37,6 +37,7 @@ from devintel.ingest.inbound import (
     HomeAssistantOnline,
     Inbound,
     Skipped,
+    Telemetry,
 )
 
 # the fixtures: every real message ----------------------------------------------------------------------------
@@ -205,18 +206,8 @@ REJECT_CASES = [
     (HomeAssistantAdapter, "homeassistant/status", b"\xff\xfe", "malformed_json"),
     (NativeAdapter, "devintel/events/d1", b'[{"battery_level": 50}]', "wrong_type"),
     (NativeAdapter, "devintel/feedback/d1", b'"failure"', "wrong_type"),
-    (NativeAdapter, "devintel/events/d1", b'{"battery_level": true}', "wrong_type"),
-    (Zigbee2MqttAdapter, "zigbee2mqtt/lamp", b'{"linkquality": "strong"}', "wrong_type"),
-    (Zigbee2MqttAdapter, "zigbee2mqtt/lamp", b'{"linkquality": 5, "power_outage_count": "many"}', "wrong_type"),
     (Zigbee2MqttAdapter, "zigbee2mqtt/bridge/devices", b'{"devices": []}', "wrong_type"),
     (Zigbee2MqttAdapter, "zigbee2mqtt/bridge/event", b'["device_leave"]', "wrong_type"),
-    (NativeAdapter, "devintel/events/d1", b'{"temperature": "NaN"}', "not_finite"),
-    (Zigbee2MqttAdapter, "zigbee2mqtt/lamp", b'{"battery": "Infinity"}', "not_finite"),
-    (Zigbee2MqttAdapter, "zigbee2mqtt/lamp", b'{"occupancy": "NaN", "linkquality": 5}', "not_finite"),
-    (NativeAdapter, "devintel/events/d1", b'{"battery_level": 255}', "out_of_range"),
-    (Zigbee2MqttAdapter, "zigbee2mqtt/lamp", b'{"battery": 255}', "out_of_range"),
-    (Zigbee2MqttAdapter, "zigbee2mqtt/lamp", b'{"linkquality": 300}', "out_of_range"),
-    (Zigbee2MqttAdapter, "zigbee2mqtt/lamp", b'{"device_temperature": -273.15}', "out_of_range"),
     (NativeAdapter, "devintel/events/a+b", b"{}", "bad_device_id"),
     (NativeAdapter, "devintel/events/#", b"{}", "bad_device_id"),
     (NativeAdapter, "devintel/events/a\x00b", b"{}", "bad_device_id"),
@@ -243,6 +234,7 @@ REJECT_CASES = [
     (NativeAdapter, "devintel/cmd/shutdown", b"", "unknown_value"),
     (NativeAdapter, "devintel/events/d1", b'{"home_type": "castle"}', "unknown_value"),
     (NativeAdapter, "devintel/events/d1", b'{"power_source": "solar"}', "unknown_value"),
+    (NativeAdapter, "devintel/events/d1", b'{"name": "' + b"n" * 129 + b'"}', "out_of_range"),
     (HomeAssistantAdapter, "homeassistant/status", b"restarting", "unknown_value"),
 ]
 
@@ -254,5 +246,50 @@ def test_bad_input_is_rejected_with_its_reason(factory: type[Adapter], topic: st
     assert reject_reason(adapter, topic, payload) == reason
 
 
-def test_the_reject_cases_cover_every_reject_reason() -> None:
-    assert {case[3] for case in REJECT_CASES} == set(REJECT_REASONS)
+#: A bad metric value in an otherwise good message: the value is dropped alone (field, reason), the event kept.
+DROP_CASES = [
+    (NativeAdapter, "devintel/events/d1", b'{"battery_level": true, "linkquality": 5}', "battery_level", "wrong_type"),
+    (Zigbee2MqttAdapter, "zigbee2mqtt/lamp", b'{"linkquality": "strong", "battery": 5}', "linkquality", "wrong_type"),
+    (
+        Zigbee2MqttAdapter,
+        "zigbee2mqtt/lamp",
+        b'{"linkquality": 5, "power_outage_count": "many"}',
+        "restart_count",
+        "wrong_type",
+    ),
+    (NativeAdapter, "devintel/events/d1", b'{"temperature": "NaN", "linkquality": 5}', "temperature", "not_finite"),
+    (
+        Zigbee2MqttAdapter,
+        "zigbee2mqtt/lamp",
+        b'{"battery": "Infinity", "linkquality": 5}',
+        "battery_level",
+        "not_finite",
+    ),
+    (Zigbee2MqttAdapter, "zigbee2mqtt/lamp", b'{"occupancy": "NaN", "linkquality": 5}', "value", "not_finite"),
+    (NativeAdapter, "devintel/events/d1", b'{"battery_level": 255, "linkquality": 5}', "battery_level", "out_of_range"),
+    (Zigbee2MqttAdapter, "zigbee2mqtt/lamp", b'{"battery": 255, "linkquality": 5}', "battery_level", "out_of_range"),
+    (Zigbee2MqttAdapter, "zigbee2mqtt/lamp", b'{"linkquality": 300, "battery": 5}', "linkquality", "out_of_range"),
+    (
+        Zigbee2MqttAdapter,
+        "zigbee2mqtt/lamp",
+        b'{"device_temperature": -273.15, "linkquality": 5}',
+        "temperature",
+        "out_of_range",
+    ),
+]
+
+
+@pytest.mark.parametrize(("factory", "topic", "payload", "field", "reason"), DROP_CASES)
+def test_a_bad_value_is_dropped_alone_and_the_rest_of_the_message_used(
+    factory: type[Adapter], topic: str, payload: bytes, field: str, reason: str
+) -> None:
+    (item,) = factory().parse(topic, payload, RECEIVED)
+    assert isinstance(item, Telemetry)
+    assert [(bad.field, bad.reason) for bad in item.dropped] == [(field, reason)]
+    assert field not in item.event
+    assert any(name in item.event for name in ("linkquality", "battery_level"))  # the good value is used
+
+
+def test_the_reject_and_drop_cases_cover_every_reject_reason() -> None:
+    assert {case[3] for case in REJECT_CASES} | {case[4] for case in DROP_CASES} == set(REJECT_REASONS)
+    assert {case[4] for case in DROP_CASES} == {"wrong_type", "not_finite", "out_of_range"}

@@ -68,10 +68,11 @@ async def test_events_in_predictions_and_discovery_out_then_sigterm(
                     for device in ("leak.kitchen", "leak.bath"):
                         await pub.publish(f"{ns}/events/{device}", leak_event(now + i * 60, i), qos=1)
                 await pub.publish(f"{ns}/events/bad", b"{nope", qos=1)
-                await pub.publish(f"{ns}/events/bad", b'{"battery_level": 300}', qos=1)
+                late = orjson.dumps({"ts": now + 600, "battery_level": 300, "linkquality": 90})
+                await pub.publish(f"{ns}/events/leak.kitchen", late, qos=1)  # a bad value: dropped alone
             await seen.wait_for(
-                lambda: seen.counters(ns).get("events") == 20,
-                "20 events handled",
+                lambda: seen.counters(ns).get("events") == 21,
+                "21 events handled",
             )
             predictions = seen.predictions(ns)
             assert {p["device_id"] for p in predictions} == {"leak.kitchen", "leak.bath"}
@@ -80,7 +81,8 @@ async def test_events_in_predictions_and_discovery_out_then_sigterm(
             assert f"{ns}-ha/sensor/{ns}/leak_kitchen_failure_probability/config" in configs
             assert f"{ns}-ha/binary_sensor/{ns}/leak_bath_needs_attention/config" in configs
             health = seen.health(ns)
-            assert health["counters"]["rejected"] == {"malformed_json": 1, "out_of_range": 1}
+            assert health["counters"]["rejected"] == {"malformed_json": 1}
+            assert health["counters"]["dropped_values"] == {"out_of_range": 1}
             assert health["mqtt"]["connected"] is True
 
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
@@ -88,7 +90,9 @@ async def test_events_in_predictions_and_discovery_out_then_sigterm(
                 assert len((await http.get("/predictions")).json()) == 2
                 assert (await http.get("/predictions/leak.bath")).json()["device_id"] == "leak.bath"
                 assert (await http.get("/predictions/nobody")).status_code == 404
-                assert "devintel_events_total 20" in (await http.get("/metrics")).text
+                metrics = (await http.get("/metrics")).text
+                assert "devintel_events_total 21" in metrics
+                assert 'devintel_dropped_values_total{reason="out_of_range"} 1' in metrics
 
             versions_before = SnapshotStore(small_snapshot).versions()
             code, err = _stop(daemon)

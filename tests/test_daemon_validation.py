@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from devintel.generators.templates import VALID_RANGES
-from devintel.ingest.inbound import MAX_PAYLOAD_BYTES, Rejected
+from devintel.ingest.inbound import MAX_PAYLOAD_BYTES, Rejected, Telemetry
 from devintel.ingest.validation import (
     TimeWindow,
     canonical_event,
@@ -30,9 +30,22 @@ def reason_of(call: object, *args: object, **kwargs: object) -> str:
     return info.value.reason
 
 
-def event(raw: dict[str, object], device_id: str = "dev-1") -> dict[str, object]:
+def telemetry(raw: dict[str, object], device_id: str = "dev-1") -> Telemetry:
     """canonical_event with the test defaults."""
     return canonical_event(raw, device_id=device_id, received=RECEIVED, default_home_type="apartment", window=WINDOW)
+
+
+def event(raw: dict[str, object], device_id: str = "dev-1") -> dict[str, object]:
+    """The event of :func:`telemetry`, which must have dropped no value."""
+    checked = telemetry(raw, device_id)
+    assert checked.dropped == ()
+    return checked.event
+
+
+def dropped(raw: dict[str, object]) -> tuple[dict[str, object], dict[str, str]]:
+    """The event of :func:`telemetry` and the values it dropped (field: reason)."""
+    checked = telemetry(raw)
+    return checked.event, {bad.field: bad.reason for bad in checked.dropped}
 
 
 # parse_json ---------------------------------------------------------------------------------------------------
@@ -222,18 +235,39 @@ def test_canonical_event_maps_unknown_device_types_to_generic(device_type: objec
         ({"home_type": 1}, "unknown_value"),
         ({"power_source": "solar"}, "unknown_value"),
         ({"power_source": "Battery"}, "unknown_value"),
+        ({"ts": "not a time"}, "bad_timestamp"),
+        ({"ts": RECEIVED + 5 * 86_400}, "bad_timestamp"),
+        ({"name": 7}, "wrong_type"),
+    ],
+)
+def test_canonical_event_rejects_what_makes_the_whole_message_unreadable(raw: dict[str, object], reason: str) -> None:
+    assert reason_of(telemetry, raw) == reason
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
         ({"battery_level": 255}, "out_of_range"),
         ({"battery_level": "NaN"}, "not_finite"),
         ({"temperature": "Infinity"}, "not_finite"),
         ({"linkquality": True}, "wrong_type"),
         ({"linkquality": "good"}, "wrong_type"),
         ({"linkquality": [1]}, "wrong_type"),
-        ({"ts": "not a time"}, "bad_timestamp"),
-        ({"ts": RECEIVED + 5 * 86_400}, "bad_timestamp"),
     ],
 )
-def test_canonical_event_rejects_bad_fields(raw: dict[str, object], reason: str) -> None:
-    assert reason_of(event, raw) == reason
+def test_a_bad_metric_value_is_dropped_alone_and_the_rest_of_the_event_kept(
+    bad: dict[str, object], reason: str
+) -> None:
+    good = {"ts": RECEIVED - 5, "device_type": "leak_sensor", "value": 1, "error_rate": 0.25}
+    kept, why = dropped({**good, **bad})
+    assert kept == event(good)
+    assert why == dict.fromkeys(bad, reason)
+
+
+def test_every_bad_value_of_an_event_is_named_and_an_event_of_bad_values_only_is_kept_bare() -> None:
+    kept, why = dropped({"battery_level": -1, "linkquality": "x", "temperature": "nan"})
+    assert why == {"battery_level": "out_of_range", "linkquality": "wrong_type", "temperature": "not_finite"}
+    assert kept == {"device_id": "dev-1", "ts": RECEIVED, "home_type": "apartment"}  # as the warm start sees it
 
 
 @pytest.mark.parametrize("field", sorted(VALID_RANGES))
@@ -241,8 +275,8 @@ def test_canonical_event_uses_the_generator_ranges_for_every_metric(field: str) 
     low, high = VALID_RANGES[field]
     assert event({field: low})[field] == low
     assert event({field: str(high)})[field] == high
-    assert reason_of(event, {field: high + abs(high) * 0.01 + 1}) == "out_of_range"
-    assert reason_of(event, {field: low - abs(low) * 0.01 - 1}) == "out_of_range"
+    assert dropped({field: high + abs(high) * 0.01 + 1})[1] == {field: "out_of_range"}
+    assert dropped({field: low - abs(low) * 0.01 - 1})[1] == {field: "out_of_range"}
 
 
 def test_canonical_event_sanitises_and_checks_the_device_id() -> None:

@@ -107,6 +107,7 @@ def test_bad_input_is_counted_logged_rate_limited_and_dropped(
         totals = [state.totals() for state in states]
         rejected = sum(sum(t["rejected"].values()) for t in totals)
         assert rejected >= 5, totals
+        assert sum(t["dropped_values"].get("out_of_range", 0) for t in totals) == 1, "the battery of 7000 %"
         assert sum(t["bad"].get("subject", 0) for t in totals) == 10
         assert sum(t["errors"] for t in totals) == 0
         subject_lines = [r for r in caplog.records if "partition 0: dropped a message" in r.getMessage()]

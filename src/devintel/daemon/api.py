@@ -79,12 +79,14 @@ class ApiFacade:
         return needing_attention(self._handler)
 
     def predict(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Score an ad-hoc canonical event; nothing is learned or kept."""
-        canonical = canonical_event(
+        """Score an ad-hoc canonical event; nothing is learned or kept. A bad metric value is left out and named
+        under ``dropped_values`` (field: reason), as the live path leaves it out."""
+        telemetry = canonical_event(
             event,
             device_id=sanitize_device_id(event.get("device_id")),
             received=time.time(),
             default_home_type=self._default_home_type,
             window=self._window,
         )
-        return self._handler.live.score(canonical).as_dict()
+        dropped = {bad.field: bad.reason for bad in telemetry.dropped}
+        return {**self._handler.live.score(telemetry.event).as_dict(), "dropped_values": dropped}

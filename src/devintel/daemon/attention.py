@@ -15,8 +15,10 @@ def summary(handler: Handler) -> str:
     flagged = needing_attention(handler)
     top = ", ".join(f"{p['device_id']} {p['failure_probability']:.2f}" for p in flagged[:5])
     rejected = sum(counters.rejected.values())
+    dropped = sum(counters.dropped_values.values())
     return (
-        f"{counters.events} events ({rejected} rejected as bad input), {counters.published} predictions "
+        f"{counters.events} events ({rejected} messages rejected, {dropped} values dropped as bad input), "
+        f"{counters.published} predictions "
         f"published for {len(handler.devices)} devices, {len(flagged)} need attention" + (f" ({top})" if top else "")
     )
 

@@ -78,7 +78,8 @@ class ServiceApi(Protocol):
     def predict(self, event: dict[str, Any]) -> dict[str, Any]:
         """Score an ad-hoc canonical event without learning or changing state.
 
-        Raises :class:`~devintel.ingest.inbound.Rejected` for bad input."""
+        Raises :class:`~devintel.ingest.inbound.Rejected` for a message that cannot be read; a bad metric value
+        is left out and named under ``dropped_values``."""
         ...
 
     def metrics_text(self) -> str:

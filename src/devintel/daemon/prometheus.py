@@ -19,6 +19,7 @@ _COUNTERS: Final[tuple[tuple[str, str], ...]] = (
 #: Counters broken down by a label: (section, label name, help).
 _LABELLED: Final[tuple[tuple[str, str, str], ...]] = (
     ("rejected", "reason", "messages dropped as bad input"),
+    ("dropped_values", "reason", "metric values dropped as bad input from events used otherwise"),
     ("skipped", "reason", "well-formed messages with nothing for devintel"),
     ("failures", "evidence", "failures established by live evidence"),
 )

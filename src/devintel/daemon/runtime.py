@@ -301,13 +301,15 @@ class Runtime:
         self.publish(json_message(self.topics.health, report, retain=True))
         counters = self.handler.counters
         logger.info(
-            "health: %s; %d events, %d predictions published, %d devices, %d need attention, %d rejected",
+            "health: %s; %d events, %d predictions published, %d devices, %d need attention, %d rejected, "
+            "%d values dropped",
             report["status"],
             counters.events,
             counters.published,
             report["devices"],
             report["needs_attention"],
             sum(counters.rejected.values()),
+            sum(counters.dropped_values.values()),
         )
 
     async def _watchdog(self) -> None:

@@ -45,11 +45,13 @@ class PartitionState:
         """Counters of the whole partition (for ``devintel-fleet status`` and the tests)."""
         counters: Counter[str] = Counter()
         rejected: Counter[str] = Counter()
+        dropped: Counter[str] = Counter()
         for handler in self.homes.values():
             counters["messages"] += handler.counters.messages
             counters["events"] += handler.counters.events
             counters["published"] += handler.counters.published
             rejected.update(handler.counters.rejected)
+            dropped.update(handler.counters.dropped_values)
         return {
             "partition": self.partition,
             "seq": self.seq,
@@ -58,6 +60,7 @@ class PartitionState:
             "devices": sum(len(h.devices) for h in self.homes.values()),
             **counters,
             "rejected": dict(rejected),
+            "dropped_values": dict(dropped),
             "errors": self.errors,
             "bad": dict(self.bad),
         }

@@ -26,6 +26,8 @@ class Counters:
     """Prediction messages published (a change of risk or attention, or the periodic refresh)."""
     rejected: Counter[str] = field(default_factory=Counter)
     """Messages dropped as bad input, by reason."""
+    dropped_values: Counter[str] = field(default_factory=Counter)
+    """Metric values dropped as bad input from events that were used otherwise, by reason."""
     skipped: Counter[str] = field(default_factory=Counter)
     """Well-formed messages with nothing for devintel, by reason."""
     failures: Counter[str] = field(default_factory=Counter)
@@ -55,6 +57,7 @@ class Counters:
             "published": self.published,
             "rejected": dict(sorted(self.rejected.items())),
             "rejected_total": sum(self.rejected.values()),
+            "dropped_values": dict(sorted(self.dropped_values.items())),
             "skipped": dict(sorted(self.skipped.items())),
             "failures": dict(sorted(self.failures.items())),
             "feedback": dict(sorted(self.feedback.items())),

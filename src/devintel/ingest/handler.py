@@ -8,7 +8,9 @@ messages to publish and the commands to carry out; it does no I/O itself, so rep
 live daemon would have published.
 
 Bad input never reaches a model: an adapter raises :class:`~devintel.ingest.inbound.Rejected`, the handler
-counts the reason and writes a rate-limited log line. Per-device state is bounded: at most ``max_devices``
+counts the reason and writes a rate-limited log line; a bad metric value in an otherwise good event is left out
+of it, counted (``dropped_values``) and logged the same way (the validation policy of
+:mod:`devintel.ingest.inbound`). Per-device state is bounded: at most ``max_devices``
 devices (the least recently heard are evicted first), and devices silent for ``retention_s`` of stream time
 are evicted (their Home Assistant entities removed when ``remove_gone``).
 
@@ -146,12 +148,25 @@ class Handler:
             )
             return out
         for item in items:
+            if isinstance(item, Telemetry) and item.dropped:
+                self._dropped_values(item, topic)
             self._act(item, out, adapter.source)
         clock = self.live.clocks.get(adapter.source, self.live.clock)
         if clock - self._last_tick.get(adapter.source, float("-inf")) >= self.options.tick_interval_s:
             self._last_tick[adapter.source] = clock
             self._tick(out)
         return out
+
+    def _dropped_values(self, item: Telemetry, topic: str) -> None:
+        """Count and log the metric values left out of an event that is used otherwise."""
+        for bad in item.dropped:
+            self.counters.dropped_values[bad.reason] += 1
+            self._bad_input.warning(
+                f"value:{bad.reason}",
+                "dropped a value on %s, used the rest of the event: %s",
+                topic[:200],
+                bad.detail[:200],
+            )
 
     def _act(self, item: Inbound, out: Handled, source: str) -> None:
         match item:

@@ -4,6 +4,12 @@ Every adapter (``devintel.ingest.adapters``) turns one message (topic, payload b
 a list of these, or raises :class:`Rejected` with a reason from :data:`REJECT_REASONS`. The handler acts on
 them: a :class:`Telemetry` goes to the features and the models, the others update what the daemon knows of
 a device or trigger an action. Nothing else from a message reaches a model.
+
+The validation policy, one for training and serving: a message that cannot be read as a whole (JSON, shape,
+device id, time, a vocabulary) is :class:`Rejected`; a single metric value that is not a finite number inside
+its canonical range is dropped alone (a :class:`DroppedValue` on the :class:`Telemetry`, counted by its reason)
+and the rest of the event is used, as the warm start and replay do with the same value
+(:func:`devintel.models.features.valid`).
 """
 
 from __future__ import annotations
@@ -46,11 +52,23 @@ class Rejected(Exception):  # noqa: N818 (a verdict, not an error of ours)
 
 
 @dataclass(frozen=True, slots=True)
+class DroppedValue:
+    """A metric value left out of an event as bad input (the rest of the event is used); ``reason`` is one of
+    ``wrong_type``, ``not_finite`` and ``out_of_range``."""
+
+    field: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Telemetry:
     """A canonical telemetry event (DESIGN.md): ``device_id`` (sanitised) and ``ts`` (epoch s) always present,
-    every other field optional and already checked (finite, in range, of the vocabulary)."""
+    every other field optional and already checked (finite, in range, of the vocabulary); ``dropped`` lists the
+    metric values left out of it as bad input."""
 
     event: dict[str, object]
+    dropped: tuple[DroppedValue, ...] = ()
 
     @property
     def device_id(self) -> str:

@@ -19,7 +19,7 @@ from typing import Final
 import orjson
 
 from devintel.contract import DEVICE_TYPES, HOME_TYPES, POWER_SOURCES, VALID_RANGES
-from devintel.ingest.inbound import MAX_PAYLOAD_BYTES, Rejected
+from devintel.ingest.inbound import MAX_PAYLOAD_BYTES, DroppedValue, Rejected, Telemetry
 
 #: Longest device id accepted, after sanitising (DESIGN.md).
 MAX_DEVICE_ID_CHARS: Final = 128
@@ -206,14 +206,16 @@ def canonical_event(
     received: float,
     default_home_type: str,
     window: TimeWindow,
-) -> dict[str, object]:
+) -> Telemetry:
     """The canonical telemetry event (DESIGN.md) of a mapping that already uses canonical field names.
 
-    The result always holds ``device_id`` (sanitised), ``ts`` (epoch s, :func:`event_time` of ``raw["ts"]``)
+    The event always holds ``device_id`` (sanitised), ``ts`` (epoch s, :func:`event_time` of ``raw["ts"]``)
     and ``home_type`` (``default_home_type`` when absent); ``name`` (:func:`event_name`), ``device_type``
     (unknown names become ``generic``), ``power_source`` and each metric of :data:`VALID_RANGES` only when
-    present and not null. Metrics become floats (see :func:`metric_value`). Unknown keys are ignored.
-    Raises :class:`Rejected`.
+    present and not null. Metrics become floats (see :func:`metric_value`); a metric value that does not pass
+    is left out and listed in :attr:`Telemetry.dropped` (the validation policy of
+    :mod:`devintel.ingest.inbound`). Unknown keys are ignored. Raises :class:`Rejected` for what makes the whole
+    message unreadable (the device id, the time, the name, the power source).
     """
     event: dict[str, object] = {
         "device_id": sanitize_device_id(device_id),
@@ -231,8 +233,12 @@ def canonical_event(
     power_source = raw.get("power_source")
     if power_source is not None:
         event["power_source"] = _power_source(power_source)
+    dropped: list[DroppedValue] = []
     for field in VALID_RANGES:
         value = raw.get(field)
         if value is not None:
-            event[field] = metric_value(field, value)
-    return event
+            try:
+                event[field] = metric_value(field, value)
+            except Rejected as bad:
+                dropped.append(DroppedValue(field, bad.reason, bad.detail))
+    return Telemetry(event, tuple(dropped))

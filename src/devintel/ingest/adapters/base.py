@@ -14,7 +14,8 @@ Contract of every :class:`Adapter`:
 - :meth:`~Adapter.parse` does no I/O and does not block; it may remember what earlier messages said (the
   Zigbee2MQTT device list), so one adapter instance serves one message stream, in order.
 - Every telemetry event goes through :func:`devintel.ingest.validation.canonical_event`, so a metric is
-  checked the same way whatever its source.
+  checked the same way whatever its source, and a bad metric value is dropped alone (the validation policy of
+  :mod:`devintel.ingest.inbound`).
 """
 
 from __future__ import annotations

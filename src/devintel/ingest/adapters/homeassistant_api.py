@@ -469,14 +469,13 @@ class HomeAssistantApiAdapter(Adapter):
         }
         if raw["temperature"] is None and device_type in REPORTS_TEMPERATURE:
             raw["temperature"] = readings.get("ambient_temperature")
-        event = canonical_event(
+        return canonical_event(
             {k: v for k, v in raw.items() if v is not None},
             device_id=device_id,
             received=received,
             default_home_type=self.default_home_type,
             window=self.window,
         )
-        return Telemetry(event)
 
 
 def _primary(device_type: str, readings: Mapping[str, float]) -> float | None:

@@ -72,10 +72,9 @@ class NativeAdapter(Adapter):
         claimed = raw.get("device_id")
         if claimed is not None and (not isinstance(claimed, str) or sanitize_device_id(claimed) != device_id):
             raise Rejected("device_id_mismatch", f"payload says {claimed!r}, topic says {device_id!r}")
-        event = canonical_event(
+        return canonical_event(
             raw, device_id=device_id, received=received, default_home_type=self.default_home_type, window=self.window
         )
-        return Telemetry(event)
 
     def _feedback(self, name: str, payload: bytes, received: float) -> Feedback:
         device_id = sanitize_device_id(name)

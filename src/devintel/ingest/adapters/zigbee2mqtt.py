@@ -31,7 +31,6 @@ from devintel.ingest.inbound import (
     Inbound,
     Rejected,
     Skipped,
-    Telemetry,
 )
 from devintel.ingest.validation import (
     TimeWindow,
@@ -194,6 +193,16 @@ def primary_value(device_type: str | None, state: Mapping[str, object]) -> objec
         if reading is not None:
             return reading
     return None
+
+
+def _count(value: object) -> float | None:
+    """A counter's reading as a number; None when absent or not a number (the value is then dropped alone)."""
+    if value is None:
+        return None
+    try:
+        return to_number(value, field="power_outage_count")
+    except Rejected:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,11 +375,11 @@ class Zigbee2MqttAdapter(Adapter):
         raw = self._canonical_fields(device_id, state, received)
         if not any(field in raw for field in VALID_RANGES):
             return Skipped("no_metrics", f"no canonical field from {device_id}")
-        event = canonical_event(
+        telemetry = canonical_event(
             raw, device_id=device_id, received=received, default_home_type=self.default_home_type, window=self.window
         )
-        self._commit(device_id, state, event["ts"] if state.get("last_seen") is not None else None)
-        return Telemetry(event)
+        self._commit(device_id, state, telemetry.event["ts"] if state.get("last_seen") is not None else None)
+        return telemetry
 
     def _device_type(self, device_id: str, state: Mapping[str, object]) -> str | None:
         known = self._known.get(device_id)
@@ -419,14 +428,14 @@ class Zigbee2MqttAdapter(Adapter):
             return state["temperature"]
         return state.get("local_temperature") if device_type == "thermostat" else None
 
-    def _restarts(self, device_id: str, count: object, last_seen: object, received: float) -> float | None:
+    def _restarts(self, device_id: str, count: object, last_seen: object, received: float) -> object:
         """Power outages since the device's previous message (0 on the first, and after a counter reset).
 
         A redelivery of the latest message (QoS 1 is at least once: the same ``last_seen`` and the same count)
         reports the same rise as the original, so the handler sees the same event and skips it as a duplicate."""
-        if count is None:
-            return None
-        current = to_number(count, field="power_outage_count")
+        current = _count(count)
+        if current is None:
+            return count  # absent (None), or not a count: canonical_event drops restart_count and says why
         known = self._outages.get(device_id)
         if known is None:
             return 0.0
@@ -443,8 +452,8 @@ class Zigbee2MqttAdapter(Adapter):
     def _commit(self, device_id: str, state: Mapping[str, object], seen: object) -> None:
         """Remember what an accepted message said (its counter, its inferred type, its battery); ``seen`` is its
         event time when it carried ``last_seen``."""
-        if state.get("power_outage_count") is not None:
-            current = to_number(state["power_outage_count"])
+        current = _count(state.get("power_outage_count"))
+        if current is not None:
             known = self._outages.get(device_id)
             seen_ts = float(seen) if isinstance(seen, int | float) else None
             if known is None or not (seen_ts is not None and known.seen == seen_ts and known.count == current):
