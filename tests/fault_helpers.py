@@ -11,15 +11,17 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiomqtt
 import orjson
 
 import devintel.models.snapshots as snapshots
 from devintel.daemon.from_settings import live_models
 from devintel.daemon.settings import Settings
 from devintel.models.snapshots import TMP_PREFIX, SnapshotStore
+from harness.broker import Broker
 
 SEED = int(os.environ.get("DEVINTEL_FAULT_SEED", "20261122"))
 WAIT_S = 30.0
@@ -93,3 +95,22 @@ def _event(i: int, base: float, devices: int = 10) -> tuple[str, bytes]:
         "value": 0.0,
     }
     return f"dev{i % devices}", orjson.dumps(body)
+
+
+@contextlib.asynccontextmanager
+async def health_of(broker: Broker, ns: str) -> AsyncIterator[dict[str, dict[str, object]]]:
+    """The latest health message of the daemon under ``ns``, kept up to date in ``["health"]`` while open."""
+    latest: dict[str, dict[str, object]] = {"health": {}}
+    async with aiomqtt.Client(broker.host, broker.port, identifier=f"health-{ns}-{time.monotonic_ns()}") as c:
+        await c.subscribe(f"{ns}/health", qos=1)
+
+        async def collect() -> None:
+            async for message in c.messages:
+                if isinstance(message.payload, bytes) and message.payload:
+                    latest["health"] = orjson.loads(message.payload)
+
+        task = asyncio.create_task(collect())
+        try:
+            yield latest
+        finally:
+            task.cancel()
