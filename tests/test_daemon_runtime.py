@@ -16,10 +16,11 @@ import aiomqtt
 import orjson
 
 from devintel.daemon.mqtt import MqttSession, Received, backoff_delay
+from devintel.daemon.outbox import Outbox
 from devintel.daemon.runtime import Runtime
 from devintel.daemon.settings import MqttSettings, Settings
 from devintel.ingest.counters import Counters
-from devintel.ingest.outbound import Outgoing, Topics
+from devintel.ingest.outbound import Topics
 from devintel.models.snapshots import SnapshotStore
 from harness.broker import Broker, free_port
 from harness.daemon_env import daemon_env
@@ -54,8 +55,8 @@ async def test_learning_is_shed_before_prediction_when_the_queue_is_deep(small_s
 
 async def test_a_full_queue_drops_and_counts_without_blocking_the_receive_loop(mqtt_broker: Broker) -> None:
     inbox: asyncio.Queue[Received] = asyncio.Queue(maxsize=5)
-    outbox: asyncio.Queue[Outgoing] = asyncio.Queue()
     counters = Counters()
+    outbox = Outbox(100, counters)
     settings = MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port, client_id="devintel-shed")
     session = MqttSession(settings, Topics("shed"), ["shed/events/+"], inbox, outbox, counters)
     stop = asyncio.Event()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import aiomqtt
 
 from devintel.daemon.from_settings import mqtt_client
+from devintel.daemon.outbox import Outbox
 from devintel.daemon.settings import MqttSettings
 from devintel.ingest.counters import Counters, RateLimitedLog
 from devintel.ingest.outbound import Outgoing, Topics
@@ -114,7 +115,7 @@ class MqttSession:
         topics: Topics,
         subscriptions: list[str],
         inbox: asyncio.Queue[Received],
-        outbox: asyncio.Queue[Outgoing],
+        outbox: Outbox,
         counters: Counters,
     ) -> None:
         self.settings = settings
@@ -264,7 +265,7 @@ class MqttSession:
         except (aiomqtt.MqttError, asyncio.CancelledError):
             # Requeue it (at the back: order across a reconnection is not kept) for the next connection.
             try:
-                self.outbox.put_nowait(message)
+                self.outbox.requeue(message)
             except asyncio.QueueFull:
                 self.counters.shed_publish += 1
             raise

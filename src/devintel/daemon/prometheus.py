@@ -13,6 +13,7 @@ _COUNTERS: Final[tuple[tuple[str, str], ...]] = (
     ("published", "prediction messages published"),
     ("shed_events", "messages dropped because the processing queue was full"),
     ("shed_publish", "messages not published because the outbox was full"),
+    ("superseded_publish", "retained messages replaced unsent by a newer one for the same topic"),
     ("evicted", "devices evicted"),
     ("drift_alerts", "drifts of the live error rate detected"),
 )

@@ -47,6 +47,7 @@ from devintel.daemon.homeassistant_api import HomeAssistantSource
 from devintel.daemon.model_service import ModelService
 from devintel.daemon.mqtt import MqttSession, Received
 from devintel.daemon.notify import SystemdNotifier
+from devintel.daemon.outbox import Outbox
 from devintel.daemon.settings import Settings
 from devintel.ingest.adapters.homeassistant_api import HomeAssistantApiAdapter
 from devintel.ingest.counters import RateLimitedLog
@@ -88,7 +89,7 @@ class Runtime:
         )
         """What the HTTP API serves."""
         self.inbox: asyncio.Queue[Received] = asyncio.Queue(maxsize=settings.live.queue_size)
-        self.outbox: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=settings.live.queue_size)
+        self.outbox = Outbox(settings.live.queue_size, self.handler.counters)
         self.session = MqttSession(
             settings.mqtt, self.topics, self.handler.subscriptions(), self.inbox, self.outbox, self.handler.counters
         )

@@ -38,6 +38,9 @@ class Counters:
     """Messages dropped because the queue was full (prediction shed)."""
     shed_publish: int = 0
     """Messages not published because the outbox was full (the broker away for long)."""
+    superseded_publish: int = 0
+    """Retained messages not published because a newer one for the same topic replaced them while they waited
+    (the daemon catching up on a backlog faster than the broker takes its output)."""
     evicted: int = 0
     """Devices evicted (silent past retention, or over the device cap)."""
     drift_alerts: int = 0
@@ -63,6 +66,7 @@ class Counters:
             "feedback": dict(sorted(self.feedback.items())),
             "shed_events": self.shed_events,
             "shed_publish": self.shed_publish,
+            "superseded_publish": self.superseded_publish,
             "evicted": self.evicted,
             "drift_alerts": self.drift_alerts,
         }
