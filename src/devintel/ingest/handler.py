@@ -316,11 +316,12 @@ class Handler:
             self.counters.failures[failure.evidence] += 1
             logger.info("failure evidence: %s (%s at %.0f)", failure.device_id, failure.evidence, failure.ts)
         # Each device against its own source's clock: one source's time must not age out another's devices.
-        clocks = self.live.clocks
+        clocks, never = self.live.clocks, float("-inf")
         expired = [
             device_id
-            for device_id, record in self.devices.items()
-            if clocks.get(record.source, float("-inf")) - record.last_heard > self.options.retention_s
+            for device_id, device in self._table().records.items()
+            if (record := device.ingest) is not None
+            and clocks.get(record.source, never) - record.last_heard > self.options.retention_s
         ]
         for device_id in expired:
             self._evict(device_id, out, "silent past the retention time")

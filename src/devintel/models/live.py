@@ -387,14 +387,19 @@ class LiveModels:
 
         evidence = self.evidence
         found = []
-        for device, since in list(self.offline_since.items()):
+        records = list(self.table.records.items())
+        for device, record in records:
+            since = record.offline_since
+            if since is None:
+                continue
             away = clock_of(device) - since
             if away >= evidence.gone_for_good_s:
                 found.append(self._fail(device, since, "offline"))
             elif away > evidence.offline_grace_s:
                 self.learner.labels.hold(device)
-        for device, state in list(self.learner.features.states.items()):
-            if state.usual_gap <= 0.0:
+        for device, record in records:
+            state = record.features  # read now: a device that failed above has none
+            if state is None or state.usual_gap <= 0.0:
                 continue
             limit = max(evidence.silence_factor * state.usual_gap, evidence.min_silence_s)
             silent = clock_of(device) - state.last_ts
