@@ -47,7 +47,7 @@ from devintel.models.challenger import ChallengerScore
 from devintel.models.decision import AlarmState, DecisionParams, step
 from devintel.models.dense import features_needed
 from devintel.models.dense import probability as probability_of
-from devintel.models.devices import Column, DeviceTable
+from devintel.models.devices import Column, Device, DeviceTable
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.household import EpisodeLedger
 from devintel.models.labels import DelayedLabels, Resolved
@@ -382,8 +382,11 @@ class LiveModels:
         now = self.clock if now is None else max(self.clock, now)
         self.clock = now
 
-        def clock_of(device: str) -> float:
-            return now if explicit else self.clock_of(device, now)
+        clocks = self.clocks
+
+        def clock_of(record: Device) -> float:  # as :meth:`clock_of`, from the record at hand
+            source = record.source
+            return clocks[source] if not explicit and source is not None and source in clocks else now
 
         evidence = self.evidence
         found = []
@@ -392,7 +395,7 @@ class LiveModels:
             since = record.offline_since
             if since is None:
                 continue
-            away = clock_of(device) - since
+            away = clock_of(record) - since
             if away >= evidence.gone_for_good_s:
                 found.append(self._fail(device, since, "offline"))
             elif away > evidence.offline_grace_s:
@@ -402,7 +405,7 @@ class LiveModels:
             if state is None or state.usual_gap <= 0.0:
                 continue
             limit = max(evidence.silence_factor * state.usual_gap, evidence.min_silence_s)
-            silent = clock_of(device) - state.last_ts
+            silent = clock_of(record) - state.last_ts
             if silent >= max(limit, evidence.gone_for_good_s):
                 found.append(self._fail(device, state.last_ts, "silence"))
             elif silent > limit:
