@@ -26,6 +26,7 @@ with a day of waiting labels).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,9 @@ def child(args: argparse.Namespace) -> int:
                 "waiting_labels": handler.report()["labels"]["waiting"],  # type: ignore[index]
             }
     seconds = time.perf_counter() - began
+    table = getattr(handler.live, "table", None)  # the device table (not in the baseline)
+    if table is not None:
+        figures["fields"] = field_sizes(table, [handler.live.learner.labels._expiry])
     if args.tracemalloc:
         tracemalloc.stop()
     events = args.hours * args.devices
@@ -100,6 +105,36 @@ def child(args: argparse.Namespace) -> int:
     figures["devintel"] = str(Path(devintel.__file__).parent)
     print(json.dumps(figures))
     return 0
+
+
+def deep_size(value: object, seen: set[int]) -> int:
+    """Bytes of ``value`` and of what it holds (containers, slots, ``__dict__``), each object counted once."""
+    if value is None or isinstance(value, (bool, type)) or id(value) in seen:
+        return 0
+    seen.add(id(value))
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        size += sum(deep_size(k, seen) + deep_size(v, seen) for k, v in value.items())
+    elif isinstance(value, (list, tuple, set, frozenset, deque)):
+        size += sum(deep_size(item, seen) for item in value)
+    elif hasattr(value, "__dict__"):
+        size += deep_size(vars(value), seen)
+    else:
+        for cls in type(value).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                size += deep_size(getattr(value, name, None), seen)
+    return size
+
+
+def field_sizes(table: Any, shared: list[object]) -> dict[str, float]:
+    """Bytes per device of each field of the device table's records (``getsizeof``, deep), and of the label
+    buffer's expiry queue (``shared``: one entry per waiting event, outside the records)."""
+    records = list(table.records.values())
+    names = [name for name in dataclasses.fields(records[0])] if records else []
+    seen: set[int] = set()
+    sizes = {item.name: sum(deep_size(getattr(r, item.name), seen) for r in records) / len(records) for item in names}
+    sizes["(label expiry queue)"] = sum(deep_size(item, seen) for item in shared) / max(len(records), 1)
+    return sizes
 
 
 def rss_bytes() -> int:
@@ -162,6 +197,11 @@ def report(args: argparse.Namespace, record: dict[str, Any]) -> str:
         1.0,
         ",.0f",
     )
+    sizes = runs["current"][0].get("fields")
+    if sizes:
+        lines += ["", "Where a device's bytes go (current, the first run; `sys.getsizeof`, deep, per device):", ""]
+        lines += ["| field of the record | bytes per device |", "| --- | ---: |"]
+        lines += [f"| {name} | {size:,.0f} |" for name, size in sorted(sizes.items(), key=lambda kv: -kv[1])]
     lines.append("")
     lines.append(
         f"Baseline: `src/` of {record['baseline_revision']} (`git archive`); current: this working tree "
