@@ -16,7 +16,7 @@ the same) and the same events: this working tree ("current") and the ``src/`` of
    collection) from just before the first event: after the first hour (one report per device) and at the end,
    divided by the devices (``--tracemalloc``: the traced Python heap instead, exact but ten times slower).
 2. **Handler alone**: ``bench_live.handler_alone`` (``--events`` events of ``--handler-devices`` devices, publish
-   interval 0), as ``bench_core``'s row, without ``tracemalloc``.
+   interval 0), as ``bench_core``'s row, in a fresh child process of its own.
 
 Medians over ``--repeat``; ratios current/baseline. Prints a Markdown table and writes ``bench/results/devices.md``
 and ``devices.json``. No target is asserted: the table says where the figures stand (issue 12: ≤ 2 KB per device
@@ -50,16 +50,32 @@ PER_DEVICE_TARGET_KB = 2.0
 
 
 def child(args: argparse.Namespace) -> int:
-    """In a child process (``--child``): the memory run and the handler run of the code first on the path."""
+    """In a child process (``--child``): the memory run (``--devices`` > 0) or the handler run of the code first on
+    the path."""
     sys.path.insert(0, str(BENCH))
     import bench_live
     import devintel
+
+    workdir = Path(args.child)
+    model_dir = bench_live.prepare_models(argparse.Namespace(model_dir=Path(args.model_dir)), workdir)
+    if args.devices > 0:
+        figures = memory_run(args, model_dir)
+    else:
+        figures = {
+            "handler": bench_live.handler_alone(model_dir, Path(args.spec), args.events, args.handler_devices, 1)
+        }
+    figures["devintel"] = str(Path(devintel.__file__).parent)
+    print(json.dumps(figures))
+    return 0
+
+
+def memory_run(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
+    """The memory figures of a handler fed ``--devices`` devices for ``--hours`` hours (see the module)."""
+    import bench_live
     from devintel.daemon.from_settings import build_handler
     from devintel.daemon.settings import Settings
     from devintel.models.snapshots import SnapshotStore
 
-    workdir = Path(args.child)
-    model_dir = bench_live.prepare_models(argparse.Namespace(model_dir=Path(args.model_dir)), workdir)
     rows = json.loads(Path(args.spec).read_text())
     settings = Settings(model_dir=model_dir, topic_prefix="bench", live={"max_devices": max(args.devices, 10_000)})
     handler = build_handler(settings, SnapshotStore(model_dir).load())
@@ -98,13 +114,7 @@ def child(args: argparse.Namespace) -> int:
     if handler.counters.events != events:
         raise RuntimeError(f"{handler.counters.events} of {events} events handled")
     figures["feed_events_per_s"] = events / seconds
-    del handler
-    gc.collect()
-    spec = Path(args.spec)
-    figures["handler"] = bench_live.handler_alone(model_dir, spec, args.events, args.handler_devices, 1)
-    figures["devintel"] = str(Path(devintel.__file__).parent)
-    print(json.dumps(figures))
-    return 0
+    return figures
 
 
 def deep_size(value: object, seen: set[int]) -> int:
@@ -145,14 +155,17 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def run_child(args: argparse.Namespace, src: Path | None, workdir: Path, model_dir: Path, spec: Path) -> Any:
-    """One child run of the code in ``src`` (None: this tree)."""
+def run_child(
+    args: argparse.Namespace, src: Path | None, workdir: Path, model_dir: Path, spec: Path, memory: bool
+) -> Any:
+    """One child run of the code in ``src`` (None: this tree): the memory run, or the handler run."""
     from bench_core import environment
 
     workdir.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, str(Path(__file__).resolve()), "--child", str(workdir), "--model-dir", str(model_dir),
-        "--spec", str(spec), "--devices", str(args.devices), "--hours", str(args.hours), "--events", str(args.events),
+        "--spec", str(spec), "--devices", str(args.devices if memory else 0), "--hours", str(args.hours),
+        "--events", str(args.events),
         "--handler-devices", str(args.handler_devices), *(["--tracemalloc"] if args.tracemalloc else []),
     ]  # fmt: skip
     done = subprocess.run(command, env=environment(src), cwd=workdir, capture_output=True, text=True, check=False)
@@ -262,7 +275,10 @@ def main() -> int:
         runs: dict[str, list[Any]] = {"baseline": [], "current": []}
         for rep in range(args.repeat):
             for name in ("baseline", "current") if rep % 2 == 0 else ("current", "baseline"):
-                result = run_child(args, sources[name], workdir / f"{name}-{rep}", model_dir, spec)
+                result = run_child(args, sources[name], workdir / f"{name}-{rep}", model_dir, spec, memory=True)
+                result.update(
+                    run_child(args, sources[name], workdir / f"{name}-{rep}-h", model_dir, spec, memory=False)
+                )
                 runs[name].append(result)
                 print(
                     f"  {name} run {rep + 1}: {result['end']['bytes_per_device'] / 1024:.2f} KB per device, "
