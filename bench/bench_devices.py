@@ -219,8 +219,8 @@ def report(args: argparse.Namespace, record: dict[str, Any]) -> str:
     lines.append(
         f"Baseline: `src/` of {record['baseline_revision']} (`git archive`); current: this working tree "
         f"({record['current_revision']}{', with uncommitted changes' if record['dirty'] else ''}). "
-        f"Medians of {args.repeat} alternating run(s) each, one child process per run. Memory: growth of "
-        f"{'the traced heap (tracemalloc)' if args.tracemalloc else 'VmRSS'} after `gc.collect()`, from just "
+        f"Medians of {args.repeat} alternating run(s) each, a fresh child process for each measurement. Memory: "
+        f"growth of {'the traced heap (tracemalloc)' if args.tracemalloc else 'VmRSS'} after `gc.collect()`, from just "
         f"before the first event, over the devices; shipped settings "
         f"(label interval 3600 s, publish interval 300 s). Python {platform.python_version()}, {platform.machine()}, "
         f"{os.cpu_count()} cores, load average {record['load_before']} before the run; the bench took "
