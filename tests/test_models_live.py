@@ -119,7 +119,8 @@ def test_adopt_state_keeps_devices_and_waiting_labels() -> None:
         old.observe(_event("a", i * HOUR))
     fresh = _live()
     fresh.adopt_state(old)
-    assert fresh.learner.features is old.learner.features
+    assert fresh.table is old.table  # every device's state, handed over as one object
+    assert fresh.learner.features.states["a"] is old.learner.features.states["a"]
     assert len(fresh.learner.labels) == 5
     assert fresh.clock == old.clock
 

@@ -100,7 +100,6 @@ def switch_models(handler: Handler, models: ModelSet) -> None:
     old_tap = tap_of(handler)
     live = models.live()
     live.adopt_state(handler.live)
-    live.challenger_alarms = handler.live.challenger_alarms
     handler.live = live
     if old_tap is not None:
         tap = ExampleTap(old_tap.home_id, live, old_tap.negative_rate)

@@ -10,8 +10,9 @@ live daemon would have published.
 Bad input never reaches a model: an adapter raises :class:`~devintel.ingest.inbound.Rejected`, the handler
 counts the reason and writes a rate-limited log line; a bad metric value in an otherwise good event is left out
 of it, counted (``dropped_values``) and logged the same way (the validation policy of
-:mod:`devintel.ingest.inbound`). Per-device state is bounded: at most ``max_devices``
-devices (the least recently heard are evicted first), and devices silent for ``retention_s`` of stream time
+:mod:`devintel.ingest.inbound`). Per-device state is bounded: what the handler knows of a device is a field of its
+record in the live models' device table (:mod:`devintel.models.devices`), whose one cap is ``max_devices`` (the
+least recently heard are evicted first, and counted here), and devices silent for ``retention_s`` of stream time
 are evicted (their Home Assistant entities removed when ``remove_gone``).
 
 Why one module of over 400 lines: it is the one path from a message to what is published; the items it acts on
@@ -21,7 +22,7 @@ and the per-device bounds it keeps share one state, which two files would have t
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, deque
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -50,6 +51,7 @@ from devintel.ingest.outbound import (
     service_discovery_messages,
 )
 from devintel.ingest.validation import clean_name, sanitize_device_id
+from devintel.models.devices import Column, DeviceTable
 from devintel.models.live import CLEARING_FEEDBACK, LiveModels, Prediction
 
 logger = logging.getLogger(__name__)
@@ -92,8 +94,22 @@ class DeviceRecord:
     published: tuple[str, bool, float] | None = None
     """(risk level, needs attention, event time) of the last prediction published."""
     discovered: bool = False
-    recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
-    """(event time, hash of the event) of the device's latest events, to drop redelivered duplicates."""
+    recent: array[int] = field(default_factory=lambda: array("q"))
+    """Fingerprints (a hash of the event time and the event) of the device's latest :data:`RECENT_EVENTS` events, to
+    drop redelivered duplicates: a ring of machine integers (a deque of tuples cost ~2.7 KB a device)."""
+    _next: int = 0
+
+    def seen(self, fingerprint: int) -> bool:
+        """Whether ``fingerprint`` is among the latest events' (else it is remembered, in place of the oldest)."""
+        recent = self.recent
+        if fingerprint in recent:
+            return True
+        if len(recent) < RECENT_EVENTS:
+            recent.append(fingerprint)
+        else:
+            recent[self._next] = fingerprint
+            self._next = (self._next + 1) % RECENT_EVENTS
+        return False
 
 
 @dataclass(slots=True)
@@ -115,9 +131,9 @@ class Handler:
         self.topics = topics
         self.options = options or HandlerOptions()
         self.counters = Counters()
-        self.devices: OrderedDict[str, DeviceRecord] = OrderedDict()
-        """Known devices, least recently heard first."""
-        self.infos: dict[str, DeviceInfo] = {}
+        self._devices: Column[DeviceRecord] = live.table.column("ingest")
+        self._infos: Column[DeviceInfo] = live.table.column("info")
+        live.table.max_devices = self.options.max_devices
         self.last_drift: float | None = None
         self._drifts_seen = len(live.learner.drifts)
         self._last_tick: dict[str, float] = {}
@@ -125,6 +141,26 @@ class Handler:
         self._received = float("-inf")
         self._bad_input = RateLimitedLog(logger)
         self._drift_log = RateLimitedLog(logger, interval_s=600.0)
+
+    @property
+    def devices(self) -> Column[DeviceRecord]:
+        """The devices that reported, least recently heard first (a view of the device table)."""
+        self._table()
+        return self._devices
+
+    @property
+    def infos(self) -> Column[DeviceInfo]:
+        """What the sources' device lists say about each device (a view of the device table)."""
+        self._table()
+        return self._infos
+
+    def _table(self) -> DeviceTable:
+        """The device table of the models that serve (the views follow it when other models serve with another)."""
+        table = self.live.table
+        if self._devices.table is not table:
+            self._devices, self._infos = table.column("ingest"), table.column("info")
+            table.max_devices = self.options.max_devices
+        return table
 
     def subscriptions(self) -> list[str]:
         """Every topic filter the adapters need."""
@@ -151,6 +187,7 @@ class Handler:
             if isinstance(item, Telemetry) and item.dropped:
                 self._dropped_values(item, topic)
             self._act(item, out, adapter.source)
+            self._evicted(out)
         clock = self.live.clocks.get(adapter.source, self.live.clock)
         if clock - self._last_tick.get(adapter.source, float("-inf")) >= self.options.tick_interval_s:
             self._last_tick[adapter.source] = clock
@@ -194,11 +231,9 @@ class Handler:
         ts = float(event["ts"])  # type: ignore[arg-type]
         record = self._record(device_id, ts, out)
         record.source = source
-        fingerprint = (ts, hash(tuple(sorted((k, repr(v)) for k, v in event.items()))))
-        if fingerprint in record.recent:
+        if record.seen(hash((ts, tuple(sorted((k, repr(v)) for k, v in event.items()))))):
             self.counters.skipped["duplicate"] += 1
             return
-        record.recent.append(fingerprint)
         name = event.pop("name", None)
         if isinstance(name, str) and name != record.name:
             record.name = name
@@ -264,16 +299,21 @@ class Handler:
             self.counters.published += 1
 
     def _record(self, device_id: str, ts: float, out: Handled) -> DeviceRecord:
-        record = self.devices.get(device_id)
+        device = self._table().heard(device_id)
+        record: DeviceRecord | None = device.ingest
         if record is None:
-            while len(self.devices) >= self.options.max_devices:
-                oldest = next(iter(self.devices))
-                self._evict(oldest, out, f"over the cap of {self.options.max_devices} devices")
-            record = self.devices[device_id] = DeviceRecord(last_heard=ts)
+            self._evicted(out)
+            record = device.ingest = DeviceRecord(last_heard=ts)
         else:
-            self.devices.move_to_end(device_id)
             record.last_heard = max(record.last_heard, ts)
         return record
+
+    def _evicted(self, out: Handled) -> None:
+        """Count, log and announce the devices the table's cap evicted (those that reported: a device only listed
+        by its source, or only heard of through its availability, goes silently, as it came)."""
+        for device_id, device in self.live.table.take_evicted():
+            if device.ingest is not None:
+                self._gone(device_id, out, f"over the cap of {self.options.max_devices} devices")
 
     def _due(self, record: DeviceRecord, prediction: Prediction) -> bool:
         if record.published is None:
@@ -284,12 +324,9 @@ class Handler:
         return prediction.ts - ts >= self.options.publish_interval_s
 
     def _device_info(self, info: DeviceInfo, out: Handled) -> None:
-        previous = self.infos.get(info.device_id)
-        self.infos.pop(info.device_id, None)
-        self.infos[info.device_id] = info
-        while len(self.infos) > self.options.max_devices:  # a bridge may list devices that never report
-            del self.infos[next(iter(self.infos))]
-        record = self.devices.get(info.device_id)
+        device = self._table().record(info.device_id)  # a bridge may list devices that never report: capped too
+        previous, device.info = device.info, info
+        record: DeviceRecord | None = device.ingest
         if record is not None and record.discovered and self.options.discovery and previous != info:
             out.messages += self._discovery_of(info.device_id, record)
 
@@ -306,19 +343,21 @@ class Handler:
             self.counters.failures[failure.evidence] += 1
             logger.info("failure evidence: %s (%s at %.0f)", failure.device_id, failure.evidence, failure.ts)
         # Each device against its own source's clock: one source's time must not age out another's devices.
-        clocks = self.live.clocks
+        clocks, never = self.live.clocks, float("-inf")
         expired = [
             device_id
-            for device_id, record in self.devices.items()
-            if clocks.get(record.source, float("-inf")) - record.last_heard > self.options.retention_s
+            for device_id, device in self._table().records.items()
+            if (record := device.ingest) is not None
+            and clocks.get(record.source, never) - record.last_heard > self.options.retention_s
         ]
         for device_id in expired:
             self._evict(device_id, out, "silent past the retention time")
 
     def _evict(self, device_id: str, out: Handled, why: str) -> None:
-        self.devices.pop(device_id, None)
-        self.infos.pop(device_id, None)
         self.live.forget(device_id)
+        self._gone(device_id, out, why)
+
+    def _gone(self, device_id: str, out: Handled, why: str) -> None:
         self.counters.evicted += 1
         logger.info("forgetting device %s: %s", device_id, why)
         if self.options.remove_gone:
@@ -372,11 +411,13 @@ class Handler:
             except (KeyError, TypeError, ValueError, Rejected) as error:
                 self._bad_input.warning("registry", "skipped an entry of the device registry: %s", error)
                 continue
-            if device_id in self.devices or len(self.devices) >= self.options.max_devices:
+            table = self._table()
+            if device_id in self.devices or len(table) >= self.options.max_devices:
                 continue
-            self.devices[device_id] = record
+            device = table.record(device_id)
+            device.ingest = record
             if info is not None:
-                self.infos[device_id] = info
+                device.info = info
             restored += 1
         return restored
 

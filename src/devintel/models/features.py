@@ -37,7 +37,7 @@ module's list of names is the contract of :mod:`~devintel.models.batch_features`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -295,10 +295,15 @@ class FeatureExtractor:
     ``only`` (default: every feature) names the features to compute: the others are neither computed nor
     returned (a learner that leaves out the calendar, the age and raw levels need not pay for them; see
     :func:`features_read_by`). The state is the same either way, so the features that are computed are the same.
+    ``states`` is where the per-device states live (default: a dict of its own; live, a column of the device
+    table, :mod:`devintel.models.devices`).
     """
 
-    def __init__(self, only: frozenset[str] | None = None) -> None:
-        self.states: dict[str, DeviceState] = {}
+    def __init__(
+        self, only: frozenset[str] | None = None, states: MutableMapping[str, DeviceState] | None = None
+    ) -> None:
+        self.states: MutableMapping[str, DeviceState] = {} if states is None else states
+        """Each device's state (a plain dict, or the live device table's column)."""
         self.only = only
 
         def wanted(name: str) -> bool:

@@ -22,6 +22,7 @@ world variant. ``tests/test_models_household.py`` checks each against a brute-fo
 from __future__ import annotations
 
 import heapq
+from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass
 from typing import Final
 
@@ -192,7 +193,11 @@ class EpisodeLedger:
     waiting, or the alarm on since then).
     """
 
-    def __init__(self, horizon_s: float, min_lead_s: float = MIN_LEAD_S) -> None:
+    def __init__(
+        self, horizon_s: float, min_lead_s: float = MIN_LEAD_S, pending: MutableMapping[str, list[float]] | None = None
+    ) -> None:
+        """``pending`` is where each device's waiting onsets live (default: a dict of its own; live, a column of the
+        device table, :mod:`devintel.models.devices`)."""
         self.horizon_s = horizon_s
         self.min_lead_s = min_lead_s
         self.device_s = 0.0
@@ -200,7 +205,7 @@ class EpisodeLedger:
         self.false_episodes = 0
         self.failures = 0
         self.caught = 0
-        self._pending: dict[str, list[float]] = {}
+        self._pending: MutableMapping[str, list[float]] = {} if pending is None else pending
         self._oldest: list[tuple[float, str]] = []  # a heap of (onset, device)
 
     def observe(self, device_id: str, gap_s: float, onset: float | None) -> None:

@@ -18,6 +18,7 @@ dropped, and counted, when more arrive).
 from __future__ import annotations
 
 import heapq
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -38,13 +39,23 @@ class Resolved(Generic[Payload]):
 
 @dataclass(slots=True)
 class _Device(Generic[Payload]):
+    """One device's events waiting for a label, by arrival sequence."""
+
     pending: dict[int, tuple[float, Payload]] = field(default_factory=dict)
 
 
 class DelayedLabels(Generic[Payload]):
     """The buffer of events waiting for their label (see the module docstring)."""
 
-    def __init__(self, horizon_s: float, max_pending: int = 1024) -> None:
+    def __init__(
+        self,
+        horizon_s: float,
+        max_pending: int = 1024,
+        devices: MutableMapping[str, _Device[Payload]] | None = None,
+        held: MutableMapping[str, list[tuple[float, int, str]]] | None = None,
+    ) -> None:
+        """``devices`` and ``held`` are where the per-device entries live (default: dicts of its own; live, columns
+        of the device table, :mod:`devintel.models.devices`)."""
         if horizon_s <= 0:
             raise ValueError(f"horizon_s must be positive, not {horizon_s}")
         if max_pending < 1:
@@ -53,10 +64,10 @@ class DelayedLabels(Generic[Payload]):
         self.max_pending = max_pending
         self.dropped = 0
         """Events dropped unresolved because their device's buffer was full."""
-        self._devices: dict[str, _Device[Payload]] = {}
+        self._devices: MutableMapping[str, _Device[Payload]] = {} if devices is None else devices
         self._expiry: list[tuple[float, int, str]] = []  # (event ts, sequence, device); lazily cleaned
         self._sequence = 0
-        self._held: dict[str, list[tuple[float, int, str]]] = {}
+        self._held: MutableMapping[str, list[tuple[float, int, str]]] = {} if held is None else held
         """Devices whose events may not resolve negative yet, with the expiries deferred meanwhile."""
 
     def __len__(self) -> int:

@@ -23,8 +23,12 @@ evidence is judged. Every event is learned from only once its label resolves, th
 start. Learning goes to the challenger's global model and to its home-type model when the snapshot has one (as in the
 bootstrap); prediction comes from the serving model the router names for the device's home type.
 
-Why one module of over 400 lines: :class:`LiveModels` owns the live per-device state (serving, challenger,
-evidence, alarms), and its snapshot form is kept beside the attributes it must cover, so none is missed.
+Every device's state (features, waiting labels, evidence, alarm decisions) is a record of one
+:class:`~devintel.models.devices.DeviceTable` (one ``forget``, one cap, one snapshot form), which a reload or
+refresh hands over whole (:meth:`LiveModels.adopt_state`).
+
+Why one module of over 400 lines: :class:`LiveModels` is the one place where the serving models, the learning copy,
+the live evidence and the alarm decisions meet on each event; split, each part would reach into the others' state.
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ from devintel.models.challenger import ChallengerScore
 from devintel.models.decision import AlarmState, DecisionParams, step
 from devintel.models.dense import features_needed
 from devintel.models.dense import probability as probability_of
+from devintel.models.devices import Column, Device, DeviceTable
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.household import EpisodeLedger
-from devintel.models.labels import Resolved
+from devintel.models.labels import DelayedLabels, Resolved
 from devintel.models.learners import reasons
 from devintel.models.metrics import RollingMetrics
 from devintel.models.online import Classifier, FeaturePacker, OnlineLearner, Scored
@@ -144,9 +149,12 @@ class LiveModels:
     challenger: dict[str, Classifier] | None = None
     """The learning copy of ``models`` (None: a fresh copy of them)."""
     learner: OnlineLearner = field(init=False)
-    alarms: dict[str, AlarmState] = field(default_factory=dict, init=False)
+    table: DeviceTable = field(init=False)
+    """Every device's state, in one table (:mod:`devintel.models.devices`): the columns below, the learner's
+    features, waiting labels and label pacing, and the ledger's waiting onsets are views of it."""
+    alarms: Column[AlarmState] = field(init=False)
     """Per device, the serving models' alarm decision."""
-    challenger_alarms: dict[str, AlarmState] = field(default_factory=dict, init=False)
+    challenger_alarms: Column[AlarmState] = field(init=False)
     """Per device, the challenger's alarm decision (stepped on the events that wait for a label)."""
     guard: ChallengerScore = field(default_factory=ChallengerScore, init=False)
     verdict: str = field(default="waiting for evidence", init=False)
@@ -158,10 +166,10 @@ class LiveModels:
     clocks: dict[str, float] = field(default_factory=dict, init=False)
     """Each source's own stream clock (the largest event time of its events): a device's evidence (offline,
     silence) is judged on its source's clock, so one source cannot age out another's devices."""
-    source_of: dict[str, str] = field(default_factory=dict, init=False)
+    source_of: Column[str] = field(init=False)
     """The source each device was last heard from."""
-    offline_since: dict[str, float] = field(default_factory=dict, init=False)
-    home_type_of: dict[str, str] = field(default_factory=dict, init=False)
+    offline_since: Column[float] = field(init=False)
+    home_type_of: Column[str] = field(init=False)
     failures: int = field(default=0, init=False)
     """Failures established by live evidence (each resolves the device's waiting labels)."""
     _latest: tuple[str, float, Features] = field(default=("", 0.0, {}), init=False, repr=False)
@@ -175,7 +183,6 @@ class LiveModels:
             raise ValueError(f"the router names models the snapshot lacks: {sorted(unknown)}")
         if self.decision is None:
             self.decision = DecisionParams.plain(self.thresholds[GLOBAL])
-        self.ledger = EpisodeLedger(self.horizon_s)
         self.guard = ChallengerScore(horizon_s=self.horizon_s)
         if self.challenger is None:
             self.challenger = copy.deepcopy(self.models)
@@ -188,13 +195,30 @@ class LiveModels:
             negative_rate=self.negative_rate,
             seed=self.seed,
             on_learn=self._teach_home_type_model,
-            features=FeatureExtractor(only=features_needed([*self.models.values(), *self.challenger.values()])),
+            features=FeatureExtractor(
+                only=features_needed([*self.models.values(), *self.challenger.values()]), states={}
+            ),
             packer=FeaturePacker(),
             label_interval_s=self.label_interval_s,
             outcomes=deque(maxlen=LIVE_OUTCOMES_KEPT),
             rolling=RollingMetrics(window_size=5_000, every=1_000, max_history=LIVE_HISTORY_KEPT),
             on_resolve=self._judge,
         )
+        table = DeviceTable()
+        self._bind(table)
+        self.learner.labels = DelayedLabels(self.horizon_s, devices=table.column("waiting"), held=table.column("held"))
+        self.ledger = EpisodeLedger(self.horizon_s, pending=table.column("onsets"))
+
+    def _bind(self, table: DeviceTable) -> None:
+        """Keep every device's state in ``table`` (the label buffer and the ledger are bound by their makers)."""
+        self.table = table
+        self.alarms = table.column("alarm")
+        self.challenger_alarms = table.column("challenger_alarm")
+        self.source_of = table.column("source")
+        self.offline_since = table.column("offline_since")
+        self.home_type_of = table.column("home_type")
+        self.learner.features.states = table.column("features")
+        self.learner.last_held = table.column("last_held")
 
     def _teach_home_type_model(self, device_id: str, features: Features, label: bool) -> None:
         assert self.challenger is not None
@@ -249,15 +273,17 @@ class LiveModels:
         device_id = str(event["device_id"])
         ts = float(event["ts"])  # type: ignore[arg-type]
         home_type = str(event.get("home_type", ""))
-        self.home_type_of[device_id] = home_type
-        self.offline_since.pop(device_id, None)  # a device that reports is online
+        device = self.table.record(device_id)
+        device.home_type = home_type
+        device.offline_since = None  # a device that reports is online
         moved = ts if clock_limit is None else min(ts, clock_limit)
         self.clock = max(self.clock, moved)
         self.clocks[source] = max(self.clocks.get(source, moved), moved)
-        self.source_of[device_id] = source
+        device.source = source
         name = self.route(home_type)
-        self.learner.labels.release(device_id)
-        previous = self.learner.features.states.get(device_id)
+        if device.held is not None:
+            self.learner.labels.release(device_id)
+        previous = device.features
         gap = ts - previous.last_ts if previous is not None else 0.0
         scored = self.learner.process(
             event,
@@ -356,22 +382,30 @@ class LiveModels:
         now = self.clock if now is None else max(self.clock, now)
         self.clock = now
 
-        def clock_of(device: str) -> float:
-            return now if explicit else self.clock_of(device, now)
+        clocks = self.clocks
+
+        def clock_of(record: Device) -> float:  # as :meth:`clock_of`, from the record at hand
+            source = record.source
+            return clocks[source] if not explicit and source is not None and source in clocks else now
 
         evidence = self.evidence
         found = []
-        for device, since in list(self.offline_since.items()):
-            away = clock_of(device) - since
+        records = list(self.table.records.items())
+        for device, record in records:
+            since = record.offline_since
+            if since is None:
+                continue
+            away = clock_of(record) - since
             if away >= evidence.gone_for_good_s:
                 found.append(self._fail(device, since, "offline"))
             elif away > evidence.offline_grace_s:
                 self.learner.labels.hold(device)
-        for device, state in list(self.learner.features.states.items()):
-            if state.usual_gap <= 0.0:
+        for device, record in records:
+            state = record.features  # read now: a device that failed above has none
+            if state is None or state.usual_gap <= 0.0:
                 continue
             limit = max(evidence.silence_factor * state.usual_gap, evidence.min_silence_s)
-            silent = clock_of(device) - state.last_ts
+            silent = clock_of(record) - state.last_ts
             if silent >= max(limit, evidence.gone_for_good_s):
                 found.append(self._fail(device, state.last_ts, "silence"))
             elif silent > limit:
@@ -392,47 +426,29 @@ class LiveModels:
         return DetectedFailure(device_id, ts, evidence)
 
     def forget(self, device_id: str) -> None:
-        """Drop everything about a device (evicted, or gone for good): features, waiting labels, evidence, alarm."""
-        self.learner.forget(device_id)
-        self.source_of.pop(device_id, None)
-        self.offline_since.pop(device_id, None)
-        self.home_type_of.pop(device_id, None)
-        self.alarms.pop(device_id, None)
-        self.challenger_alarms.pop(device_id, None)
-        self.ledger.forget(device_id)
+        """Drop everything about a device (evicted, or gone for good): its record in :attr:`table`."""
+        self.table.forget(device_id)
 
     def adopt_state(self, previous: LiveModels) -> None:
-        """Carry the per-device state of ``previous`` (features, waiting labels, live evidence, rolling metrics)
-        over to these models, which take over serving (a reload or refresh must not forget every device)."""
+        """Take over the state of ``previous``, whose models these replace in serving (a reload or refresh must not
+        forget every device): its device table, as one object (every device's features, waiting labels, evidence,
+        alarm decisions, serving and challenger), and the stream's state over those devices (the label buffer's
+        and the ledger's queues, the packer's layouts, the clocks, the rolling metrics and drift)."""
+        self._bind(previous.table)
         mine, theirs = self.learner, previous.learner
-        mine.features, mine.labels, mine.packer = theirs.features, theirs.labels, theirs.packer
-        mine.last_held = theirs.last_held
+        mine.labels, mine.packer, self.ledger = theirs.labels, theirs.packer, previous.ledger
         mine.rolling, mine.error_drift, mine.drifts = theirs.rolling, theirs.error_drift, theirs.drifts
         mine.outcomes, mine.resolved, mine.shed = theirs.outcomes, theirs.resolved, theirs.shed
-        self.clock = previous.clock
-        self.clocks, self.source_of = previous.clocks, previous.source_of
-        self.offline_since = previous.offline_since
-        self.home_type_of = previous.home_type_of
-        self.failures = previous.failures
-        self.alarms = previous.alarms
-        self.ledger = previous.ledger
+        self.clock, self.clocks, self.failures = previous.clock, previous.clocks, previous.failures
 
     def alarm_states(self) -> dict[str, object]:
-        """The per-device alarm decisions that carry anything (an alarm on, or evidence building up) as JSON-ready
-        values (for the snapshot); the others restart as they would anyway, from a fresh state."""
-        return {
-            "serving": {device: state.as_list() for device, state in self.alarms.items() if state.carries()},
-            "challenger": {
-                device: state.as_list() for device, state in self.challenger_alarms.items() if state.carries()
-            },
-        }
+        """The per-device state the snapshot keeps (:meth:`DeviceTable.snapshot`: the alarm decisions that carry
+        anything, serving and challenger), as JSON-ready values."""
+        return dict(self.table.snapshot())
 
     def restore_alarms(self, saved: Mapping[str, object]) -> None:
-        """Take over the alarm decisions of :meth:`alarm_states`."""
-        for key, target in (("serving", self.alarms), ("challenger", self.challenger_alarms)):
-            states = saved.get(key)
-            if isinstance(states, dict):
-                target.update({str(device): AlarmState.from_list(values) for device, values in states.items()})
+        """Take over the per-device state of :meth:`alarm_states`."""
+        self.table.restore(saved)
 
     def challenge(self) -> dict[str, object]:
         """Serving versus challenger, for the health message and ``devintel models``."""

@@ -18,7 +18,7 @@ import array
 import heapq
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -147,7 +147,7 @@ class OnlineLearner:
     for devices that report often: at most horizon / interval events per device."""
     labels: DelayedLabels[Scored] = field(init=False)
     _rng: random.Random = field(init=False)
-    last_held: dict[str, float] = field(init=False, default_factory=dict)
+    last_held: MutableMapping[str, float] = field(init=False, default_factory=dict)
     """Per device, the time of its latest event held for a label (for ``label_interval_s``)."""
     on_resolve: Callable[[Resolved[Scored]], None] | None = None
     """Called with every resolved event (the live models compare their serving and learning copies on them)."""
