@@ -16,6 +16,11 @@ knows of it. The records live in one :class:`DeviceTable`, least recently heard 
 Components that used to keep a map of their own (the feature extractor, the label buffer, the episode ledger) take
 a :class:`Column` instead: a dict-like view of one field over the table, so they read and write the records
 without knowing the table (the warm start gives them plain dicts). Pure: no I/O.
+
+Not here, by choice: what a source's adapter remembers of the source (Zigbee2MQTT's device list and outage
+counters, Home Assistant's registries; :mod:`devintel.ingest.adapters`). That memory mirrors the source's own
+registry and lives as long as the source lists the device (bounded by the adapter's cap): devintel evicting a silent
+device does not make the bridge forget its type and power source, which the device's return would need.
 """
 
 from __future__ import annotations
