@@ -6,6 +6,7 @@ read is counted and logged and the partition rebuilt from the stream, every even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -19,7 +20,7 @@ import pytest
 from devintel.daemon.settings import load_settings
 from devintel.fleet.cluster import open_cluster
 from devintel.fleet.homes import HomeFactory
-from devintel.fleet.leases import LeaseLostError
+from devintel.fleet.leases import LeaseLostError, Leases
 from devintel.fleet.partition import PartitionRunner, pointer_key
 from devintel.fleet.settings import FleetSettings
 from devintel.fleet.status import fleet_status, format_status
@@ -222,5 +223,49 @@ def test_shutdown_is_bounded_when_the_cluster_is_gone(
         assert await asyncio.wait_for(task, 30) == 0
         took = asyncio.get_running_loop().time() - started
         assert took < settings.shutdown_timeout_s + 10.0, f"the shutdown took {took:.1f} s"
+
+    asyncio.run(scenario())
+
+
+def test_a_stop_that_arrives_while_a_partition_is_claimed_ends_the_worker(
+    cluster: NatsCluster, small_snapshot_master: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of a SIGTERM with a claim round, made certain: the stop is set while the round's first claim is in
+    flight (the claim sets it, then answers that it won). The lease won is given back, no partition is started, and
+    the worker exits. Without the checks of the stop in ``Worker._balance`` the round went on: the shutdown stopped
+    the one runner it found, the round started the other five, and the worker never exited."""
+    monkeypatch.setenv("DEVINTEL_MODEL_DIR", str(small_snapshot_master))
+    settings = fleet_settings(cluster, shutdown_timeout_s=3.0)
+    real_claim = Leases.claim
+    claims: list[tuple[str, bool]] = []
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+
+        async def claim_then_stop(self: Leases, key: str) -> bool:
+            won = await real_claim(self, key)
+            claims.append((key, won))
+            stop.set()  # the SIGTERM arrives while the claim is in flight
+            return won
+
+        monkeypatch.setattr(Leases, "claim", claim_then_stop)
+        worker = Worker(settings, load_settings(), SnapshotStore(small_snapshot_master).load(), stop)
+        task = asyncio.create_task(worker.run(), name="worker")
+        done, _ = await asyncio.wait([task], timeout=30.0)
+        started = sorted(worker.runners)
+        if not done:
+            stop.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert done, f"the worker did not exit 30 s after its stop (claims {claims}, runners of {started})"
+        assert task.result() == 0
+        assert len(claims) == 1, f"the round went on claiming after the stop: {claims}"
+        assert started == [], f"partitions {started} were started after the stop"
+        assert claims[0][1], f"the claim did not win its lease: {claims}"
+        async with await nats.connect(cluster.urls) as nc:
+            kv = await nc.jetstream().key_value("devintel-leases")
+            with pytest.raises(nats.js.errors.KeyNotFoundError):  # deleted: the lease won was given back
+                await kv.get(claims[0][0])
 
     asyncio.run(scenario())
