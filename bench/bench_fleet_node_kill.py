@@ -32,7 +32,7 @@ from nats.aio.client import Client as NatsClient
 
 from devintel.fleet.cluster import EVENTS_STREAM, open_cluster
 from devintel.fleet.settings import FleetSettings
-from nats_cluster import NatsCluster, Progress, placement, publish_homes, simulated_homes
+from nats_cluster import NatsCluster, Progress, placement, publish_homes, settled_messages, simulated_homes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MQTT_MSGS = "$MQTT_msgs"
@@ -46,40 +46,30 @@ async def _stored(nc: NatsClient) -> int | None:
     return int(info.state.messages)
 
 
-async def _trial(root: Path, homes: int, events: int, kill_after: float, seed: int) -> dict[str, Any]:
-    cluster = NatsCluster(root, partitions=6)
-    cluster.start()
-    try:
-        async with await nats.connect(cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.3) as nc:
-            await open_cluster(FleetSettings(nats={"servers": cluster.urls}, partitions=cluster.partitions), nc)
-            await asyncio.sleep(1.0)  # the streams' groups settle
-            before = await placement(cluster)
-            batch = simulated_homes(homes, events, 20.0, seed=seed)
-            survivors = [cluster.mqtt_ports[0], cluster.mqtt_ports[2]]
-            progress = Progress()
-            samples: list[tuple[float, int, int | None, str, str]] = []
-            started = time.monotonic()
-            publishing = asyncio.create_task(publish_homes(batch, survivors, connections=4, progress=progress))
-            killed_at: float | None = None
-            while not publishing.done():
-                now = time.monotonic() - started
-                if killed_at is None and now >= kill_after:
-                    cluster.nodes[1].kill()
-                    killed_at = now
-                where = await placement(cluster)
-                stored = await _stored(nc)
-                samples.append((now, progress.acked, stored, where.get(EVENTS_STREAM, "?"), where.get(MQTT_MSGS, "?")))
-                await asyncio.sleep(0.2)
-            acked = await publishing
-            last, still = -1, time.monotonic()
-            while time.monotonic() - still < 3.0:  # until the count holds for 3 s
-                stored_now = await _stored(nc)
-                if stored_now is not None and stored_now != last:
-                    last, still = stored_now, time.monotonic()
-                await asyncio.sleep(0.3)
-            after = await placement(cluster)
-    finally:
-        cluster.stop()
+async def _trial(cluster: NatsCluster, homes: int, events: int, kill_after: float, seed: int) -> dict[str, Any]:
+    async with await nats.connect(cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.3) as nc:
+        await open_cluster(FleetSettings(nats={"servers": cluster.urls}, partitions=cluster.partitions), nc)
+        await asyncio.sleep(1.0)  # the streams' groups settle
+        before = await placement(cluster)
+        batch = simulated_homes(homes, events, 20.0, seed=seed)
+        survivors = [cluster.mqtt_ports[0], cluster.mqtt_ports[2]]
+        progress = Progress()
+        samples: list[tuple[float, int, int | None, str, str]] = []
+        started = time.monotonic()
+        publishing = asyncio.create_task(publish_homes(batch, survivors, connections=4, progress=progress))
+        killed_at: float | None = None
+        while not publishing.done():
+            now = time.monotonic() - started
+            if killed_at is None and now >= kill_after:
+                cluster.nodes[1].kill()
+                killed_at = now
+            where = await placement(cluster)
+            stored = await _stored(nc)
+            samples.append((now, progress.acked, stored, where.get(EVENTS_STREAM, "?"), where.get(MQTT_MSGS, "?")))
+            await asyncio.sleep(0.2)
+        acked = await publishing
+        last = await settled_messages(nc, EVENTS_STREAM)
+        after = await placement(cluster)
     gap = 0.0
     for (t0, a0, s0, _, _), (t1, a1, s1, _, _) in itertools.pairwise(samples):
         if killed_at is not None and t0 >= killed_at and a1 > a0 and (s0 is None or s1 is None or s1 <= s0):
@@ -111,7 +101,12 @@ def main() -> None:
     rows = []
     for trial in range(args.trials):
         with tempfile.TemporaryDirectory(prefix="devintel-nodekill-") as tmp:
-            row = asyncio.run(_trial(Path(tmp), args.homes, args.events, args.kill_after, 3000 + 100 * trial))
+            cluster = NatsCluster(Path(tmp), partitions=6)
+            cluster.start()
+            try:
+                row = asyncio.run(_trial(cluster, args.homes, args.events, args.kill_after, 3000 + 100 * trial))
+            finally:
+                cluster.stop()
         rows.append(row)
         print(
             f"trial {trial + 1}: events leader before {row['events_before']}, $MQTT_msgs {row['mqtt_msgs_before']}, "

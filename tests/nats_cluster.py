@@ -358,6 +358,23 @@ async def publish_homes(
     return sent
 
 
+async def settled_messages(nc: NatsClient, stream: str, hold_s: float = 3.0, timeout: float = 120.0) -> int:
+    """The stream's message count once it has held still for ``hold_s`` (a node was killed: what the stream got
+    is only known once it stops growing)."""
+    last, still, deadline = -1, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() - still < hold_s:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"stream {stream} did not settle in {timeout} s (last {last} messages)")
+        try:
+            count = int((await nc.jetstream(timeout=2.0).stream_info(stream)).state.messages)
+        except Exception:  # no leader for the moment: look again
+            count = last
+        if count != last:
+            last, still = count, time.monotonic()
+        await asyncio.sleep(0.3)
+    return last
+
+
 @contextlib.asynccontextmanager
 async def connected(cluster: NatsCluster) -> AsyncIterator[NatsClient]:
     """A NATS connection to the cluster (any node)."""

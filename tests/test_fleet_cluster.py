@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from nats.aio.client import Client as NatsClient
 
 from devintel.daemon.from_settings import live_models
 from devintel.daemon.settings import load_settings
+from devintel.fleet.cluster import EVENTS_STREAM
 from devintel.fleet.modelset import ModelSet
 from devintel.models.snapshots import SnapshotStore
 from fleet_support import (
@@ -30,7 +32,16 @@ from fleet_support import (
     replay_reference,
     wait_all_acked,
 )
-from nats_cluster import FleetProcess, Home, NatsCluster, nats_server_available, publish_homes, simulated_homes
+from nats_cluster import (
+    FleetProcess,
+    Home,
+    NatsCluster,
+    nats_server_available,
+    placement,
+    publish_homes,
+    settled_messages,
+    simulated_homes,
+)
 
 pytestmark = [
     pytest.mark.fleet,
@@ -195,29 +206,97 @@ def test_a_killed_worker_is_taken_over_within_10_s_with_nothing_lost_or_doubled(
             worker.kill()
 
 
-@pytest.mark.known_loss
+async def events_leader(cluster: NatsCluster) -> int:
+    """The index of the node that leads the events stream (from a node's ``/jsz``), waiting for one."""
+    deadline = time.monotonic() + 30.0
+    while True:
+        leader = (await placement(cluster)).get(EVENTS_STREAM, "-").split(" ")[0]
+        names = [node.config.name for node in cluster.nodes]
+        if leader in names and cluster.nodes[names.index(leader)].alive():
+            return names.index(leader)
+        assert time.monotonic() < deadline, f"the events stream has no leader: {await placement(cluster)}"
+        await asyncio.sleep(0.2)
+
+
+async def kill_mid_stream(cluster: NatsCluster, nc: NatsClient, homes: list[Home], victim: int) -> tuple[int, float]:
+    """Publish the first half of ``homes`` through the two other nodes' MQTT listeners, kill -9 node ``victim``
+    1.5 s in; once the events stream has a leader on a survivor, publish the second half. Returns what was sent
+    (PUBACKed) and how long after the kill the stream had a leader again (s)."""
+    survivors = [node.config.mqtt_port for i, node in enumerate(cluster.nodes) if i != victim]
+    first, second = homes[: len(homes) // 2], homes[len(homes) // 2 :]
+    print(f"before the kill: {await placement(cluster)}; killing {cluster.nodes[victim].config.name}")
+    publishing = asyncio.create_task(publish_homes(first, survivors, connections=4))
+    await asyncio.sleep(1.5)
+    cluster.nodes[victim].kill()  # kill -9, mid-stream
+    killed = time.monotonic()
+    await events_leader(cluster)
+    leaderless = time.monotonic() - killed
+    print(f"after the kill: {await placement(cluster)}; the events stream had a leader again {leaderless:.1f} s on")
+    sent = await publishing
+    sent += await publish_homes(second, survivors, connections=4)
+    return sent, leaderless
+
+
 def test_a_killed_nats_node_does_not_stop_the_stream(
     cluster: NatsCluster, small_snapshot_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """kill -9 of a node that does not lead the events stream (two nodes in three): nothing is lost. The homes'
+    bridges publish through the two other nodes (a bridge connected to the dead node reconnects to another and sends
+    again what was not acknowledged, as the publisher here does on any error)."""
     homes = simulated_homes(60, 200, 20.0, seed=3000)
     workers = start_workers(cluster, small_snapshot_master, tmp_path, 2)
-    survivors = [cluster.mqtt_ports[0], cluster.mqtt_ports[2]]  # the homes' bridges are on nodes 1 and 3
 
     async def scenario() -> None:
         collector = Collector()
         async with await nats.connect(cluster.urls) as nc:
             await nc.subscribe("homes.>", cb=collector.on_message)
             await wait_claimed(nc, cluster.partitions, 2)
-            first, second = homes[:30], homes[30:]
-            publishing = asyncio.create_task(publish_homes(first, survivors, connections=4))
-            await asyncio.sleep(1.5)
-            cluster.nodes[1].kill()  # kill -9 of node 2, mid-stream
-            sent = await publishing
-            sent += await publish_homes(second, survivors, connections=4)
+            victim = (await events_leader(cluster) + 1) % len(cluster.nodes)
+            sent, _ = await kill_mid_stream(cluster, nc, homes, victim)
             await wait_all_acked(nc, cluster.partitions, sent)
             for worker in workers:
                 assert worker.stop() == 0
             await check_fleet(nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for worker in workers:
+            worker.kill()
+
+
+def test_a_killed_events_stream_leader_loses_only_what_its_election_window_acknowledged(
+    cluster: NatsCluster, small_snapshot_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 of the node that leads the events stream: the stream goes on (a survivor leads it within seconds),
+    nothing it stored is lost or counted twice, and every home that published once it had its leader again is
+    handled in full, as one daemon would. Messages that a surviving node's MQTT listener acknowledged (PUBACK)
+    while the stream had no leader may be lost: nats-server's MQTT listener acknowledges a QoS 1 message once it is
+    stored in its own ``$MQTT_msgs`` stream and handed to core NATS, and a stream without a leader drops a core
+    publish (docs/fleet.md, "A killed node: what is lost and why"). The loss is printed, not asserted away."""
+    homes = simulated_homes(60, 200, 20.0, seed=3000)
+    workers = start_workers(cluster, small_snapshot_master, tmp_path, 2)
+
+    async def scenario() -> None:
+        async with await nats.connect(cluster.urls) as nc:
+            await wait_claimed(nc, cluster.partitions, 2)
+            sent, leaderless = await kill_mid_stream(cluster, nc, homes, await events_leader(cluster))
+            stored = await settled_messages(nc, EVENTS_STREAM)
+            print(f"PUBACKed {sent}, stored {stored}: {sent - stored} lost in the {leaderless:.1f} s without a leader")
+            await wait_all_acked(nc, cluster.partitions, stored)
+            for worker in workers:
+                assert worker.stop() == 0
+            handled = handled_per_home(
+                await partition_states(nc, cluster.partitions, model_set(small_snapshot_master, monkeypatch))
+            )
+            for index, home in enumerate(homes):
+                expected = expected_events(home, small_snapshot_master, monkeypatch)
+                got: Counter[str] = handled.get(home.home_id, Counter())
+                if index >= len(homes) // 2:  # published once the stream had a leader again: all of it
+                    assert dict(got) == dict(expected), f"home {home.home_id}: counts differ"
+                else:  # nothing counted twice
+                    assert all(got[topic] <= expected[topic] for topic in got), f"home {home.home_id}: doubled"
+            assert sum(sum(c.values()) for c in handled.values()) <= stored
 
     try:
         asyncio.run(scenario())
