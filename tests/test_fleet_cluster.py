@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
+import httpx
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -41,6 +42,7 @@ from nats_cluster import (
     publish_homes,
     settled_messages,
     simulated_homes,
+    stream_placement,
 )
 
 pytestmark = [
@@ -207,11 +209,19 @@ def test_a_killed_worker_is_taken_over_within_10_s_with_nothing_lost_or_doubled(
 
 
 async def events_leader(cluster: NatsCluster) -> int:
-    """The index of the node that leads the events stream (from a node's ``/jsz``), waiting for one."""
+    """The index of the node that leads the events stream, once every running node's ``/jsz`` names the same
+    running node (so the new leader's subscription is known to them all), waiting for that."""
+    names = [node.config.name for node in cluster.nodes]
     deadline = time.monotonic() + 30.0
     while True:
-        leader = (await placement(cluster)).get(EVENTS_STREAM, "-").split(" ")[0]
-        names = [node.config.name for node in cluster.nodes]
+        seen = set()
+        for node in cluster.nodes:
+            if node.alive():
+                try:
+                    seen.add(stream_placement(await node.jsz()).get(EVENTS_STREAM, "-").split(" ")[0])
+                except httpx.HTTPError:
+                    seen.add("?")
+        leader = seen.pop() if len(seen) == 1 else "-"
         if leader in names and cluster.nodes[names.index(leader)].alive():
             return names.index(leader)
         assert time.monotonic() < deadline, f"the events stream has no leader: {await placement(cluster)}"
