@@ -67,6 +67,13 @@ class Node:
             answer.raise_for_status()
             return dict(answer.json())
 
+    async def connection_names(self) -> set[str]:
+        """The names of the client connections this node serves now (``/connz``)."""
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            answer = await http.get(f"http://127.0.0.1:{self.config.http_port}/connz?limit=10000")
+            answer.raise_for_status()
+            return {str(c.get("name", "")) for c in answer.json().get("connections") or []}
+
     def start(self) -> None:
         """Start (or restart) the server."""
         conf = self.path / f"{self.config.name}.conf"

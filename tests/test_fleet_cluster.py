@@ -79,23 +79,35 @@ async def check_fleet(
     model_dir: Path,
     work: Path,
     monkeypatch: pytest.MonkeyPatch,
+    cut_off: frozenset[int] = frozenset(),
 ) -> int:
     """Every home: the events its durable state counts equal a single daemon's count of what was sent, and its
     outputs (repeats of a takeover removed) equal ``devintel replay --no-learn`` of its capture, message for message.
-    Returns how many repeats there were."""
+    In the partitions ``cut_off`` (their worker's own NATS node was killed: core NATS is at most once, so what was
+    in flight on that connection is gone) the outputs are the replay's in its order, some perhaps missing, none
+    wrong. Returns how many repeats there were."""
     states = await partition_states(nc, cluster.partitions, model_set(model_dir, monkeypatch))
     handled = handled_per_home(states)
+    partition_of = {home: state.partition for state in states for home in state.handled}
     outputs, repeats = collector.by_home()
     work.mkdir(exist_ok=True)
+    missing = 0
     for home in homes:
         expected = expected_events(home, model_dir, monkeypatch)
         assert sum(expected.values()) > 0.99 * sum(home.events_per_topic().values())
         assert dict(handled.get(home.home_id, {})) == dict(expected), f"home {home.home_id}: counts differ"
         reference = replay_reference(home, work, monkeypatch, model_dir)
         got = outputs.get(home.home_id, [])
+        if partition_of.get(home.home_id) in cut_off:
+            rest = iter(reference)
+            assert all(any(ours == theirs for theirs in rest) for ours in got), f"home {home.home_id}: not the replay's"
+            missing += len(reference) - len(got)
+            continue
         assert len(got) == len(reference), f"home {home.home_id}: {len(got)} outputs, the replay {len(reference)}"
         for index, (ours, theirs) in enumerate(zip(got, reference, strict=True)):
             assert ours == theirs, f"home {home.home_id}, output {index}: {ours} != {theirs}"
+    if cut_off:
+        print(f"partitions {sorted(cut_off)} (their worker on the killed node): {missing} outputs lost in flight")
     assert sum(s.errors for s in states) == 0
     return repeats
 
@@ -250,23 +262,31 @@ async def kill_mid_stream(cluster: NatsCluster, nc: NatsClient, homes: list[Home
 def test_a_killed_nats_node_does_not_stop_the_stream(
     cluster: NatsCluster, small_snapshot_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """kill -9 of a node that does not lead the events stream (two nodes in three): nothing is lost. The homes'
+    """kill -9 of a node that does not lead the events stream (two nodes in three): no event is lost. The homes'
     bridges publish through the two other nodes (a bridge connected to the dead node reconnects to another and sends
-    again what was not acknowledged, as the publisher here does on any error)."""
+    again what was not acknowledged, as the publisher here does on any error); the test's own subscriber too. A
+    worker connected to the killed node reconnects; what it had in flight on that connection (outputs: core NATS is
+    at most once) may be lost, so its partitions' outputs are checked to be the replay's, in order, none wrong."""
     homes = simulated_homes(60, 200, 20.0, seed=3000)
     workers = start_workers(cluster, small_snapshot_master, tmp_path, 2)
 
     async def scenario() -> None:
+        victim = (await events_leader(cluster) + 1) % len(cluster.nodes)
+        survivors = [node.url for i, node in enumerate(cluster.nodes) if i != victim]
         collector = Collector()
-        async with await nats.connect(cluster.urls) as nc:
+        async with await nats.connect(survivors) as nc:
             await nc.subscribe("homes.>", cb=collector.on_message)
             await wait_claimed(nc, cluster.partitions, 2)
-            victim = (await events_leader(cluster) + 1) % len(cluster.nodes)
+            on_victim = await cluster.nodes[victim].connection_names()
+            holders = await lease_holders(nc, cluster.partitions)
+            cut_off = frozenset(k for k, w in holders.items() if f"devintel-fleet-worker-{w}" in on_victim)
             sent, _ = await kill_mid_stream(cluster, nc, homes, victim)
             await wait_all_acked(nc, cluster.partitions, sent)
             for worker in workers:
                 assert worker.stop() == 0
-            await check_fleet(nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch)
+            await check_fleet(
+                nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch, cut_off
+            )
 
     try:
         asyncio.run(scenario())
