@@ -16,10 +16,11 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from devintel.daemon import cli
-from devintel.fleet.cluster import EVENTS_STREAM, open_cluster
+from devintel.fleet.cluster import EVENTS_STREAM, OBJECTS, open_cluster
 from devintel.fleet.codec import CorruptBlobError
 from devintel.fleet.modelset import ModelSet
 from devintel.fleet.partition import SEQ_HEADER, pointer_key
+from devintel.fleet.reads import read_object
 from devintel.fleet.settings import FleetSettings
 from devintel.fleet.state import PartitionState, decode_state
 from devintel.fleet.subjects import HOMES
@@ -135,7 +136,7 @@ async def partition_states(nc: NatsClient, partitions: int, models: ModelSet) ->
         pointer = orjson.loads(entry.value or b"")
         for attempt in range(10):  # a node was killed: the object store's leader may be moving
             try:
-                blob = (await objects.get(str(pointer["object"]))).data or b""
+                blob = await read_object(js, objects, OBJECTS, str(pointer["object"]))
                 break
             except (nats.errors.TimeoutError, TimeoutError):
                 if attempt == 9:

@@ -20,8 +20,10 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
+import httpx
 import nats
 import orjson
 from nats.aio.client import Client as NatsClient
@@ -52,6 +54,26 @@ class Node:
         """Its client URL."""
         return f"nats://127.0.0.1:{self.config.client_port}"
 
+    def alive(self) -> bool:
+        """Whether its process runs."""
+        return self.process is not None and self.process.poll() is None
+
+    async def jsz(self) -> dict[str, Any]:
+        """Its ``/jsz`` with every account's streams (the monitoring port): where each stream's leader and replicas
+        sit, as this node sees it."""
+        url = f"http://127.0.0.1:{self.config.http_port}/jsz?accounts=true&streams=true"
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            answer = await http.get(url)
+            answer.raise_for_status()
+            return dict(answer.json())
+
+    async def connection_names(self) -> set[str]:
+        """The names of the client connections this node serves now (``/connz``)."""
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            answer = await http.get(f"http://127.0.0.1:{self.config.http_port}/connz?limit=10000")
+            answer.raise_for_status()
+            return {str(c.get("name", "")) for c in answer.json().get("connections") or []}
+
     def start(self) -> None:
         """Start (or restart) the server."""
         conf = self.path / f"{self.config.name}.conf"
@@ -75,6 +97,26 @@ class Node:
                 self.kill()
 
 
+def stream_placement(jsz: Mapping[str, Any]) -> dict[str, str]:
+    """``stream name -> "leader [replicas]"`` from a node's ``/jsz`` (the meta group as ``meta``)."""
+    placement = {"meta": str((jsz.get("meta_cluster") or {}).get("leader", "?"))}
+    for account in jsz.get("account_details") or []:
+        for stream in account.get("stream_detail") or []:
+            cluster = stream.get("cluster") or {}
+            replicas = ",".join(sorted(str(r.get("name")) for r in cluster.get("replicas") or []))
+            placement[str(stream.get("name"))] = f"{cluster.get('leader') or '-'} [{replicas}]"
+    return placement
+
+
+async def placement(cluster: NatsCluster) -> dict[str, str]:
+    """The streams' leaders and replicas as the first running node reports them (empty when none answers)."""
+    for node in cluster.nodes:
+        if node.alive():
+            with contextlib.suppress(httpx.HTTPError):
+                return stream_placement(await node.jsz())
+    return {}
+
+
 @dataclass
 class NatsCluster:
     """Three nats-server nodes on loopback (see the module docstring)."""
@@ -89,9 +131,9 @@ class NatsCluster:
     def _configure(self) -> None:
         """Free ports for the three nodes (chosen anew: a port picked free may be taken before the server binds)."""
         self.nodes.clear()
-        ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
-        routes = tuple(f"127.0.0.1:{cluster}" for _, cluster, _ in ports)
-        for i, (client, cluster, mqtt) in enumerate(ports, start=1):
+        ports = [(free_port(), free_port(), free_port(), free_port()) for _ in range(3)]
+        routes = tuple(f"127.0.0.1:{cluster}" for _, cluster, _, _ in ports)
+        for i, (client, cluster, mqtt, http) in enumerate(ports, start=1):
             store = self.root / f"n{i}"
             store.mkdir(parents=True, exist_ok=True)
             config = NodeConfig(
@@ -104,6 +146,7 @@ class NatsCluster:
                 routes=routes,
                 partitions=self.partitions,
                 max_file_store="2GB",
+                http_port=http,
             )
             self.nodes.append(Node(config, self.root))
 
@@ -261,13 +304,26 @@ def payload_bytes(line: Mapping[str, object]) -> bytes:
     return payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
 
 
+@dataclass
+class Progress:
+    """How many messages a :func:`publish_homes` has had acknowledged (PUBACK) so far."""
+
+    acked: int = 0
+
+
 async def publish_homes(
-    homes: Sequence[Home], mqtt_ports: Sequence[int], connections: int = 8, extra: Sequence[tuple[str, bytes]] = ()
+    homes: Sequence[Home],
+    mqtt_ports: Sequence[int],
+    connections: int = 8,
+    extra: Sequence[tuple[str, bytes]] = (),
+    progress: Progress | None = None,
 ) -> int:
     """Publish every home's capture under ``homes/<home_id>/`` through the MQTT listeners (QoS 1, each home in its
     order over one connection; ``connections`` connections spread over the nodes); then ``extra`` (topic,
-    payload) messages. Returns the messages sent."""
+    payload) messages. Returns the messages sent (each acknowledged by the server: a QoS 1 publish returns on its
+    PUBACK); ``progress`` counts them as they go."""
     sent = 0
+    progress = Progress() if progress is None else progress
 
     async def one(index: int, share: Sequence[Home]) -> None:
         # As a bridge does: a message not acknowledged is sent again after reconnecting (to the next node), so a
@@ -288,6 +344,7 @@ async def publish_homes(
                         await client.publish(topic, payload, qos=1)
                         position += 1
                         sent += 1
+                        progress.acked += 1
             except aiomqtt.MqttError:
                 attempt += 1
                 if attempt > 20:
@@ -304,7 +361,25 @@ async def publish_homes(
             for topic, payload in extra:
                 await client.publish(topic, payload, qos=1)
                 sent += 1
+                progress.acked += 1
     return sent
+
+
+async def settled_messages(nc: NatsClient, stream: str, hold_s: float = 3.0, timeout: float = 120.0) -> int:
+    """The stream's message count once it has held still for ``hold_s`` (a node was killed: what the stream got
+    is only known once it stops growing)."""
+    last, still, deadline = -1, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() - still < hold_s:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"stream {stream} did not settle in {timeout} s (last {last} messages)")
+        try:
+            count = int((await nc.jetstream(timeout=2.0).stream_info(stream)).state.messages)
+        except Exception:  # no leader for the moment: look again
+            count = last
+        if count != last:
+            last, still = count, time.monotonic()
+        await asyncio.sleep(0.3)
+    return last
 
 
 @contextlib.asynccontextmanager

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
+import httpx
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
 from devintel.daemon.from_settings import live_models
 from devintel.daemon.settings import load_settings
+from devintel.fleet.cluster import EVENTS_STREAM
 from devintel.fleet.modelset import ModelSet
 from devintel.models.snapshots import SnapshotStore
 from fleet_support import (
@@ -30,7 +33,17 @@ from fleet_support import (
     replay_reference,
     wait_all_acked,
 )
-from nats_cluster import FleetProcess, Home, NatsCluster, nats_server_available, publish_homes, simulated_homes
+from nats_cluster import (
+    FleetProcess,
+    Home,
+    NatsCluster,
+    nats_server_available,
+    placement,
+    publish_homes,
+    settled_messages,
+    simulated_homes,
+    stream_placement,
+)
 
 pytestmark = [
     pytest.mark.fleet,
@@ -66,23 +79,35 @@ async def check_fleet(
     model_dir: Path,
     work: Path,
     monkeypatch: pytest.MonkeyPatch,
+    cut_off: frozenset[int] = frozenset(),
 ) -> int:
     """Every home: the events its durable state counts equal a single daemon's count of what was sent, and its
     outputs (repeats of a takeover removed) equal ``devintel replay --no-learn`` of its capture, message for message.
-    Returns how many repeats there were."""
+    In the partitions ``cut_off`` (their worker's own NATS node was killed: core NATS is at most once, so what was
+    in flight on that connection is gone) the outputs are the replay's in its order, some perhaps missing, none
+    wrong. Returns how many repeats there were."""
     states = await partition_states(nc, cluster.partitions, model_set(model_dir, monkeypatch))
     handled = handled_per_home(states)
+    partition_of = {home: state.partition for state in states for home in state.handled}
     outputs, repeats = collector.by_home()
     work.mkdir(exist_ok=True)
+    missing = 0
     for home in homes:
         expected = expected_events(home, model_dir, monkeypatch)
         assert sum(expected.values()) > 0.99 * sum(home.events_per_topic().values())
         assert dict(handled.get(home.home_id, {})) == dict(expected), f"home {home.home_id}: counts differ"
         reference = replay_reference(home, work, monkeypatch, model_dir)
         got = outputs.get(home.home_id, [])
+        if partition_of.get(home.home_id) in cut_off:
+            rest = iter(reference)
+            assert all(any(ours == theirs for theirs in rest) for ours in got), f"home {home.home_id}: not the replay's"
+            missing += len(reference) - len(got)
+            continue
         assert len(got) == len(reference), f"home {home.home_id}: {len(got)} outputs, the replay {len(reference)}"
         for index, (ours, theirs) in enumerate(zip(got, reference, strict=True)):
             assert ours == theirs, f"home {home.home_id}, output {index}: {ours} != {theirs}"
+    if cut_off:
+        print(f"partitions {sorted(cut_off)} (their worker on the killed node): {missing} outputs lost in flight")
     assert sum(s.errors for s in states) == 0
     return repeats
 
@@ -195,29 +220,113 @@ def test_a_killed_worker_is_taken_over_within_10_s_with_nothing_lost_or_doubled(
             worker.kill()
 
 
-@pytest.mark.known_loss
+async def events_leader(cluster: NatsCluster) -> int:
+    """The index of the node that leads the events stream, once every running node's ``/jsz`` names the same
+    running node (so the new leader's subscription is known to them all), waiting for that."""
+    names = [node.config.name for node in cluster.nodes]
+    deadline = time.monotonic() + 30.0
+    while True:
+        seen = set()
+        for node in cluster.nodes:
+            if node.alive():
+                try:
+                    seen.add(stream_placement(await node.jsz()).get(EVENTS_STREAM, "-").split(" ")[0])
+                except httpx.HTTPError:
+                    seen.add("?")
+        leader = seen.pop() if len(seen) == 1 else "-"
+        if leader in names and cluster.nodes[names.index(leader)].alive():
+            return names.index(leader)
+        assert time.monotonic() < deadline, f"the events stream has no leader: {await placement(cluster)}"
+        await asyncio.sleep(0.2)
+
+
+async def kill_mid_stream(cluster: NatsCluster, nc: NatsClient, homes: list[Home], victim: int) -> tuple[int, float]:
+    """Publish the first half of ``homes`` through the two other nodes' MQTT listeners, kill -9 node ``victim``
+    1.5 s in; once the events stream has a leader on a survivor, publish the second half. Returns what was sent
+    (PUBACKed) and how long after the kill the stream had a leader again (s)."""
+    survivors = [node.config.mqtt_port for i, node in enumerate(cluster.nodes) if i != victim]
+    first, second = homes[: len(homes) // 2], homes[len(homes) // 2 :]
+    print(f"before the kill: {await placement(cluster)}; killing {cluster.nodes[victim].config.name}")
+    publishing = asyncio.create_task(publish_homes(first, survivors, connections=4))
+    await asyncio.sleep(1.5)
+    cluster.nodes[victim].kill()  # kill -9, mid-stream
+    killed = time.monotonic()
+    await events_leader(cluster)
+    leaderless = time.monotonic() - killed
+    print(f"after the kill: {await placement(cluster)}; the events stream had a leader again {leaderless:.1f} s on")
+    sent = await publishing
+    sent += await publish_homes(second, survivors, connections=4)
+    return sent, leaderless
+
+
 def test_a_killed_nats_node_does_not_stop_the_stream(
     cluster: NatsCluster, small_snapshot_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """kill -9 of a node that does not lead the events stream (two nodes in three): no event is lost. The homes'
+    bridges publish through the two other nodes (a bridge connected to the dead node reconnects to another and sends
+    again what was not acknowledged, as the publisher here does on any error); the test's own subscriber too. A
+    worker connected to the killed node reconnects; what it had in flight on that connection (outputs: core NATS is
+    at most once) may be lost, so its partitions' outputs are checked to be the replay's, in order, none wrong."""
     homes = simulated_homes(60, 200, 20.0, seed=3000)
     workers = start_workers(cluster, small_snapshot_master, tmp_path, 2)
-    survivors = [cluster.mqtt_ports[0], cluster.mqtt_ports[2]]  # the homes' bridges are on nodes 1 and 3
 
     async def scenario() -> None:
+        victim = (await events_leader(cluster) + 1) % len(cluster.nodes)
+        survivors = [node.url for i, node in enumerate(cluster.nodes) if i != victim]
         collector = Collector()
-        async with await nats.connect(cluster.urls) as nc:
+        async with await nats.connect(survivors) as nc:
             await nc.subscribe("homes.>", cb=collector.on_message)
             await wait_claimed(nc, cluster.partitions, 2)
-            first, second = homes[:30], homes[30:]
-            publishing = asyncio.create_task(publish_homes(first, survivors, connections=4))
-            await asyncio.sleep(1.5)
-            cluster.nodes[1].kill()  # kill -9 of node 2, mid-stream
-            sent = await publishing
-            sent += await publish_homes(second, survivors, connections=4)
+            on_victim = await cluster.nodes[victim].connection_names()
+            holders = await lease_holders(nc, cluster.partitions)
+            cut_off = frozenset(k for k, w in holders.items() if f"devintel-fleet-worker-{w}" in on_victim)
+            sent, _ = await kill_mid_stream(cluster, nc, homes, victim)
             await wait_all_acked(nc, cluster.partitions, sent)
             for worker in workers:
                 assert worker.stop() == 0
-            await check_fleet(nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch)
+            await check_fleet(
+                nc, cluster, homes, collector, small_snapshot_master, tmp_path / "ref", monkeypatch, cut_off
+            )
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for worker in workers:
+            worker.kill()
+
+
+def test_a_killed_events_stream_leader_loses_only_what_its_election_window_acknowledged(
+    cluster: NatsCluster, small_snapshot_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 of the node that leads the events stream: the stream goes on (a survivor leads it within seconds),
+    nothing it stored is lost or counted twice, and every home that published once it had its leader again is
+    handled in full, as one daemon would. Messages that a surviving node's MQTT listener acknowledged (PUBACK)
+    while the stream had no leader may be lost: nats-server's MQTT listener acknowledges a QoS 1 message once it is
+    stored in its own ``$MQTT_msgs`` stream and handed to core NATS, and a stream without a leader drops a core
+    publish (docs/fleet.md, "A killed node: what is lost and why"). The loss is printed, not asserted away."""
+    homes = simulated_homes(60, 200, 20.0, seed=3000)
+    workers = start_workers(cluster, small_snapshot_master, tmp_path, 2)
+
+    async def scenario() -> None:
+        async with await nats.connect(cluster.urls) as nc:
+            await wait_claimed(nc, cluster.partitions, 2)
+            sent, leaderless = await kill_mid_stream(cluster, nc, homes, await events_leader(cluster))
+            stored = await settled_messages(nc, EVENTS_STREAM)
+            print(f"PUBACKed {sent}, stored {stored}: {sent - stored} lost in the {leaderless:.1f} s without a leader")
+            await wait_all_acked(nc, cluster.partitions, stored)
+            for worker in workers:
+                assert worker.stop() == 0
+            handled = handled_per_home(
+                await partition_states(nc, cluster.partitions, model_set(small_snapshot_master, monkeypatch))
+            )
+            for index, home in enumerate(homes):
+                expected = expected_events(home, small_snapshot_master, monkeypatch)
+                got: Counter[str] = handled.get(home.home_id, Counter())
+                if index >= len(homes) // 2:  # published once the stream had a leader again: all of it
+                    assert dict(got) == dict(expected), f"home {home.home_id}: counts differ"
+                else:  # nothing counted twice
+                    assert all(got[topic] <= expected[topic] for topic in got), f"home {home.home_id}: doubled"
+            assert sum(sum(c.values()) for c in handled.values()) <= stored
 
     try:
         asyncio.run(scenario())

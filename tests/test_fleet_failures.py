@@ -6,6 +6,7 @@ read is counted and logged and the partition rebuilt from the stream, every even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -15,12 +16,14 @@ from pathlib import Path
 import nats
 import orjson
 import pytest
+from nats.js.errors import ObjectNotFoundError
 
 from devintel.daemon.settings import load_settings
-from devintel.fleet.cluster import open_cluster
+from devintel.fleet.cluster import OBJECTS, STATE, open_cluster
 from devintel.fleet.homes import HomeFactory
-from devintel.fleet.leases import LeaseLostError
+from devintel.fleet.leases import LeaseLostError, Leases
 from devintel.fleet.partition import PartitionRunner, pointer_key
+from devintel.fleet.reads import live_keys, read_object
 from devintel.fleet.settings import FleetSettings
 from devintel.fleet.status import fleet_status, format_status
 from devintel.fleet.worker import Worker
@@ -223,5 +226,91 @@ def test_shutdown_is_bounded_when_the_cluster_is_gone(
         assert await asyncio.wait_for(task, 30) == 0
         took = asyncio.get_running_loop().time() - started
         assert took < settings.shutdown_timeout_s + 10.0, f"the shutdown took {took:.1f} s"
+
+    asyncio.run(scenario())
+
+
+def test_a_stop_that_arrives_while_a_partition_is_claimed_ends_the_worker(
+    cluster: NatsCluster, small_snapshot_master: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of a SIGTERM with a claim round, made certain: the stop is set while the round's first claim is in
+    flight (the claim sets it, then answers that it won). The lease won is given back, no partition is started, and
+    the worker exits. Without the checks of the stop in ``Worker._balance`` the round went on: the shutdown stopped
+    the one runner it found, the round started the other five, and the worker never exited."""
+    monkeypatch.setenv("DEVINTEL_MODEL_DIR", str(small_snapshot_master))
+    settings = fleet_settings(cluster, shutdown_timeout_s=3.0)
+    real_claim = Leases.claim
+    claims: list[tuple[str, bool]] = []
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+
+        async def claim_then_stop(self: Leases, key: str) -> bool:
+            won = await real_claim(self, key)
+            claims.append((key, won))
+            stop.set()  # the SIGTERM arrives while the claim is in flight
+            return won
+
+        monkeypatch.setattr(Leases, "claim", claim_then_stop)
+        worker = Worker(settings, load_settings(), SnapshotStore(small_snapshot_master).load(), stop)
+        task = asyncio.create_task(worker.run(), name="worker")
+        done, _ = await asyncio.wait([task], timeout=30.0)
+        started = sorted(worker.runners)
+        if not done:
+            stop.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert done, f"the worker did not exit 30 s after its stop (claims {claims}, runners of {started})"
+        assert task.result() == 0
+        assert len(claims) == 1, f"the round went on claiming after the stop: {claims}"
+        assert started == [], f"partitions {started} were started after the stop"
+        assert claims[0][1], f"the claim did not win its lease: {claims}"
+        async with await nats.connect(cluster.urls) as nc:
+            kv = await nc.jetstream().key_value("devintel-leases")
+            with pytest.raises(nats.js.errors.KeyNotFoundError):  # deleted: the lease won was given back
+                await kv.get(claims[0][0])
+
+    asyncio.run(scenario())
+
+
+def test_keys_and_objects_read_with_no_consumer_while_a_node_is_down(cluster: NatsCluster) -> None:
+    """:mod:`devintel.fleet.reads`: the live keys under a prefix (a deleted key is not one), an object's bytes (a
+    deleted object is not found); and with a node killed, every read answers. nats-py's ``keys()`` and ``get()``
+    read through an R1 consumer that nats-server 2.9.10 may place on the dead peer (then it times out): how many of
+    theirs failed is printed, not asserted (it is the server's bug, fixed in 2.9.12)."""
+
+    async def scenario() -> None:
+        async with await nats.connect(cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.3) as nc:
+            js = nc.jetstream(timeout=3.0)
+            kv = await js.key_value(STATE)  # no TTL (the leases expire in 3 s)
+            objects = await js.object_store(OBJECTS)
+            for name in ("worker.a", "worker.b", "worker.c", "partition.1"):
+                await kv.put(name, b"x")
+            await kv.delete("worker.b")
+            blob = bytes(range(256)) * 2_000  # 512 kB: several chunks
+            await objects.put("probe", blob)
+            await objects.put("gone", b"y")
+            await objects.delete("gone")
+            assert await live_keys(js, STATE, "worker.") == ["worker.a", "worker.c"]
+            assert await read_object(js, objects, OBJECTS, "probe") == blob
+            with pytest.raises(ObjectNotFoundError):
+                await read_object(js, objects, OBJECTS, "gone")
+            cluster.nodes[1].kill()
+            theirs_failed = 0
+            for _ in range(10):
+                for attempt in range(20):  # while a stream elects a new leader, a read may time out
+                    try:
+                        assert await live_keys(js, STATE, "worker.") == ["worker.a", "worker.c"]
+                        assert await read_object(js, objects, OBJECTS, "probe") == blob
+                        break
+                    except (nats.errors.TimeoutError, TimeoutError, nats.js.errors.ServiceUnavailableError):
+                        assert attempt < 19, "the reads did not answer with a node down"
+                        await asyncio.sleep(0.5)
+                try:
+                    await asyncio.wait_for(kv.keys(), 4.0)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    theirs_failed += 1
+            print(f"with a node down, nats-py's kv.keys() timed out {theirs_failed} times in 10; ours: none")
 
     asyncio.run(scenario())

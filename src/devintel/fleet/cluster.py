@@ -35,6 +35,7 @@ from nats.js.errors import BadRequestError, BucketNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from devintel.fleet.reads import read_object
 from devintel.fleet.settings import FleetSettings
 from devintel.fleet.subjects import EXAMPLES, INGRESS
 
@@ -103,6 +104,10 @@ class Cluster:
         self.leases = leases
         self.state = state
         self.objects = objects
+
+    async def read_object(self, name: str) -> bytes:
+        """The bytes of object ``name`` of the object store, read with no consumer (:mod:`devintel.fleet.reads`)."""
+        return await read_object(self.js, self.objects, OBJECTS, name)
 
 
 async def _stream(js: JetStreamContext, config: StreamConfig) -> None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import logging
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+
+from devintel.fleet.reads import live_keys
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +27,12 @@ class LeaseLostError(Exception):
 class Leases:
     """One holder's leases in a bucket."""
 
-    def __init__(self, kv: KeyValue, holder: str) -> None:
+    def __init__(self, kv: KeyValue, holder: str, js: JetStreamContext, bucket: str) -> None:
         self.kv = kv
         self.holder = holder
+        self.js = js
+        self.bucket = bucket
+        """The bucket's name (``kv``'s), for :func:`~devintel.fleet.reads.live_keys`."""
         self.held: dict[str, int] = {}
         """Key -> revision of the holder's last write."""
 
@@ -72,9 +78,6 @@ class Leases:
         return entry.value.decode() if entry.value else None
 
     async def keys(self, prefix: str) -> list[str]:
-        """The live keys that start with ``prefix``."""
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return []
-        return [key for key in keys if key.startswith(prefix)]
+        """The live keys that start with ``prefix`` (a whole token: ``worker.``), read with no consumer (see
+        :mod:`devintel.fleet.reads`)."""
+        return await live_keys(self.js, self.bucket, prefix)

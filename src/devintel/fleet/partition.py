@@ -108,7 +108,7 @@ class PartitionRunner:
             name = str(pointer["object"])
             self.previous_object = name
             # A timeout or a lost connection is no corruption: it propagates (the lease is given up, and retried).
-            blob = (await self.cluster.objects.get(name)).data or b""
+            blob = await self.cluster.read_object(name)
             state = decode_state(blob, models)
             if state.seq != int(pointer["seq"]) or state.partition != self.partition:
                 raise ValueError(

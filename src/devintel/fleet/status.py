@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from nats.js.errors import KeyNotFoundError
 
-from devintel.fleet.cluster import EVENTS_STREAM, EXAMPLES_STREAM, connect, open_cluster
+from devintel.fleet.cluster import EVENTS_STREAM, EXAMPLES_STREAM, LEASES, connect, open_cluster
 from devintel.fleet.leases import Leases
 from devintel.fleet.partition import pointer_key
 from devintel.fleet.settings import FleetSettings
@@ -29,7 +29,7 @@ async def fleet_status(settings: FleetSettings) -> dict[str, Any]:
     nc = await connect(settings, "devintel-fleet-status")
     try:
         cluster = await open_cluster(settings, nc)
-        leases = Leases(cluster.leases, "status")
+        leases = Leases(cluster.leases, "status", cluster.js, LEASES)
         partitions = []
         for k in range(settings.partitions):
             pointer = await _json(cluster, pointer_key(k)) or {}

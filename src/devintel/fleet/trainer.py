@@ -27,7 +27,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 
 from devintel.daemon.from_settings import live_models
 from devintel.daemon.settings import Settings
-from devintel.fleet.cluster import EXAMPLES_STREAM, Cluster, open_with_retry
+from devintel.fleet.cluster import EXAMPLES_STREAM, LEASES, Cluster, open_with_retry
 from devintel.fleet.codec import seal, unseal
 from devintel.fleet.learning import FleetLearner, Verdict, gate, score
 from devintel.fleet.leases import LeaseLostError, Leases
@@ -79,7 +79,7 @@ class TrainerSession:
         pointer = orjson.loads(entry.value or b"")
         name = str(pointer["object"])
         try:
-            body = pickle.loads(unseal(KIND, (await self.cluster.objects.get(name)).data or b""))  # the cluster's own
+            body = pickle.loads(unseal(KIND, await self.cluster.read_object(name)))  # the cluster's own
         except (nats.errors.TimeoutError, TimeoutError):
             raise
         except Exception as error:  # a damaged checkpoint: learn afresh from the serving version, from the start
@@ -247,7 +247,7 @@ class Trainer:
         cluster = await open_with_retry(self.settings, f"devintel-fleet-trainer-{self.settings.worker_id}", self.stop)
         if cluster is None:
             return 0
-        leases = Leases(cluster.leases, self.settings.worker_id)
+        leases = Leases(cluster.leases, self.settings.worker_id, cluster.js, LEASES)
         try:
             while not self.stop.is_set():
                 try:

@@ -29,7 +29,7 @@ from nats.js.errors import KeyNotFoundError
 
 from devintel.daemon.from_settings import live_models
 from devintel.daemon.settings import Settings
-from devintel.fleet.cluster import Cluster, open_with_retry
+from devintel.fleet.cluster import LEASES, Cluster, open_with_retry
 from devintel.fleet.codec import CorruptBlobError
 from devintel.fleet.homes import HomeFactory
 from devintel.fleet.leases import LeaseLostError, Leases
@@ -69,7 +69,7 @@ async def load_version(cluster: Cluster, base: ModelSet) -> ModelSet:
         pointer = orjson.loads(entry.value or b"")
         if pointer.get("version") == base.version:
             return base
-        blob = (await cluster.objects.get(str(pointer["object"]))).data or b""
+        blob = await cluster.read_object(str(pointer["object"]))
         return base.with_version(blob)
     except (CorruptBlobError, ValueError, KeyError, TypeError) as error:
         logger.error("model version %s does not read (%s); serving %s", entry.value, error, base.version)
@@ -107,7 +107,7 @@ class Worker:
         nc = cluster.nc
         try:
             self.cluster = cluster
-            self.leases = Leases(self.cluster.leases, self.settings.worker_id)
+            self.leases = Leases(self.cluster.leases, self.settings.worker_id, self.cluster.js, LEASES)
             try:
                 self.models = await load_version(self.cluster, self.models)
             except Exception as error:  # a bucket just made may not answer yet: the models task looks again
