@@ -45,7 +45,9 @@ EPOCHS: Final = 10
 #: Examples per ``learn_many`` step.
 BATCH: Final = 512
 #: Step size of the first pass; pass ``e`` (from 0) steps ``LEARNING_RATE / (1 + e)``.
-LEARNING_RATE: Final = 2.0
+import os
+LEARNING_RATE: Final = float(os.environ.get("EXP_LR", "2.0"))
+OPT = os.environ.get("EXP_OPT", "sgd")
 
 
 @dataclass(slots=True)
@@ -132,8 +134,59 @@ def consolidate(
     parts = pipeline_parts(model)
     if parts is None:
         return 0
-    _, scaler, regression = parts
     names, raw, labels = examples.matrix(group)
+    return consolidate_matrix(model, names, raw, labels, seed, on_epoch)
+
+
+def fit_scaler(model: Classifier, names: list[str], raw: npt.NDArray[np.float32]) -> None:
+    """Teach ``model``'s ``StandardScaler`` the examples ``raw`` (one row per example, columns ``names``, NaN: an
+    input the example lacks) through River's ``learn_many``, a column at a time over the examples that have it: the
+    counts, means and variances ``learn_one`` on each example would give (merged by River's batch formula, so
+    equal up to rounding). A model not of the shipped shape is left alone."""
+    parts = pipeline_parts(model)
+    if parts is None:
+        return
+    scaler = parts[1]
+    for j, name in enumerate(names):
+        column = raw[:, j].astype(np.float64)
+        present = column[~np.isnan(column)]
+        if len(present):
+            scaler.learn_many(pd.DataFrame({name: present}))
+
+
+def learn_examples(
+    model: Classifier,
+    names: list[str],
+    raw: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.bool_],
+    seed: int,
+    on_epoch: Callable[[int], None] | None = None,
+) -> int:
+    """Teach a fresh pipeline of the shipped shape the examples ``raw`` (one row per example, columns ``names``,
+    NaN: an input the example lacks) with their ``labels``, all through River's ``learn_many``: the scaler their
+    statistics (:func:`fit_scaler`), then the regression :data:`EPOCHS` shuffled passes
+    (:func:`consolidate_matrix`); an input no example has is left out. The number of regression steps taken."""
+    has = np.asarray(~np.isnan(raw).all(axis=0), dtype=np.bool_)
+    names = [name for name, kept in zip(names, has.tolist(), strict=True) if kept]
+    raw = raw[:, has] if not has.all() else raw
+    fit_scaler(model, names, raw)
+    return consolidate_matrix(model, names, raw, labels, seed, on_epoch)
+
+
+def consolidate_matrix(
+    model: Classifier,
+    names: list[str],
+    raw: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.bool_],
+    seed: int,
+    on_epoch: Callable[[int], None] | None = None,
+) -> int:
+    """:func:`consolidate` on examples given as a matrix (``raw``: one row per example, columns ``names``, NaN: an
+    input the example lacks) and their ``labels``."""
+    parts = pipeline_parts(model)
+    if parts is None:
+        return 0
+    _, scaler, regression = parts
     if len(labels) == 0:
         return 0
     mean = np.array([scaler.means.get(name, 0.0) for name in names], dtype=np.float32)
@@ -149,7 +202,17 @@ def consolidate(
     try:
         for epoch in range(EPOCHS):
             rate = LEARNING_RATE / (1 + epoch)
-            regression.optimizer = optim.SGD(rate)
+            regression.optimizer = (
+                optim.SGD(rate)
+                if OPT == "sgd"
+                else optim.Adam(rate)
+                if OPT == "adam"
+                else optim.NesterovMomentum(rate)
+                if OPT == "nesterov"
+                else optim.AMSGrad(rate)
+                if OPT == "ams"
+                else optim.Momentum(rate)
+            )
             regression.intercept_lr = optim.schedulers.Constant(rate)
             order = rng.permutation(len(labels))
             for start in range(0, len(order), BATCH):
