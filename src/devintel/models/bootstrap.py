@@ -51,7 +51,7 @@ import pandas as pd
 from river import compose, drift
 
 from devintel.generators import HOME_TYPES, generate, iter_batches
-from devintel.models.batch_features import computes, frame_columns, model_input_matrix
+from devintel.models.batch_features import computes, frame_columns, model_input_matrix, names_of
 from devintel.models.consolidate import EPOCHS, learn_examples, model_inputs_of
 from devintel.models.decision import AlarmState, DecisionParams, step
 from devintel.models.dense import features_needed, probabilities, supports
@@ -59,11 +59,12 @@ from devintel.models.dense import probability as probability_of
 from devintel.models.dense import view as dense_view
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
+from devintel.models.heldout import ScoredStream, StreamTruth, score_batches
 from devintel.models.household import household_by_group, household_report
 from devintel.models.learners import default_model, model_inputs
 from devintel.models.live import GLOBAL, MODELS_DIR
 from devintel.models.metrics import BinaryReport, binary_report, recall_by_group, rolling_history
-from devintel.models.online import Classifier, ExampleCollector, events, failure_times, warm_start_batches
+from devintel.models.online import Classifier, ExampleCollector, events, warm_start_batches
 from devintel.models.report import markdown_report, plots
 from devintel.models.snapshots import SnapshotStore
 from devintel.models.tuning import tune_decision
@@ -79,8 +80,6 @@ TRAIN_VARIANTS: Final = ("reference", "noisy", "sparse", "battery_cliff")
 TEST_VARIANTS: Final = ("on_change", "load_heated")
 #: Seconds (wall time) between two progress lines of the warm start and the held-out scoring.
 PROGRESS_S: Final = 5.0
-#: A failure's precursor counts as visible in an event from this hidden severity on (the generator's 0..1 scale).
-VISIBLE_PRECURSOR: Final = 0.1
 #: Held-out events from which a worker process scores the test homes (below, starting one costs more than it saves).
 MIN_WORKER_SAMPLES: Final = 50_000
 
@@ -180,7 +179,7 @@ def score_frame(
     if not compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT and all(
         v is not None and v.inputs_function == [model_inputs] for v in views.values()
     ):
-        home_types = frame["home_type"].astype(str).to_numpy()
+        home_types = names_of(frame["home_type"])
         out = {name: np.full(len(frame), np.nan) for name in models}
         for start, end, columns in frame_columns(frame, features_needed(models.values())):
             inputs = model_input_matrix(columns)
@@ -221,7 +220,7 @@ def routed_scores(
     frame: pd.DataFrame, scores: dict[str, np.ndarray], thresholds: dict[str, float], router: dict[str, str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and decisions of the routed model for every event of ``frame``."""
-    home_types = frame["home_type"].astype(str).to_numpy()
+    home_types = names_of(frame["home_type"])
     probability = scores[GLOBAL].copy()
     decision = probability >= thresholds[GLOBAL]
     for home_type, model in router.items():
@@ -229,31 +228,6 @@ def routed_scores(
         probability[rows] = scores[model][rows]
         decision[rows] = scores[model][rows] >= thresholds[model]
     return probability, decision
-
-
-@dataclass(frozen=True, slots=True)
-class StreamTruth:
-    """What the generator knows about a held-out stream, per event, for scoring (never shown to a model)."""
-
-    device: np.ndarray
-    """Device codes (int)."""
-    ts: np.ndarray
-    failure_at: np.ndarray
-    """The device's failure time (NaN: it does not fail)."""
-    visible: np.ndarray
-    """Whether the device's failure precursor shows in the event."""
-    label: np.ndarray
-
-    @classmethod
-    def of(cls, frame: pd.DataFrame) -> StreamTruth:
-        devices = frame["device_id"].astype(str)
-        return cls(
-            device=pd.factorize(devices)[0],
-            ts=frame["ts"].to_numpy(dtype=np.float64),
-            failure_at=devices.map(failure_times(frame)).to_numpy(dtype=np.float64),
-            visible=frame["precursor"].to_numpy() >= VISIBLE_PRECURSOR,
-            label=frame["fails_within_horizon"].to_numpy(),
-        )
 
 
 def _progress(
@@ -292,8 +266,8 @@ def device_groups(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     failing = frame["failure_mode"].astype(str) != "none"
     mode_of = dict(zip(devices[failing], frame["failure_mode"].astype(str)[failing], strict=True))
     return {
-        "home_type": frame["home_type"].astype(str).to_numpy(),
-        "variant": frame["variant"].astype(str).to_numpy(),
+        "home_type": names_of(frame["home_type"]),
+        "variant": names_of(frame["variant"]),
         "failure_mode": devices.map(mode_of).fillna("none").to_numpy(),
     }
 
@@ -327,19 +301,21 @@ def error_drifts(truth: np.ndarray, decision: np.ndarray) -> int:
     return detected
 
 
-@dataclass(frozen=True, slots=True)
-class ScoredStream:
-    """A held-out stream scored by the models: what the gate and the report need of it (not the stream itself)."""
-
-    scores: dict[str, np.ndarray]
-    truth: StreamTruth
-    groups: dict[str, np.ndarray]
-
-    @classmethod
-    def of(
-        cls, models: dict[str, Classifier], frame: pd.DataFrame, on_event: Callable[[int], None] | None = None
-    ) -> ScoredStream:
-        return cls(score_frame(models, frame, on_event), StreamTruth.of(frame), device_groups(frame))
+def held_out(
+    models: dict[str, Classifier],
+    config: BootstrapConfig,
+    seed: int,
+    variants: tuple[str, ...],
+    what: str = "",
+    say: Callable[[str], None] | None = None,
+) -> ScoredStream:
+    """A held-out stream of ``seed``'s homes of ``variants`` scored by ``models``: a batch at a time for models of
+    the shipped shape (:func:`~devintel.models.heldout.score_batches`), otherwise as one frame, event by event."""
+    tick = _progress(config.holdout_samples, what, say, every=1) if say is not None else None
+    if batched(models):
+        return score_batches(models, _synthetic_batches(config, config.holdout_samples, seed, variants), tick)
+    frame = _synthetic(config, config.holdout_samples, seed, variants)
+    return ScoredStream(score_frame(models, frame, tick), StreamTruth.of(frame), device_groups(frame))
 
 
 #: Groups of homes the training stream is collected in (:class:`~devintel.models.warm_start.HomeSplit`): one per
@@ -392,8 +368,7 @@ def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[st
         if message is None:
             return
         _, models = message
-        test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
-        connection.send(("ok", ScoredStream.of(models, test)))
+        connection.send(("ok", held_out(models, config, config.seed + TEST_SEED_OFFSET, config.test_variants)))
     except BaseException:  # everything goes back to the parent, which raises it
         connection.send(("error", traceback.format_exc()))
     finally:
@@ -588,10 +563,11 @@ def _bootstrap(
         worker.score(models)  # it scores the test homes while this process scores the validation homes
 
     say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
-    validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants)
-    val_scores = score_frame(models, validation, _progress(len(validation), "validation", say, every=1))
-    val_truth = validation["fails_within_horizon"].to_numpy()
-    val_types = validation["home_type"].astype(str).to_numpy()
+    validation = held_out(
+        models, config, config.seed + VALIDATION_SEED_OFFSET, config.train_variants, "validation", say
+    )
+    val_scores, val = validation.scores, validation.truth
+    val_truth, val_types = val.label, validation.groups["home_type"]
     thresholds = {GLOBAL: tune_threshold(val_truth, val_scores[GLOBAL])}
     router: dict[str, str] = {}
     comparison: dict[str, dict[str, float]] = {}
@@ -606,8 +582,7 @@ def _bootstrap(
         if own > shared:
             router[home_type] = home_type
     models = {name: model for name, model in models.items() if name in thresholds}
-    val_probability, _ = routed_scores(validation, val_scores, thresholds, router)
-    val = StreamTruth.of(validation)
+    val_probability, _ = routed_scores(pd.DataFrame({"home_type": val_types}), val_scores, thresholds, router)
     say("tuning the alarm decision on the validation homes")
     tuned = tune_decision(
         val.device,
@@ -620,7 +595,7 @@ def _bootstrap(
         val.visible,
     )
     val_flags = alarm_flags(tuned.params, val.device, val.ts, val_probability)
-    val_household = household_measures(val, val_flags, horizon_s, device_groups(validation))
+    val_household = household_measures(val, val_flags, horizon_s, validation.groups)
     del validation, val_scores
 
     say(
@@ -628,9 +603,7 @@ def _bootstrap(
         f"of world variants no model saw ({', '.join(config.test_variants)})"
     )
     if worker is None:
-        test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
-        scored = ScoredStream.of(models, test, _progress(len(test), "test", say, every=1))
-        del test
+        scored = held_out(models, config, config.seed + TEST_SEED_OFFSET, config.test_variants, "test", say)
     else:
         scored = worker.result()
     # Models the validation homes dropped (no threshold) were scored there too; only the routed ones count.

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from devintel.contract import VALID_RANGES
-from devintel.models.batch_features import BatchExtractor, model_input_matrix
+from devintel.models.batch_features import BatchExtractor, model_input_matrix, names_of
 from devintel.models.features import FEATURE_NAMES, Features
 from devintel.models.labels import DelayedLabels, Resolved
 from devintel.models.online import failure_times
@@ -150,7 +150,7 @@ def collect_example_rows(
             index.setdefault(name, len(index))
         matrix = np.column_stack([inputs[name] for name in names]) if names else np.empty((len(batch), 0))
         draws = np.random.default_rng([seed, number]).random(size)[batch.index.to_numpy()]
-        return names, matrix, batch["home_type"].astype(str).to_numpy(dtype=object), draws
+        return names, matrix, names_of(batch["home_type"]), draws
 
     def emit(device_id: str, table: InputTable, row: int, label: bool) -> None:
         nonlocal store
@@ -206,12 +206,12 @@ def _collect(
         if on_batch is not None:
             on_batch(whole)
         batch = whole if select is None else whole[select(whole)]
-        collected.homes.update(batch["home_id"].astype(str).unique().tolist())
+        collected.homes.update(set(names_of(batch["home_id"]).tolist()))
         for device, t_fail in failure_times(batch).items():
             if device not in known:
                 known.add(device)
                 heapq.heappush(pending, (t_fail, device))
-        devices = batch["device_id"].astype(str).tolist()
+        devices = names_of(batch["device_id"]).tolist()
         ts = batch["ts"].to_numpy(dtype=np.float64)
         times = ts.tolist()
         # First walk: the failures delivered before each event, and each event's device slot.
@@ -233,8 +233,8 @@ def _collect(
             slots,
             ts,
             {name: batch[name].to_numpy(dtype=np.float64) for name in VALID_RANGES if name in batch},
-            (batch["power_source"].astype(str) == "battery").to_numpy(),
-            batch["device_type"].astype(str).to_numpy(dtype=object),
+            names_of(batch["power_source"]) == "battery",
+            names_of(batch["device_type"]),
             only,
         )
         table = tabulate(batch, columns, number, len(whole))
