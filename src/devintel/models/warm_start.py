@@ -245,8 +245,9 @@ def _collect(
                 resolve(labels.failure(failed, t_fail))
             resolve(labels.advance(t))
             labels.add(device, t, (table, i))
-            last = t
         collected.events += len(devices)
+        if len(whole):
+            last = max(last, float(whole["ts"].iloc[-1]))  # the whole stream's clock: a part ends where it ends
         if on_event is not None and devices:
             on_event(collected.events - 1)
     while pending and pending[0][0] <= last:
