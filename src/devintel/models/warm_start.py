@@ -169,7 +169,8 @@ def collect_example_rows(
     collected = _collect(batches, tabulate, emit, horizon_s, only, None, on_event, select)
     k = len(labels)
     collected.learned = k
-    inputs = store[:k, : len(index)].copy()
+    inputs = np.full((k, len(index)), np.nan, dtype=np.float32)
+    inputs[:, : store.shape[1]] = store[:k, : len(index)]  # the store may be narrower: inputs nobody learned
     rows = ExampleRows(list(index), inputs, np.frombuffer(bytes(labels), np.bool_).copy(), np.array(groups, dtype=str))
     return rows, collected
 
