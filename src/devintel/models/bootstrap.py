@@ -3,13 +3,16 @@
 1. **Generate** a training stream (``seed``, homes of the training world variants) and two streams of other
    homes: validation (``seed + 1000``, the training variants) and held-out test (``seed + 2000``, world variants
    the models never saw: leave-variant-out). A different seed draws different homes.
-2. **Warm-start** a global model on every training event through the online path's features, delayed labels (the
-   synthetic failure times as evidence) and sampling of the examples learned on resolution
-   (:func:`~devintel.models.warm_start.collect_examples`: features a batch at a time, no prediction per event), and
-   one model per home type on the same learned examples of that type's devices; then consolidate every model on
-   the examples it learned (:mod:`~devintel.models.consolidate`). Nothing predicts during the warm start, so the
-   report's rolling (prequential) metrics and ADWIN drift count are those of the routed decisions over the test
-   homes' stream.
+2. **Warm-start** a global model and one model per home type on the training stream, through the online path's
+   features and delayed labels (the synthetic failure times as evidence): for models of the shipped shape the
+   examples are collected a batch at a time as rows of model inputs
+   (:func:`~devintel.models.warm_start.collect_example_rows`: no prediction, no dict per event; every positive and a
+   share of the negatives, each drawn per event so the stream can be collected in two groups of homes, one per
+   core), then every model learns its examples through River's ``learn_many``
+   (:func:`~devintel.models.consolidate.learn_examples`: the scaler's statistics, then shuffled mini-batch passes of
+   the regression); any other learner learns event by event with ``learn_one``. Nothing predicts during the warm
+   start, so the report's rolling (prequential) metrics and ADWIN drift count are those of the routed decisions
+   over the test homes' stream.
 3. **Calibrate and route** on the validation homes: each model's decision threshold is tuned there
    (:func:`tune_threshold`: where the lower of precision and recall is highest); a home type keeps its
    own model only where it beats the global model's F1 on that type, otherwise the global model serves
@@ -26,9 +29,11 @@
    a report (Markdown, JSON, and PNG plots where matplotlib is installed; :mod:`~devintel.models.report`) through
    the atomic :class:`~devintel.models.snapshots.SnapshotStore`.
 
+The held-out streams are scored a batch at a time (:mod:`~devintel.models.heldout`): neither is ever held whole.
+
 Why one module of over 400 lines: the five steps share one configuration, one worker protocol (the second process
-that learns the home-type models and scores the test homes) and the scored streams they hand on; the worker is the
-part that could move to a module of its own.
+that collects half the training homes, learns the home-type models and scores the test homes) and the scored streams
+they hand on; the worker is the part that could move to a module of its own.
 """
 
 from __future__ import annotations
@@ -102,9 +107,10 @@ class BootstrapConfig:
     test_variants: tuple[str, ...] = TEST_VARIANTS
     """World variant families of the held-out test homes (none of the training ones, for an honest figure)."""
     workers: int = 0
-    """Processes besides this one (the command line and the daemon use 1): with 1, a worker process learns the
-    home-type models during the warm start, then generates and scores the held-out test homes while this one scores
-    the validation homes and tunes the decision (the results are the same); 0 does all of it here, as does a
+    """Processes besides this one (the command line and the daemon use 1): with 1, a worker process collects the
+    examples of half the training homes while this one collects the other half, learns the home-type models while
+    this one learns the global model, then generates and scores the held-out test homes while this one scores the
+    validation homes and tunes the decision (the results are the same); 0 does all of it here, as does a
     bootstrap whose held-out streams are under :data:`MIN_WORKER_SAMPLES` events (a fresh interpreter costs more
     than it saves). 0 by default because a worker is a fresh interpreter (``spawn``) that imports the caller's main
     module: a script that calls :func:`bootstrap` with a worker needs an ``if __name__ == "__main__"`` guard."""

@@ -9,6 +9,11 @@ device whose failure is delivered is forgotten, so its later events start afresh
 batch's features are computed, to run the delayed-label buffer (the events wait with a reference to their row) and
 the seeded sampling of the examples learned on resolution. A feature vector is made a dict only for an example
 learned (about one event in five), in the key order of the event-by-event path.
+
+The bootstrap uses :func:`collect_example_rows`: the same walk, the same labels, but each batch's model inputs
+computed at once and an example copied into a float32 matrix row (``tests/test_bootstrap_fast.py``: with every
+negative kept, the rows are the collector's examples); the negatives are sampled by a draw per event, so a stream
+collected in groups of homes (:class:`HomeSplit`, one per process) joins to the whole stream's examples.
 """
 
 from __future__ import annotations
