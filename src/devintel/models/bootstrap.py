@@ -57,9 +57,9 @@ from river import compose, drift
 
 from devintel.generators import HOME_TYPES, generate, iter_batches
 from devintel.models.batch_features import computes, frame_columns, model_input_matrix, names_of
-from devintel.models.consolidate import EPOCHS, learn_examples, model_inputs_of
+from devintel.models.consolidate import EPOCHS, learn_examples
 from devintel.models.decision import AlarmState, DecisionParams, step
-from devintel.models.dense import features_needed, probabilities, supports
+from devintel.models.dense import DenseView, features_needed, probabilities, supports
 from devintel.models.dense import probability as probability_of
 from devintel.models.dense import view as dense_view
 from devintel.models.features import FeatureExtractor, Features
@@ -472,8 +472,10 @@ def bootstrap(
 def batched(models: dict[str, Classifier]) -> bool:
     """Whether the bootstrap learns ``models`` from example rows computed a batch at a time (models of the shipped
     shape, whose inputs the batch features compute), not event by event."""
-    return computes(features_needed(models.values())) and all(
-        supports(model) and model_inputs_of(model, {}) is not None for model in models.values()
+    return (
+        not compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT
+        and computes(features_needed(models.values()))
+        and all(supports(model) and DenseView(model).inputs_function == [model_inputs] for model in models.values())
     )
 
 
