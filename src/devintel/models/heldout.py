@@ -22,6 +22,9 @@ from devintel.models.dense import view as dense_view
 from devintel.models.live import GLOBAL
 from devintel.models.online import Classifier
 
+#: Events whose features are computed at a time: a stream's two-day batches are joined up to this many (a call of
+#: the batch features has a fixed cost of its own; 50,000 events of features hold about 40 MB).
+CHUNK = 50_000
 #: A failure's precursor counts as visible in an event from this hidden severity on (the generator's 0..1 scale).
 VISIBLE_PRECURSOR = 0.1
 
@@ -108,6 +111,20 @@ def _truth(parts: list[_TruthPart]) -> StreamTruth:
     )
 
 
+def _joined(batches: Iterable[pd.DataFrame], size: int) -> Iterable[pd.DataFrame]:
+    """``batches`` joined in order into frames of at least ``size`` events (the last one may be smaller)."""
+    waiting: list[pd.DataFrame] = []
+    held = 0
+    for batch in batches:
+        waiting.append(batch)
+        held += len(batch)
+        if held >= size:
+            yield pd.concat(waiting, ignore_index=True) if len(waiting) > 1 else waiting[0]
+            waiting, held = [], 0
+    if waiting:
+        yield pd.concat(waiting, ignore_index=True) if len(waiting) > 1 else waiting[0]
+
+
 def score_batches(
     models: dict[str, Classifier],
     batches: Iterable[pd.DataFrame],
@@ -116,7 +133,8 @@ def score_batches(
     """A generated stream's ``batches`` (``devintel.generators.iter_batches``) scored by ``models`` of the shipped
     shape: the global model's probability for every event, each home-type model's for the events of its home type
     (NaN elsewhere), with the stream's truth and groups; only those arrays are kept, a batch's features and inputs
-    only while it is scored. ``on_event`` is called after each batch with the events done so far."""
+    only while it is scored (the batches are joined up to :data:`CHUNK` events first). ``on_event`` is called after
+    each chunk with the events done so far."""
     needed = features_needed(models.values())
     views = {name: dense_view(model) for name, model in models.items()}
     extractor = BatchExtractor()
@@ -125,7 +143,7 @@ def score_batches(
     home_types: list[npt.NDArray[np.object_]] = []
     variants: list[npt.NDArray[np.object_]] = []
     done = 0
-    for batch in batches:
+    for batch in _joined(batches, CHUNK):
         codes = np.asarray(batch["device_id"].cat.codes.to_numpy(), dtype=np.intp)
         columns = extractor.columns(
             codes,
