@@ -32,8 +32,9 @@ from devintel.daemon.from_settings import build_handler
 from devintel.daemon.replay import replay
 from devintel.daemon.settings import Settings
 from devintel.generators import VARIANT_FAMILIES, generate
-from devintel.models.bootstrap import StreamTruth, alarm_flags, routed_scores, score_frame
+from devintel.models.bootstrap import alarm_flags, routed_scores, score_frame
 from devintel.models.decision import DecisionParams
+from devintel.models.heldout import StreamTruth
 from devintel.models.household import HouseholdReport, household_report
 from devintel.models.live import from_snapshot
 from devintel.models.snapshots import SnapshotStore

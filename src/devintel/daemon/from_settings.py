@@ -56,7 +56,7 @@ def bootstrap_config(settings: Settings, allow_low_quality: bool, **sizes: Any) 
         horizon_days=settings.horizon_days,
         thresholds=quality_thresholds(settings),
         allow_low_quality=allow_low_quality,
-        workers=1,  # the second core: home-type models and the test homes (devintel.models.bootstrap.Worker)
+        workers=1,  # the second core: half the training homes, the home-type models, the test homes (bootstrap.Worker)
     )
     return replace(config, **{name: value for name, value in sizes.items() if value is not None})
 

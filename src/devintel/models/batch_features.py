@@ -438,6 +438,17 @@ def model_input_matrix(columns: Mapping[str, Floats]) -> dict[str, Floats]:
 FRAME_CHUNK: Final = 50_000
 
 
+def names_of(column: pd.Series) -> npt.NDArray[np.object_]:
+    """The values of a column of names as ``str`` objects: for a categorical one (the generator's), its categories
+    taken by code, which is much cheaper than ``astype(str)``."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        categories = np.asarray(column.cat.categories.astype(str).to_numpy(dtype=object), dtype=object)
+        codes = np.asarray(column.cat.codes.to_numpy(), dtype=np.intp)
+        if not (codes < 0).any():
+            return np.asarray(categories[codes], dtype=object)
+    return np.asarray(column.astype(str).to_numpy(dtype=object), dtype=object)
+
+
 def frame_columns(
     frame: pd.DataFrame, only: frozenset[str] | None = None, chunk: int = FRAME_CHUNK
 ) -> Iterator[tuple[int, int, dict[str, Floats]]]:
@@ -461,8 +472,8 @@ def frame_columns(
                 codes[start:end],
                 part["ts"].to_numpy(dtype=np.float64),
                 {name: part[name].to_numpy(dtype=np.float64) for name in VALID_RANGES if name in part},
-                (part["power_source"].astype(str) == "battery").to_numpy(),
-                part["device_type"].astype(str).to_numpy(dtype=object),
+                names_of(part["power_source"]) == "battery",
+                names_of(part["device_type"]),
                 only,
             ),
         )

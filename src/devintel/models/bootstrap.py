@@ -3,13 +3,16 @@
 1. **Generate** a training stream (``seed``, homes of the training world variants) and two streams of other
    homes: validation (``seed + 1000``, the training variants) and held-out test (``seed + 2000``, world variants
    the models never saw: leave-variant-out). A different seed draws different homes.
-2. **Warm-start** a global model on every training event through the online path's features, delayed labels (the
-   synthetic failure times as evidence) and sampling of the examples learned on resolution
-   (:func:`~devintel.models.warm_start.collect_examples`: features a batch at a time, no prediction per event), and
-   one model per home type on the same learned examples of that type's devices; then consolidate every model on
-   the examples it learned (:mod:`~devintel.models.consolidate`). Nothing predicts during the warm start, so the
-   report's rolling (prequential) metrics and ADWIN drift count are those of the routed decisions over the test
-   homes' stream.
+2. **Warm-start** a global model and one model per home type on the training stream, through the online path's
+   features and delayed labels (the synthetic failure times as evidence): for models of the shipped shape the
+   examples are collected a batch at a time as rows of model inputs
+   (:func:`~devintel.models.warm_start.collect_example_rows`: no prediction, no dict per event; every positive and a
+   share of the negatives, each drawn per event so the stream can be collected in two groups of homes, one per
+   core), then every model learns its examples through River's ``learn_many``
+   (:func:`~devintel.models.consolidate.learn_examples`: the scaler's statistics, then shuffled mini-batch passes of
+   the regression); any other learner learns event by event with ``learn_one``. Nothing predicts during the warm
+   start, so the report's rolling (prequential) metrics and ADWIN drift count are those of the routed decisions
+   over the test homes' stream.
 3. **Calibrate and route** on the validation homes: each model's decision threshold is tuned there
    (:func:`tune_threshold`: where the lower of precision and recall is highest); a home type keeps its
    own model only where it beats the global model's F1 on that type, otherwise the global model serves
@@ -26,9 +29,11 @@
    a report (Markdown, JSON, and PNG plots where matplotlib is installed; :mod:`~devintel.models.report`) through
    the atomic :class:`~devintel.models.snapshots.SnapshotStore`.
 
+The held-out streams are scored a batch at a time (:mod:`~devintel.models.heldout`): neither is ever held whole.
+
 Why one module of over 400 lines: the five steps share one configuration, one worker protocol (the second process
-that learns the home-type models and scores the test homes) and the scored streams they hand on; the worker is the
-part that could move to a module of its own.
+that collects half the training homes, learns the home-type models and scores the test homes) and the scored streams
+they hand on; the worker is the part that could move to a module of its own.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import pickle
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Final
@@ -51,23 +56,24 @@ import pandas as pd
 from river import compose, drift
 
 from devintel.generators import HOME_TYPES, generate, iter_batches
-from devintel.models.batch_features import computes, frame_columns, model_input_matrix
-from devintel.models.consolidate import EPOCHS, ExampleBuffer, consolidate, learn_inputs, model_inputs_of
+from devintel.models.batch_features import computes, frame_columns, model_input_matrix, names_of
+from devintel.models.consolidate import EPOCHS, learn_examples
 from devintel.models.decision import AlarmState, DecisionParams, step
-from devintel.models.dense import features_needed, probabilities, supports
+from devintel.models.dense import DenseView, features_needed, probabilities, supports
 from devintel.models.dense import probability as probability_of
 from devintel.models.dense import view as dense_view
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.gate import GateFailed, GateResult, QualityThresholds, evaluate_gate
+from devintel.models.heldout import ScoredStream, StreamTruth, score_batches
 from devintel.models.household import household_by_group, household_report
 from devintel.models.learners import default_model, model_inputs
 from devintel.models.live import GLOBAL, MODELS_DIR
 from devintel.models.metrics import BinaryReport, binary_report, recall_by_group, rolling_history
-from devintel.models.online import Classifier, ExampleCollector, events, failure_times, warm_start_batches
+from devintel.models.online import Classifier, ExampleCollector, events, warm_start_batches
 from devintel.models.report import markdown_report, plots
 from devintel.models.snapshots import SnapshotStore
 from devintel.models.tuning import tune_decision
-from devintel.models.warm_start import collect_examples
+from devintel.models.warm_start import Collected, ExampleRows, HomeSplit, collect_example_rows
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +85,6 @@ TRAIN_VARIANTS: Final = ("reference", "noisy", "sparse", "battery_cliff")
 TEST_VARIANTS: Final = ("on_change", "load_heated")
 #: Seconds (wall time) between two progress lines of the warm start and the held-out scoring.
 PROGRESS_S: Final = 5.0
-#: A failure's precursor counts as visible in an event from this hidden severity on (the generator's 0..1 scale).
-VISIBLE_PRECURSOR: Final = 0.1
 #: Held-out events from which a worker process scores the test homes (below, starting one costs more than it saves).
 MIN_WORKER_SAMPLES: Final = 50_000
 
@@ -103,9 +107,10 @@ class BootstrapConfig:
     test_variants: tuple[str, ...] = TEST_VARIANTS
     """World variant families of the held-out test homes (none of the training ones, for an honest figure)."""
     workers: int = 0
-    """Processes besides this one (the command line and the daemon use 1): with 1, a worker process learns the
-    home-type models during the warm start, then generates and scores the held-out test homes while this one scores
-    the validation homes and tunes the decision (the results are the same); 0 does all of it here, as does a
+    """Processes besides this one (the command line and the daemon use 1): with 1, a worker process collects the
+    examples of half the training homes while this one collects the other half, learns the home-type models while
+    this one learns the global model, then generates and scores the held-out test homes while this one scores the
+    validation homes and tunes the decision (the results are the same); 0 does all of it here, as does a
     bootstrap whose held-out streams are under :data:`MIN_WORKER_SAMPLES` events (a fresh interpreter costs more
     than it saves). 0 by default because a worker is a fresh interpreter (``spawn``) that imports the caller's main
     module: a script that calls :func:`bootstrap` with a worker needs an ``if __name__ == "__main__"`` guard."""
@@ -180,7 +185,7 @@ def score_frame(
     if not compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT and all(
         v is not None and v.inputs_function == [model_inputs] for v in views.values()
     ):
-        home_types = frame["home_type"].astype(str).to_numpy()
+        home_types = names_of(frame["home_type"])
         out = {name: np.full(len(frame), np.nan) for name in models}
         for start, end, columns in frame_columns(frame, features_needed(models.values())):
             inputs = model_input_matrix(columns)
@@ -221,7 +226,7 @@ def routed_scores(
     frame: pd.DataFrame, scores: dict[str, np.ndarray], thresholds: dict[str, float], router: dict[str, str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and decisions of the routed model for every event of ``frame``."""
-    home_types = frame["home_type"].astype(str).to_numpy()
+    home_types = names_of(frame["home_type"])
     probability = scores[GLOBAL].copy()
     decision = probability >= thresholds[GLOBAL]
     for home_type, model in router.items():
@@ -229,31 +234,6 @@ def routed_scores(
         probability[rows] = scores[model][rows]
         decision[rows] = scores[model][rows] >= thresholds[model]
     return probability, decision
-
-
-@dataclass(frozen=True, slots=True)
-class StreamTruth:
-    """What the generator knows about a held-out stream, per event, for scoring (never shown to a model)."""
-
-    device: np.ndarray
-    """Device codes (int)."""
-    ts: np.ndarray
-    failure_at: np.ndarray
-    """The device's failure time (NaN: it does not fail)."""
-    visible: np.ndarray
-    """Whether the device's failure precursor shows in the event."""
-    label: np.ndarray
-
-    @classmethod
-    def of(cls, frame: pd.DataFrame) -> StreamTruth:
-        devices = frame["device_id"].astype(str)
-        return cls(
-            device=pd.factorize(devices)[0],
-            ts=frame["ts"].to_numpy(dtype=np.float64),
-            failure_at=devices.map(failure_times(frame)).to_numpy(dtype=np.float64),
-            visible=frame["precursor"].to_numpy() >= VISIBLE_PRECURSOR,
-            label=frame["fails_within_horizon"].to_numpy(),
-        )
 
 
 def _progress(
@@ -292,8 +272,8 @@ def device_groups(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     failing = frame["failure_mode"].astype(str) != "none"
     mode_of = dict(zip(devices[failing], frame["failure_mode"].astype(str)[failing], strict=True))
     return {
-        "home_type": frame["home_type"].astype(str).to_numpy(),
-        "variant": frame["variant"].astype(str).to_numpy(),
+        "home_type": names_of(frame["home_type"]),
+        "variant": names_of(frame["variant"]),
         "failure_mode": devices.map(mode_of).fillna("none").to_numpy(),
     }
 
@@ -327,53 +307,74 @@ def error_drifts(truth: np.ndarray, decision: np.ndarray) -> int:
     return detected
 
 
-@dataclass(frozen=True, slots=True)
-class ScoredStream:
-    """A held-out stream scored by the models: what the gate and the report need of it (not the stream itself)."""
+def held_out(
+    models: dict[str, Classifier],
+    config: BootstrapConfig,
+    seed: int,
+    variants: tuple[str, ...],
+    what: str = "",
+    say: Callable[[str], None] | None = None,
+) -> ScoredStream:
+    """A held-out stream of ``seed``'s homes of ``variants`` scored by ``models``: a batch at a time for models of
+    the shipped shape (:func:`~devintel.models.heldout.score_batches`), otherwise as one frame, event by event."""
+    tick = _progress(config.holdout_samples, what, say, every=1) if say is not None else None
+    if batched(models):
+        return score_batches(models, _synthetic_batches(config, config.holdout_samples, seed, variants), tick)
+    frame = _synthetic(config, config.holdout_samples, seed, variants)
+    return ScoredStream(score_frame(models, frame, tick), StreamTruth.of(frame), device_groups(frame))
 
-    scores: dict[str, np.ndarray]
-    truth: StreamTruth
-    groups: dict[str, np.ndarray]
 
-    @classmethod
-    def of(
-        cls, models: dict[str, Classifier], frame: pd.DataFrame, on_event: Callable[[int], None] | None = None
-    ) -> ScoredStream:
-        return cls(score_frame(models, frame, on_event), StreamTruth.of(frame), device_groups(frame))
+#: Groups of homes the training stream is collected in (:class:`~devintel.models.warm_start.HomeSplit`): one per
+#: core; with no worker, this process collects both, one after the other, so the examples are the same.
+PARTS: Final = 2
 
 
-#: Examples the warm start hands to the worker at a time (one message each).
-WORKER_BATCH: Final = 2048
+def collect_part(
+    config: BootstrapConfig, part: int, on_event: Callable[[int], None] | None = None
+) -> tuple[ExampleRows, Collected]:
+    """The examples of one group of homes of the training stream (:func:`collect_example_rows`)."""
+    return collect_example_rows(
+        _synthetic_batches(config, config.samples, config.seed, config.train_variants),
+        horizon_s=config.horizon_days * 86_400.0,
+        negative_rate=config.negative_rate,
+        seed=config.seed,
+        only=features_needed([default_model()]),
+        select=HomeSplit(PARTS, part),
+        on_event=on_event,
+    )
+
+
+def learn_home_types(
+    models: dict[str, Classifier], rows: ExampleRows, seed: int, names: Iterable[str]
+) -> dict[str, Classifier]:
+    """Each home-type model of ``names`` learned on the examples of its home type (:func:`learn_examples`)."""
+    for name in names:
+        which = rows.groups == name
+        learn_examples(models[name], rows.names, rows.inputs[which], rows.labels[which], seed)
+    return {name: models[name] for name in names}
 
 
 def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
-    """A worker process's work (:class:`Worker`): learn the home-type models from the examples the warm start sends,
-    in order; when it is over, send them back with the global model it is given, then generate the held-out test
-    homes, score them with every model, and send back the :class:`ScoredStream` (or the error, at any point)."""
-    examples = ExampleBuffer()
+    """A worker process's work (:class:`Worker`): collect the second group of homes of the training stream and send
+    its examples; receive the first group's, learn the home-type models on all of them and send them back; receive
+    the global model, generate the held-out test homes, score them with every model, and send back the
+    :class:`ScoredStream` (or the error, at any point)."""
     try:
-        while True:
-            message = connection.recv()
-            if message is None:
-                return  # cancelled
-            kind, payload = message
-            if kind == "learn":
-                for home_type, x, label in payload:  # model inputs for the shipped shape, else features
-                    if supports(home_types[home_type]):
-                        learn_inputs(home_types[home_type], x, label)
-                        examples.add(x, label, home_type)
-                    else:
-                        home_types[home_type].learn_one(x, label)
-                continue
-            break
-        names = set(payload)  # the models that learned something, and the global one
-        for name in names - {GLOBAL}:
-            consolidate(home_types[name], examples, config.seed, group=name)
-        del examples
-        models = {**{name: model for name, model in home_types.items() if name in names}, GLOBAL: payload[GLOBAL]}
-        connection.send(("models", {name: model for name, model in models.items() if name != GLOBAL}))
-        test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
-        connection.send(("ok", ScoredStream.of(models, test)))
+        mine, collected = collect_part(config, 1)
+        connection.send(("rows", (mine, collected)))
+        message = connection.recv()
+        if message is None:
+            return  # cancelled
+        _, (theirs, names) = message
+        rows = ExampleRows.joined([theirs, mine])
+        del theirs, mine
+        connection.send(("models", learn_home_types(home_types, rows, config.seed, names)))
+        del rows
+        message = connection.recv()
+        if message is None:
+            return
+        _, models = message
+        connection.send(("ok", held_out(models, config, config.seed + TEST_SEED_OFFSET, config.test_variants)))
     except BaseException:  # everything goes back to the parent, which raises it
         connection.send(("error", traceback.format_exc()))
     finally:
@@ -381,10 +382,10 @@ def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[st
 
 
 class Worker:
-    """A second process for the bootstrap (:attr:`BootstrapConfig.workers`): it learns the home-type models while
-    this process computes features, predicts and learns the global model (the examples come in batches, in order,
-    so the models are the ones this process would have learned), then scores the held-out test homes while this
-    process scores the validation homes.
+    """A second process for the bootstrap (:attr:`BootstrapConfig.workers`): it collects the second group of homes
+    of the training stream while this process collects the first, learns the home-type models while this process
+    learns the global one (on the same joined examples: the models are those this process would have learned), then
+    scores the held-out test homes while this process scores the validation homes.
 
     Started with ``spawn`` (a fresh interpreter: safe from the threaded daemon); :meth:`close` ends it however the
     bootstrap ends."""
@@ -397,25 +398,25 @@ class Worker:
         )
         self._process.start()
         child.close()
-        self._batch: list[tuple[str, Features, bool]] = []
 
-    def learn(self, home_type: str, features: Features, label: bool) -> None:
-        """One example for a home-type model (sent with the next batch): its model inputs for a model of the shipped
-        shape, its features otherwise."""
-        self._batch.append((home_type, features, label))
-        if len(self._batch) >= WORKER_BATCH:
-            self._send(("learn", self._batch))
-            self._batch = []
+    def rows(self) -> tuple[ExampleRows, Collected]:
+        """The examples of the second group of homes (waits for them)."""
+        rows: tuple[ExampleRows, Collected] = self._receive("rows")
+        return rows
 
-    def trained(self, global_model: Classifier, names: set[str]) -> dict[str, Classifier]:
-        """The warm start is over: the home-type models of ``names`` as learned (the worker goes on to score the test
-        homes with them and ``global_model``)."""
-        if self._batch:
-            self._send(("learn", self._batch))
-            self._batch = []
-        self._send(("trained", {name: None for name in names} | {GLOBAL: global_model}))
+    def learn(self, rows: ExampleRows, names: set[str]) -> None:
+        """Have the worker learn the home-type models of ``names`` on ``rows`` (the first group's examples) joined to
+        its own."""
+        self._send(("learn", (rows, names)))
+
+    def trained(self) -> dict[str, Classifier]:
+        """The home-type models learned (waits for them)."""
         models: dict[str, Classifier] = self._receive("models")
         return models
+
+    def score(self, models: dict[str, Classifier]) -> None:
+        """Have the worker score the held-out test homes with ``models``."""
+        self._send(("score", models))
 
     def result(self) -> ScoredStream:
         """The scored test homes (waits for them); raises what the worker raised."""
@@ -459,13 +460,96 @@ def bootstrap(
     if overlap:
         logger.warning("test variants %s are also trained on: the held-out figures are not leave-variant-out", overlap)
     models: dict[str, Classifier] = {name: model_factory() for name in [GLOBAL, *HOME_TYPES]}
-    use_worker = config.workers > 0 and config.holdout_samples >= MIN_WORKER_SAMPLES
+    use_worker = config.workers > 0 and config.holdout_samples >= MIN_WORKER_SAMPLES and batched(models)
     worker = Worker(config, {name: models[name] for name in HOME_TYPES}) if use_worker else None
     try:
         return _bootstrap(config, store, models, say, worker)
     finally:
         if worker is not None:
             worker.close()
+
+
+def batched(models: dict[str, Classifier]) -> bool:
+    """Whether the bootstrap learns ``models`` from example rows computed a batch at a time (models of the shipped
+    shape, whose inputs the batch features compute), not event by event."""
+    return (
+        not compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT
+        and computes(features_needed(models.values()))
+        and all(supports(model) and DenseView(model).inputs_function == [model_inputs] for model in models.values())
+    )
+
+
+def _learn_batched(
+    config: BootstrapConfig, models: dict[str, Classifier], say: Callable[[str], None], worker: Worker | None
+) -> tuple[dict[str, int], int]:
+    """The warm start of models of the shipped shape: the examples of the training stream's two groups of homes
+    (:func:`collect_part`; the second one in the worker when there is one), then every model learned on them
+    (:func:`~devintel.models.consolidate.learn_examples`: the global model on all, each home-type model on its
+    type's; the home-type ones in the worker when there is one). The examples learned per model, and the homes."""
+    tick = _progress(config.samples, "warm start", say, every=1)
+    first, collected = collect_part(config, 0, tick)
+    second, also = worker.rows() if worker is not None else collect_part(config, 1, tick)
+    if worker is not None:
+        worker.learn(first, set(HOME_TYPES))
+    rows = ExampleRows.joined([first, second])
+    del first, second
+    if len(rows) == 0:
+        raise ValueError(
+            f"no label resolved in {config.samples:,} training events over {config.days:g} days: "
+            f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
+        )
+    learned = {GLOBAL: len(rows)} | {name: int((rows.groups == name).sum()) for name in HOME_TYPES}
+    say(f"learning the models on the {len(rows):,} examples ({EPOCHS} shuffled passes)")
+    names = {name for name in HOME_TYPES if learned[name] > 0}
+    learn_examples(
+        models[GLOBAL],
+        rows.names,
+        rows.inputs,
+        rows.labels,
+        config.seed,
+        _progress(EPOCHS, "learning", say, "passes", 1),
+    )
+    if worker is None:
+        learn_home_types(models, rows, config.seed, names)
+    else:
+        models.update(worker.trained())
+    homes = collected.homes | also.homes
+    return learned, len(homes)
+
+
+def _learn_event_by_event(
+    config: BootstrapConfig, models: dict[str, Classifier], say: Callable[[str], None]
+) -> tuple[dict[str, int], int]:
+    """The warm start of any other learner: each example learned online (``learn_one``) by the global model and its
+    home type's, the features computed event by event. The examples learned per model, and the homes."""
+    learned: dict[str, int] = dict.fromkeys(models, 0)
+    home_type_of: dict[str, str] = {}
+    homes: set[str] = set()
+
+    def note_homes(batch: pd.DataFrame) -> None:
+        pairs = batch[["device_id", "home_type", "home_id"]].drop_duplicates("device_id").astype(str)
+        home_type_of.update(zip(pairs["device_id"], pairs["home_type"], strict=True))
+        homes.update(pairs["home_id"])
+
+    def keep(device_id: str, features: Features, label: bool) -> None:
+        home_type = home_type_of[device_id]
+        learned[home_type] += 1
+        models[GLOBAL].learn_one(features, label)
+        models[home_type].learn_one(features, label)
+
+    needed = features_needed(models.values())
+    collector = ExampleCollector(
+        keep, config.horizon_days * 86_400.0, config.negative_rate, config.seed, FeatureExtractor(only=needed)
+    )
+    batches = _synthetic_batches(config, config.samples, config.seed, config.train_variants)
+    warm_start_batches(collector, batches, note_homes, _progress(config.samples, "warm start", say))
+    learned[GLOBAL] = collector.learned
+    if collector.learned == 0:
+        raise ValueError(
+            f"no label resolved in {config.samples:,} training events over {config.days:g} days: "
+            f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
+        )
+    return learned, len(homes)
 
 
 def _bootstrap(
@@ -477,79 +561,21 @@ def _bootstrap(
 ) -> BootstrapResult:
     horizon_s = config.horizon_days * 86_400.0
     say(f"generating {config.samples:,} training events (seed {config.seed}, {', '.join(config.train_variants)})")
-    learned: dict[str, int] = dict.fromkeys(models, 0)
-    examples = ExampleBuffer()
-    home_type_of: dict[str, str] = {}
-    homes: set[str] = set()
-
-    def note_homes(batch: pd.DataFrame) -> None:
-        """Each device's home type, and the homes trained on, from a batch of the training stream."""
-        pairs = batch[["device_id", "home_type", "home_id"]].drop_duplicates("device_id").astype(str)
-        home_type_of.update(zip(pairs["device_id"], pairs["home_type"], strict=True))
-        homes.update(pairs["home_id"])
-
-    def keep(device_id: str, features: Features, label: bool) -> None:
-        """One example: the global model and the device's home-type model learn it online (``learn_one``: the warm
-        start of their consolidation), and it is kept for consolidation."""
-        home_type = home_type_of[device_id]
-        learned[home_type] += 1
-        inputs = model_inputs_of(models[GLOBAL], features)
-        if inputs is None:  # not the shipped shape: plain learn_one, nothing to consolidate
-            models[GLOBAL].learn_one(features, label)
-            if worker is None:
-                models[home_type].learn_one(features, label)
-            else:
-                worker.learn(home_type, features, label)
-            return
-        learn_inputs(models[GLOBAL], inputs, label)  # the pipeline's learn_one, the inputs computed once
-        examples.add(inputs, label, home_type)
-        if worker is None:
-            learn_inputs(models[home_type], inputs, label)
-        else:
-            worker.learn(home_type, inputs, label)
-
     say(f"warm-starting the global model and {len(HOME_TYPES)} home-type models on {config.samples:,} events")
-    needed = features_needed(models.values())
-    batches = _synthetic_batches(config, config.samples, config.seed, config.train_variants)
-    if computes(needed):
-        collected = collect_examples(
-            batches,
-            keep,
-            horizon_s=horizon_s,
-            negative_rate=config.negative_rate,
-            seed=config.seed,
-            only=needed,
-            on_batch=note_homes,
-            on_event=_progress(config.samples, "warm start", say, every=1),
-        ).learned
-    else:  # a learner that reads features the batch path does not compute: event by event
-        collector = ExampleCollector(keep, horizon_s, config.negative_rate, config.seed, FeatureExtractor(only=needed))
-        warm_start_batches(collector, batches, note_homes, _progress(config.samples, "warm start", say))
-        collected = collector.learned
-    learned[GLOBAL] = collected
-    if collected == 0:
-        raise ValueError(
-            f"no label resolved in {config.samples:,} training events over {config.days:g} days: "
-            f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
-        )
-    names = {name for name in models if learned[name] > 0}
-    say(f"consolidating the models on the {len(examples):,} examples learned ({EPOCHS} shuffled passes)")
-    consolidate(models[GLOBAL], examples, config.seed, on_epoch=_progress(EPOCHS, "consolidation", say, "passes", 1))
-    if worker is None:
-        for name in names - {GLOBAL}:
-            consolidate(models[name], examples, config.seed, group=name)
-    examples = ExampleBuffer()  # the examples are not needed any more: free them
+    if batched(models):
+        learned, homes_trained = _learn_batched(config, models, say, worker)
+    else:
+        learned, homes_trained = _learn_event_by_event(config, models, say)
+    models = {name: model for name, model in models.items() if learned[name] > 0}
     if worker is not None:
-        # The home-type models it learned; it scores the test homes while this process scores the validation homes.
-        models = {**models, **worker.trained(models[GLOBAL], names - {GLOBAL})}
-    models = {name: model for name, model in models.items() if name in names}
-    homes_trained = len(homes)
+        worker.score(models)  # it scores the test homes while this process scores the validation homes
 
     say(f"validating on {config.holdout_samples:,} events of other homes (seed {config.seed + VALIDATION_SEED_OFFSET})")
-    validation = _synthetic(config, config.holdout_samples, config.seed + VALIDATION_SEED_OFFSET, config.train_variants)
-    val_scores = score_frame(models, validation, _progress(len(validation), "validation", say, every=1))
-    val_truth = validation["fails_within_horizon"].to_numpy()
-    val_types = validation["home_type"].astype(str).to_numpy()
+    validation = held_out(
+        models, config, config.seed + VALIDATION_SEED_OFFSET, config.train_variants, "validation", say
+    )
+    val_scores, val = validation.scores, validation.truth
+    val_truth, val_types = val.label, validation.groups["home_type"]
     thresholds = {GLOBAL: tune_threshold(val_truth, val_scores[GLOBAL])}
     router: dict[str, str] = {}
     comparison: dict[str, dict[str, float]] = {}
@@ -564,8 +590,7 @@ def _bootstrap(
         if own > shared:
             router[home_type] = home_type
     models = {name: model for name, model in models.items() if name in thresholds}
-    val_probability, _ = routed_scores(validation, val_scores, thresholds, router)
-    val = StreamTruth.of(validation)
+    val_probability, _ = routed_scores(pd.DataFrame({"home_type": val_types}), val_scores, thresholds, router)
     say("tuning the alarm decision on the validation homes")
     tuned = tune_decision(
         val.device,
@@ -578,7 +603,7 @@ def _bootstrap(
         val.visible,
     )
     val_flags = alarm_flags(tuned.params, val.device, val.ts, val_probability)
-    val_household = household_measures(val, val_flags, horizon_s, device_groups(validation))
+    val_household = household_measures(val, val_flags, horizon_s, validation.groups)
     del validation, val_scores
 
     say(
@@ -586,9 +611,7 @@ def _bootstrap(
         f"of world variants no model saw ({', '.join(config.test_variants)})"
     )
     if worker is None:
-        test = _synthetic(config, config.holdout_samples, config.seed + TEST_SEED_OFFSET, config.test_variants)
-        scored = ScoredStream.of(models, test, _progress(len(test), "test", say, every=1))
-        del test
+        scored = held_out(models, config, config.seed + TEST_SEED_OFFSET, config.test_variants, "test", say)
     else:
         scored = worker.result()
     # Models the validation homes dropped (no threshold) were scored there too; only the routed ones count.

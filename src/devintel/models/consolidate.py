@@ -23,6 +23,13 @@ the inputs scaled by the pipeline's own ``StandardScaler`` as it stands after th
 an example scales to 0, as River's ``transform_one`` leaves it out). Only a pipeline of the shipped shape
 (:func:`~devintel.models.dense.pipeline_parts`) is consolidated; any other learner keeps its online pass. The live
 daemon goes on learning with ``learn_one`` from the consolidated weights, at the optimizer's own step.
+
+The bootstrap now skips the online pass (:func:`learn_examples`): the scaler learns the examples' statistics through
+``learn_many`` (:func:`fit_scaler`), then the same passes fit the regression from zero weights. On the default
+bootstrap's examples the global model's validation F1 (at its break-even threshold) was 0.7567 from zero against
+0.7571 after the online pass (0.7566-0.7573 for 10-30 passes, steps 2-8 and batches 256-2048; Adam and AMSGrad
+reached 0.758 but with a lower PR-AUC, 0.760 against 0.772, and a worse gate on the test homes), and the online pass
+was half the bootstrap's time.
 """
 
 from __future__ import annotations
@@ -132,17 +139,69 @@ def consolidate(
     parts = pipeline_parts(model)
     if parts is None:
         return 0
-    _, scaler, regression = parts
     names, raw, labels = examples.matrix(group)
+    return consolidate_matrix(model, names, raw, labels, seed, on_epoch)
+
+
+def fit_scaler(model: Classifier, names: list[str], raw: npt.NDArray[np.float32]) -> None:
+    """Teach ``model``'s ``StandardScaler`` the examples ``raw`` (one row per example, columns ``names``, NaN: an
+    input the example lacks) through River's ``learn_many``, a column at a time over the examples that have it: the
+    counts, means and variances ``learn_one`` on each example would give (merged by River's batch formula, so
+    equal up to rounding). A model not of the shipped shape is left alone."""
+    parts = pipeline_parts(model)
+    if parts is None:
+        return
+    scaler = parts[1]
+    for j, name in enumerate(names):
+        column = raw[:, j].astype(np.float64)
+        present = column[~np.isnan(column)]
+        if len(present):
+            scaler.learn_many(pd.DataFrame({name: present}))
+
+
+def learn_examples(
+    model: Classifier,
+    names: list[str],
+    raw: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.bool_],
+    seed: int,
+    on_epoch: Callable[[int], None] | None = None,
+) -> int:
+    """Teach a fresh pipeline of the shipped shape the examples ``raw`` (one row per example, columns ``names``,
+    NaN: an input the example lacks) with their ``labels``, all through River's ``learn_many``: the scaler their
+    statistics (:func:`fit_scaler`), then the regression :data:`EPOCHS` shuffled passes
+    (:func:`consolidate_matrix`); an input no example has is left out. The number of regression steps taken."""
+    has = np.asarray(~np.isnan(raw).all(axis=0), dtype=np.bool_)
+    names = [name for name, kept in zip(names, has.tolist(), strict=True) if kept]
+    raw = raw[:, has] if not has.all() else raw
+    fit_scaler(model, names, raw)
+    return consolidate_matrix(model, names, raw, labels, seed, on_epoch)
+
+
+def consolidate_matrix(
+    model: Classifier,
+    names: list[str],
+    raw: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.bool_],
+    seed: int,
+    on_epoch: Callable[[int], None] | None = None,
+) -> int:
+    """:func:`consolidate` on examples given as a matrix (``raw``: one row per example, columns ``names``, NaN: an
+    input the example lacks) and their ``labels``."""
+    parts = pipeline_parts(model)
+    if parts is None:
+        return 0
+    _, scaler, regression = parts
     if len(labels) == 0:
         return 0
     mean = np.array([scaler.means.get(name, 0.0) for name in names], dtype=np.float32)
     std = np.array([scaler.vars.get(name, 0.0) ** 0.5 for name in names], dtype=np.float32)
+    scaled = raw - mean  # one copy, scaled in place (a million examples of 60 inputs: 240 MB)
     with np.errstate(invalid="ignore", divide="ignore"):
-        scaled = (raw - mean) / std
+        scaled /= std
     scaled[:, std == 0.0] = 0.0  # River scales an input of zero variance to 0
     scaled[np.isnan(scaled)] = 0.0  # an absent input: River leaves it out of the dot product
-    y = pd.Series(labels)
+    columns = pd.Index(names, dtype=object)  # built once: a string index per step costs more than the step
     rng = np.random.default_rng(seed)
     own_optimizer, own_intercept_lr = regression.optimizer, regression.intercept_lr
     steps = 0
@@ -154,7 +213,7 @@ def consolidate(
             order = rng.permutation(len(labels))
             for start in range(0, len(order), BATCH):
                 batch = order[start : start + BATCH]
-                regression.learn_many(pd.DataFrame(scaled[batch], columns=names), y.iloc[batch])
+                regression.learn_many(pd.DataFrame(scaled[batch], columns=columns), pd.Series(labels[batch]))
                 steps += 1
             if on_epoch is not None:
                 on_epoch(epoch + 1)

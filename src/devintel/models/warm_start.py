@@ -9,6 +9,11 @@ device whose failure is delivered is forgotten, so its later events start afresh
 batch's features are computed, to run the delayed-label buffer (the events wait with a reference to their row) and
 the seeded sampling of the examples learned on resolution. A feature vector is made a dict only for an example
 learned (about one event in five), in the key order of the event-by-event path.
+
+The bootstrap uses :func:`collect_example_rows`: the same walk, the same labels, but each batch's model inputs
+computed at once and an example copied into a float32 matrix row (``tests/test_bootstrap_fast.py``: with every
+negative kept, the rows are the collector's examples); the negatives are sampled by a draw per event, so a stream
+collected in groups of homes (:class:`HomeSplit`, one per process) joins to the whole stream's examples.
 """
 
 from __future__ import annotations
@@ -16,14 +21,14 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from devintel.contract import VALID_RANGES
-from devintel.models.batch_features import BatchExtractor
+from devintel.models.batch_features import BatchExtractor, model_input_matrix, names_of
 from devintel.models.features import FEATURE_NAMES, Features
 from devintel.models.labels import DelayedLabels, Resolved
 from devintel.models.online import failure_times
@@ -31,8 +36,10 @@ from devintel.models.online import failure_times
 if TYPE_CHECKING:
     import pandas as pd
 
-#: A waiting event's features: (its batch's feature names and their values, one row per event; its row).
-Row = tuple[tuple[list[str], npt.NDArray[np.float64]], int]
+Floats = npt.NDArray[np.float64]
+#: A batch's features: their names and their values, one row per event.
+Table = tuple[list[str], Floats]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -44,6 +51,8 @@ class Collected:
     resolved: int = 0
     """Events whose label resolved."""
     events: int = 0
+    homes: set[str] = field(default_factory=set)
+    """The homes whose events were walked."""
 
 
 def collect_examples(
@@ -61,35 +70,154 @@ def collect_examples(
     ``warm_start_batches(ExampleCollector(on_example, horizon_s, negative_rate, seed, FeatureExtractor(only)),
     batches, on_batch, on_event)`` calls it with (``on_event`` is called once per batch here, with the index of the
     batch's last event)."""
+    names_in_order = [name for name in FEATURE_NAMES if only is None or name in only]
+    draw = random.Random(seed).random
+    learned = 0
+
+    def tabulate(batch: pd.DataFrame, columns: dict[str, Floats], number: int, size: int) -> Table:
+        names = [name for name in names_in_order if name in columns]
+        return names, np.column_stack([columns[name] for name in names]) if names else np.empty((len(batch), 0))
+
+    def emit(device_id: str, table: Table, row: int, label: bool) -> None:
+        nonlocal learned
+        if label or draw() < negative_rate:  # the draws in the order the labels resolve, as the collector's
+            learned += 1
+            names, matrix = table
+            values = matrix[row].tolist()
+            features = {name: v for name, v in zip(names, values, strict=True) if v == v}  # NaN: absent
+            on_example(device_id, features, label)
+
+    collected = _collect(batches, tabulate, emit, horizon_s, only, on_batch, on_event)
+    collected.learned = learned
+    return collected
+
+
+@dataclass(slots=True)
+class ExampleRows:
+    """The examples a batched warm start learned, as a matrix of their model inputs (one row per example, NaN: an
+    input the example lacks), their labels and the home type of their device."""
+
+    names: list[str]
+    inputs: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.bool_]
+    groups: npt.NDArray[np.str_]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def joined(cls, parts: list[ExampleRows]) -> ExampleRows:
+        """The examples of ``parts``, one after the other (their inputs' columns united)."""
+        names = list(dict.fromkeys(name for part in parts for name in part.names))
+        inputs = np.full((sum(len(p) for p in parts), len(names)), np.nan, dtype=np.float32)
+        start = 0
+        for part in parts:
+            inputs[start : start + len(part), [names.index(n) for n in part.names]] = part.inputs
+            start += len(part)
+        labels = np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, np.bool_)
+        groups = np.concatenate([p.groups for p in parts]) if parts else np.zeros(0, np.str_)
+        return cls(names, inputs, labels, groups)
+
+
+#: A batch's model inputs (names, values), each event's home type and its negative-sampling draw.
+InputTable = tuple[list[str], Floats, npt.NDArray[np.object_], Floats]
+
+
+def collect_example_rows(
+    batches: Iterable[pd.DataFrame],
+    horizon_s: float,
+    negative_rate: float = 0.2,
+    seed: int = 0,
+    only: frozenset[str] | None = None,
+    select: Callable[[pd.DataFrame], npt.NDArray[np.bool_]] | None = None,
+    on_event: Callable[[int], None] | None = None,
+) -> tuple[ExampleRows, Collected]:
+    """The examples of a generated stream as :class:`ExampleRows`: the features and delayed labels of
+    :func:`collect_examples` (the same events resolve, with the same labels), each event's
+    :func:`~devintel.models.learners.model_inputs` computed a batch at a time
+    (:func:`~devintel.models.batch_features.model_input_matrix`; no dict per example) and copied into a float32
+    matrix when the event is learned.
+
+    Every positive is learned, and a negative when a uniform draw of its own, made per event from ``seed`` and its
+    place in the stream (batch, row), is below ``negative_rate``: which events are learned does not depend on the
+    order their labels resolve in, so ``select`` (a mask of the events of each batch to take, e.g. some homes'
+    devices; None: all) may split a stream into parts collected apart (in two processes) whose examples, joined, are
+    the whole stream's. The examples come in the order their labels resolve."""
+    index: dict[str, int] = {}
+    store = np.full((4096, 64), np.nan, dtype=np.float32)
+    labels = bytearray()
+    groups: list[str] = []
+
+    def tabulate(batch: pd.DataFrame, columns: dict[str, Floats], number: int, size: int) -> InputTable:
+        inputs = model_input_matrix(columns)
+        names = list(inputs)
+        for name in names:
+            index.setdefault(name, len(index))
+        matrix = np.column_stack([inputs[name] for name in names]) if names else np.empty((len(batch), 0))
+        draws = np.random.default_rng([seed, number]).random(size)[batch.index.to_numpy()]
+        return names, matrix, names_of(batch["home_type"]), draws
+
+    def emit(device_id: str, table: InputTable, row: int, label: bool) -> None:
+        nonlocal store
+        names, matrix, home_types, draws = table
+        if not label and draws[row] >= negative_rate:
+            return
+        k = len(labels)
+        if k == len(store) or len(index) > store.shape[1]:
+            grown = np.full((2 * len(store), max(store.shape[1], len(index))), np.nan, dtype=np.float32)
+            grown[:k, : store.shape[1]] = store[:k]
+            store = grown
+        store[k, [index[name] for name in names]] = matrix[row]
+        labels.append(label)
+        groups.append(home_types[row])
+
+    collected = _collect(batches, tabulate, emit, horizon_s, only, None, on_event, select)
+    k = len(labels)
+    collected.learned = k
+    inputs = np.full((k, len(index)), np.nan, dtype=np.float32)
+    inputs[:, : store.shape[1]] = store[:k, : len(index)]  # the store may be narrower: inputs nobody learned
+    rows = ExampleRows(list(index), inputs, np.frombuffer(bytes(labels), np.bool_).copy(), np.array(groups, dtype=str))
+    return rows, collected
+
+
+def _collect(
+    batches: Iterable[pd.DataFrame],
+    tabulate: Callable[[pd.DataFrame, dict[str, Floats], int, int], T],
+    emit: Callable[[str, T, int, bool], None],
+    horizon_s: float,
+    only: frozenset[str] | None,
+    on_batch: Callable[[pd.DataFrame], None] | None,
+    on_event: Callable[[int], None] | None,
+    select: Callable[[pd.DataFrame], npt.NDArray[np.bool_]] | None = None,
+) -> Collected:
+    """The walk of :func:`collect_examples`: the events of each batch (those ``select`` picks, all if None) through
+    the features, made a table by ``tabulate`` (batch, feature columns, the batch's number, its size before
+    ``select``), then through the delayed labels: ``emit`` (device id, table, row, label) is called for each event
+    whose label resolves, in the order they resolve (``emit`` samples; :attr:`Collected.learned` is left 0)."""
     extractor = BatchExtractor()
-    labels: DelayedLabels[Row] = DelayedLabels(horizon_s)
-    rng = random.Random(seed)
-    draw = rng.random
+    labels: DelayedLabels[tuple[T, int]] = DelayedLabels(horizon_s)
     collected = Collected()
     pending: list[tuple[float, str]] = []
     known: set[str] = set()
     slot_of: dict[str, int] = {}
-    names_in_order = [name for name in FEATURE_NAMES if only is None or name in only]
 
-    def resolve(resolved: list[Resolved[Row]]) -> None:
+    def resolve(resolved: list[Resolved[tuple[T, int]]]) -> None:
         for item in resolved:
             collected.resolved += 1
-            if item.label or draw() < negative_rate:
-                collected.learned += 1
-                (names, matrix), row = item.payload
-                values = matrix[row].tolist()
-                features = {name: v for name, v in zip(names, values, strict=True) if v == v}  # NaN: absent
-                on_example(item.device_id, features, item.label)
+            table, row = item.payload
+            emit(item.device_id, table, row, item.label)
 
     last = -np.inf
-    for batch in batches:
+    for number, whole in enumerate(batches):
         if on_batch is not None:
-            on_batch(batch)
+            on_batch(whole)
+        batch = whole if select is None else whole[select(whole)]
+        collected.homes.update(set(names_of(batch["home_id"]).tolist()))
         for device, t_fail in failure_times(batch).items():
             if device not in known:
                 known.add(device)
                 heapq.heappush(pending, (t_fail, device))
-        devices = batch["device_id"].astype(str).tolist()
+        devices = names_of(batch["device_id"]).tolist()
         ts = batch["ts"].to_numpy(dtype=np.float64)
         times = ts.tolist()
         # First walk: the failures delivered before each event, and each event's device slot.
@@ -111,12 +239,11 @@ def collect_examples(
             slots,
             ts,
             {name: batch[name].to_numpy(dtype=np.float64) for name in VALID_RANGES if name in batch},
-            (batch["power_source"].astype(str) == "battery").to_numpy(),
-            batch["device_type"].astype(str).to_numpy(dtype=object),
+            names_of(batch["power_source"]) == "battery",
+            names_of(batch["device_type"]),
             only,
         )
-        names = [name for name in names_in_order if name in columns]
-        table = (names, np.column_stack([columns[name] for name in names]) if names else np.empty((len(devices), 0)))
+        table = tabulate(batch, columns, number, len(whole))
         del columns
         # Second walk: the delayed labels, as the event-by-event collector runs them.
         for i, (device, t) in enumerate(zip(devices, times, strict=True)):
@@ -124,8 +251,9 @@ def collect_examples(
                 resolve(labels.failure(failed, t_fail))
             resolve(labels.advance(t))
             labels.add(device, t, (table, i))
-            last = t
         collected.events += len(devices)
+        if len(whole):
+            last = max(last, float(whole["ts"].iloc[-1]))  # the whole stream's clock: a part ends where it ends
         if on_event is not None and devices:
             on_event(collected.events - 1)
     while pending and pending[0][0] <= last:
@@ -133,3 +261,28 @@ def collect_examples(
         resolve(labels.failure(failed, t_fail))
     resolve(labels.advance(last))
     return collected
+
+
+class HomeSplit:
+    """A mask of the events of one of ``parts`` groups of homes (``select`` of :func:`collect_example_rows`): homes
+    are dealt to the groups as they first appear, the busiest of a batch first, each to the group with the fewest
+    events so far, so the groups carry about the same load. Every part of one stream deals the same way (the rule
+    reads only the stream), so the parts are disjoint and cover it."""
+
+    def __init__(self, parts: int, part: int) -> None:
+        if not 0 <= part < parts:
+            raise ValueError(f"part {part} of {parts}")
+        self.parts, self.part = parts, part
+        self._group_of: dict[int, int] = {}
+        self._load = [0] * parts
+
+    def __call__(self, batch: pd.DataFrame) -> npt.NDArray[np.bool_]:
+        homes = np.asarray(batch["home_id"].cat.codes.to_numpy(), dtype=np.intp)
+        counts = np.bincount(homes)
+        for home in np.argsort(-counts, kind="stable").tolist():
+            if counts[home] and home not in self._group_of:
+                group = self._load.index(min(self._load))
+                self._group_of[home] = group
+                self._load[group] += int(counts[home])
+        lookup = np.array([self._group_of.get(h, -1) for h in range(len(counts))], dtype=np.intp)
+        return np.asarray(lookup[homes] == self.part)
