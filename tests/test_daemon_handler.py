@@ -8,7 +8,10 @@ import contextlib
 import io
 import itertools
 import logging
+import os
 import pickle
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import pytest
 from devintel.daemon.from_settings import build_handler
 from devintel.daemon.replay import capture_message, replay
 from devintel.daemon.settings import Settings
-from devintel.ingest.handler import Handler
+from devintel.ingest.handler import Handler, fingerprint
 from devintel.ingest.inbound import Command
 from devintel.ingest.outbound import SERVICE_ENTITIES, Outgoing, service_discovery_messages
 from devintel.models.snapshots import SnapshotStore
@@ -421,3 +424,27 @@ def test_discovery_templates_render_readable_values(small_snapshot: Path) -> Non
     for config in service.values():
         if config["name"] in ("Last snapshot", "Live false alarm share"):
             assert _render(str(config["value_template"]), orjson.dumps(before_any)) == "None"  # HA: unknown
+
+
+def test_an_events_fingerprint_is_the_same_in_every_process() -> None:
+    """A duplicate is recognised after a restore in another process (a fleet takeover): the fingerprint does not
+    depend on the process's string-hash salt, nor on the order of the event's fields."""
+    event = {"device_id": "d", "ts": 1_790_000_000.5, "battery_level": 80.0, "device_type": "motion_sensor"}
+    code = (
+        "import sys, orjson; from devintel.ingest.handler import fingerprint; "
+        "print(fingerprint(orjson.loads(sys.argv[1])))"
+    )
+    printed = {
+        subprocess.run(
+            [sys.executable, "-c", code, orjson.dumps(event).decode()],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert printed == {str(fingerprint(event))}
+    assert fingerprint(dict(reversed(event.items()))) == fingerprint(event)
+    assert fingerprint({**event, "battery_level": 79.0}) != fingerprint(event)
+    assert fingerprint({**event, "ts": 1_790_000_001.5}) != fingerprint(event)
