@@ -137,38 +137,6 @@ def test_scoring_a_frame_at_once_equals_scoring_it_event_by_event() -> None:
     assert 0.0 < float(np.nanmax(at_once["global"])) <= 1.0
 
 
-def test_the_batched_warm_start_gives_the_examples_of_the_event_by_event_collector() -> None:
-    from devintel.generators import iter_batches
-    from devintel.models.online import ExampleCollector, warm_start_batches
-    from devintel.models.warm_start import collect_examples
-
-    arguments = {"samples": 80_000, "days": 60, "seed": 9, "failure_rate": 0.6}
-    needed = features_needed([default_model()])
-    one_by_one: list[tuple[str, Features, bool]] = []
-    collector = ExampleCollector(
-        lambda d, x, y: one_by_one.append((d, x, y)), 7 * 86_400.0, seed=5, features=FeatureExtractor(only=needed)
-    )
-    warm_start_batches(collector, iter_batches(**arguments))  # type: ignore[arg-type]
-    batched: list[tuple[str, Features, bool]] = []
-    seen: list[int] = []
-    done = collect_examples(
-        iter_batches(**arguments),  # type: ignore[arg-type]
-        lambda d, x, y: batched.append((d, x, y)),
-        7 * 86_400.0,
-        seed=5,
-        only=needed,
-        on_batch=lambda batch: seen.append(len(batch)),
-    )
-    assert len(seen) > 10
-    assert done.events == sum(seen)
-    assert len(one_by_one) > 2_000
-    assert sum(y for _, _, y in one_by_one) > 100
-    assert (done.learned, done.resolved) == (collector.learned, collector.resolved)
-    for mine, theirs in zip(batched, one_by_one, strict=True):
-        assert mine == theirs
-        assert list(mine[1]) == list(theirs[1])  # the same key order: River sums in it
-
-
 def test_a_frame_in_chunks_gives_the_features_of_the_whole_frame() -> None:
     from devintel.generators import generate
     from devintel.models.batch_features import frame_columns

@@ -202,28 +202,3 @@ def test_rolling_history_equals_river_rolling_metrics_event_by_event() -> None:
     assert len(ours) == 24
     for (_, mine), (_, theirs) in zip(ours, river.history, strict=True):
         assert mine == pytest.approx(theirs, abs=1e-12)
-
-
-def test_learning_from_model_inputs_equals_the_pipelines_learn_one() -> None:
-    from devintel.models.consolidate import learn_inputs, model_inputs_of
-
-    stream = generate(samples=20_000, days=30, seed=8)
-    extractor = FeatureExtractor()
-    piped, stepped = default_model(), default_model()
-    rng = random.Random(1)
-    learned = 0
-    for event in events(stream):
-        features = extractor.update(event)
-        if rng.random() < 0.2:
-            label = rng.random() < 0.1
-            piped.learn_one(features, label)
-            inputs = model_inputs_of(stepped, features)
-            assert inputs is not None
-            learn_inputs(stepped, inputs, label)
-            learned += 1
-    assert learned > 3_000
-    assert stepped["LogisticRegression"].weights == piped["LogisticRegression"].weights  # type: ignore[index]
-    assert stepped["LogisticRegression"].intercept == piped["LogisticRegression"].intercept  # type: ignore[index]
-    assert dict(stepped["StandardScaler"].vars) == dict(piped["StandardScaler"].vars)  # type: ignore[index]
-    with pytest.raises(TypeError):
-        learn_inputs(naive_bayes.GaussianNB(), {}, True)

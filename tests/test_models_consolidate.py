@@ -1,4 +1,5 @@
-"""Consolidation of warm-started models: the example buffer, determinism, and a fit nearer the optimum."""
+"""Consolidation: shuffled ``learn_many`` passes bring a logistic regression near its optimum, deterministically,
+keeping the live optimizer; another learner is left as it learned."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import pickle
 import random
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from river import compose, naive_bayes
 
 from devintel.models import dense
-from devintel.models.consolidate import ExampleBuffer, consolidate, model_inputs_of
+from devintel.models.consolidate import consolidate_matrix
 from devintel.models.features import Features
-from devintel.models.learners import default_model, model_inputs
+from devintel.models.learners import default_model
 from devintel.models.online import Classifier
+
+NAMES = ["a_dev", "b_dev"]
+Examples = tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.bool_]]
 
 
 def correlated_examples(n: int, seed: int) -> list[tuple[Features, bool]]:
@@ -62,73 +67,53 @@ def log_loss(model: Classifier, examples: list[tuple[Features, bool]]) -> float:
     return total / len(examples)
 
 
-def warm(examples: list[tuple[Features, bool]]) -> tuple[Classifier, ExampleBuffer]:
-    model, buffer = pipeline(), ExampleBuffer()
+def as_matrix(examples: list[tuple[Features, bool]]) -> Examples:
+    """The examples as the bootstrap hands them over: a row each (NaN: an input the example lacks) and the labels."""
+    raw = np.array([[x.get(name, np.nan) for name in NAMES] for x, _ in examples], dtype=np.float32)
+    return NAMES, raw, np.array([y for _, y in examples], dtype=np.bool_)
+
+
+def warm(examples: list[tuple[Features, bool]]) -> tuple[Classifier, Examples]:
+    """A pipeline after one online pass over ``examples``, and the examples as a matrix."""
+    model = pipeline()
     for x, y in examples:
         model.learn_one(x, y)
-        inputs = model_inputs_of(model, x)
-        assert inputs is not None
-        buffer.add(inputs, y, "group_a" if y else "group_b")
-    return model, buffer
-
-
-def test_the_buffer_returns_each_example_with_nan_where_an_input_is_absent() -> None:
-    buffer = ExampleBuffer()
-    buffer.add({"x": 1.0, "y": 2.0}, True, "a")
-    buffer.add({"x": 3.0}, False, "b")
-    buffer.add({"y": 4.0, "x": 5.0}, False, "a")  # another key order: another layout
-    names, matrix, labels = buffer.matrix()
-    assert names == ["x", "y"]
-    assert len(buffer) == 3
-    np.testing.assert_array_equal(matrix, np.array([[1.0, 2.0], [3.0, np.nan], [5.0, 4.0]], dtype=np.float32))
-    assert labels.tolist() == [True, False, False]
-    names, matrix, labels = buffer.matrix("a")
-    np.testing.assert_array_equal(matrix, np.array([[1.0, 2.0], [5.0, 4.0]], dtype=np.float32))
-    assert labels.tolist() == [True, False]
-
-
-def test_the_buffer_keeps_dicts_when_the_packer_is_full() -> None:
-    buffer = ExampleBuffer()
-    buffer.packer.max_layouts = 1
-    buffer.add({"x": 1.0}, True)
-    buffer.add({"y": 2.0}, False)  # a second layout: kept as a dict
-    names, matrix, _ = buffer.matrix()
-    assert names == ["x", "y"]
-    np.testing.assert_array_equal(matrix, np.array([[1.0, np.nan], [np.nan, 2.0]], dtype=np.float32))
+    return model, as_matrix(examples)
 
 
 def test_consolidation_brings_the_loss_near_the_optimum() -> None:
     train = correlated_examples(6_000, seed=1)
-    model, buffer = warm(train)
+    model, matrix = warm(train)
     best = optimum_loss(model, train)
     one_pass = log_loss(model, train) - best
-    assert consolidate(model, buffer, seed=0) > 0
+    assert consolidate_matrix(model, *matrix, seed=0) > 0
     consolidated = log_loss(model, train) - best
     assert one_pass > 5e-4  # the problem is one that one pass does not solve (measured: 1.0e-3)
     assert consolidated < 0.1 * one_pass  # measured: 1.1e-5
 
 
-def test_consolidation_is_deterministic_and_follows_its_group() -> None:
+def test_consolidation_is_deterministic_and_follows_its_examples() -> None:
     examples = correlated_examples(2_000, seed=3)
-    first, buffer_first = warm(examples)
-    second, buffer_second = warm(examples)
-    consolidate(first, buffer_first, seed=7, group="group_a")
-    consolidate(second, buffer_second, seed=7, group="group_a")
+    first, (names, raw, labels) = warm(examples)
+    second, _ = warm(examples)
+    half = slice(0, 1_000)
+    consolidate_matrix(first, names, raw[half], labels[half], seed=7)
+    consolidate_matrix(second, names, raw[half], labels[half], seed=7)
     assert pickle.dumps(first) == pickle.dumps(second)
-    other, buffer_other = warm(examples)
-    consolidate(other, buffer_other, seed=7)  # every example, not only group_a's
+    other, _ = warm(examples)
+    consolidate_matrix(other, names, raw, labels, seed=7)  # every example, not only the first half
     assert pickle.dumps(other) != pickle.dumps(first)
 
 
 def test_consolidation_keeps_the_live_optimizer_and_the_dense_view_follows() -> None:
     examples = correlated_examples(2_000, seed=4)
-    model, buffer = warm(examples)
+    model, matrix = warm(examples)
     regression = model["LogisticRegression"]  # type: ignore[index]
     optimizer, intercept_lr = regression.optimizer, regression.intercept_lr
     probes = [x for x, _ in examples[::37]]
     before = [dense.probability(model, x) for x in probes]  # builds the dense view
     steps_before = optimizer.n_iterations
-    steps = consolidate(model, buffer, seed=0)
+    steps = consolidate_matrix(model, *matrix, seed=0)
     assert regression.optimizer is optimizer
     assert regression.intercept_lr is intercept_lr
     assert optimizer.n_iterations == steps_before + steps
@@ -137,25 +122,15 @@ def test_consolidation_keeps_the_live_optimizer_and_the_dense_view_follows() -> 
     assert max(abs(a - model.predict_proba_one(x)[True]) for a, x in zip(after, probes, strict=True)) <= 1e-12
 
 
-def test_the_shipped_pipeline_keeps_its_model_inputs() -> None:
-    features = {"linkquality_dev": -2.0, "linkquality_dev2d": -1.0, "linkquality_tdev": -1.5}
-    features |= {"linkquality_cusum_down": 3.0, "battery": 0.0}
-    assert model_inputs_of(default_model(), features) == model_inputs(features)
-
-
 @pytest.mark.parametrize("model", [naive_bayes.GaussianNB(), compose.Pipeline(naive_bayes.GaussianNB())])
 def test_other_learners_are_left_as_they_learned(model: Classifier) -> None:
     examples = correlated_examples(200, seed=5)
     for x, y in examples:
         model.learn_one(x, y)
-    assert model_inputs_of(model, examples[0][0]) is None
-    buffer = ExampleBuffer()
-    buffer.add(examples[0][0], examples[0][1])
     before = pickle.dumps(model)
-    assert consolidate(model, buffer, seed=0) == 0
+    assert consolidate_matrix(model, *as_matrix(examples), seed=0) == 0
     assert pickle.dumps(model) == before
 
 
 def test_no_examples_no_steps() -> None:
-    model = pipeline()
-    assert consolidate(model, ExampleBuffer(), seed=0) == 0
+    assert consolidate_matrix(pipeline(), *as_matrix([]), seed=0) == 0

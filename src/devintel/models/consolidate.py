@@ -35,7 +35,6 @@ was half the bootstrap's time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -44,8 +43,7 @@ import pandas as pd
 from river import optim
 
 from devintel.models.dense import pipeline_parts
-from devintel.models.features import Features
-from devintel.models.online import Classifier, FeaturePacker, Packed
+from devintel.models.online import Classifier
 
 #: Passes over the examples.
 EPOCHS: Final = 10
@@ -53,94 +51,6 @@ EPOCHS: Final = 10
 BATCH: Final = 512
 #: Step size of the first pass; pass ``e`` (from 0) steps ``LEARNING_RATE / (1 + e)``.
 LEARNING_RATE: Final = 2.0
-
-
-@dataclass(slots=True)
-class ExampleBuffer:
-    """The examples a warm start learned: each one's model inputs (packed, about 0.3 KB), label and group."""
-
-    packer: FeaturePacker = field(default_factory=FeaturePacker)
-    inputs: list[Features | Packed] = field(default_factory=list)
-    labels: bytearray = field(default_factory=bytearray)
-    groups: list[str] = field(default_factory=list)
-    """Per example, the group it belongs to (the bootstrap: the device's home type)."""
-
-    def add(self, inputs: Features, label: bool, group: str = "") -> None:
-        """Keep one example's model inputs (what the scaler sees, not the raw features)."""
-        self.inputs.append(self.packer.pack(inputs))
-        self.labels.append(label)
-        self.groups.append(group)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def matrix(self, group: str | None = None) -> tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-        """(input names, inputs with NaN where an example lacks one, labels) of the examples of ``group`` (None:
-        all), as float32 (a million examples of 60 inputs: 240 MB; no dict per example is rebuilt)."""
-        rows = [i for i, g in enumerate(self.groups) if group is None or g == group]
-        index: dict[str, int] = {}
-        columns: dict[int, npt.NDArray[np.intp]] = {}  # per layout id, the matrix columns of its names
-        for i in rows:
-            packed = self.inputs[i]
-            keys = packed if isinstance(packed, dict) else self.packer.layout(packed[0])
-            if not isinstance(packed, dict) and packed[0] in columns:
-                continue
-            at = [index.setdefault(name, len(index)) for name in keys]
-            if not isinstance(packed, dict):
-                columns[packed[0]] = np.array(at, dtype=np.intp)
-        matrix = np.full((len(rows), len(index)), np.nan, dtype=np.float32)
-        for r, i in enumerate(rows):
-            packed = self.inputs[i]
-            if isinstance(packed, dict):
-                matrix[r, [index[name] for name in packed]] = list(packed.values())
-            else:
-                matrix[r, columns[packed[0]]] = packed[1]
-        labels = np.frombuffer(bytes(self.labels), dtype=np.bool_)[rows]
-        return list(index), matrix, labels
-
-
-def model_inputs_of(model: Classifier, features: Features) -> Features | None:
-    """What ``model``'s scaler sees of ``features`` (its function transformers applied), or None when ``model`` is
-    not of the shape :func:`consolidate` works on."""
-    parts = pipeline_parts(model)
-    if parts is None:
-        return None
-    x = features
-    for func in parts[0]:
-        x = func(x)
-    return x
-
-
-def learn_inputs(model: Classifier, inputs: Features, label: bool) -> None:
-    """``model.learn_one(features, label)`` for a pipeline of the shipped shape, given the model inputs its function
-    transformers make of ``features`` (``inputs``, from :func:`model_inputs_of`): River's ``Pipeline.learn_one``
-    steps, without computing the inputs again (the scaler learns them, then the regression learns them scaled)."""
-    parts = pipeline_parts(model)
-    if parts is None:
-        raise TypeError(f"learn_inputs needs a pipeline of the shipped shape, not {type(model).__name__}")
-    _, scaler, regression = parts
-    scaler.learn_one(inputs)
-    regression.learn_one(scaler.transform_one(inputs), label)
-
-
-def consolidate(
-    model: Classifier,
-    examples: ExampleBuffer,
-    seed: int,
-    group: str | None = None,
-    on_epoch: Callable[[int], None] | None = None,
-) -> int:
-    """Refine ``model``'s logistic regression on the examples of ``group`` (see the module docstring); the number
-    of ``learn_many`` steps taken (0: not a pipeline of the shipped shape, or no examples).
-
-    Deterministic for a given ``seed``; ``on_epoch`` is called with each pass's number (from 1) once it is done.
-    The regression's own optimizer and intercept step are restored afterwards, its step count advanced by the
-    steps taken (the dense view sees the model changed)."""
-    parts = pipeline_parts(model)
-    if parts is None:
-        return 0
-    names, raw, labels = examples.matrix(group)
-    return consolidate_matrix(model, names, raw, labels, seed, on_epoch)
 
 
 def fit_scaler(model: Classifier, names: list[str], raw: npt.NDArray[np.float32]) -> None:
@@ -186,8 +96,13 @@ def consolidate_matrix(
     seed: int,
     on_epoch: Callable[[int], None] | None = None,
 ) -> int:
-    """:func:`consolidate` on examples given as a matrix (``raw``: one row per example, columns ``names``, NaN: an
-    input the example lacks) and their ``labels``."""
+    """Refine ``model``'s logistic regression on examples given as a matrix (``raw``: one row per example, columns
+    ``names``, NaN: an input the example lacks) and their ``labels`` (see the module docstring); the number of
+    ``learn_many`` steps taken (0: not a pipeline of the shipped shape, or no examples).
+
+    Deterministic for a given ``seed``; ``on_epoch`` is called with each pass's number (from 1) once it is done.
+    The regression's own optimizer and intercept step are restored afterwards, its step count advanced by the
+    steps taken (the dense view sees the model changed)."""
     parts = pipeline_parts(model)
     if parts is None:
         return 0

@@ -1,25 +1,20 @@
 """The bootstrap's warm start in batches: the examples :class:`~devintel.models.online.ExampleCollector` gives for a
 generated stream, with the features computed a batch at a time (:class:`~devintel.models.batch_features.BatchExtractor`)
-instead of an extractor call per event.
+instead of an extractor call per event, and kept as rows of a float32 matrix of model inputs instead of dicts.
 
-The same examples come out, in the same order, with the same feature values bit for bit
-(``tests/test_batch_features.py``): each batch is walked twice in stream order, first to deliver each failing
-device's failure when the stream clock reaches it (as :func:`~devintel.models.online.warm_start_batches` does; a
-device whose failure is delivered is forgotten, so its later events start afresh in a new slot), then, once the
-batch's features are computed, to run the delayed-label buffer (the events wait with a reference to their row) and
-the seeded sampling of the examples learned on resolution. A feature vector is made a dict only for an example
-learned (about one event in five), in the key order of the event-by-event path.
-
-The bootstrap uses :func:`collect_example_rows`: the same walk, the same labels, but each batch's model inputs
-computed at once and an example copied into a float32 matrix row (``tests/test_bootstrap_fast.py``: with every
-negative kept, the rows are the collector's examples); the negatives are sampled by a draw per event, so a stream
+:func:`collect_example_rows` walks each batch twice in stream order, first to deliver each failing device's failure
+when the stream clock reaches it (as :func:`~devintel.models.online.warm_start_batches` does; a device whose failure
+is delivered is forgotten, so its later events start afresh in a new slot), then, once the batch's features and
+model inputs are computed, to run the delayed-label buffer (the events wait with a reference to their row) and the
+sampling of the examples learned on resolution. With every negative kept, the rows are the event-by-event
+collector's examples (``tests/test_bootstrap_fast.py``; the features themselves are the event-by-event path's bit
+for bit, ``tests/test_batch_features.py``); the negatives are sampled by a seeded draw per event, so a stream
 collected in groups of homes (:class:`HomeSplit`, one per process) joins to the whole stream's examples.
 """
 
 from __future__ import annotations
 
 import heapq
-import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -29,7 +24,6 @@ import numpy.typing as npt
 
 from devintel.contract import VALID_RANGES
 from devintel.models.batch_features import BatchExtractor, model_input_matrix, names_of
-from devintel.models.features import FEATURE_NAMES, Features
 from devintel.models.labels import DelayedLabels, Resolved
 from devintel.models.online import failure_times
 
@@ -53,43 +47,6 @@ class Collected:
     events: int = 0
     homes: set[str] = field(default_factory=set)
     """The homes whose events were walked."""
-
-
-def collect_examples(
-    batches: Iterable[pd.DataFrame],
-    on_example: Callable[[str, Features, bool], None],
-    horizon_s: float,
-    negative_rate: float = 0.2,
-    seed: int = 0,
-    only: frozenset[str] | None = None,
-    on_batch: Callable[[pd.DataFrame], None] | None = None,
-    on_event: Callable[[int], None] | None = None,
-) -> Collected:
-    """Feed a generated stream's ``batches`` (``devintel.generators.iter_batches``) through features and delayed
-    labels, calling ``on_example`` (device id, features, label) for each example learned: what
-    ``warm_start_batches(ExampleCollector(on_example, horizon_s, negative_rate, seed, FeatureExtractor(only)),
-    batches, on_batch, on_event)`` calls it with (``on_event`` is called once per batch here, with the index of the
-    batch's last event)."""
-    names_in_order = [name for name in FEATURE_NAMES if only is None or name in only]
-    draw = random.Random(seed).random
-    learned = 0
-
-    def tabulate(batch: pd.DataFrame, columns: dict[str, Floats], number: int, size: int) -> Table:
-        names = [name for name in names_in_order if name in columns]
-        return names, np.column_stack([columns[name] for name in names]) if names else np.empty((len(batch), 0))
-
-    def emit(device_id: str, table: Table, row: int, label: bool) -> None:
-        nonlocal learned
-        if label or draw() < negative_rate:  # the draws in the order the labels resolve, as the collector's
-            learned += 1
-            names, matrix = table
-            values = matrix[row].tolist()
-            features = {name: v for name, v in zip(names, values, strict=True) if v == v}  # NaN: absent
-            on_example(device_id, features, label)
-
-    collected = _collect(batches, tabulate, emit, horizon_s, only, on_batch, on_event)
-    collected.learned = learned
-    return collected
 
 
 @dataclass(slots=True)
@@ -132,8 +89,9 @@ def collect_example_rows(
     select: Callable[[pd.DataFrame], npt.NDArray[np.bool_]] | None = None,
     on_event: Callable[[int], None] | None = None,
 ) -> tuple[ExampleRows, Collected]:
-    """The examples of a generated stream as :class:`ExampleRows`: the features and delayed labels of
-    :func:`collect_examples` (the same events resolve, with the same labels), each event's
+    """The examples of a generated stream as :class:`ExampleRows`: the features and delayed labels of the
+    event-by-event :class:`~devintel.models.online.ExampleCollector` (the same events resolve, with the same labels),
+    each event's
     :func:`~devintel.models.learners.model_inputs` computed a batch at a time
     (:func:`~devintel.models.batch_features.model_input_matrix`; no dict per example) and copied into a float32
     matrix when the event is learned.
@@ -171,7 +129,7 @@ def collect_example_rows(
         labels.append(label)
         groups.append(home_types[row])
 
-    collected = _collect(batches, tabulate, emit, horizon_s, only, None, on_event, select)
+    collected = _collect(batches, tabulate, emit, horizon_s, only, on_event, select)
     k = len(labels)
     collected.learned = k
     inputs = np.full((k, len(index)), np.nan, dtype=np.float32)
@@ -186,11 +144,10 @@ def _collect(
     emit: Callable[[str, T, int, bool], None],
     horizon_s: float,
     only: frozenset[str] | None,
-    on_batch: Callable[[pd.DataFrame], None] | None,
     on_event: Callable[[int], None] | None,
     select: Callable[[pd.DataFrame], npt.NDArray[np.bool_]] | None = None,
 ) -> Collected:
-    """The walk of :func:`collect_examples`: the events of each batch (those ``select`` picks, all if None) through
+    """The walk of :func:`collect_example_rows`: the events of each batch (those ``select`` picks, all if None) through
     the features, made a table by ``tabulate`` (batch, feature columns, the batch's number, its size before
     ``select``), then through the delayed labels: ``emit`` (device id, table, row, label) is called for each event
     whose label resolves, in the order they resolve (``emit`` samples; :attr:`Collected.learned` is left 0)."""
@@ -209,8 +166,6 @@ def _collect(
 
     last = -np.inf
     for number, whole in enumerate(batches):
-        if on_batch is not None:
-            on_batch(whole)
         batch = whole if select is None else whole[select(whole)]
         collected.homes.update(set(names_of(batch["home_id"]).tolist()))
         for device, t_fail in failure_times(batch).items():
