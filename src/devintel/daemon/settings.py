@@ -235,16 +235,22 @@ class SnapshotSettings(BaseModel):
         return self.signing_key.get_secret_value().encode("utf-8") if self.signing_key is not None else None
 
 
-class Settings(BaseSettings):
-    """Everything devintel can be configured with (see the module docstring for the sources)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
+def settings_config(env_prefix: str) -> SettingsConfigDict:
+    """The pydantic-settings configuration of devintel's settings classes (the daemon's and the fleet's): variables
+    under ``env_prefix`` with ``__`` between nested names, also from ``.env``, unknown names refused."""
+    return SettingsConfigDict(
+        env_prefix=env_prefix,
         env_nested_delimiter="__",
         env_file=".env",
         extra="forbid",
         nested_model_default_partial_update=True,
     )
+
+
+class Settings(BaseSettings):
+    """Everything devintel can be configured with (see the module docstring for the sources)."""
+
+    model_config = settings_config(ENV_PREFIX)
     toml_file: ClassVar[Path | None] = None
 
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="MQTT broker")

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from devintel.daemon.settings import Settings, layered_sources
+from devintel.daemon.settings import Settings, layered_sources, settings_config
 
 _STRICT = ConfigDict(extra="forbid")
 ENV_PREFIX = "DEVINTEL_FLEET_"
@@ -58,13 +58,7 @@ class TrainerSettings(BaseModel):
 class FleetSettings(BaseSettings):
     """Everything ``devintel-fleet`` can be configured with (see the module docstring for the sources)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        env_file=".env",
-        extra="forbid",
-        nested_model_default_partial_update=True,
-    )
+    model_config = settings_config(ENV_PREFIX)
     toml_file: ClassVar[Path | None] = None
 
     nats: NatsSettings = Field(default_factory=NatsSettings, description="the NATS cluster")
