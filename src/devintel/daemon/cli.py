@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from devintel.daemon.datasets import output_format, write_batches
+from devintel.daemon.logs import configure_logging
 from devintel.daemon.progress import Progress
 from devintel.generators import HOME_TYPES, DatasetStats
 from devintel.generators.api import (
@@ -418,11 +419,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``devintel`` command."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.verbose)
     if args.command == "generate":
         return _run_generate(args)
     if args.command == "bootstrap":

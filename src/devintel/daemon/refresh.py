@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
+from devintel.daemon.logs import configure_logging
+
 if TYPE_CHECKING:
     from devintel.models.bootstrap import BootstrapConfig
 
@@ -146,7 +148,7 @@ def _end_with_the_daemon() -> None:
 def main() -> int:
     """The child process: read a :class:`RefreshJob` on standard input, write its :class:`RefreshOutcome` on
     standard output."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging()
     job = pickle.load(sys.stdin.buffer)  # from the daemon that started this process
     threading.Thread(target=_end_with_the_daemon, name="refresh-parent-watch", daemon=True).start()
     try:

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from devintel.daemon.attention import attention_table
 from devintel.daemon.from_settings import bootstrap_config, live_models, snapshot_store
+from devintel.daemon.logs import configure_logging
 from devintel.daemon.runtime import Runtime, optional_broker
 from devintel.daemon.settings import Settings, load_settings
 from devintel.models.gate import GateFailed
@@ -179,11 +180,7 @@ def prepare_models(settings: Settings, args: argparse.Namespace) -> LoadedSnapsh
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``devintel-daemon``."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.verbose)
     try:
         settings = load_settings(args.config)
     except (ValidationError, ValueError, FileNotFoundError) as invalid:

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from devintel.daemon.logs import configure_logging
+
 logger = logging.getLogger(__name__)
 
 
@@ -96,11 +98,7 @@ def _server_config(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``devintel-fleet``."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.verbose)
     if not args.verbose:  # a worker serves thousands of homes: each home's device-level lines are debug here
         logging.getLogger("devintel.ingest.handler").setLevel(logging.WARNING)
     try:
