@@ -27,7 +27,12 @@ from devintel.fleet.subjects import HOMES
 from devintel.ingest.outbound import Outgoing
 from nats_cluster import Home, NatsCluster, nats_server_available
 
-pytestmark = pytest.mark.skipif(not nats_server_available(), reason="nats-server is not installed")
+#: The marks of a fleet test module (``pytestmark = FLEET_TESTS``): run by scripts/check-fleet, skipped without
+#: nats-server.
+FLEET_TESTS = [
+    pytest.mark.fleet,
+    pytest.mark.skipif(not nats_server_available(), reason="nats-server is not installed"),
+]
 
 Record = tuple[str, object]
 

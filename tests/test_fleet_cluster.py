@@ -25,6 +25,7 @@ from devintel.fleet.cluster import EVENTS_STREAM
 from devintel.fleet.modelset import ModelSet
 from devintel.models.snapshots import SnapshotStore
 from fleet_support import (
+    FLEET_TESTS,
     Collector,
     expected_events,
     fleet_cluster,
@@ -37,7 +38,6 @@ from nats_cluster import (
     FleetProcess,
     Home,
     NatsCluster,
-    nats_server_available,
     placement,
     publish_homes,
     settled_messages,
@@ -45,10 +45,7 @@ from nats_cluster import (
     stream_placement,
 )
 
-pytestmark = [
-    pytest.mark.fleet,
-    pytest.mark.skipif(not nats_server_available(), reason="nats-server is not installed"),
-]
+pytestmark = FLEET_TESTS
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from devintel.fleet.status import fleet_status, format_status
 from devintel.fleet.worker import Worker
 from devintel.models.snapshots import SnapshotStore
 from fleet_support import (
+    FLEET_TESTS,
     expected_events,
     fleet_cluster,
     fleet_settings,
@@ -36,12 +37,9 @@ from fleet_support import (
     partition_states,
     wait_all_acked,
 )
-from nats_cluster import Home, NatsCluster, nats_server_available, publish_homes, simulated_homes
+from nats_cluster import Home, NatsCluster, publish_homes, simulated_homes
 
-pytestmark = [
-    pytest.mark.fleet,
-    pytest.mark.skipif(not nats_server_available(), reason="nats-server is not installed"),
-]
+pytestmark = FLEET_TESTS
 
 
 @pytest.fixture

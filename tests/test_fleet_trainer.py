@@ -29,21 +29,17 @@ from devintel.fleet.learning import Example, score
 from devintel.fleet.trainer import CHECKPOINT, KIND
 from devintel.models.live import GLOBAL
 from devintel.models.snapshots import SnapshotStore
-from fleet_support import fleet_cluster, wait_all_acked
+from fleet_support import FLEET_TESTS, fleet_cluster, wait_all_acked
 from nats_cluster import (
     FleetProcess,
     Home,
     NatsCluster,
-    nats_server_available,
     payload_bytes,
     publish_homes,
     simulated_homes,
 )
 
-pytestmark = [
-    pytest.mark.fleet,
-    pytest.mark.skipif(not nats_server_available(), reason="nats-server is not installed"),
-]
+pytestmark = FLEET_TESTS
 
 
 @pytest.fixture
