@@ -48,6 +48,31 @@ RSS_TARGET_MB = 400.0
 HANDLER_TARGET_RATIO = 5.0
 
 
+def revisions(baseline: str) -> dict[str, Any]:
+    """What a before-vs-after record says of its two versions and the machine: the baseline's and this tree's short
+    revisions, whether ``src/`` has uncommitted changes, and the load average before the run."""
+
+    def git(*command: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *command], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    return {
+        "baseline_revision": git("rev-parse", "--short", baseline),
+        "current_revision": git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "src")),
+        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def write_results(stem: str, table: str, record: dict[str, Any]) -> None:
+    """Print ``table`` and write it to ``bench/results/<stem>.md``, and ``record`` to ``<stem>.json``."""
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
 def export_revision(revision: str, into: Path) -> Path:
     """``src/`` of ``revision``, exported (``git archive``) under ``into``; returns the directory to import from."""
     archive = subprocess.run(
@@ -257,18 +282,8 @@ def main() -> int:
     if args.child_handler is not None:
         return handler_child(args)
     began = time.perf_counter()
-    git = ["git", "-C", str(ROOT)]
     record: dict[str, Any] = {
-        "baseline_revision": subprocess.run(
-            [*git, "rev-parse", "--short", args.baseline], check=True, capture_output=True, text=True
-        ).stdout.strip(),
-        "current_revision": subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
-        ).stdout.strip(),
-        "dirty": bool(
-            subprocess.run([*git, "status", "--porcelain", "src"], check=True, capture_output=True, text=True).stdout
-        ),
-        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        **revisions(args.baseline),
         "args": {k: v for k, v in vars(args).items() if k != "child_handler"},
     }
     with tempfile.TemporaryDirectory(prefix="devintel-bench-core-") as tmp:
@@ -305,11 +320,7 @@ def main() -> int:
                     )
             record["handler"] = handler
     record["seconds"] = time.perf_counter() - began
-    table = report(args, record)
-    print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "core.md").write_text(table + "\n", encoding="utf-8")
-    (RESULTS / "core.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_results("core", report(args, record), record)
     return 0
 
 

@@ -247,19 +247,11 @@ def main() -> int:
         return child(args)
     sys.path.insert(0, str(BENCH))
     import bench_live
-    from bench_core import export_revision
+    from bench_core import export_revision, revisions, write_results
 
     began = time.perf_counter()
-    git = ["git", "-C", str(ROOT)]
-
-    def out(*command: str) -> str:
-        return subprocess.run([*git, *command], check=True, capture_output=True, text=True).stdout.strip()
-
     record: dict[str, Any] = {
-        "baseline_revision": out("rev-parse", "--short", args.baseline),
-        "current_revision": out("rev-parse", "--short", "HEAD"),
-        "dirty": bool(out("status", "--porcelain", "src")),
-        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        **revisions(args.baseline),
         "args": {k: v for k, v in vars(args).items() if k not in ("child", "model_dir", "spec")},
     }
     with tempfile.TemporaryDirectory(prefix="devintel-bench-devices-") as tmp:
@@ -288,11 +280,7 @@ def main() -> int:
                 )
         record["runs"] = runs
     record["seconds"] = time.perf_counter() - began
-    table = report(args, record)
-    print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "devices.md").write_text(table + "\n", encoding="utf-8")
-    (RESULTS / "devices.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_results("devices", report(args, record), record)
     return 0
 
 
