@@ -95,7 +95,8 @@ class Collector:
             key = (stream_seq, index)
             if key in seen[home]:
                 repeats += 1
-                assert seen[home][key] == (record["topic"], record["payload"]), "a repeat differs from the first"
+                again = (record["topic"], record["payload"])
+                assert seen[home][key] == again, f"{home} {seq}: a repeat {again} differs from {seen[home][key]}"
                 continue
             seen[home][key] = (str(record["topic"]), record["payload"])
         return {home: [records[k] for k in sorted(records)] for home, records in seen.items()}, repeats

@@ -1,7 +1,8 @@
 """Every failure path of a fleet worker, on a real cluster, with the worker in this process: bad input is counted,
 logged rate-limited and dropped (the worker goes on); a lost lease stops the partition without a snapshot, a stale
 holder's snapshot is refused, and the partition is claimed again once the lease is free; a snapshot that does not
-read is counted and logged and the partition rebuilt from the stream, every event still counted once."""
+read is counted and logged and the partition rebuilt from the stream, every event still counted once; deliveries
+that never reach the runner are delivered again."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 from nats.js.errors import ObjectNotFoundError
 
 from devintel.daemon.settings import load_settings
-from devintel.fleet.cluster import OBJECTS, STATE, open_cluster
+from devintel.fleet.cluster import EVENTS_STREAM, OBJECTS, STATE, open_cluster
 from devintel.fleet.homes import HomeFactory
 from devintel.fleet.leases import LeaseLostError, Leases
 from devintel.fleet.partition import PartitionRunner, pointer_key
@@ -154,6 +155,43 @@ def test_a_lost_lease_stops_the_partition_and_a_stale_holder_cannot_snapshot(
             with pytest.raises(LeaseLostError):
                 await stale.commit()
             assert stale.lost
+
+    asyncio.run(scenario())
+
+
+def test_deliveries_that_never_arrive_are_delivered_again(
+    cluster: NatsCluster,
+    small_snapshot_master: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What a pull consumer sent while the runner's connection was down never arrives (as in a node kill): here a
+    thief bound to each partition's consumer takes its first deliveries and never acknowledges them. Each runner
+    sees its deliveries' numbers jump, starts its consumer again after its state's last message, and counts every
+    event once. Without that, the stolen events were never in the state (the later acknowledgements cover them)."""
+    monkeypatch.setenv("DEVINTEL_MODEL_DIR", str(small_snapshot_master))
+    homes = simulated_homes(12, 150, 10.0, seed=8200)
+    settings = fleet_settings(cluster)
+
+    async def scenario() -> None:
+        caplog.set_level(logging.WARNING)
+        async with running_worker(settings, small_snapshot_master) as worker, await nats.connect(cluster.urls) as nc:
+            js = nc.jetstream()
+            thieves = [
+                await js.pull_subscribe_bind(durable=f"partition-{k}", stream=EVENTS_STREAM)
+                for k in range(settings.partitions)
+            ]
+            steals = [asyncio.create_task(thief.fetch(3, timeout=20.0)) for thief in thieves]
+            await asyncio.sleep(0.2)  # their pull requests wait on the server before the runners' next ones
+            sent = await publish_homes(homes, cluster.mqtt_ports)
+            stolen = [len(messages) for messages in await asyncio.gather(*steals)]
+            await wait_all_acked(nc, settings.partitions, sent)
+            restarts = {k: r.consumer_restarts for k, r in worker.runners.items()}
+            states = await partition_states(nc, settings.partitions, worker.models)
+        assert sum(stolen) > 0, "the thieves took nothing"
+        check_counts(handled_per_home(states), homes, small_snapshot_master, monkeypatch)
+        assert all(restarts[k] for k, n in enumerate(stolen) if n), (stolen, restarts)
+        assert any("was due; consuming again after stream sequence" in r.getMessage() for r in caplog.records)
 
     asyncio.run(scenario())
 

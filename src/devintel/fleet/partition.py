@@ -9,6 +9,12 @@ resolved labels give go to the examples stream (deduplicated by message id). Eve
 pointer by compare-and-set (a stale holder fails here, and stops), and only then acknowledges the last message
 (ack policy "all"): every message counts exactly once in the state, whoever handled it.
 
+A delivery that never arrives would leave a hole in the state: a pull consumer's messages sent while the connection
+was down are gone (core NATS), and the consumer only sends them again after ``ack_wait``, by when the runner has moved
+past them. So the runner counts its consumer's deliveries (1, 2, 3, ...: the server numbers every one) and watches
+the connection's reconnects: on a delivery missing or a reconnect it starts the consumer again right after the last
+message in its state (counted in ``consumer_restarts``), and the messages after that come again, in order.
+
 A snapshot that does not read (checksum, compression, unpickling) is counted and logged, and the partition is
 rebuilt from the start of the stream. Bad messages are counted, logged rate-limited and dropped.
 """
@@ -80,6 +86,12 @@ class PartitionRunner:
         self.committed_seq = 0
         self.committed_version = ""
         self.corrupt_snapshots = 0
+        self.consumer_restarts = 0
+        """How often the consumer was started again after a delivery went missing or the connection was re-made."""
+        self.delivered = 0
+        """The consumer's number of the last delivery handled (the server numbers them 1, 2, 3, ...)."""
+        self.reconnects = 0
+        """The connection's reconnect count when the consumer was made."""
         self.started = time.monotonic()
         self.resumed_at: float | None = None
         """Monotonic time at which the partition was loaded and its consumer ready."""
@@ -135,6 +147,7 @@ class PartitionRunner:
 
     async def _consumer(self, start: int) -> Any:
         js = self.cluster.js
+        self.delivered, self.reconnects = 0, self.cluster.nc.stats["reconnects"]
         with contextlib.suppress(NotFoundError):
             await js.delete_consumer(EVENTS_STREAM, self.durable)
         config = ConsumerConfig(
@@ -175,9 +188,15 @@ class PartitionRunner:
                 for index, message in enumerate(messages, start=1):
                     if not self.active():
                         break
+                    gap = self._gap(message)
+                    if gap:
+                        psub = await self._restart(psub, state, gap)
+                        break
                     self._handle(state, message)
                     if index % 64 == 0:
                         await asyncio.sleep(0)  # the lease renewals and the other partitions run too
+                if self.cluster.nc.stats["reconnects"] != self.reconnects:
+                    psub = await self._restart(psub, state, "the connection to NATS was made again")
                 if self.models().version != state.version:
                     self._switch(state)
                 due = state.seq - self.committed_seq >= self.settings.snapshot_every
@@ -193,6 +212,25 @@ class PartitionRunner:
                 await psub.unsubscribe()
             except Exception:  # the connection may be gone
                 logger.debug("partition %d: unsubscribe failed", self.partition, exc_info=True)
+
+    def _gap(self, message: Msg) -> str:
+        """Why ``message`` is not the consumer's next delivery ("" when it is), and take it as the last one."""
+        number = message.metadata.sequence.consumer
+        expected, self.delivered = self.delivered + 1, number
+        if number == expected:
+            return ""
+        return f"delivery {number} came where {expected} was due"
+
+    async def _restart(self, psub: Any, state: PartitionState, why: str) -> Any:
+        """The consumer made again to deliver every message after the state's last (see the module docstring)."""
+        self.consumer_restarts += 1
+        self._bad.warning(
+            "restart", "partition %d: %s; consuming again after stream sequence %d", self.partition, why, state.seq
+        )
+        with contextlib.suppress(Exception):  # the old subscription's connection may be gone
+            await psub.unsubscribe()
+        self.last = None  # the new consumer starts past every message of the state: nothing of the old one to ack
+        return await self._consumer(state.seq + 1)
 
     def _switch(self, state: PartitionState) -> None:
         models = self.models()
