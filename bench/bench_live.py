@@ -356,6 +356,8 @@ class Daemon:
     extra: dict[str, str] = field(default_factory=dict)
     source: Path | None = None
     """``src/`` of another revision to run instead of this tree's (``--baseline``)."""
+    profile: Path | None = None
+    """Write a cProfile of the daemon here (``--profile``)."""
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
 
@@ -380,8 +382,9 @@ class Daemon:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with (self.workdir / f"daemon-{self.namespace}.log").open("ab") as log:
             self.started = time.perf_counter()
+            profiler = [] if self.profile is None else ["-m", "cProfile", "-o", str(self.profile)]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "devintel.daemon.service"],
+                [sys.executable, *profiler, "-m", "devintel.daemon.service"],
                 env=self.env(),
                 cwd=self.workdir,  # no stray .env file
                 stdin=subprocess.DEVNULL,
@@ -528,6 +531,9 @@ class Bench:
         models = self.workdir / f"models-{namespace}"
         shutil.copytree(self.base_models, models)
         daemon = Daemon(models, self.workdir / "logs", self.broker.port, namespace, extra, source)
+        if self.args.profile is not None:
+            self.args.profile.mkdir(parents=True, exist_ok=True)
+            daemon.profile = self.args.profile.resolve() / f"{namespace}.prof"
         self.daemons.append(daemon)
         return daemon
 
@@ -924,6 +930,12 @@ def main() -> int:
         "--baseline", default=None, help="also drain with the daemon of this git revision's src/ (before vs after)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="run every daemon under cProfile, writing DIR/<namespace>.prof (the figures are then not written)",
+    )
     child = parser.add_argument_group("child processes (internal)")
     for name in ("--child", "--host", "--prefix", "--spec", "--client-id", "--ts-mode"):
         child.add_argument(name, default=None, help=argparse.SUPPRESS)
@@ -942,6 +954,9 @@ def main() -> int:
     record = run_in_workdir("bench-live-", args.keep, lambda workdir: run(args, workdir))
     table = report(args, record)
     print(table)
+    if args.profile is not None:
+        print(f"profiles in {args.profile}; figures measured under cProfile are not written", file=sys.stderr)
+        return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "live.md").write_text(table + "\n", encoding="utf-8")
     record.update(
