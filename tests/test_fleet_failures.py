@@ -196,6 +196,43 @@ def test_deliveries_that_never_arrive_are_delivered_again(
     asyncio.run(scenario())
 
 
+def test_a_worker_whose_node_dies_consumes_again_after_its_state(
+    cluster: NatsCluster,
+    small_snapshot_master: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """kill -9 of the node a worker is connected to, between two bursts of homes: the worker reconnects to another
+    node, its runners make their consumers again after their states' last messages (what the old consumer sent to
+    the dead connection is gone, and nothing may come after it to show the gap), and every event counts once."""
+    monkeypatch.setenv("DEVINTEL_MODEL_DIR", str(small_snapshot_master))
+    homes = simulated_homes(12, 150, 10.0, seed=8300)
+    settings = fleet_settings(cluster)
+
+    async def scenario() -> None:
+        caplog.set_level(logging.INFO)
+        async with running_worker(settings, small_snapshot_master) as worker:
+            assert worker.cluster is not None
+            assert worker.cluster.nc.connected_url is not None
+            port = worker.cluster.nc.connected_url.port
+            victim = next(i for i, node in enumerate(cluster.nodes) if node.config.client_port == port)
+            survivors = [node for i, node in enumerate(cluster.nodes) if i != victim]
+            mqtt = [node.config.mqtt_port for node in survivors]
+            async with await nats.connect([node.url for node in survivors]) as nc:
+                sent = await publish_homes(homes[:6], mqtt)
+                await wait_all_acked(nc, settings.partitions, sent)
+                cluster.nodes[victim].kill()
+                sent += await publish_homes(homes[6:], mqtt)
+                await wait_all_acked(nc, settings.partitions, sent)
+                states = await partition_states(nc, settings.partitions, worker.models)
+        check_counts(handled_per_home(states), homes, small_snapshot_master, monkeypatch)
+        messages = [r.getMessage() for r in caplog.records]
+        assert any(m.startswith("NATS: reconnected") for m in messages), "the worker did not reconnect"
+        assert any("the connection to NATS was made again; consuming again" in m for m in messages)
+
+    asyncio.run(scenario())
+
+
 def test_a_snapshot_that_does_not_read_is_rebuilt_from_the_stream(
     cluster: NatsCluster,
     small_snapshot_master: Path,
