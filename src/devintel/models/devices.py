@@ -79,7 +79,8 @@ class Device:
     )
     """The state of its features (:class:`~devintel.models.features.FeatureExtractor`)."""
     waiting: Any = field(default=None, metadata=_transient("labels wait in memory only, as the learner's examples"))
-    """Its events waiting for a label (:class:`~devintel.models.labels.DelayedLabels`)."""
+    """Its events waiting for a label (a :class:`~devintel.models.labels.Waiting` block of
+    :class:`~devintel.models.labels.DelayedLabels`)."""
     held: list[tuple[float, int, str]] | None = field(
         default=None, metadata=_transient("live evidence: found again from the stream")
     )

@@ -206,7 +206,12 @@ class LiveModels:
         )
         table = DeviceTable()
         self._bind(table)
-        self.learner.labels = DelayedLabels(self.horizon_s, devices=table.column("waiting"), held=table.column("held"))
+        self.learner.labels = DelayedLabels(
+            self.horizon_s,
+            devices=table.column("waiting"),
+            held=table.column("held"),
+            rows=self.learner.labels.rows,  # the learner's: its events as columns (ScoredRows over its packer)
+        )
         self.ledger = EpisodeLedger(self.horizon_s, pending=table.column("onsets"))
 
     def _bind(self, table: DeviceTable) -> None:

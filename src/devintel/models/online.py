@@ -71,15 +71,22 @@ class FeaturePacker:
         self._ids: dict[tuple[str, ...], int] = {}
         self._layouts: list[tuple[str, ...]] = []
 
-    def pack(self, features: Features) -> Features | Packed:
-        """The packed form of ``features`` (or the dict itself when the layout table is full)."""
+    def intern(self, features: Features) -> int | None:
+        """The id of the layout of ``features`` (its keys in order), interned if new; None when the table is full."""
         layout = tuple(features)
         layout_id = self._ids.get(layout)
         if layout_id is None:
             if len(self._layouts) >= self.max_layouts:
-                return features
+                return None
             layout_id = self._ids[layout] = len(self._layouts)
             self._layouts.append(layout)
+        return layout_id
+
+    def pack(self, features: Features) -> Features | Packed:
+        """The packed form of ``features`` (or the dict itself when the layout table is full)."""
+        layout_id = self.intern(features)
+        if layout_id is None:
+            return features
         return layout_id, array.array(self.typecode, features.values())
 
     def layout(self, layout_id: int) -> tuple[str, ...]:
@@ -108,6 +115,109 @@ class Scored:
     """The serving models' alarm decision after this event (the live daemon's ``needs_attention``)."""
     challenger_alarm: bool = False
     """The learning copy's alarm decision after this event (see :mod:`devintel.models.challenger`)."""
+
+
+#: :attr:`ScoredBlock.layout` of a row whose features are kept as a dict (the packer's layout table was full).
+UNPACKED: Final = 0xFFFF
+#: Bits of :attr:`ScoredBlock.flags`.
+_FLAGGED_KNOWN, _FLAGGED, _ALARM, _CHALLENGER = 1, 2, 4, 8
+
+
+@dataclass(slots=True)
+class ScoredBlock:
+    """One device's waiting :class:`Scored` events as columns, one row per event in arrival order (see
+    :class:`ScoredRows`)."""
+
+    layout: array.array  # type: ignore[type-arg]
+    """The packer's layout id of each row's features (uint16; :data:`UNPACKED`: kept in :attr:`unpacked`)."""
+    sizes: array.array  # type: ignore[type-arg]
+    """How many of :attr:`values` each row holds (uint16)."""
+    values: array.array  # type: ignore[type-arg]
+    """Every row's feature values, one row after the other (the packer's typecode: float32 live)."""
+    probability: array.array  # type: ignore[type-arg]
+    """The probability predicted then (float64, exact)."""
+    flags: bytearray
+    """``flagged`` (known, and its value), ``alarm``, ``challenger_alarm``, as bits."""
+    unpacked: list[Features | None] | None = None
+    """Per row, the features kept as a dict (None until a row needs it: the packer's layout table was full)."""
+
+
+class ScoredRows:
+    """The :class:`~devintel.models.labels.Rows` of the live learner's label buffer: a device's waiting
+    :class:`Scored` events as one :class:`ScoredBlock`, about 140 bytes an event of 30 features (as float32, over the
+    ``packer``'s layouts; a :class:`Scored` object holding a packed tuple took about 530). The payload given back is
+    the one stored: its features packed ``(layout id, values)`` (a dict when the packer's table was full), which
+    :meth:`FeaturePacker.unpack` turns back into the same dict (float32 values: exactly what the learner learned
+    from before, when each event kept a :class:`Scored` of its packed features)."""
+
+    def __init__(self, packer: FeaturePacker) -> None:
+        if packer.max_layouts > UNPACKED:
+            raise ValueError(f"a packer of at most {UNPACKED} layouts, not {packer.max_layouts}")
+        self.packer = packer
+
+    def block(self) -> ScoredBlock:
+        """An empty block."""
+        return ScoredBlock(
+            array.array("H"), array.array("H"), array.array(self.packer.typecode), array.array("d"), bytearray()
+        )
+
+    def append(self, block: ScoredBlock, scored: Scored) -> None:
+        """Keep ``scored`` (features as a dict, or packed by this packer) as the block's last row."""
+        features = scored.features
+        layout: int | None
+        if isinstance(features, dict):
+            layout = self.packer.intern(features) if len(features) <= UNPACKED else None
+            values: Iterable[float] = features.values()
+        else:
+            layout, values = features
+        if layout is None:
+            if block.unpacked is None:
+                block.unpacked = [None] * len(block.flags)
+            block.unpacked.append(features)  # type: ignore[arg-type]
+            layout, values = UNPACKED, ()
+        elif block.unpacked is not None:
+            block.unpacked.append(None)
+        before = len(block.values)
+        block.values.extend(values)
+        block.sizes.append(len(block.values) - before)
+        block.layout.append(layout)
+        block.probability.append(scored.probability)
+        flagged = scored.flagged
+        block.flags.append(
+            (0 if flagged is None else _FLAGGED_KNOWN | (_FLAGGED if flagged else 0))
+            | (_ALARM if scored.alarm else 0)
+            | (_CHALLENGER if scored.challenger_alarm else 0)
+        )
+
+    def pop(self, block: ScoredBlock, index: int) -> Scored:
+        """Row ``index``'s event, removed from the block."""
+        start = sum(block.sizes[:index]) if index else 0
+        scored = self._row(block, index, start)
+        del block.values[start : start + block.sizes[index]]
+        del block.sizes[index], block.layout[index], block.probability[index], block.flags[index]
+        if block.unpacked is not None:
+            del block.unpacked[index]
+        return scored
+
+    def payloads(self, block: ScoredBlock) -> list[Scored]:
+        """Every row's event, in arrival order."""
+        out, start = [], 0
+        for index, size in enumerate(block.sizes):
+            out.append(self._row(block, index, start))
+            start += size
+        return out
+
+    @staticmethod
+    def _row(block: ScoredBlock, index: int, start: int) -> Scored:
+        layout = block.layout[index]
+        features: Features | Packed
+        if layout == UNPACKED and block.unpacked is not None:
+            features = block.unpacked[index]  # type: ignore[assignment]
+        else:
+            features = (layout, block.values[start : start + block.sizes[index]])
+        bits = block.flags[index]
+        flagged = bool(bits & _FLAGGED) if bits & _FLAGGED_KNOWN else None
+        return Scored(features, block.probability[index], flagged, bool(bits & _ALARM), bool(bits & _CHALLENGER))
 
 
 @dataclass(slots=True)
@@ -139,8 +249,9 @@ class OnlineLearner:
     """(label, probability predicted then) of the latest resolved events, for inspection (the bootstrap
     calibrates thresholds on validation homes instead)."""
     packer: FeaturePacker | None = None
-    """Packs the features of waiting events (the live daemon, whose buffer spans thousands of devices); None
-    keeps them as dicts (the warm start, whose figures are then exactly reproducible)."""
+    """Packs the features of waiting events (the live daemon, whose buffer spans thousands of devices: its label
+    buffer keeps them as :class:`ScoredRows`); None keeps them as dicts (the warm start, whose figures are then
+    exactly reproducible)."""
     label_interval_s: float = 0.0
     """An event waits for its label only when at least this much stream time has passed since the device's
     previous waiting event (0: every event). Every event is predicted; this bounds the buffer, and so memory,
@@ -156,7 +267,7 @@ class OnlineLearner:
     copy's prediction of the same event reuses them)."""
 
     def __post_init__(self) -> None:
-        self.labels = DelayedLabels(self.horizon_s)
+        self.labels = DelayedLabels(self.horizon_s, rows=None if self.packer is None else ScoredRows(self.packer))
         self._rng = random.Random(self.seed)
 
     def predict(self, features: Features) -> float:
@@ -193,8 +304,7 @@ class OnlineLearner:
         previous = self.last_held.get(device_id)
         if previous is None or ts - previous >= self.label_interval_s or ts < previous:
             rival = challenger(device_id, ts, features) if challenger is not None else on
-            packed = features if self.packer is None else self.packer.pack(features)
-            self.labels.add(device_id, ts, Scored(packed, probability, flagged, on, rival))
+            self.labels.add(device_id, ts, Scored(features, probability, flagged, on, rival))  # packed by the rows
             self.last_held[device_id] = ts
         return scored
 
