@@ -149,6 +149,12 @@ def _scored(rng: random.Random, names: list[str]) -> Scored:
     return Scored(features, rng.random(), flagged, rng.random() < 0.5, rng.random() < 0.5)
 
 
+def _as_stored(packer: FeaturePacker, scored: Scored) -> Features:
+    """The features of ``scored`` (a dict) as the packer keeps them (float32, or the dict when its table is full)."""
+    assert isinstance(scored.features, dict)
+    return packer.unpack(packer.pack(scored.features))
+
+
 def test_scored_rows_give_back_the_events_stored() -> None:
     """Rows popped anywhere, in any order, and a block read whole, give back each event as it was stored: its
     features (float32, as the packer rounds them; as a dict once the packer's layout table is full), probability
@@ -164,7 +170,7 @@ def test_scored_rows_give_back_the_events_stored() -> None:
         if stored and rng.random() < 0.45:
             index = rng.randrange(len(stored))
             expected, got = stored.pop(index), rows.pop(block, index)
-            assert packer.unpack(got.features) == packer.unpack(packer.pack(expected.features))  # type: ignore[arg-type]
+            assert packer.unpack(got.features) == _as_stored(packer, expected)
             assert (got.probability, got.flagged, got.alarm, got.challenger_alarm) == (
                 expected.probability, expected.flagged, expected.alarm, expected.challenger_alarm,
             )  # fmt: skip
@@ -177,10 +183,7 @@ def test_scored_rows_give_back_the_events_stored() -> None:
     assert block.unpacked is not None  # the layout table filled up: some rows keep their dict
     assert any(layout == UNPACKED for layout in block.layout)
     whole = rows.payloads(block)
-    assert [packer.unpack(s.features) for s in whole] == [
-        packer.unpack(packer.pack(s.features))
-        for s in stored  # type: ignore[arg-type]
-    ]
+    assert [packer.unpack(s.features) for s in whole] == [_as_stored(packer, s) for s in stored]
     assert [s.probability for s in whole] == [s.probability for s in stored]
     assert len(block.values) == sum(block.sizes)
 
