@@ -158,7 +158,7 @@ class DelayedLabels(Generic[Payload]):
                 moved = device.head() == 0
                 self._take(device, 0)  # the oldest by arrival
                 self.dropped += 1
-            moved = moved or not device.ts or ts < min(device.ts)
+            moved = moved or not device.ts or (ts < device.ts[-1] and ts < min(device.ts))  # in order: not first
         self._sequence += 1
         device.ts.append(ts)
         device.seq.append(self._sequence)
