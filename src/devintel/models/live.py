@@ -37,6 +37,7 @@ import copy
 import json
 import logging
 import pickle
+import sys
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -277,7 +278,7 @@ class LiveModels:
         ``source`` names the clock of :attr:`clocks` it moves too."""
         device_id = str(event["device_id"])
         ts = float(event["ts"])  # type: ignore[arg-type]
-        home_type = str(event.get("home_type", ""))
+        home_type = sys.intern(str(event.get("home_type", "")))  # one string per home type, not a copy per device
         device = self.table.record(device_id)
         device.home_type = home_type
         device.offline_since = None  # a device that reports is online
