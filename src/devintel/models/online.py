@@ -144,7 +144,7 @@ class ScoredBlock:
 
 class ScoredRows:
     """The :class:`~devintel.models.labels.Rows` of the live learner's label buffer: a device's waiting
-    :class:`Scored` events as one :class:`ScoredBlock`, about 140 bytes an event of 30 features (as float32, over the
+    :class:`Scored` events as one :class:`ScoredBlock`, about 150 bytes an event of 30 features (as float32, over the
     ``packer``'s layouts; a :class:`Scored` object holding a packed tuple took about 530). The payload given back is
     the one stored: its features packed ``(layout id, values)`` (a dict when the packer's table was full), which
     :meth:`FeaturePacker.unpack` turns back into the same dict (float32 values: exactly what the learner learned
