@@ -20,7 +20,8 @@ from devintel.models.features import Features
 from devintel.models.labels import DelayedLabels, Resolved
 from devintel.models.learners import default_model, model_inputs
 from devintel.models.live import GLOBAL, LiveModels
-from devintel.models.online import UNPACKED, FeaturePacker, Scored, ScoredBlock, ScoredRows, warm_start_batches
+from devintel.models.online import warm_start_batches
+from devintel.models.scored import UNPACKED, FeaturePacker, Scored, ScoredBlock, ScoredRows
 from devintel.models.warm_start import collect_example_rows
 
 H = 7 * 86_400.0

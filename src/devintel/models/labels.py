@@ -17,7 +17,7 @@ dropped, and counted, when more arrive).
 Memory per waiting event is small, because a live daemon holds a day or a week of them for every device: a device's
 events are one :class:`Waiting` block, their times and arrival numbers in two arrays and their payloads in whatever
 form the buffer's :class:`Rows` keeps them (a list by default; the live learner's
-:class:`~devintel.models.online.ScoredRows` keeps them as columns of float32 features, probabilities and flags), and
+:class:`~devintel.models.scored.ScoredRows` keeps them as columns of float32 features, probabilities and flags), and
 the expiry queue holds one entry per device, for its next event to expire, not one per event. Events resolve in the
 order of (event time, arrival) across all devices, as one entry per event would give.
 """

@@ -54,7 +54,8 @@ from devintel.models.household import EpisodeLedger
 from devintel.models.labels import DelayedLabels, Resolved
 from devintel.models.learners import reasons
 from devintel.models.metrics import RollingMetrics
-from devintel.models.online import Classifier, FeaturePacker, OnlineLearner, Scored
+from devintel.models.online import Classifier, OnlineLearner
+from devintel.models.scored import FeaturePacker, Scored
 from devintel.models.snapshots import STORE_FIELDS
 
 logger = logging.getLogger(__name__)
