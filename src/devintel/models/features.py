@@ -206,6 +206,10 @@ SIGNAL_SLOTS: Final = len(Signal._fields)
 _LAST, _SIG_TS, _FAST, _MID, _SLOW, _NOISE, _DRIFT, _CUSUM_UP, _CUSUM_DOWN, _PEAK, _SEEN = range(SIGNAL_SLOTS)
 #: A signal's slots as bytes of the state's buffer (read and written whole: faster than slot by slot).
 _SIGNAL_BYTES: Final = struct.Struct(f"{SIGNAL_SLOTS}d")
+#: The value statistics' slots (from value_fast to flip_base), read and written whole as well.
+_VALUE_BYTES: Final = struct.Struct(f"{_FLIP_BASE - _VALUE_FAST + 1}d")
+_VALUE_OFFSET: Final = _VALUE_FAST * 8
+_REPEATS_CAP: Final = float(REPEATS_CAP)
 _FRESH: Final = array.array("d", [0.0] * (_SIGNALS + SIGNAL_SLOTS * len(TRACKED)))
 _FRESH[_GAP_SPREAD] = GAP_SPREAD_START
 _FRESH[_LATEST:_SIGNALS] = array.array("d", [math.nan] * len(LATEST_ONLY))
@@ -487,38 +491,40 @@ class FeatureExtractor:
 
     @staticmethod
     def _value(state: DeviceState, x: float | None, out: Features | None) -> None:
-        seen = state[_VALUE_SEEN]
+        fast, fast_var, slow, slow_var, seen, last, repeats, flip_rate, flip_base = _VALUE_BYTES.unpack_from(
+            state, _VALUE_OFFSET
+        )
         if x is None:
             if seen < 2:
                 return
         else:
-            seen = state[_VALUE_SEEN] = seen + 1.0
+            seen += 1.0
             if seen == 1:
-                state[_VALUE_FAST] = state[_VALUE_SLOW] = x
-            value_fast, value_slow = state[_VALUE_FAST], state[_VALUE_SLOW]
-            delta_fast = x - value_fast
-            state[_VALUE_FAST] = value_fast + 0.1 * delta_fast
-            state[_VALUE_FAST_VAR] = 0.9 * (state[_VALUE_FAST_VAR] + 0.1 * delta_fast * delta_fast)
-            delta_slow = x - value_slow
-            state[_VALUE_SLOW] = value_slow + 0.01 * delta_slow
-            state[_VALUE_SLOW_VAR] = 0.99 * (state[_VALUE_SLOW_VAR] + 0.01 * delta_slow * delta_slow)
+                fast = slow = x
+            delta_fast = x - fast
+            fast += 0.1 * delta_fast
+            fast_var = 0.9 * (fast_var + 0.1 * delta_fast * delta_fast)
+            delta_slow = x - slow
+            slow += 0.01 * delta_slow
+            slow_var = 0.99 * (slow_var + 0.01 * delta_slow * delta_slow)
             if seen >= 2:  # a value before this one
-                flipped = 1.0 if x != state[_LAST_VALUE] else 0.0
+                flipped = 1.0 if x != last else 0.0
                 changes = seen - 1
                 # Plain means until the averages have seen enough changes, then exponential ones: a rate
                 # that starts at 0 would call every young continuous sensor frozen.
-                flip_rate, flip_base = state[_FLIP_RATE], state[_FLIP_BASE]
-                state[_FLIP_RATE] = flip_rate + max(0.1, 1.0 / changes) * (flipped - flip_rate)
-                state[_FLIP_BASE] = flip_base + max(0.01, 1.0 / changes) * (flipped - flip_base)
-                state[_REPEATS] = 0.0 if flipped else min(state[_REPEATS] + 1.0, REPEATS_CAP)
-            state[_LAST_VALUE] = x
+                flip_rate += max(0.1, 1.0 / changes) * (flipped - flip_rate)
+                flip_base += max(0.01, 1.0 / changes) * (flipped - flip_base)
+                repeats = 0.0 if flipped else min(repeats + 1.0, _REPEATS_CAP)
+            _VALUE_BYTES.pack_into(
+                state, _VALUE_OFFSET, fast, fast_var, slow, slow_var, seen, x, repeats, flip_rate, flip_base
+            )
         if seen >= 2 and out is not None:
-            repeats, flip_rate, flip_base = state[_REPEATS], state[_FLIP_RATE], state[_FLIP_BASE]
-            out["value_var_ratio"] = state[_VALUE_FAST_VAR] / (state[_VALUE_SLOW_VAR] + 1e-9)
+            out["value_var_ratio"] = fast_var / (slow_var + 1e-9)
             out["value_flip_rate"] = flip_rate
             out["value_flip_ratio"] = flip_rate / (flip_base + 0.01)
             out["value_repeats"] = repeats
             # How unlikely the current run of identical values is for this device: a continuous reading
             # (a value changes at nearly every report) frozen for a few reports is more surprising than a
-            # light left off all night. (An integer count, as it was: no run gives 0 times the log, not -0.0.)
+            # light left off all night. (The count negated as an integer, as it was kept: no run gives 0.0, where
+            # a negated float count would give -0.0.)
             out["value_stuck_surprise"] = -int(repeats) * math.log(max(1.0 - flip_base, 0.01))
