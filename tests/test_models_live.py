@@ -17,7 +17,7 @@ from devintel.models.live import (
     from_snapshot,
     snapshot_contents,
 )
-from devintel.models.online import FeaturePacker
+from devintel.models.scored import FeaturePacker
 from devintel.models.snapshots import SnapshotStore
 
 H = 7 * 86_400.0

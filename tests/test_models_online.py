@@ -6,7 +6,8 @@ import numpy as np
 from river import linear_model, preprocessing
 
 from devintel.generators import generate
-from devintel.models.online import OnlineLearner, Scored, events, failure_times, warm_start
+from devintel.models.online import OnlineLearner, events, failure_times, warm_start
+from devintel.models.scored import Scored
 
 H = 7 * 86_400.0
 

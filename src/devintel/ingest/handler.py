@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -255,7 +256,8 @@ class Handler:
                 event["device_type"] = info.device_type
             if info.power_source and "power_source" not in event:
                 event["power_source"] = info.power_source
-        record.device_type = str(event.get("device_type") or record.device_type or "generic")
+        # One string per type for every device (not a copy per device from each payload).
+        record.device_type = sys.intern(str(event.get("device_type") or record.device_type or "generic"))
         prediction = self.live.observe(
             event, explain=False, clock_limit=self._received + self.options.clock_skew_s, source=source
         )

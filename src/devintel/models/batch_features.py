@@ -116,7 +116,7 @@ def ranks(devices: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.intp], npt.NDAr
     return order, rank
 
 
-#: Each per-device state array and its value before a device's first event (features.DeviceState, features._Signal).
+#: Each per-device state array and its value before a device's first event (the slots of features.DeviceState).
 _STATE: Final[dict[str, float]] = {
     "started": 0.0,
     "last_ts": 0.0,
@@ -137,7 +137,7 @@ _STATE: Final[dict[str, float]] = {
 }
 
 
-#: The state of a tracked signal (features._Signal, and whether the device has reported it), per (slot, signal).
+#: The state of a tracked signal (features.Signal, and whether the device has reported it), per (slot, signal).
 _SIGNAL_STATE: Final[tuple[str, ...]] = (
     "has", "last", "last_ts", "fast", "mid", "slow", "noise", "drift", "up", "down", "peak", "seen"
 )  # fmt: skip
@@ -305,8 +305,8 @@ def _signal(
     signal: npt.NDArray[np.intp],
     emit: Callable[[str, npt.NDArray[np.intp], npt.NDArray[np.intp], Floats], None],
 ) -> None:
-    """One step of the tracked signals at state positions ``d`` (``features._Signal``: value ``x`` at time ``t``), and
-    their features, emitted as (suffix, event rows, signal numbers, values)."""
+    """One step of the tracked signals at state positions ``d`` (``features._step_signal``: value ``x`` at time
+    ``t``), and their features, emitted as (suffix, event rows, signal numbers, values)."""
     ok = ~np.isnan(x)
     had = s["has"][d] > 0.0
     new = ok & ~had

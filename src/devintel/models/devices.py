@@ -35,6 +35,7 @@ from devintel.models.decision import AlarmState
 
 if TYPE_CHECKING:
     from devintel.models.features import DeviceState
+    from devintel.models.labels import Waiting
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -78,8 +79,11 @@ class Device:
         default=None, metadata=_transient("rebuilt from the device's next reports (as after any restart)")
     )
     """The state of its features (:class:`~devintel.models.features.FeatureExtractor`)."""
-    waiting: Any = field(default=None, metadata=_transient("labels wait in memory only, as the learner's examples"))
-    """Its events waiting for a label (:class:`~devintel.models.labels.DelayedLabels`)."""
+    waiting: Waiting | None = field(
+        default=None, metadata=_transient("labels wait in memory only, as the learner's examples")
+    )
+    """Its events waiting for a label (a :class:`~devintel.models.labels.Waiting` block of
+    :class:`~devintel.models.labels.DelayedLabels`)."""
     held: list[tuple[float, int, str]] | None = field(
         default=None, metadata=_transient("live evidence: found again from the stream")
     )

@@ -36,10 +36,11 @@ module's list of names is the contract of :mod:`~devintel.models.batch_features`
 
 from __future__ import annotations
 
+import array
 import math
+import struct
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from devintel.contract import DEVICE_TYPES, VALID_RANGES
 
@@ -176,99 +177,139 @@ def valid(field_name: str, value: object) -> float | None:
     return number if lo <= number <= hi else None
 
 
-@dataclass(slots=True)
-class _Signal:
-    """Fast average, slow baseline, report-to-report noise and smoothed slope of one signal."""
+class Signal(NamedTuple):
+    """The state of one tracked signal (a read-only view of its slots in :class:`DeviceState`): the latest value and
+    its time, the fast, medium and slow (baseline) averages, the report-to-report noise, the baseline's own drift per
+    day, the CUSUMs both ways, the decaying peak, and how many reports it has seen."""
 
     last: float
     last_ts: float
     fast: float
     mid: float
     slow: float
-    noise: float = 0.0
-    drift: float = 0.0
-    cusum_up: float = 0.0
-    cusum_down: float = 0.0
-    peak: float = 0.0
-    seen: int = 1
-
-    def update(self, x: float, ts: float) -> None:
-        gap = max(ts - self.last_ts, 0.0)
-        days = gap / _DAY_S
-        self.noise += NOISE * (abs(x - self.last) - self.noise)
-        # Averages weigh time, not reports, so devices that report hourly and twice a day compare.
-        self.fast += (1.0 - math.exp(-gap / FAST_S)) * (x - self.fast)
-        self.mid += (1.0 - math.exp(-gap / MID_S)) * (x - self.mid)
-        self.peak = max(x, self.peak * math.exp(-gap / PEAK_S))
-        # The baseline is robust: after a warm-up, a step counts at most 3 noise units, so a sustained
-        # drift (the thing to detect) barely drags the baseline along.
-        step = x - self.slow
-        if self.seen < BASELINE_WARMUP:
-            self.slow += step / (self.seen + 1)
-        else:
-            scale = self._scale()
-            # Page's CUSUM both ways: evidence of a small, sustained shift away from the baseline, which
-            # grows report after report where a single noisy report or a short wobble does not.
-            z = step / scale
-            self.cusum_up = min(max(self.cusum_up + z - CUSUM_SLACK, 0.0), CUSUM_CAP)
-            self.cusum_down = min(max(self.cusum_down - z - CUSUM_SLACK, 0.0), CUSUM_CAP)
-            weight = 1.0 - math.exp(-gap / SLOW_S)
-            moved = weight * min(max(step, -3.0 * scale), 3.0 * scale)
-            self.slow += moved
-            if days > 1e-6:
-                # The baseline's own rate of change (per day): a steady drift (a battery draining as it
-                # should) that the lagging baseline would otherwise report as a deviation.
-                self.drift += weight * (moved / days - self.drift)
-        self.seen += 1
-        self.last, self.last_ts = x, ts
-
-    def _scale(self) -> float:
-        return max(self.noise, 1e-3 * (abs(self.slow) + 1.0))
-
-    def deviation(self) -> float:
-        """How far the fast average has moved from the baseline, in units of the signal's own noise
-        (the typical change from one report to the next), so a drift stands out however it is scaled."""
-        return (self.fast - self.slow) / self._scale()
-
-    def drift_corrected_deviation(self) -> float:
-        """Like :meth:`deviation`, less the lag that the baseline's steady drift alone explains."""
-        lag = self.drift * (SLOW_S - FAST_S) / _DAY_S
-        return (self.fast - self.slow - lag) / self._scale()
-
-    def slope(self) -> float:
-        """The change per day, from the fast and the medium average (a linear trend puts them ``MID_S - FAST_S``
-        apart): time-based, so two reports seconds apart (a device that reports on change) do not make a slope
-        of their noise, as a report-to-report difference would."""
-        return (self.fast - self.mid) * _DAY_S / (MID_S - FAST_S)
-
-    def sustained_deviation(self) -> float:
-        """Like :meth:`deviation`, for the medium (2-day) average."""
-        return (self.mid - self.slow) / self._scale()
+    noise: float
+    drift: float
+    cusum_up: float
+    cusum_down: float
+    peak: float
+    seen: float
 
 
-@dataclass(slots=True)
-class DeviceState:
-    """Everything the features remember about one device: a fixed number of floats."""
+# The slots of a DeviceState: the device's own (gaps, value statistics, counters, the latest-only signals: NaN until
+# reported), then SIGNAL_SLOTS for each signal of TRACKED, in order (the fields of Signal; ``seen`` 0: never reported).
+_FIRST_TS, _LAST_TS, _USUAL_GAP, _LOG_GAP, _GAP_SPREAD, _GAP_EWM = range(6)
+_VALUE_FAST, _VALUE_FAST_VAR, _VALUE_SLOW, _VALUE_SLOW_VAR, _VALUE_SEEN, _LAST_VALUE, _REPEATS = range(6, 13)
+_FLIP_RATE, _FLIP_BASE, _DROPS_EWM, _RESTARTS_EWM = range(13, 17)
+_LATEST: Final = 17
+_SIGNALS: Final = _LATEST + len(LATEST_ONLY)
+SIGNAL_SLOTS: Final = len(Signal._fields)
+_LAST, _SIG_TS, _FAST, _MID, _SLOW, _NOISE, _DRIFT, _CUSUM_UP, _CUSUM_DOWN, _PEAK, _SEEN = range(SIGNAL_SLOTS)
+#: A signal's slots as bytes of the state's buffer (read and written whole: faster than slot by slot).
+_SIGNAL_BYTES: Final = struct.Struct(f"{SIGNAL_SLOTS}d")
+#: The value statistics' slots (from value_fast to flip_base), read and written whole as well.
+_VALUE_BYTES: Final = struct.Struct(f"{_FLIP_BASE - _VALUE_FAST + 1}d")
+_VALUE_OFFSET: Final = _VALUE_FAST * 8
+_REPEATS_CAP: Final = float(REPEATS_CAP)
+_FRESH: Final = array.array("d", [0.0] * (_SIGNALS + SIGNAL_SLOTS * len(TRACKED)))
+_FRESH[_GAP_SPREAD] = GAP_SPREAD_START
+_FRESH[_LATEST:_SIGNALS] = array.array("d", [math.nan] * len(LATEST_ONLY))
 
-    first_ts: float
-    last_ts: float
-    usual_gap: float = 0.0
-    log_gap: float = 0.0
-    gap_spread: float = GAP_SPREAD_START
-    gap_ewm: float = 0.0
-    signals: dict[str, _Signal] = field(default_factory=dict)
-    latest: dict[str, float] = field(default_factory=dict)
-    value_fast: float = 0.0
-    value_fast_var: float = 0.0
-    value_slow: float = 0.0
-    value_slow_var: float = 0.0
-    value_seen: int = 0
-    last_value: float | None = None
-    repeats: int = 0
-    flip_rate: float = 0.0
-    flip_base: float = 0.0
-    drops_ewm: float = 0.0
-    restarts_ewm: float = 0.0
+if TYPE_CHECKING:
+    _Floats = array.array[float]
+else:
+    _Floats = array.array
+
+
+class DeviceState(_Floats):
+    """Everything the features remember about one device: a fixed number of float64s in one array (about 0.8 KB; as a
+    record of boxed floats with a dict of signal records it took about 1.8 KB a device). Made by :meth:`fresh`; the
+    properties name what other modules read; :class:`FeatureExtractor` reads and writes the slots."""
+
+    __slots__ = ()
+
+    @classmethod
+    def fresh(cls, first_ts: float, last_ts: float) -> DeviceState:
+        """The state of a device first heard at ``first_ts``."""
+        state = cls("d", _FRESH)
+        state[_FIRST_TS], state[_LAST_TS] = first_ts, last_ts
+        return state
+
+    def __reduce_ex__(self, protocol: object) -> tuple[type[DeviceState], tuple[str, bytes]]:
+        """Pickled (and copied) as a :class:`DeviceState` of the same bytes (``array`` would give a plain array)."""
+        return (type(self), ("d", self.tobytes()))
+
+    def __copy__(self) -> DeviceState:
+        return type(self)("d", self)
+
+    def __deepcopy__(self, memo: object) -> DeviceState:
+        return type(self)("d", self)
+
+    @property
+    def first_ts(self) -> float:
+        """When the device was first heard."""
+        return self[_FIRST_TS]
+
+    @property
+    def last_ts(self) -> float:
+        """The latest event time heard from the device."""
+        return self[_LAST_TS]
+
+    @property
+    def usual_gap(self) -> float:
+        """The device's usual interval between reports, in seconds (0: not known yet)."""
+        return self[_USUAL_GAP]
+
+    @property
+    def gap_ewm(self) -> float:
+        """The recent average of how unusual its gaps were (``gap_ewm``)."""
+        return self[_GAP_EWM]
+
+    @property
+    def signals(self) -> dict[str, Signal]:
+        """The state of each tracked signal the device has reported."""
+        out = {}
+        for k, name in enumerate(TRACKED):
+            at = _SIGNALS + k * SIGNAL_SLOTS
+            if self[at + _SEEN]:
+                out[name] = Signal(*self[at : at + SIGNAL_SLOTS])
+        return out
+
+
+def _step_signal(state: DeviceState, offset: int, x: float, ts: float) -> tuple[float, ...]:
+    """Fold the value ``x`` at ``ts`` into the signal whose slots start at byte ``offset``: fast, medium and slow
+    averages, noise, drift, CUSUMs and peak. Its slots after the step."""
+    last, last_ts, fast, mid, slow, noise, drift, cusum_up, cusum_down, peak, seen = _SIGNAL_BYTES.unpack_from(
+        state, offset
+    )
+    gap = max(ts - last_ts, 0.0)
+    days = gap / _DAY_S
+    noise += NOISE * (abs(x - last) - noise)
+    # Averages weigh time, not reports, so devices that report hourly and twice a day compare.
+    fast += (1.0 - math.exp(-gap / FAST_S)) * (x - fast)
+    mid += (1.0 - math.exp(-gap / MID_S)) * (x - mid)
+    peak = max(x, peak * math.exp(-gap / PEAK_S))
+    # The baseline is robust: after a warm-up, a step counts at most 3 noise units, so a sustained
+    # drift (the thing to detect) barely drags the baseline along.
+    step = x - slow
+    if seen < BASELINE_WARMUP:
+        slow += step / (seen + 1)
+    else:
+        scale = max(noise, 1e-3 * (abs(slow) + 1.0))
+        # Page's CUSUM both ways: evidence of a small, sustained shift away from the baseline, which
+        # grows report after report where a single noisy report or a short wobble does not.
+        z = step / scale
+        cusum_up = min(max(cusum_up + z - CUSUM_SLACK, 0.0), CUSUM_CAP)
+        cusum_down = min(max(cusum_down - z - CUSUM_SLACK, 0.0), CUSUM_CAP)
+        weight = 1.0 - math.exp(-gap / SLOW_S)
+        moved = weight * min(max(step, -3.0 * scale), 3.0 * scale)
+        slow += moved
+        if days > 1e-6:
+            # The baseline's own rate of change (per day): a steady drift (a battery draining as it
+            # should) that the lagging baseline would otherwise report as a deviation.
+            drift += weight * (moved / days - drift)
+    after = (x, ts, fast, mid, slow, noise, drift, cusum_up, cusum_down, peak, seen + 1.0)
+    _SIGNAL_BYTES.pack_into(state, offset, *after)
+    return after
 
 
 def _calendar(ts: float, out: Features, only: frozenset[str] | None = None) -> None:
@@ -312,15 +353,17 @@ class FeatureExtractor:
         self._gap = (wanted("gap_ratio"), wanted("gap_z"), wanted("gap_ewm"))
         self._signals = tuple(
             (
+                _SIGNALS + k * SIGNAL_SLOTS,
+                (_SIGNALS + k * SIGNAL_SLOTS) * _FRESH.itemsize,
                 name,
                 tuple(
                     (name + suffix) if wanted(name + suffix) and (suffix != "_peak" or name in PEAKED) else None
                     for suffix in SIGNAL_SUFFIXES
                 ),
             )
-            for name in TRACKED
+            for k, name in enumerate(TRACKED)
         )
-        self._latest = tuple(name for name in LATEST_ONLY if wanted(name))
+        self._latest = tuple((k, name) for k, name in enumerate(LATEST_ONLY) if wanted(name))
         self._values = only is None or any(name in only for name in VALUE_FEATURES)
         self._drops, self._restarts = wanted("drops_ewm"), wanted("restarts_ewm")
         self._age = wanted("age_days")
@@ -341,85 +384,102 @@ class FeatureExtractor:
         ts = float(event["ts"])  # type: ignore[arg-type]
         state = self.states.get(device_id)
         if state is None:
-            state = self.states[device_id] = DeviceState(first_ts=ts, last_ts=ts)
+            state = self.states[device_id] = DeviceState.fresh(ts, ts)
             gap = 0.0
         else:
-            gap = max(ts - state.last_ts, 0.0)
-            state.last_ts = max(state.last_ts, ts)
+            last_ts = state[_LAST_TS]
+            gap = max(ts - last_ts, 0.0)
+            state[_LAST_TS] = max(last_ts, ts)
         out: Features = {}
         want_ratio, want_z, want_ewm = self._gap
         if gap > 0.0:
             log_gap = math.log(gap)
-            if state.usual_gap == 0.0:
-                state.log_gap = log_gap
+            usual_log_gap, spread = state[_LOG_GAP], state[_GAP_SPREAD]
+            if state[_USUAL_GAP] == 0.0:
+                usual_log_gap = log_gap
             else:
                 # A running median in log space (sign steps scaled by the spread) and the spread around it:
                 # lost reports and bursts move neither much, so they stand out against them.
-                step = GAP_RATE * max(state.gap_spread, GAP_SPREAD_FLOOR)
-                state.log_gap += step if log_gap > state.log_gap else -step
-                state.gap_spread += GAP_SPREAD * (abs(log_gap - state.log_gap) - state.gap_spread)
-            state.usual_gap = math.exp(state.log_gap)
-            z = (log_gap - state.log_gap) / max(state.gap_spread, GAP_SPREAD_FLOOR)
-            state.gap_ewm += FAST * (max(z, 0.0) - state.gap_ewm)
+                step = GAP_RATE * max(spread, GAP_SPREAD_FLOOR)
+                usual_log_gap += step if log_gap > usual_log_gap else -step
+                spread += GAP_SPREAD * (abs(log_gap - usual_log_gap) - spread)
+                state[_GAP_SPREAD] = spread
+            state[_LOG_GAP] = usual_log_gap
+            usual_gap = state[_USUAL_GAP] = math.exp(usual_log_gap)
+            z = (log_gap - usual_log_gap) / max(spread, GAP_SPREAD_FLOOR)
+            gap_ewm = state[_GAP_EWM]
+            state[_GAP_EWM] = gap_ewm + FAST * (max(z, 0.0) - gap_ewm)
             if want_ratio:
-                out["gap_ratio"] = gap / state.usual_gap
+                out["gap_ratio"] = gap / usual_gap
             if want_z:
                 out["gap_z"] = z
         if want_ewm:
-            out["gap_ewm"] = state.gap_ewm
+            out["gap_ewm"] = state[_GAP_EWM]
 
-        for name, keys in self._signals:
+        for at, offset, name, keys in self._signals:
             x = valid(name, event.get(name))
-            if x is not None and name == "response_time":
-                x = math.log1p(x)
-            sig = state.signals.get(name)
             if x is not None:
-                if sig is None:
-                    sig = state.signals[name] = _Signal(last=x, last_ts=ts, fast=x, mid=x, slow=x)
+                if name == "response_time":
+                    x = math.log1p(x)
+                if state[at + _SEEN]:
+                    slots = _step_signal(state, offset, x, ts)
                 else:
-                    sig.update(x, ts)
-            if sig is not None:
-                last, ewm, dev, dev2d, tdev, cusum_up, cusum_down, slope, peak = keys
-                if last is not None:
-                    out[last] = sig.last
-                if ewm is not None:
-                    out[ewm] = sig.fast
-                if dev is not None:
-                    out[dev] = sig.deviation()
-                if dev2d is not None:
-                    out[dev2d] = sig.sustained_deviation()
-                if tdev is not None:
-                    out[tdev] = sig.drift_corrected_deviation()
-                if cusum_up is not None:
-                    out[cusum_up] = sig.cusum_up
-                if cusum_down is not None:
-                    out[cusum_down] = sig.cusum_down
-                if slope is not None:
-                    out[slope] = sig.slope()
-                if peak is not None:
-                    out[peak] = sig.peak
-        for name in LATEST_ONLY:
+                    slots = (x, ts, x, x, x, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+                    _SIGNAL_BYTES.pack_into(state, offset, *slots)
+            elif state[at + _SEEN]:
+                slots = _SIGNAL_BYTES.unpack_from(state, offset)
+            else:
+                continue
+            last, _, fast, mid, slow, noise, drift, cusum_up, cusum_down, peak, _ = slots
+            scale = max(noise, 1e-3 * (abs(slow) + 1.0))
+            k_last, k_ewm, k_dev, k_dev2d, k_tdev, k_cusum_up, k_cusum_down, k_slope, k_peak = keys
+            if k_last is not None:
+                out[k_last] = last
+            if k_ewm is not None:
+                out[k_ewm] = fast
+            if k_dev is not None:
+                # How far the fast average has moved from the baseline, in units of the signal's own noise (the
+                # typical change from one report to the next), so a drift stands out however it is scaled.
+                out[k_dev] = (fast - slow) / scale
+            if k_dev2d is not None:
+                out[k_dev2d] = (mid - slow) / scale  # the same for the medium (2-day) average
+            if k_tdev is not None:
+                # The deviation less the lag that the baseline's steady drift alone explains.
+                out[k_tdev] = (fast - slow - drift * (SLOW_S - FAST_S) / _DAY_S) / scale
+            if k_cusum_up is not None:
+                out[k_cusum_up] = cusum_up
+            if k_cusum_down is not None:
+                out[k_cusum_down] = cusum_down
+            if k_slope is not None:
+                # The change per day, from the fast and the medium average (a linear trend puts them
+                # ``MID_S - FAST_S`` apart): time-based, so two reports seconds apart (a device that reports on
+                # change) do not make a slope of their noise, as a report-to-report difference would.
+                out[k_slope] = (fast - mid) * _DAY_S / (MID_S - FAST_S)
+            if k_peak is not None:
+                out[k_peak] = peak
+        for k, name in enumerate(LATEST_ONLY):
             x = valid(name, event.get(name))
             if x is not None:
-                state.latest[name] = x
-        for name in self._latest:
-            if name in state.latest:
-                out[name] = state.latest[name]
+                state[_LATEST + k] = x
+        for k, name in self._latest:
+            x = state[_LATEST + k]
+            if x == x:  # NaN: never reported
+                out[name] = x
 
         self._value(state, valid("value", event.get("value")), out if self._values else None)
         drops = valid("connection_drops", event.get("connection_drops"))
         if drops is not None:
-            state.drops_ewm += FAST * (drops - state.drops_ewm)
+            ewm = state[_DROPS_EWM] = state[_DROPS_EWM] + FAST * (drops - state[_DROPS_EWM])
             if self._drops:
-                out["drops_ewm"] = state.drops_ewm
+                out["drops_ewm"] = ewm
         restarts = valid("restart_count", event.get("restart_count"))
         if restarts is not None:
-            state.restarts_ewm += FAST * (restarts - state.restarts_ewm)
+            ewm = state[_RESTARTS_EWM] = state[_RESTARTS_EWM] + FAST * (restarts - state[_RESTARTS_EWM])
             if self._restarts:
-                out["restarts_ewm"] = state.restarts_ewm
+                out["restarts_ewm"] = ewm
 
         if self._age:
-            out["age_days"] = (ts - state.first_ts) / _DAY_S
+            out["age_days"] = (ts - state[_FIRST_TS]) / _DAY_S
         if self._calendar:
             _calendar(ts, out, self.only)
         if self._battery:
@@ -431,34 +491,40 @@ class FeatureExtractor:
 
     @staticmethod
     def _value(state: DeviceState, x: float | None, out: Features | None) -> None:
+        fast, fast_var, slow, slow_var, seen, last, repeats, flip_rate, flip_base = _VALUE_BYTES.unpack_from(
+            state, _VALUE_OFFSET
+        )
         if x is None:
-            if state.value_seen < 2:
+            if seen < 2:
                 return
         else:
-            state.value_seen += 1
-            if state.value_seen == 1:
-                state.value_fast = state.value_slow = x
-            delta_fast = x - state.value_fast
-            state.value_fast += 0.1 * delta_fast
-            state.value_fast_var = 0.9 * (state.value_fast_var + 0.1 * delta_fast * delta_fast)
-            delta_slow = x - state.value_slow
-            state.value_slow += 0.01 * delta_slow
-            state.value_slow_var = 0.99 * (state.value_slow_var + 0.01 * delta_slow * delta_slow)
-            if state.last_value is not None:
-                flipped = 1.0 if x != state.last_value else 0.0
-                changes = state.value_seen - 1
+            seen += 1.0
+            if seen == 1:
+                fast = slow = x
+            delta_fast = x - fast
+            fast += 0.1 * delta_fast
+            fast_var = 0.9 * (fast_var + 0.1 * delta_fast * delta_fast)
+            delta_slow = x - slow
+            slow += 0.01 * delta_slow
+            slow_var = 0.99 * (slow_var + 0.01 * delta_slow * delta_slow)
+            if seen >= 2:  # a value before this one
+                flipped = 1.0 if x != last else 0.0
+                changes = seen - 1
                 # Plain means until the averages have seen enough changes, then exponential ones: a rate
                 # that starts at 0 would call every young continuous sensor frozen.
-                state.flip_rate += max(0.1, 1.0 / changes) * (flipped - state.flip_rate)
-                state.flip_base += max(0.01, 1.0 / changes) * (flipped - state.flip_base)
-                state.repeats = 0 if flipped else min(state.repeats + 1, REPEATS_CAP)
-            state.last_value = x
-        if state.value_seen >= 2 and out is not None:
-            out["value_var_ratio"] = state.value_fast_var / (state.value_slow_var + 1e-9)
-            out["value_flip_rate"] = state.flip_rate
-            out["value_flip_ratio"] = state.flip_rate / (state.flip_base + 0.01)
-            out["value_repeats"] = float(state.repeats)
+                flip_rate += max(0.1, 1.0 / changes) * (flipped - flip_rate)
+                flip_base += max(0.01, 1.0 / changes) * (flipped - flip_base)
+                repeats = 0.0 if flipped else min(repeats + 1.0, _REPEATS_CAP)
+            _VALUE_BYTES.pack_into(
+                state, _VALUE_OFFSET, fast, fast_var, slow, slow_var, seen, x, repeats, flip_rate, flip_base
+            )
+        if seen >= 2 and out is not None:
+            out["value_var_ratio"] = fast_var / (slow_var + 1e-9)
+            out["value_flip_rate"] = flip_rate
+            out["value_flip_ratio"] = flip_rate / (flip_base + 0.01)
+            out["value_repeats"] = repeats
             # How unlikely the current run of identical values is for this device: a continuous reading
             # (a value changes at nearly every report) frozen for a few reports is more surprising than a
-            # light left off all night.
-            out["value_stuck_surprise"] = -state.repeats * math.log(max(1.0 - state.flip_base, 0.01))
+            # light left off all night. (The count negated as an integer, as it was kept: no run gives 0.0, where
+            # a negated float count would give -0.0.)
+            out["value_stuck_surprise"] = -int(repeats) * math.log(max(1.0 - flip_base, 0.01))

@@ -37,6 +37,7 @@ import copy
 import json
 import logging
 import pickle
+import sys
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,7 +54,8 @@ from devintel.models.household import EpisodeLedger
 from devintel.models.labels import DelayedLabels, Resolved
 from devintel.models.learners import reasons
 from devintel.models.metrics import RollingMetrics
-from devintel.models.online import Classifier, FeaturePacker, OnlineLearner, Scored
+from devintel.models.online import Classifier, OnlineLearner
+from devintel.models.scored import FeaturePacker, Scored
 from devintel.models.snapshots import STORE_FIELDS
 
 logger = logging.getLogger(__name__)
@@ -206,7 +208,12 @@ class LiveModels:
         )
         table = DeviceTable()
         self._bind(table)
-        self.learner.labels = DelayedLabels(self.horizon_s, devices=table.column("waiting"), held=table.column("held"))
+        self.learner.labels = DelayedLabels(
+            self.horizon_s,
+            devices=table.column("waiting"),
+            held=table.column("held"),
+            rows=self.learner.labels.rows,  # the learner's: its events as columns (ScoredRows over its packer)
+        )
         self.ledger = EpisodeLedger(self.horizon_s, pending=table.column("onsets"))
 
     def _bind(self, table: DeviceTable) -> None:
@@ -272,7 +279,7 @@ class LiveModels:
         ``source`` names the clock of :attr:`clocks` it moves too."""
         device_id = str(event["device_id"])
         ts = float(event["ts"])  # type: ignore[arg-type]
-        home_type = str(event.get("home_type", ""))
+        home_type = sys.intern(str(event.get("home_type", "")))  # one string per home type, not a copy per device
         device = self.table.record(device_id)
         device.home_type = home_type
         device.offline_since = None  # a device that reports is online

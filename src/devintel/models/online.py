@@ -14,7 +14,6 @@ only a share ``negative_rate`` of negatives, drawn from a seeded generator.
 
 from __future__ import annotations
 
-import array
 import heapq
 import random
 from collections import deque
@@ -30,6 +29,8 @@ from devintel.models.dense import probability as probability_of
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.labels import DelayedLabels, Resolved
 from devintel.models.metrics import RollingMetrics
+from devintel.models.scored import FeaturePacker, Packed, ScoredRows
+from devintel.models.scored import Scored as Scored  # re-exported: devintel.fleet.homes imports it from here
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,66 +49,6 @@ class Classifier(Protocol):
 
     def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:
         """Class probabilities for one example."""
-
-
-#: Features packed for the label buffer: (layout id, the values as float32 in the layout's order).
-Packed = tuple[int, array.array]  # type: ignore[type-arg]
-
-
-class FeaturePacker:
-    """Packs feature dicts into float32 arrays over interned name layouts, about a tenth of a dict's memory.
-
-    Events wait in the label buffer for up to the horizon, so a live daemon with thousands of devices holds
-    hundreds of thousands of them; a dict of ~50 floats costs ~2.7 KB, its packed form ~0.3 KB. A layout is the
-    tuple of a dict's keys in order (one per device type and field pattern, so few); unpacking restores the
-    same keys in the same order. Values are rounded to float32 (7 significant digits), which learning does not
-    notice. At most ``max_layouts`` layouts are interned; past that, dicts are kept as they are.
-    """
-
-    def __init__(self, max_layouts: int = 4096, typecode: str = "f") -> None:
-        self.max_layouts = max_layouts
-        self.typecode = typecode
-        """``array`` type of the packed values: ``"f"`` (float32, the default) or ``"d"`` (float64: exact)."""
-        self._ids: dict[tuple[str, ...], int] = {}
-        self._layouts: list[tuple[str, ...]] = []
-
-    def pack(self, features: Features) -> Features | Packed:
-        """The packed form of ``features`` (or the dict itself when the layout table is full)."""
-        layout = tuple(features)
-        layout_id = self._ids.get(layout)
-        if layout_id is None:
-            if len(self._layouts) >= self.max_layouts:
-                return features
-            layout_id = self._ids[layout] = len(self._layouts)
-            self._layouts.append(layout)
-        return layout_id, array.array(self.typecode, features.values())
-
-    def layout(self, layout_id: int) -> tuple[str, ...]:
-        """The feature names, in order, of a layout id."""
-        return self._layouts[layout_id]
-
-    def unpack(self, packed: Features | Packed) -> Features:
-        """The feature dict of a packed form (a dict is returned as it is)."""
-        if isinstance(packed, dict):
-            return packed
-        layout_id, values = packed
-        return dict(zip(self._layouts[layout_id], values, strict=True))
-
-
-@dataclass(frozen=True, slots=True)
-class Scored:
-    """What the label buffer keeps for an event: its features (packed, when the learner packs them) and the
-    probability predicted then."""
-
-    features: Features | Packed
-    probability: float
-    flagged: bool | None = None
-    """The decision made then (probability against the serving model's threshold); None: against the
-    learner's own ``threshold`` when the label resolves."""
-    alarm: bool = False
-    """The serving models' alarm decision after this event (the live daemon's ``needs_attention``)."""
-    challenger_alarm: bool = False
-    """The learning copy's alarm decision after this event (see :mod:`devintel.models.challenger`)."""
 
 
 @dataclass(slots=True)
@@ -139,8 +80,9 @@ class OnlineLearner:
     """(label, probability predicted then) of the latest resolved events, for inspection (the bootstrap
     calibrates thresholds on validation homes instead)."""
     packer: FeaturePacker | None = None
-    """Packs the features of waiting events (the live daemon, whose buffer spans thousands of devices); None
-    keeps them as dicts (the warm start, whose figures are then exactly reproducible)."""
+    """Packs the features of waiting events (the live daemon, whose buffer spans thousands of devices: its label
+    buffer keeps them as :class:`ScoredRows`); None keeps them as dicts (the warm start, whose figures are then
+    exactly reproducible)."""
     label_interval_s: float = 0.0
     """An event waits for its label only when at least this much stream time has passed since the device's
     previous waiting event (0: every event). Every event is predicted; this bounds the buffer, and so memory,
@@ -156,7 +98,7 @@ class OnlineLearner:
     copy's prediction of the same event reuses them)."""
 
     def __post_init__(self) -> None:
-        self.labels = DelayedLabels(self.horizon_s)
+        self.labels = DelayedLabels(self.horizon_s, rows=None if self.packer is None else ScoredRows(self.packer))
         self._rng = random.Random(self.seed)
 
     def predict(self, features: Features) -> float:
@@ -193,8 +135,7 @@ class OnlineLearner:
         previous = self.last_held.get(device_id)
         if previous is None or ts - previous >= self.label_interval_s or ts < previous:
             rival = challenger(device_id, ts, features) if challenger is not None else on
-            packed = features if self.packer is None else self.packer.pack(features)
-            self.labels.add(device_id, ts, Scored(packed, probability, flagged, on, rival))
+            self.labels.add(device_id, ts, Scored(features, probability, flagged, on, rival))  # packed by the rows
             self.last_held[device_id] = ts
         return scored
 
