@@ -349,8 +349,8 @@ def learn_home_types(
 ) -> dict[str, Classifier]:
     """Each home-type model of ``names`` learned on the examples of its home type (:func:`learn_examples`)."""
     for name in names:
-        which = rows.groups == name
-        learn_examples(models[name], rows.names, rows.inputs[which], rows.labels[which], seed)
+        which = np.flatnonzero(rows.groups == name)  # read in place: no copy of its examples
+        learn_examples(models[name], rows.names, rows.inputs, rows.labels[which], seed, rows=which)
     return {name: models[name] for name in names}
 
 

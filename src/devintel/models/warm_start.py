@@ -76,8 +76,9 @@ class ExampleRows:
         return cls(names, inputs, labels, groups)
 
 
-#: A batch's model inputs (names, values), each event's home type and its negative-sampling draw.
-InputTable = tuple[list[str], Floats, npt.NDArray[np.object_], Floats]
+#: A batch's model inputs (their columns in the examples' matrix, values), each event's home type and its
+#: negative-sampling draw.
+InputTable = tuple[npt.NDArray[np.intp], Floats, npt.NDArray[np.object_], Floats]
 
 
 def collect_example_rows(
@@ -113,11 +114,12 @@ def collect_example_rows(
             index.setdefault(name, len(index))
         matrix = np.column_stack([inputs[name] for name in names]) if names else np.empty((len(batch), 0))
         draws = np.random.default_rng([seed, number]).random(size)[batch.index.to_numpy()]
-        return names, matrix, names_of(batch["home_type"]), draws
+        where = np.array([index[name] for name in names], dtype=np.intp)
+        return where, matrix, names_of(batch["home_type"]), draws
 
     def emit(device_id: str, table: InputTable, row: int, label: bool) -> None:
         nonlocal store
-        names, matrix, home_types, draws = table
+        where, matrix, home_types, draws = table
         if not label and draws[row] >= negative_rate:
             return
         k = len(labels)
@@ -125,7 +127,7 @@ def collect_example_rows(
             grown = np.full((2 * len(store), max(store.shape[1], len(index))), np.nan, dtype=np.float32)
             grown[:k, : store.shape[1]] = store[:k]
             store = grown
-        store[k, [index[name] for name in names]] = matrix[row]
+        store[k, where] = matrix[row]
         labels.append(label)
         groups.append(home_types[row])
 
