@@ -68,6 +68,7 @@ from devintel.models.heldout import ScoredStream, StreamTruth, score_batches
 from devintel.models.household import household_by_group, household_report
 from devintel.models.learners import default_model, model_inputs
 from devintel.models.live import GLOBAL, MODELS_DIR
+from devintel.models.memory import release
 from devintel.models.metrics import BinaryReport, binary_report, recall_by_group, rolling_history
 from devintel.models.online import Classifier, ExampleCollector, events, warm_start_batches
 from devintel.models.report import markdown_report, plots
@@ -332,8 +333,9 @@ PARTS: Final = 2
 def collect_part(
     config: BootstrapConfig, part: int, on_event: Callable[[int], None] | None = None
 ) -> tuple[ExampleRows, Collected]:
-    """The examples of one group of homes of the training stream (:func:`collect_example_rows`)."""
-    return collect_example_rows(
+    """The examples of one group of homes of the training stream (:func:`collect_example_rows`); what the walk
+    freed goes back to the system (:func:`~devintel.models.memory.release`) before the examples are learned."""
+    collected = collect_example_rows(
         _synthetic_batches(config, config.samples, config.seed, config.train_variants),
         horizon_s=config.horizon_days * 86_400.0,
         negative_rate=config.negative_rate,
@@ -342,6 +344,8 @@ def collect_part(
         select=HomeSplit(PARTS, part),
         on_event=on_event,
     )
+    release()
+    return collected
 
 
 def learn_home_types(
@@ -354,6 +358,23 @@ def learn_home_types(
     return {name: models[name] for name in names}
 
 
+def send_rows(connection: Connection, kind: str, rows: ExampleRows, extra: object) -> None:
+    """Send ``rows`` with ``extra`` as a message of ``kind`` (:func:`receive_rows` reads it): the names, labels and
+    groups pickled, then the inputs' matrix as its raw bytes, written from where it lies (pickling it would hold a
+    second copy in each process while it crosses)."""
+    connection.send((kind, (rows.names, rows.inputs.shape, rows.labels, rows.groups, extra)))
+    connection.send_bytes(np.ascontiguousarray(rows.inputs).reshape(-1).view(np.uint8))
+
+
+def receive_rows(connection: Connection, message: tuple[str, Any]) -> tuple[ExampleRows, Any]:
+    """The rows and the extra of a message :func:`send_rows` sent, whose first part (already received) is
+    ``message``: the matrix is read straight into its array."""
+    names, shape, labels, groups, extra = message[1]
+    inputs = np.empty(shape, dtype=np.float32)
+    connection.recv_bytes_into(inputs.reshape(-1).view(np.uint8))
+    return ExampleRows(names, inputs, labels, groups), extra
+
+
 def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
     """A worker process's work (:class:`Worker`): collect the second group of homes of the training stream and send
     its examples; receive the first group's, learn the home-type models on all of them and send them back; receive
@@ -361,15 +382,18 @@ def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[st
     :class:`ScoredStream` (or the error, at any point)."""
     try:
         mine, collected = collect_part(config, 1)
-        connection.send(("rows", (mine, collected)))
+        send_rows(connection, "rows", mine, collected)
         message = connection.recv()
         if message is None:
             return  # cancelled
-        _, (theirs, names) = message
-        rows = ExampleRows.joined([theirs, mine])
+        theirs, names = receive_rows(connection, message)
+        parts = [theirs, mine]
         del theirs, mine
+        rows = ExampleRows.joined(parts)  # frees each part once copied
+        release()
         connection.send(("models", learn_home_types(home_types, rows, config.seed, names)))
         del rows
+        release()
         message = connection.recv()
         if message is None:
             return
@@ -401,13 +425,20 @@ class Worker:
 
     def rows(self) -> tuple[ExampleRows, Collected]:
         """The examples of the second group of homes (waits for them)."""
-        rows: tuple[ExampleRows, Collected] = self._receive("rows")
+        kind, payload = self._connection.recv()
+        if kind != "rows":
+            raise RuntimeError(f"the bootstrap's worker process failed:\n{payload}")
+        rows: tuple[ExampleRows, Collected] = receive_rows(self._connection, (kind, payload))
         return rows
 
     def learn(self, rows: ExampleRows, names: set[str]) -> None:
         """Have the worker learn the home-type models of ``names`` on ``rows`` (the first group's examples) joined to
         its own."""
-        self._send(("learn", (rows, names)))
+        try:
+            send_rows(self._connection, "learn", rows, names)
+        except OSError:  # the worker is gone: say why, if it said
+            self._receive("an answer")
+            raise
 
     def trained(self) -> dict[str, Classifier]:
         """The home-type models learned (waits for them)."""
@@ -491,8 +522,10 @@ def _learn_batched(
     second, also = worker.rows() if worker is not None else collect_part(config, 1, tick)
     if worker is not None:
         worker.learn(first, set(HOME_TYPES))
-    rows = ExampleRows.joined([first, second])
+    parts = [first, second]
     del first, second
+    rows = ExampleRows.joined(parts)  # frees each part once copied
+    release()
     if len(rows) == 0:
         raise ValueError(
             f"no label resolved in {config.samples:,} training events over {config.days:g} days: "
@@ -566,6 +599,7 @@ def _bootstrap(
         learned, homes_trained = _learn_batched(config, models, say, worker)
     else:
         learned, homes_trained = _learn_event_by_event(config, models, say)
+    release()  # the examples: scoring and tuning need none of it
     models = {name: model for name, model in models.items() if learned[name] > 0}
     if worker is not None:
         worker.score(models)  # it scores the test homes while this process scores the validation homes
@@ -605,6 +639,7 @@ def _bootstrap(
     val_flags = alarm_flags(tuned.params, val.device, val.ts, val_probability)
     val_household = household_measures(val, val_flags, horizon_s, validation.groups)
     del validation, val_scores
+    release()
 
     say(
         f"testing on {config.holdout_samples:,} events of other homes (seed {config.seed + TEST_SEED_OFFSET}) "

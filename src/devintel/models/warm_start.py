@@ -64,15 +64,25 @@ class ExampleRows:
 
     @classmethod
     def joined(cls, parts: list[ExampleRows]) -> ExampleRows:
-        """The examples of ``parts``, one after the other (their inputs' columns united)."""
+        """The examples of ``parts``, one after the other (their inputs' columns united). The list is emptied as the
+        parts are copied: a part whose caller holds no other reference is freed once copied, so joining holds the
+        joined matrix and the parts not yet copied, not every part besides."""
         names = list(dict.fromkeys(name for part in parts for name in part.names))
-        inputs = np.full((sum(len(p) for p in parts), len(names)), np.nan, dtype=np.float32)
-        start = 0
-        for part in parts:
-            inputs[start : start + len(part), [names.index(n) for n in part.names]] = part.inputs
-            start += len(part)
         labels = np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, np.bool_)
         groups = np.concatenate([p.groups for p in parts]) if parts else np.zeros(0, np.str_)
+        # Empty (untouched pages), filled a part at a time: the memory grows as the copy goes.
+        inputs = np.empty((len(labels), len(names)), dtype=np.float32)
+        start = 0
+        while parts:
+            part = parts.pop(0)
+            rows = slice(start, start + len(part))
+            if part.names == names:
+                inputs[rows] = part.inputs
+            else:
+                inputs[rows] = np.nan
+                inputs[rows, [names.index(n) for n in part.names]] = part.inputs
+            start += len(part)
+            del part
         return cls(names, inputs, labels, groups)
 
 
@@ -134,8 +144,13 @@ def collect_example_rows(
     collected = _collect(batches, tabulate, emit, horizon_s, only, on_event, select)
     k = len(labels)
     collected.learned = k
-    inputs = np.full((k, len(index)), np.nan, dtype=np.float32)
-    inputs[:, : store.shape[1]] = store[:k, : len(index)]  # the store may be narrower: inputs nobody learned
+    if store.shape[1] == len(index):
+        store.resize((k, len(index)), refcheck=False)  # in place: the unused rows go back, no second matrix
+        inputs = store
+    else:  # the store is wider (fewer inputs than its first width) or narrower (inputs nobody learned)
+        inputs = np.full((k, len(index)), np.nan, dtype=np.float32)
+        width = min(store.shape[1], len(index))
+        inputs[:, :width] = store[:k, :width]
     rows = ExampleRows(list(index), inputs, np.frombuffer(bytes(labels), np.bool_).copy(), np.array(groups, dtype=str))
     return rows, collected
 
