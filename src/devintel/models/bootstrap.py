@@ -284,13 +284,15 @@ def household_measures(
 ) -> dict[str, object]:
     """The household measures of ``flags`` on a stream: overall and per group."""
     args = (truth.device, truth.ts, flags, truth.failure_at, horizon_s, truth.visible)
-    return {
+    measures = {
         "overall": household_report(*args).as_dict(),
         **{
             f"by_{name}": {key: report.as_dict() for key, report in household_by_group(values, *args).items()}
             for name, values in groups.items()
         },
     }
+    release()  # the groups' copies
+    return measures
 
 
 #: Window and spacing of the rolling metrics the report plots over the test homes' stream.
@@ -320,7 +322,9 @@ def held_out(
     the shipped shape (:func:`~devintel.models.heldout.score_batches`), otherwise as one frame, event by event."""
     tick = _progress(config.holdout_samples, what, say, every=1) if say is not None else None
     if batched(models):
-        return score_batches(models, _synthetic_batches(config, config.holdout_samples, seed, variants), tick)
+        scored = score_batches(models, _synthetic_batches(config, config.holdout_samples, seed, variants), tick)
+        release()  # the batches' features and frames
+        return scored
     frame = _synthetic(config, config.holdout_samples, seed, variants)
     return ScoredStream(score_frame(models, frame, tick), StreamTruth.of(frame), device_groups(frame))
 
@@ -359,20 +363,47 @@ def learn_home_types(
 
 
 def send_rows(connection: Connection, kind: str, rows: ExampleRows, extra: object) -> None:
-    """Send ``rows`` with ``extra`` as a message of ``kind`` (:func:`receive_rows` reads it): the names, labels and
+    """Send ``rows`` with ``extra`` as a message of ``kind`` (:func:`receive_joined` reads it): the names, labels and
     groups pickled, then the inputs' matrix as its raw bytes, written from where it lies (pickling it would hold a
     second copy in each process while it crosses)."""
     connection.send((kind, (rows.names, rows.inputs.shape, rows.labels, rows.groups, extra)))
     connection.send_bytes(np.ascontiguousarray(rows.inputs).reshape(-1).view(np.uint8))
 
 
-def receive_rows(connection: Connection, message: tuple[str, Any]) -> tuple[ExampleRows, Any]:
-    """The rows and the extra of a message :func:`send_rows` sent, whose first part (already received) is
-    ``message``: the matrix is read straight into its array."""
-    names, shape, labels, groups, extra = message[1]
-    inputs = np.empty(shape, dtype=np.float32)
-    connection.recv_bytes_into(inputs.reshape(-1).view(np.uint8))
-    return ExampleRows(names, inputs, labels, groups), extra
+def receive_joined(
+    connection: Connection, message: tuple[str, Any], mine: list[ExampleRows], own_first: bool
+) -> tuple[ExampleRows, Any]:
+    """The examples a message of :func:`send_rows` carries (its pickled first part already received: ``message``)
+    joined to this process's (``mine``, a list of one, which is emptied: they are copied first and freed, unless the
+    caller holds them too), first or second as :meth:`ExampleRows.joined` would join them, and the message's extra.
+    When the sender's columns are those of the join (the usual case: both groups of homes meet every input), its
+    matrix is read straight into its rows of the joined one: the join holds no third copy."""
+    (own,) = mine
+    mine.clear()
+    names_in, shape, labels_in, groups_in, extra = message[1]
+    order = [own.names, names_in] if own_first else [names_in, own.names]
+    names = list(dict.fromkeys(name for part in order for name in part))
+    n_own, n_in = len(own), int(shape[0])
+    inputs = np.empty((n_own + n_in, len(names)), dtype=np.float32)
+    rows_own, rows_in = (slice(0, n_own), slice(n_own, None)) if own_first else (slice(n_in, None), slice(0, n_in))
+    if own.names == names:
+        inputs[rows_own] = own.inputs
+    else:
+        inputs[rows_own] = np.nan
+        inputs[rows_own, [names.index(n) for n in own.names]] = own.inputs
+    labels, groups = (own.labels, labels_in), (own.groups, groups_in)
+    if not own_first:
+        labels, groups = labels[::-1], groups[::-1]
+    del own  # freed here (when the caller let go of it): the sender's matrix comes in after
+    if names_in == names:
+        connection.recv_bytes_into(inputs[rows_in].reshape(-1).view(np.uint8))
+    else:
+        received = np.empty(shape, dtype=np.float32)
+        connection.recv_bytes_into(received.reshape(-1).view(np.uint8))
+        inputs[rows_in] = np.nan
+        inputs[rows_in, [names.index(n) for n in names_in]] = received
+        del received
+    return ExampleRows(names, inputs, np.concatenate(labels), np.concatenate(groups)), extra
 
 
 def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
@@ -386,10 +417,9 @@ def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[st
         message = connection.recv()
         if message is None:
             return  # cancelled
-        theirs, names = receive_rows(connection, message)
-        parts = [theirs, mine]
-        del theirs, mine
-        rows = ExampleRows.joined(parts)  # frees each part once copied
+        mine_only = [mine]
+        del mine
+        rows, names = receive_joined(connection, message, mine_only, own_first=False)
         release()
         connection.send(("models", learn_home_types(home_types, rows, config.seed, names)))
         del rows
@@ -423,12 +453,13 @@ class Worker:
         self._process.start()
         child.close()
 
-    def rows(self) -> tuple[ExampleRows, Collected]:
-        """The examples of the second group of homes (waits for them)."""
+    def rows(self, first: list[ExampleRows]) -> tuple[ExampleRows, Collected]:
+        """The examples of the second group of homes (waits for them) joined after ``first`` (a list of one, emptied:
+        see :func:`receive_joined`), and what their walk saw."""
         kind, payload = self._connection.recv()
         if kind != "rows":
             raise RuntimeError(f"the bootstrap's worker process failed:\n{payload}")
-        rows: tuple[ExampleRows, Collected] = receive_rows(self._connection, (kind, payload))
+        rows: tuple[ExampleRows, Collected] = receive_joined(self._connection, (kind, payload), first, own_first=True)
         return rows
 
     def learn(self, rows: ExampleRows, names: set[str]) -> None:
@@ -519,12 +550,21 @@ def _learn_batched(
     type's; the home-type ones in the worker when there is one). The examples learned per model, and the homes."""
     tick = _progress(config.samples, "warm start", say, every=1)
     first, collected = collect_part(config, 0, tick)
-    second, also = worker.rows() if worker is not None else collect_part(config, 1, tick)
     if worker is not None:
-        worker.learn(first, set(HOME_TYPES))
-    parts = [first, second]
-    del first, second
-    rows = ExampleRows.joined(parts)  # frees each part once copied
+        n_first = len(first)
+        only_first = [first]
+        del first
+        rows, also = worker.rows(only_first)
+        # The first group's examples, as the joined rows hold them (the worker joins them to its own alike).
+        worker.learn(
+            ExampleRows(rows.names, rows.inputs[:n_first], rows.labels[:n_first], rows.groups[:n_first]),
+            set(HOME_TYPES),
+        )
+    else:
+        second, also = collect_part(config, 1, tick)
+        parts = [first, second]
+        del first, second
+        rows = ExampleRows.joined(parts)  # frees each part once copied
     release()
     if len(rows) == 0:
         raise ValueError(
@@ -649,6 +689,7 @@ def _bootstrap(
         scored = held_out(models, config, config.seed + TEST_SEED_OFFSET, config.test_variants, "test", say)
     else:
         scored = worker.result()
+        release()  # what the scored stream crossed in
     # Models the validation homes dropped (no threshold) were scored there too; only the routed ones count.
     test_types = pd.DataFrame({"home_type": scored.groups["home_type"]})
     probability, decision = routed_scores(test_types, scored.scores, thresholds, router)

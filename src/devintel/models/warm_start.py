@@ -15,6 +15,7 @@ collected in groups of homes (:class:`HomeSplit`, one per process) joins to the 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 Floats = npt.NDArray[np.float64]
+Floats32 = npt.NDArray[np.float32]
 #: A batch's features: their names and their values, one row per event.
 Table = tuple[list[str], Floats]
 T = TypeVar("T")
@@ -88,7 +90,7 @@ class ExampleRows:
 
 #: A batch's model inputs (their columns in the examples' matrix, values), each event's home type and its
 #: negative-sampling draw.
-InputTable = tuple[npt.NDArray[np.intp], Floats, npt.NDArray[np.object_], Floats]
+InputTable = tuple[npt.NDArray[np.intp], Floats32, npt.NDArray[np.object_], Floats]
 
 
 def collect_example_rows(
@@ -113,7 +115,9 @@ def collect_example_rows(
     devices; None: all) may split a stream into parts collected apart (in two processes) whose examples, joined, are
     the whole stream's. The examples come in the order their labels resolve."""
     index: dict[str, int] = {}
-    store = np.full((4096, 64), np.nan, dtype=np.float32)
+    # Rows are written (NaN first) as examples come; the store grows in place (``resize``: the C library moves a large
+    # block's pages, it does not copy them), so growing never holds two stores.
+    store = np.empty((4096, 64), dtype=np.float32)
     labels = bytearray()
     groups: list[str] = []
 
@@ -122,7 +126,13 @@ def collect_example_rows(
         names = list(inputs)
         for name in names:
             index.setdefault(name, len(index))
-        matrix = np.column_stack([inputs[name] for name in names]) if names else np.empty((len(batch), 0))
+        # float32 as the store keeps them (the same rounding, done once per batch): the tables waiting for their
+        # labels hold half as much.
+        matrix = (
+            np.column_stack([inputs[name] for name in names]).astype(np.float32)
+            if names
+            else np.empty((len(batch), 0), dtype=np.float32)
+        )
         draws = np.random.default_rng([seed, number]).random(size)[batch.index.to_numpy()]
         where = np.array([index[name] for name in names], dtype=np.intp)
         return where, matrix, names_of(batch["home_type"]), draws
@@ -133,10 +143,14 @@ def collect_example_rows(
         if not label and draws[row] >= negative_rate:
             return
         k = len(labels)
-        if k == len(store) or len(index) > store.shape[1]:
-            grown = np.full((2 * len(store), max(store.shape[1], len(index))), np.nan, dtype=np.float32)
-            grown[:k, : store.shape[1]] = store[:k]
-            store = grown
+        if len(index) > store.shape[1]:  # a new input (early in the stream): a wider store
+            wider = np.empty((len(store), len(index)), dtype=np.float32)
+            wider[:k, : store.shape[1]] = store[:k]
+            wider[:k, store.shape[1] :] = np.nan
+            store = wider
+        if k == len(store):
+            store.resize((2 * len(store), store.shape[1]), refcheck=False)
+        store[k] = np.nan
         store[k, where] = matrix[row]
         labels.append(label)
         groups.append(home_types[row])
@@ -182,6 +196,8 @@ def _collect(
             emit(item.device_id, table, row, item.label)
 
     last = -np.inf
+    waiting: deque[float] = deque()  # the times of the events added, oldest first, until their horizon passes
+    previous = -np.inf  # the last event time walked (inf: the stream was out of order once, so always advance)
     for number, whole in enumerate(batches):
         batch = whole if select is None else whole[select(whole)]
         collected.homes.update(set(names_of(batch["home_id"]).tolist()))
@@ -217,12 +233,22 @@ def _collect(
         )
         table = tabulate(batch, columns, number, len(whole))
         del columns
-        # Second walk: the delayed labels, as the event-by-event collector runs them.
+        # Second walk: the delayed labels, as the event-by-event collector runs them. In a time-ordered stream the
+        # buffer's oldest waiting event is the oldest added and not yet past its horizon (``waiting``), so the clock
+        # need only move when that one expires: the same labels, resolved at the same events, without a call per
+        # event (any disorder: every event moves the clock).
+        ordered = bool(len(ts) == 0 or (ts[0] >= previous and (ts[1:] >= ts[:-1]).all()))
         for i, (device, t) in enumerate(zip(devices, times, strict=True)):
             for t_fail, failed in delivered[i]:
                 resolve(labels.failure(failed, t_fail))
-            resolve(labels.advance(t))
+            if not ordered or (waiting and waiting[0] + horizon_s < t):
+                resolve(labels.advance(t))
+                while waiting and waiting[0] + horizon_s < t:
+                    waiting.popleft()
             labels.add(device, t, (table, i))
+            waiting.append(t)
+        if len(ts):
+            previous = float(ts[-1]) if ordered else np.inf
         collected.events += len(devices)
         if len(whole):
             last = max(last, float(whole["ts"].iloc[-1]))  # the whole stream's clock: a part ends where it ends
