@@ -217,7 +217,7 @@ def test_examples_received_from_the_other_process_join_as_the_parts_would(same_c
     def part(names: list[str], n: int, group: str) -> ExampleRows:
         inputs = rng.normal(size=(n, len(names))).astype(np.float32)
         inputs[rng.random(inputs.shape) < 0.2] = np.nan
-        return ExampleRows(names, inputs, rng.random(n) < 0.3, np.array([group] * n, dtype=str))
+        return ExampleRows(names, inputs, rng.random(n) < 0.3, np.array([group] * n, dtype=object))
 
     own = part(["a", "b", "c"], 700, "condo")
     other = part(["a", "b", "c"] if same_columns else ["c", "d", "a"], 500, "studio")

@@ -59,7 +59,8 @@ class ExampleRows:
     names: list[str]
     inputs: npt.NDArray[np.float32]
     labels: npt.NDArray[np.bool_]
-    groups: npt.NDArray[np.str_]
+    groups: npt.NDArray[np.object_]
+    """Home type names (objects: one string per home type, shared by its examples)."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -71,7 +72,7 @@ class ExampleRows:
         joined matrix and the parts not yet copied, not every part besides."""
         names = list(dict.fromkeys(name for part in parts for name in part.names))
         labels = np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, np.bool_)
-        groups = np.concatenate([p.groups for p in parts]) if parts else np.zeros(0, np.str_)
+        groups = np.concatenate([p.groups for p in parts]) if parts else np.zeros(0, object)
         # Empty (untouched pages), filled a part at a time: the memory grows as the copy goes.
         inputs = np.empty((len(labels), len(names)), dtype=np.float32)
         start = 0
@@ -165,7 +166,7 @@ def collect_example_rows(
         inputs = np.full((k, len(index)), np.nan, dtype=np.float32)
         width = min(store.shape[1], len(index))
         inputs[:, :width] = store[:k, :width]
-    rows = ExampleRows(list(index), inputs, np.frombuffer(bytes(labels), np.bool_).copy(), np.array(groups, dtype=str))
+    rows = ExampleRows(list(index), inputs, np.frombuffer(bytes(labels), np.bool_).copy(), np.array(groups, dtype=object))
     return rows, collected
 
 
