@@ -9,7 +9,9 @@ Two code versions side by side, on the same seeds, in the same run: this working
 harness, the machine, the load) is shared, and the two alternate run by run so that load drifts hit both.
 
 1. **Bootstrap**: ``python -m devintel.daemon.cli bootstrap --samples N --holdout-samples M --allow-low-quality``
-   in a fresh process (one model directory per run). Wall time, and peak resident memory three ways: the largest
+   in a fresh process (one model directory per run). Wall time, CPU time (``ru_utime + ru_stime`` of the child,
+   which covers its waited-for worker: less swayed by the machine's load than the wall), and peak resident memory
+   three ways: the largest
    single process (``ru_maxrss`` of the child, which covers its waited-for workers), and the peaks of the whole
    process tree's summed ``VmRSS`` and summed ``Pss`` (sampled from ``/proc`` every 0.1 s: a worker process adds
    to them; ``VmRSS`` counts a page a forked worker shares with its parent in both, ``Pss`` once). The held-out
@@ -152,6 +154,7 @@ def timed_process(command: list[str], env: dict[str, str], cwd: Path) -> dict[st
         "returncode": process.returncode,
         "seconds": seconds,
         "max_process_rss_mb": usage.ru_maxrss / 1024,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "tree_peak_rss_mb": peak[0],
         "tree_peak_pss_mb": peak[1],
         "stdout": stdout[-3000:],
@@ -251,6 +254,7 @@ def report(args: argparse.Namespace, record: dict[str, Any]) -> str:
 
         size = f"{args.samples:,} + 2 x {args.holdout_samples:,} events"
         row(f"bootstrap wall time, s ({size})", "seconds", ".1f", f"≤ {BOOTSTRAP_TARGET_S:g} s at defaults")
+        row("bootstrap CPU time, s (user + system, the worker included)", "cpu_seconds", ".1f", "")
         row("bootstrap peak RSS of the process tree, MB (summed)", "tree_peak_rss_mb", ".0f", "")
         row(
             "bootstrap peak PSS of the process tree, MB (summed: shared pages once)",

@@ -15,8 +15,9 @@ turning on, staying on, turning off. From per-event (device, time, flag) streams
 - **flag changes** per device-day (on and off alike) and the share of device time **in alarm** (a flag holds from
   its report to the device's next one) describe how restless the alarms are.
 
-:func:`household_report` computes them all (:class:`FlaggedStream` for many flag sets of one stream); :func:`household_by_group` does so per home type, failure mode or
-world variant. ``tests/test_models_household.py`` checks each against a brute-force recomputation.
+:func:`household_report` computes them all (:class:`FlaggedStream` for many flag sets of one stream);
+:func:`household_by_group` does so per home type, failure mode or world variant.
+``tests/test_models_household.py`` checks each against a brute-force recomputation.
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ class FlaggedStream:
         else:
             _, device = np.unique(device_raw, return_inverse=True)
             self.order = np.lexsort((times, device))
-            device, times, fails, visible = device[self.order], times[self.order], fails[self.order], visible[self.order]
+            order = self.order
+            device, times, fails, visible = device[order], times[order], fails[order], visible[order]
         fails = np.where(np.isfinite(fails), fails, np.inf)
         self.device, self.times = device, times
         self.starts = starts = group_starts(device)

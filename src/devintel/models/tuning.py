@@ -2,10 +2,12 @@
 
 :func:`tune_decision` tries a grid of :class:`~devintel.models.decision.DecisionParams` (on threshold, the off
 threshold as a share of it, how long and over how many reports the evidence must hold, how long a recovery must
-last) on a scored validation stream, with the vectorised :class:`~devintel.models.decision.Decisions` (:func:`~devintel.models.decision.decide`, proven
-equal to the event-by-event rule; the runs of each threshold computed once), and keeps the set that catches the most failures ahead of time among those whose
-false-alarm episodes per 100 device-days stay within ``budget``; ties go to the longer median lead, then to the
-fewer false alarms. When no set fits the budget, the one with the fewest false alarms wins (the gate then says
+last) on a scored validation stream, with the vectorised :class:`~devintel.models.decision.Decisions`
+(:func:`~devintel.models.decision.decide`, proven equal to the event-by-event rule; the runs of each threshold
+computed once) and a :class:`~devintel.models.household.FlaggedStream` (the measures' parts that no flag changes,
+computed once), and keeps the set that catches the most failures ahead of time among those whose false-alarm
+episodes per 100 device-days stay within ``budget``; ties go to the longer median lead, then to the fewer false
+alarms. When no set fits the budget, the one with the fewest false alarms wins (the gate then says
 so). The budget used here is a share of the quality gate's (:data:`BUDGET_SHARE`): homes and worlds the models
 never saw raise more false alarms than the validation homes, and the margin is for them.
 """

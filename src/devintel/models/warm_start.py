@@ -166,7 +166,8 @@ def collect_example_rows(
         inputs = np.full((k, len(index)), np.nan, dtype=np.float32)
         width = min(store.shape[1], len(index))
         inputs[:, :width] = store[:k, :width]
-    rows = ExampleRows(list(index), inputs, np.frombuffer(bytes(labels), np.bool_).copy(), np.array(groups, dtype=object))
+    learned = np.frombuffer(bytes(labels), np.bool_).copy()
+    rows = ExampleRows(list(index), inputs, learned, np.array(groups, dtype=object))
     return rows, collected
 
 
