@@ -11,10 +11,10 @@ harness, the machine, the load) is shared, and the two alternate run by run so t
 1. **Bootstrap**: ``python -m devintel.daemon.cli bootstrap --samples N --holdout-samples M --allow-low-quality``
    in a fresh process (one model directory per run). Wall time, CPU time (``ru_utime + ru_stime`` of the child,
    which covers its waited-for worker: less swayed by the machine's load than the wall), and peak resident memory
-   three ways: the largest
-   single process (``ru_maxrss`` of the child, which covers its waited-for workers), and the peaks of the whole
-   process tree's summed ``VmRSS`` and summed ``Pss`` (sampled from ``/proc`` every 0.1 s: a worker process adds
-   to them; ``VmRSS`` counts a page a forked worker shares with its parent in both, ``Pss`` once). The held-out
+   three ways: the largest single process (``ru_maxrss`` of the child, which covers its waited-for workers), and
+   the peaks of the whole process tree's summed ``VmRSS`` and summed ``Pss`` (sampled from ``/proc`` every 0.1 s: a
+   worker process adds to them; ``VmRSS`` counts a page a forked worker shares with its parent in both, ``Pss``
+   once). The held-out
    figures of the snapshot's manifest are printed beside them (F1, precision, recall, false alarms), so a speed-up
    that costs quality shows.
 2. **Handler alone**: ``bench_live.handler_alone`` (the daemon's handler in process, no broker, validation to

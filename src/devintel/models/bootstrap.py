@@ -369,7 +369,7 @@ def send_rows(connection: Connection, kind: str, rows: ExampleRows, extra: objec
     groups pickled, then the inputs' matrix as its raw bytes, written from where it lies (pickling it would hold a
     second copy in each process while it crosses)."""
     connection.send((kind, (rows.names, rows.inputs.shape, rows.labels, rows.groups, extra)))
-    connection.send_bytes(np.ascontiguousarray(rows.inputs).reshape(-1).view(np.uint8))
+    connection.send_bytes(np.ascontiguousarray(rows.inputs).reshape(-1).view(np.uint8).data)
 
 
 def receive_joined(
@@ -456,7 +456,8 @@ class Worker:
     however the bootstrap ends."""
 
     def __init__(self, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
-        context = multiprocessing.get_context(start_method())
+        fork = start_method() == "fork"
+        context = multiprocessing.get_context("fork") if fork else multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
         self._process = context.Process(
             target=_worker, args=(child, config, home_types), name="devintel-bootstrap-worker", daemon=True
