@@ -7,9 +7,11 @@ import math
 import multiprocessing
 import pickle
 import random
+import threading
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from river import naive_bayes
@@ -30,6 +32,7 @@ from devintel.models.online import (
     warm_start_batches,
 )
 from devintel.models.snapshots import SnapshotStore
+from devintel.models.warm_start import ExampleRows
 from snapshot_fixtures import SMALL_BOOTSTRAP
 
 H = 7 * 86_400.0
@@ -202,3 +205,30 @@ def test_rolling_history_equals_river_rolling_metrics_event_by_event() -> None:
     assert len(ours) == 24
     for (_, mine), (_, theirs) in zip(ours, river.history, strict=True):
         assert mine == pytest.approx(theirs, abs=1e-12)
+
+
+@pytest.mark.parametrize("same_columns", [True, False])
+@pytest.mark.parametrize("own_first", [True, False])
+def test_examples_received_from_the_other_process_join_as_the_parts_would(same_columns: bool, own_first: bool) -> None:
+    """``receive_joined`` (the matrix read straight into the join, or remapped when the columns differ) gives what
+    ``ExampleRows.joined`` gives for the same two parts, over a real pipe."""
+    rng = np.random.default_rng(4)
+
+    def part(names: list[str], n: int, group: str) -> ExampleRows:
+        inputs = rng.normal(size=(n, len(names))).astype(np.float32)
+        inputs[rng.random(inputs.shape) < 0.2] = np.nan
+        return ExampleRows(names, inputs, rng.random(n) < 0.3, np.array([group] * n, dtype=object))
+
+    own = part(["a", "b", "c"], 700, "condo")
+    other = part(["a", "b", "c"] if same_columns else ["c", "d", "a"], 500, "studio")
+    expected = ExampleRows.joined([own, other] if own_first else [other, own])
+    sender, receiver = multiprocessing.Pipe()
+    writer = threading.Thread(target=bootstrap_module.send_rows, args=(sender, "rows", other, {"extra": 1}))
+    writer.start()
+    joined, extra = bootstrap_module.receive_joined(receiver, receiver.recv(), [own], own_first)
+    writer.join()
+    assert extra == {"extra": 1}
+    assert joined.names == expected.names
+    np.testing.assert_array_equal(joined.inputs, expected.inputs)  # NaN where a part lacks an input, alike
+    assert joined.labels.tolist() == expected.labels.tolist()
+    assert joined.groups.tolist() == expected.groups.tolist()

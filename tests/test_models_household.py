@@ -10,8 +10,8 @@ import numpy as np
 import orjson
 import pytest
 
-from devintel.models.decision import AlarmState, DecisionParams, decide, step
-from devintel.models.household import MIN_LEAD_S, household_by_group, household_report
+from devintel.models.decision import AlarmState, DecisionParams, Decisions, decide, step
+from devintel.models.household import MIN_LEAD_S, FlaggedStream, household_by_group, household_report
 from devintel.models.tuning import BUDGET_SHARE, candidate_params, tune_decision
 
 HOUR = 3600.0
@@ -293,3 +293,27 @@ def test_the_live_ledger_judges_onsets_as_their_labels_resolve() -> None:
     late.observe("d", 0.0, onset=9.9 * DAY)
     late.failure("d", 10 * DAY, alarm_since=9.9 * DAY)  # on only 2.4 h before: a true alarm, not caught
     assert (late.report()["false_alarm_episodes"], late.report()["caught"]) == (0, 0)
+
+
+def test_one_decisions_and_one_flagged_stream_serve_a_whole_grid() -> None:
+    """The tuning's cached runs and prepared stream give, parameter set after parameter set (in the grid's order and
+    shuffled), the flags and reports of a fresh computation for each."""
+    rng = np.random.default_rng(5)
+    device = np.repeat(np.arange(25), 120)
+    ts = rng.random(device.size) * 60 * DAY
+    ts = np.sort(ts.reshape(25, 120), axis=1).ravel()
+    failure = np.where(device % 4 == 0, 50 * DAY + device * HOUR, np.nan)
+    visible = rng.random(device.size) > 0.3
+    p = np.clip(0.2 + 0.6 * ((failure - ts) < 3 * DAY) + rng.normal(0.0, 0.2, ts.size), 0, 1)
+    grid = candidate_params(0.45)
+    shuffled = list(grid)
+    random.Random(1).shuffle(shuffled)
+    for order in (grid, shuffled):
+        decisions = Decisions(device, ts, p)
+        stream = FlaggedStream(device, ts, failure, HORIZON, visible, presorted=True)
+        for params in order:
+            fresh = decide(params, device, ts, p)
+            cached = decisions.flags(params)
+            assert cached.tolist() == fresh.tolist(), params
+            assert stream.report(cached) == household_report(device, ts, fresh, failure, HORIZON, visible)
+    assert any(decide(params, device, ts, p).any() for params in grid)  # the stream does raise alarms

@@ -44,6 +44,7 @@ import logging
 import multiprocessing
 import pickle
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -68,6 +69,7 @@ from devintel.models.heldout import ScoredStream, StreamTruth, score_batches
 from devintel.models.household import household_by_group, household_report
 from devintel.models.learners import default_model, model_inputs
 from devintel.models.live import GLOBAL, MODELS_DIR
+from devintel.models.memory import map_large_blocks, release
 from devintel.models.metrics import BinaryReport, binary_report, recall_by_group, rolling_history
 from devintel.models.online import Classifier, ExampleCollector, events, warm_start_batches
 from devintel.models.report import markdown_report, plots
@@ -112,8 +114,9 @@ class BootstrapConfig:
     this one learns the global model, then generates and scores the held-out test homes while this one scores the
     validation homes and tunes the decision (the results are the same); 0 does all of it here, as does a
     bootstrap whose held-out streams are under :data:`MIN_WORKER_SAMPLES` events (a fresh interpreter costs more
-    than it saves). 0 by default because a worker is a fresh interpreter (``spawn``) that imports the caller's main
-    module: a script that calls :func:`bootstrap` with a worker needs an ``if __name__ == "__main__"`` guard."""
+    than it saves). 0 by default because in a threaded process a worker is a fresh interpreter (``spawn``) that
+    imports the caller's main module: a script that calls :func:`bootstrap` with a worker from a threaded process
+    needs an ``if __name__ == "__main__"`` guard (:func:`start_method`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,13 +286,15 @@ def household_measures(
 ) -> dict[str, object]:
     """The household measures of ``flags`` on a stream: overall and per group."""
     args = (truth.device, truth.ts, flags, truth.failure_at, horizon_s, truth.visible)
-    return {
+    measures = {
         "overall": household_report(*args).as_dict(),
         **{
             f"by_{name}": {key: report.as_dict() for key, report in household_by_group(values, *args).items()}
             for name, values in groups.items()
         },
     }
+    release()  # the groups' copies
+    return measures
 
 
 #: Window and spacing of the rolling metrics the report plots over the test homes' stream.
@@ -319,7 +324,9 @@ def held_out(
     the shipped shape (:func:`~devintel.models.heldout.score_batches`), otherwise as one frame, event by event."""
     tick = _progress(config.holdout_samples, what, say, every=1) if say is not None else None
     if batched(models):
-        return score_batches(models, _synthetic_batches(config, config.holdout_samples, seed, variants), tick)
+        scored = score_batches(models, _synthetic_batches(config, config.holdout_samples, seed, variants), tick)
+        release()  # the batches' features and frames
+        return scored
     frame = _synthetic(config, config.holdout_samples, seed, variants)
     return ScoredStream(score_frame(models, frame, tick), StreamTruth.of(frame), device_groups(frame))
 
@@ -332,8 +339,9 @@ PARTS: Final = 2
 def collect_part(
     config: BootstrapConfig, part: int, on_event: Callable[[int], None] | None = None
 ) -> tuple[ExampleRows, Collected]:
-    """The examples of one group of homes of the training stream (:func:`collect_example_rows`)."""
-    return collect_example_rows(
+    """The examples of one group of homes of the training stream (:func:`collect_example_rows`); what the walk
+    freed goes back to the system (:func:`~devintel.models.memory.release`) before the examples are learned."""
+    collected = collect_example_rows(
         _synthetic_batches(config, config.samples, config.seed, config.train_variants),
         horizon_s=config.horizon_days * 86_400.0,
         negative_rate=config.negative_rate,
@@ -342,6 +350,8 @@ def collect_part(
         select=HomeSplit(PARTS, part),
         on_event=on_event,
     )
+    release()
+    return collected
 
 
 def learn_home_types(
@@ -349,9 +359,53 @@ def learn_home_types(
 ) -> dict[str, Classifier]:
     """Each home-type model of ``names`` learned on the examples of its home type (:func:`learn_examples`)."""
     for name in names:
-        which = rows.groups == name
-        learn_examples(models[name], rows.names, rows.inputs[which], rows.labels[which], seed)
+        which = np.flatnonzero(rows.groups == name)  # read in place: no copy of its examples
+        learn_examples(models[name], rows.names, rows.inputs, rows.labels[which], seed, rows=which)
     return {name: models[name] for name in names}
+
+
+def send_rows(connection: Connection, kind: str, rows: ExampleRows, extra: object) -> None:
+    """Send ``rows`` with ``extra`` as a message of ``kind`` (:func:`receive_joined` reads it): the names, labels and
+    groups pickled, then the inputs' matrix as its raw bytes, written from where it lies (pickling it would hold a
+    second copy in each process while it crosses)."""
+    connection.send((kind, (rows.names, rows.inputs.shape, rows.labels, rows.groups, extra)))
+    connection.send_bytes(np.ascontiguousarray(rows.inputs).reshape(-1).view(np.uint8).data)
+
+
+def receive_joined(
+    connection: Connection, message: tuple[str, Any], mine: list[ExampleRows], own_first: bool
+) -> tuple[ExampleRows, Any]:
+    """The examples a message of :func:`send_rows` carries (its pickled first part already received: ``message``)
+    joined to this process's (``mine``, a list of one, which is emptied: they are copied first and freed, unless the
+    caller holds them too), first or second as :meth:`ExampleRows.joined` would join them, and the message's extra.
+    When the sender's columns are those of the join (the usual case: both groups of homes meet every input), its
+    matrix is read straight into its rows of the joined one: the join holds no third copy."""
+    (own,) = mine
+    mine.clear()
+    names_in, shape, labels_in, groups_in, extra = message[1]
+    order = [own.names, names_in] if own_first else [names_in, own.names]
+    names = list(dict.fromkeys(name for part in order for name in part))
+    n_own, n_in = len(own), int(shape[0])
+    inputs = np.empty((n_own + n_in, len(names)), dtype=np.float32)
+    rows_own, rows_in = (slice(0, n_own), slice(n_own, None)) if own_first else (slice(n_in, None), slice(0, n_in))
+    if own.names == names:
+        inputs[rows_own] = own.inputs
+    else:
+        inputs[rows_own] = np.nan
+        inputs[rows_own, [names.index(n) for n in own.names]] = own.inputs
+    labels, groups = (own.labels, labels_in), (own.groups, groups_in)
+    if not own_first:
+        labels, groups = labels[::-1], groups[::-1]
+    del own  # freed here (when the caller let go of it): the sender's matrix comes in after
+    if names_in == names:
+        connection.recv_bytes_into(inputs[rows_in].reshape(-1).view(np.uint8))
+    else:
+        received = np.empty(shape, dtype=np.float32)
+        connection.recv_bytes_into(received.reshape(-1).view(np.uint8))
+        inputs[rows_in] = np.nan
+        inputs[rows_in, [names.index(n) for n in names_in]] = received
+        del received
+    return ExampleRows(names, inputs, np.concatenate(labels), np.concatenate(groups)), extra
 
 
 def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
@@ -361,15 +415,17 @@ def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[st
     :class:`ScoredStream` (or the error, at any point)."""
     try:
         mine, collected = collect_part(config, 1)
-        connection.send(("rows", (mine, collected)))
+        send_rows(connection, "rows", mine, collected)
         message = connection.recv()
         if message is None:
             return  # cancelled
-        _, (theirs, names) = message
-        rows = ExampleRows.joined([theirs, mine])
-        del theirs, mine
+        mine_only = [mine]
+        del mine
+        rows, names = receive_joined(connection, message, mine_only, own_first=False)
+        release()
         connection.send(("models", learn_home_types(home_types, rows, config.seed, names)))
         del rows
+        release()
         message = connection.recv()
         if message is None:
             return
@@ -381,17 +437,27 @@ def _worker(connection: Connection, config: BootstrapConfig, home_types: dict[st
         connection.close()
 
 
+def start_method() -> str:
+    """How :class:`Worker` starts its process: ``fork`` where the platform has it and this process runs one thread
+    (the command line, the daemon before its event loop, the refresh child), else ``spawn``."""
+    single = threading.active_count() == 1
+    return "fork" if single and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 class Worker:
     """A second process for the bootstrap (:attr:`BootstrapConfig.workers`): it collects the second group of homes
     of the training stream while this process collects the first, learns the home-type models while this process
     learns the global one (on the same joined examples: the models are those this process would have learned), then
     scores the held-out test homes while this process scores the validation homes.
 
-    Started with ``spawn`` (a fresh interpreter: safe from the threaded daemon); :meth:`close` ends it however the
-    bootstrap ends."""
+    Started with ``fork`` when this process runs a single thread (:func:`start_method`: the worker begins at once,
+    sharing this process's imported modules instead of importing its own, ~220 MB and 1-2 s), else with ``spawn`` (a
+    fresh interpreter: forking a threaded process can copy a lock some other thread holds); :meth:`close` ends it
+    however the bootstrap ends."""
 
     def __init__(self, config: BootstrapConfig, home_types: dict[str, Classifier]) -> None:
-        context = multiprocessing.get_context("spawn")
+        fork = start_method() == "fork"
+        context = multiprocessing.get_context("fork") if fork else multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
         self._process = context.Process(
             target=_worker, args=(child, config, home_types), name="devintel-bootstrap-worker", daemon=True
@@ -399,15 +465,23 @@ class Worker:
         self._process.start()
         child.close()
 
-    def rows(self) -> tuple[ExampleRows, Collected]:
-        """The examples of the second group of homes (waits for them)."""
-        rows: tuple[ExampleRows, Collected] = self._receive("rows")
+    def rows(self, first: list[ExampleRows]) -> tuple[ExampleRows, Collected]:
+        """The examples of the second group of homes (waits for them) joined after ``first`` (a list of one, emptied:
+        see :func:`receive_joined`), and what their walk saw."""
+        kind, payload = self._connection.recv()
+        if kind != "rows":
+            raise RuntimeError(f"the bootstrap's worker process failed:\n{payload}")
+        rows: tuple[ExampleRows, Collected] = receive_joined(self._connection, (kind, payload), first, own_first=True)
         return rows
 
     def learn(self, rows: ExampleRows, names: set[str]) -> None:
         """Have the worker learn the home-type models of ``names`` on ``rows`` (the first group's examples) joined to
         its own."""
-        self._send(("learn", (rows, names)))
+        try:
+            send_rows(self._connection, "learn", rows, names)
+        except OSError:  # the worker is gone: say why, if it said
+            self._receive("an answer")
+            raise
 
     def trained(self) -> dict[str, Classifier]:
         """The home-type models learned (waits for them)."""
@@ -456,6 +530,7 @@ def bootstrap(
 ) -> BootstrapResult:
     """Run the whole bootstrap (see the module docstring); return what it produced."""
     say = progress or (lambda message: logger.info("%s", message))
+    map_large_blocks()  # the phases' large arrays go back to the system when freed
     overlap = set(config.train_variants) & set(config.test_variants)
     if overlap:
         logger.warning("test variants %s are also trained on: the held-out figures are not leave-variant-out", overlap)
@@ -488,11 +563,22 @@ def _learn_batched(
     type's; the home-type ones in the worker when there is one). The examples learned per model, and the homes."""
     tick = _progress(config.samples, "warm start", say, every=1)
     first, collected = collect_part(config, 0, tick)
-    second, also = worker.rows() if worker is not None else collect_part(config, 1, tick)
     if worker is not None:
-        worker.learn(first, set(HOME_TYPES))
-    rows = ExampleRows.joined([first, second])
-    del first, second
+        n_first = len(first)
+        only_first = [first]
+        del first
+        rows, also = worker.rows(only_first)
+        # The first group's examples, as the joined rows hold them (the worker joins them to its own alike).
+        worker.learn(
+            ExampleRows(rows.names, rows.inputs[:n_first], rows.labels[:n_first], rows.groups[:n_first]),
+            set(HOME_TYPES),
+        )
+    else:
+        second, also = collect_part(config, 1, tick)
+        parts = [first, second]
+        del first, second
+        rows = ExampleRows.joined(parts)  # frees each part once copied
+    release()
     if len(rows) == 0:
         raise ValueError(
             f"no label resolved in {config.samples:,} training events over {config.days:g} days: "
@@ -566,6 +652,7 @@ def _bootstrap(
         learned, homes_trained = _learn_batched(config, models, say, worker)
     else:
         learned, homes_trained = _learn_event_by_event(config, models, say)
+    release()  # the examples: scoring and tuning need none of it
     models = {name: model for name, model in models.items() if learned[name] > 0}
     if worker is not None:
         worker.score(models)  # it scores the test homes while this process scores the validation homes
@@ -605,6 +692,7 @@ def _bootstrap(
     val_flags = alarm_flags(tuned.params, val.device, val.ts, val_probability)
     val_household = household_measures(val, val_flags, horizon_s, validation.groups)
     del validation, val_scores
+    release()
 
     say(
         f"testing on {config.holdout_samples:,} events of other homes (seed {config.seed + TEST_SEED_OFFSET}) "
@@ -614,6 +702,7 @@ def _bootstrap(
         scored = held_out(models, config, config.seed + TEST_SEED_OFFSET, config.test_variants, "test", say)
     else:
         scored = worker.result()
+        release()  # what the scored stream crossed in
     # Models the validation homes dropped (no threshold) were scored there too; only the routed ones count.
     test_types = pd.DataFrame({"home_type": scored.groups["home_type"]})
     probability, decision = routed_scores(test_types, scored.scores, thresholds, router)

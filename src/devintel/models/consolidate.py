@@ -53,17 +53,33 @@ BATCH: Final = 512
 LEARNING_RATE: Final = 2.0
 
 
-def fit_scaler(model: Classifier, names: list[str], raw: npt.NDArray[np.float32]) -> None:
-    """Teach ``model``'s ``StandardScaler`` the examples ``raw`` (one row per example, columns ``names``, NaN: an
-    input the example lacks) through River's ``learn_many``, a column at a time over the examples that have it: the
-    counts, means and variances ``learn_one`` on each example would give (merged by River's batch formula, so
-    equal up to rounding). A model not of the shipped shape is left alone."""
+#: Row indices, column indices (into a matrix of examples).
+Index = npt.NDArray[np.intp] | list[int]
+
+
+def _column(raw: npt.NDArray[np.float32], j: int, rows: Index | None) -> npt.NDArray[np.float32]:
+    """Column ``j`` of ``raw`` (only the rows ``rows`` when given)."""
+    return raw[:, j] if rows is None else raw[rows, j]
+
+
+def fit_scaler(
+    model: Classifier,
+    names: list[str],
+    raw: npt.NDArray[np.float32],
+    rows: Index | None = None,
+    columns: Index | None = None,
+) -> None:
+    """Teach ``model``'s ``StandardScaler`` the examples ``raw`` (one row per example, NaN: an input the example
+    lacks; only the rows ``rows`` when given; input ``names[i]`` in column ``columns[i]``, or ``i`` when None)
+    through River's ``learn_many``, a column at a time over the examples that have it: the counts, means and
+    variances ``learn_one`` on each example would give (merged by River's batch formula, so equal up to rounding).
+    A model not of the shipped shape is left alone."""
     parts = pipeline_parts(model)
     if parts is None:
         return
     scaler = parts[1]
-    for j, name in enumerate(names):
-        column = raw[:, j].astype(np.float64)
+    for i, name in enumerate(names):
+        column = _column(raw, i if columns is None else columns[i], rows).astype(np.float64)
         present = column[~np.isnan(column)]
         if len(present):
             scaler.learn_many(pd.DataFrame({name: present}))
@@ -76,16 +92,20 @@ def learn_examples(
     labels: npt.NDArray[np.bool_],
     seed: int,
     on_epoch: Callable[[int], None] | None = None,
+    rows: Index | None = None,
 ) -> int:
     """Teach a fresh pipeline of the shipped shape the examples ``raw`` (one row per example, columns ``names``,
-    NaN: an input the example lacks) with their ``labels``, all through River's ``learn_many``: the scaler their
-    statistics (:func:`fit_scaler`), then the regression :data:`EPOCHS` shuffled passes
-    (:func:`consolidate_matrix`); an input no example has is left out. The number of regression steps taken."""
-    has = np.asarray(~np.isnan(raw).all(axis=0), dtype=np.bool_)
-    names = [name for name, kept in zip(names, has.tolist(), strict=True) if kept]
-    raw = raw[:, has] if not has.all() else raw
-    fit_scaler(model, names, raw)
-    return consolidate_matrix(model, names, raw, labels, seed, on_epoch)
+    NaN: an input the example lacks; only the rows ``rows`` when given, ``labels`` then being theirs, in that
+    order) with their ``labels``, all through River's ``learn_many``: the scaler their statistics
+    (:func:`fit_scaler`), then the regression :data:`EPOCHS` shuffled passes (:func:`consolidate_matrix`); an input
+    no example has is left out. The number of regression steps taken.
+
+    ``raw`` is read where it lies, never copied whole (the bootstrap's examples are its largest object): the models
+    learned are those of the examples copied out first (``raw[rows]``), bit for bit."""
+    columns = [j for j in range(raw.shape[1]) if not np.isnan(_column(raw, j, rows)).all()]
+    kept = [names[j] for j in columns]
+    fit_scaler(model, kept, raw, rows, columns)
+    return consolidate_matrix(model, kept, raw, labels, seed, on_epoch, rows, columns)
 
 
 def consolidate_matrix(
@@ -95,14 +115,18 @@ def consolidate_matrix(
     labels: npt.NDArray[np.bool_],
     seed: int,
     on_epoch: Callable[[int], None] | None = None,
+    rows: Index | None = None,
+    columns: Index | None = None,
 ) -> int:
-    """Refine ``model``'s logistic regression on examples given as a matrix (``raw``: one row per example, columns
-    ``names``, NaN: an input the example lacks) and their ``labels`` (see the module docstring); the number of
-    ``learn_many`` steps taken (0: not a pipeline of the shipped shape, or no examples).
+    """Refine ``model``'s logistic regression on examples given as a matrix (``raw``: one row per example, NaN: an
+    input the example lacks; only the rows ``rows`` when given; input ``names[i]`` in column ``columns[i]``, or
+    ``i`` when None) and their ``labels`` (see the module docstring); the number of ``learn_many`` steps taken (0:
+    not a pipeline of the shipped shape, or no examples).
 
-    Deterministic for a given ``seed``; ``on_epoch`` is called with each pass's number (from 1) once it is done.
-    The regression's own optimizer and intercept step are restored afterwards, its step count advanced by the
-    steps taken (the dense view sees the model changed)."""
+    Each mini-batch is copied out of ``raw`` and scaled on its own (the same float32 arithmetic as scaling the whole
+    matrix first, without a scaled copy of it). Deterministic for a given ``seed``; ``on_epoch`` is called with each
+    pass's number (from 1) once it is done. The regression's own optimizer and intercept step are restored
+    afterwards, its step count advanced by the steps taken (the dense view sees the model changed)."""
     parts = pipeline_parts(model)
     if parts is None:
         return 0
@@ -111,12 +135,10 @@ def consolidate_matrix(
         return 0
     mean = np.array([scaler.means.get(name, 0.0) for name in names], dtype=np.float32)
     std = np.array([scaler.vars.get(name, 0.0) ** 0.5 for name in names], dtype=np.float32)
-    scaled = raw - mean  # one copy, scaled in place (a million examples of 60 inputs: 240 MB)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scaled /= std
-    scaled[:, std == 0.0] = 0.0  # River scales an input of zero variance to 0
-    scaled[np.isnan(scaled)] = 0.0  # an absent input: River leaves it out of the dot product
-    columns = pd.Index(names, dtype=object)  # built once: a string index per step costs more than the step
+    constant = std == 0.0
+    names_index = pd.Index(names, dtype=object)  # built once: a string index per step costs more than the step
+    taken = np.arange(raw.shape[1]) if columns is None else np.asarray(columns, dtype=np.intp)
+    subset = None if rows is None else np.asarray(rows, dtype=np.intp)
     rng = np.random.default_rng(seed)
     own_optimizer, own_intercept_lr = regression.optimizer, regression.intercept_lr
     steps = 0
@@ -128,7 +150,13 @@ def consolidate_matrix(
             order = rng.permutation(len(labels))
             for start in range(0, len(order), BATCH):
                 batch = order[start : start + BATCH]
-                regression.learn_many(pd.DataFrame(scaled[batch], columns=columns), pd.Series(labels[batch]))
+                block = raw[np.ix_(batch if subset is None else subset[batch], taken)]
+                block -= mean
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    block /= std
+                block[:, constant] = 0.0  # River scales an input of zero variance to 0
+                block[np.isnan(block)] = 0.0  # an absent input: River leaves it out of the dot product
+                regression.learn_many(pd.DataFrame(block, columns=names_index), pd.Series(labels[batch]))
                 steps += 1
             if on_epoch is not None:
                 on_epoch(epoch + 1)

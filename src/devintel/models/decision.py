@@ -170,18 +170,49 @@ def decide(
     Rows must be grouped by device (``device`` codes in blocks) and in time order within each device, each
     device starting from a fresh :class:`AlarmState`.
     """
-    n = device.size
-    if n == 0:
-        return np.zeros(0, dtype=np.bool_)
-    starts = group_starts(device)
-    index = np.arange(n)
-    raised = probability >= params.on_threshold
-    run = _run_start(raised, starts)
-    on = raised & (index - run + 1 >= params.min_events) & (ts - ts[run] >= params.hold_on_s)
-    clear = probability < params.off_threshold
-    run = _run_start(clear, starts)
-    off = clear & (ts - ts[run] >= params.hold_off_s)
-    # The state is the kind of the latest trigger (on, off, or the device's fresh start).
-    latest = np.maximum.accumulate(np.where(on | off | starts, index, 0))
-    flags: npt.NDArray[np.bool_] = on[latest]
-    return flags
+    return Decisions(device, ts, probability).flags(params)
+
+
+class Decisions:
+    """:func:`decide` for many parameter sets on one stream (the tuning's grid): the device blocks once per stream,
+    the runs above each on threshold once per threshold, the last on rule and the current off threshold's rules
+    kept for the next parameter sets (the grid varies the hold-off time innermost); the flags are the same."""
+
+    def __init__(
+        self, device: npt.NDArray[np.intp], ts: npt.NDArray[np.float64], probability: npt.NDArray[np.float64]
+    ) -> None:
+        """Rows as :func:`decide` takes them."""
+        self.ts, self.probability = ts, probability
+        self.starts = group_starts(device)
+        self.index = np.arange(device.size)
+        self._raised: dict[float, tuple[npt.NDArray[np.bool_], npt.NDArray[np.intp]]] = {}
+        self._on: tuple[tuple[float, int, float], npt.NDArray[np.bool_]] | None = None  # the last on rule's
+        self._off: dict[tuple[float, float], npt.NDArray[np.bool_]] = {}  # the current off threshold's rules
+
+    def flags(self, params: DecisionParams) -> npt.NDArray[np.bool_]:
+        """The alarm state after every report under ``params``."""
+        n = self.index.size
+        if n == 0:
+            return np.zeros(0, dtype=np.bool_)
+        ts, index, starts = self.ts, self.index, self.starts
+        on_key = (params.on_threshold, params.min_events, params.hold_on_s)
+        if self._on is None or self._on[0] != on_key:
+            raised_runs = self._raised.get(params.on_threshold)
+            if raised_runs is None:
+                raised = self.probability >= params.on_threshold
+                raised_runs = self._raised[params.on_threshold] = (raised, _run_start(raised, starts))
+            raised, run = raised_runs
+            self._on = (on_key, raised & (index - run + 1 >= params.min_events) & (ts - ts[run] >= params.hold_on_s))
+        on = self._on[1]
+        off_key = (params.off_threshold, params.hold_off_s)
+        off = self._off.get(off_key)
+        if off is None:
+            if not any(key[0] == params.off_threshold for key in self._off):
+                self._off.clear()  # a new off threshold: the grid is done with the others
+            clear = self.probability < params.off_threshold
+            run = _run_start(clear, starts)
+            off = self._off[off_key] = clear & (ts - ts[run] >= params.hold_off_s)
+        # The state is the kind of the latest trigger (on, off, or the device's fresh start).
+        latest = np.maximum.accumulate(np.where(on | off | starts, index, 0))
+        flags: npt.NDArray[np.bool_] = on[latest]
+        return flags

@@ -15,8 +15,9 @@ turning on, staying on, turning off. From per-event (device, time, flag) streams
 - **flag changes** per device-day (on and off alike) and the share of device time **in alarm** (a flag holds from
   its report to the device's next one) describe how restless the alarms are.
 
-:func:`household_report` computes them all; :func:`household_by_group` does so per home type, failure mode or
-world variant. ``tests/test_models_household.py`` checks each against a brute-force recomputation.
+:func:`household_report` computes them all (:class:`FlaggedStream` for many flag sets of one stream);
+:func:`household_by_group` does so per home type, failure mode or world variant.
+``tests/test_models_household.py`` checks each against a brute-force recomputation.
 """
 
 from __future__ import annotations
@@ -83,72 +84,111 @@ def household_report(
     the device's failure time (NaN or infinite: it does not fail; a device fails once, at the earliest finite
     value among its events) and, optionally, whether the failure's precursor is visible in that event.
     ``presorted``: the devices are integer codes from 0, rows grouped by device and in time order within each (the
-    parameter search scores hundreds of flag sets of one stream and sorts it once).
+    parameter search scores hundreds of flag sets of one stream: it prepares a :class:`FlaggedStream` once).
     """
-    device_raw = np.asarray(device_ids)
-    times = np.asarray(ts, dtype=np.float64)
     flag = np.asarray(flags, dtype=np.bool_)
-    fails = np.asarray(failure_ts, dtype=np.float64)
-    visible = np.ones(times.size, dtype=np.bool_) if precursor is None else np.asarray(precursor, dtype=np.bool_)
-    lengths = {len(device_raw), times.size, flag.size, fails.size, visible.size}
+    lengths = {len(np.asarray(device_ids)), np.asarray(ts).size, flag.size}
     if len(lengths) > 1:
         raise ValueError(f"inputs differ in length: {sorted(lengths)}")
-    if times.size == 0:
-        return HouseholdReport(0, 0.0, 0, 0, 0.0, 0, 0, 0, 0.0, None, None, 0.0, 0.0)
-    if presorted:
-        device = device_raw.astype(np.intp)
-    else:
-        _, device = np.unique(device_raw, return_inverse=True)
-        order = np.lexsort((times, device))
-        device, times, flag, fails, visible = device[order], times[order], flag[order], fails[order], visible[order]
-    fails = np.where(np.isfinite(fails), fails, np.inf)
+    stream = FlaggedStream(device_ids, ts, failure_ts, horizon_s, precursor, min_lead_s, presorted)
+    return stream.report(flag if stream.order is None else flag[stream.order])
 
-    starts = group_starts(device)
-    first = np.flatnonzero(starts)
-    ends = np.r_[first[1:], device.size]
-    failure_of_device = np.minimum.reduceat(fails, first)
-    failure = np.repeat(failure_of_device, ends - first)
-    span_s = times[ends - 1] - times[first]
-    device_days = float(span_s.sum()) / DAY_S
 
-    previous = np.zeros(flag.size, dtype=np.bool_)
-    previous[1:] = flag[:-1]
-    previous[starts] = False
-    onset = flag & ~previous
-    until_failure = failure - times
-    false_onset = onset & ~((until_failure >= 0.0) & (until_failure <= horizon_s))
-    changes = flag != previous  # every on and off (a device whose first report is flagged turns on)
+class FlaggedStream:
+    """A stream prepared for the household measures of many flag sets (:meth:`report`): everything that does not
+    depend on the flags (devices, spans, failures and their announcing reports) computed once.
 
-    same_device_next = np.r_[~starts[1:], False]
-    dwell = np.where(same_device_next, np.diff(times, append=times[-1]), 0.0)
-    in_alarm = float(dwell[flag].sum())
+    The arrays are as :func:`household_report` takes them; unless ``presorted``, the rows are grouped by device and
+    time-ordered here (:attr:`order`; flags passed to :meth:`report` must then be in that order)."""
 
-    # Failures: each failing device's reports within the horizon before its failure.
-    window = np.isfinite(failure) & (until_failure > 0.0) & (until_failure <= horizon_s)
-    announced = window & (until_failure >= min_lead_s) & visible
-    with_precursor = np.zeros(first.size, dtype=np.bool_)
-    np.logical_or.at(with_precursor, device[announced], True)
-    flagged_in_window = window & flag
-    lead_s = np.full(first.size, -np.inf)
-    np.maximum.at(lead_s, device[flagged_in_window], until_failure[flagged_in_window])
-    failing = np.isfinite(failure_of_device) & (failure_of_device > times[first])
-    leads = lead_s[with_precursor & failing]
-    measured = leads[np.isfinite(leads)]
-    return HouseholdReport(
-        devices=int(first.size),
-        device_days=device_days,
-        episodes=int(onset.sum()),
-        false_alarm_episodes=int(false_onset.sum()),
-        false_alarms_per_100_device_days=_ratio(100.0 * float(false_onset.sum()), device_days),
-        failures=int(failing.sum()),
-        failures_with_precursor=int((with_precursor & failing).sum()),
-        caught=int((leads >= min_lead_s).sum()),
-        catch_rate=_ratio(float((leads >= min_lead_s).sum()), float(leads.size)),
-        median_lead_h=float(np.median(measured)) / HOUR_S if measured.size else None,
-        p10_lead_h=float(np.quantile(measured, 0.1)) / HOUR_S if measured.size else None,
-        flag_changes_per_device_day=_ratio(float(changes.sum()), device_days),
-        time_in_alarm=_ratio(in_alarm, float(span_s.sum())),
-    )
+    def __init__(
+        self,
+        device_ids: npt.ArrayLike,
+        ts: npt.ArrayLike,
+        failure_ts: npt.ArrayLike,
+        horizon_s: float,
+        precursor: npt.ArrayLike | None = None,
+        min_lead_s: float = MIN_LEAD_S,
+        presorted: bool = False,
+    ) -> None:
+        device_raw = np.asarray(device_ids)
+        times = np.asarray(ts, dtype=np.float64)
+        fails = np.asarray(failure_ts, dtype=np.float64)
+        visible = np.ones(times.size, dtype=np.bool_) if precursor is None else np.asarray(precursor, dtype=np.bool_)
+        lengths = {len(device_raw), times.size, fails.size, visible.size}
+        if len(lengths) > 1:
+            raise ValueError(f"inputs differ in length: {sorted(lengths)}")
+        self.horizon_s, self.min_lead_s = horizon_s, min_lead_s
+        self.order: npt.NDArray[np.intp] | None = None
+        """The rows' order (None: as given, ``presorted``)."""
+        self.size = times.size
+        if times.size == 0:
+            return
+        if presorted:
+            device = device_raw.astype(np.intp)
+        else:
+            _, device = np.unique(device_raw, return_inverse=True)
+            self.order = np.lexsort((times, device))
+            order = self.order
+            device, times, fails, visible = device[order], times[order], fails[order], visible[order]
+        fails = np.where(np.isfinite(fails), fails, np.inf)
+        self.device, self.times = device, times
+        self.starts = starts = group_starts(device)
+        first = np.flatnonzero(starts)
+        self.first = first
+        ends = np.r_[first[1:], device.size]
+        failure_of_device = np.minimum.reduceat(fails, first)
+        failure = np.repeat(failure_of_device, ends - first)
+        self.span_s = times[ends - 1] - times[first]
+        self.device_days = float(self.span_s.sum()) / DAY_S
+        self.until_failure = until_failure = failure - times
+        self.fails_within = (until_failure >= 0.0) & (until_failure <= horizon_s)
+        same_device_next = np.r_[~starts[1:], False]
+        self.dwell = np.where(same_device_next, np.diff(times, append=times[-1]), 0.0)
+        # Failures: each failing device's reports within the horizon before its failure.
+        self.window = window = np.isfinite(failure) & (until_failure > 0.0) & (until_failure <= horizon_s)
+        announced = window & (until_failure >= min_lead_s) & visible
+        with_precursor = np.zeros(first.size, dtype=np.bool_)
+        np.logical_or.at(with_precursor, device[announced], True)
+        self.failing = np.isfinite(failure_of_device) & (failure_of_device > times[first])
+        self.counted = with_precursor & self.failing
+
+    def report(self, flags: npt.ArrayLike) -> HouseholdReport:
+        """The household measures of ``flags`` (one per row, in the prepared order)."""
+        flag = np.asarray(flags, dtype=np.bool_)
+        if flag.size != self.size:
+            raise ValueError(f"inputs differ in length: {sorted({flag.size, self.size})}")
+        if self.size == 0:
+            return HouseholdReport(0, 0.0, 0, 0, 0.0, 0, 0, 0, 0.0, None, None, 0.0, 0.0)
+        starts, min_lead_s = self.starts, self.min_lead_s
+        previous = np.zeros(flag.size, dtype=np.bool_)
+        previous[1:] = flag[:-1]
+        previous[starts] = False
+        onset = flag & ~previous
+        false_onset = onset & ~self.fails_within
+        changes = flag != previous  # every on and off (a device whose first report is flagged turns on)
+        in_alarm = float(self.dwell[flag].sum())
+        flagged_in_window = self.window & flag
+        lead_s = np.full(self.first.size, -np.inf)
+        np.maximum.at(lead_s, self.device[flagged_in_window], self.until_failure[flagged_in_window])
+        leads = lead_s[self.counted]
+        measured = leads[np.isfinite(leads)]
+        device_days = self.device_days
+        return HouseholdReport(
+            devices=int(self.first.size),
+            device_days=device_days,
+            episodes=int(onset.sum()),
+            false_alarm_episodes=int(false_onset.sum()),
+            false_alarms_per_100_device_days=_ratio(100.0 * float(false_onset.sum()), device_days),
+            failures=int(self.failing.sum()),
+            failures_with_precursor=int(self.counted.sum()),
+            caught=int((leads >= min_lead_s).sum()),
+            catch_rate=_ratio(float((leads >= min_lead_s).sum()), float(leads.size)),
+            median_lead_h=float(np.median(measured)) / HOUR_S if measured.size else None,
+            p10_lead_h=float(np.quantile(measured, 0.1)) / HOUR_S if measured.size else None,
+            flag_changes_per_device_day=_ratio(float(changes.sum()), device_days),
+            time_in_alarm=_ratio(in_alarm, float(self.span_s.sum())),
+        )
 
 
 def household_by_group(

@@ -2,10 +2,12 @@
 
 :func:`tune_decision` tries a grid of :class:`~devintel.models.decision.DecisionParams` (on threshold, the off
 threshold as a share of it, how long and over how many reports the evidence must hold, how long a recovery must
-last) on a scored validation stream, with the vectorised :func:`~devintel.models.decision.decide` (proven equal to
-the event-by-event rule), and keeps the set that catches the most failures ahead of time among those whose
-false-alarm episodes per 100 device-days stay within ``budget``; ties go to the longer median lead, then to the
-fewer false alarms. When no set fits the budget, the one with the fewest false alarms wins (the gate then says
+last) on a scored validation stream, with the vectorised :class:`~devintel.models.decision.Decisions`
+(:func:`~devintel.models.decision.decide`, proven equal to the event-by-event rule; the runs of each threshold
+computed once) and a :class:`~devintel.models.household.FlaggedStream` (the measures' parts that no flag changes,
+computed once), and keeps the set that catches the most failures ahead of time among those whose false-alarm
+episodes per 100 device-days stay within ``budget``; ties go to the longer median lead, then to the fewer false
+alarms. When no set fits the budget, the one with the fewest false alarms wins (the gate then says
 so). The budget used here is a share of the quality gate's (:data:`BUDGET_SHARE`): homes and worlds the models
 never saw raise more false alarms than the validation homes, and the margin is for them.
 """
@@ -19,8 +21,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from devintel.models.decision import DecisionParams, decide
-from devintel.models.household import MIN_LEAD_S, HouseholdReport, household_report
+from devintel.models.decision import DecisionParams, Decisions
+from devintel.models.household import MIN_LEAD_S, FlaggedStream, HouseholdReport
 
 HOUR_S: Final = 3600.0
 #: Share of the gate's false-alarm budget that the tuning aims for on validation homes.
@@ -81,9 +83,10 @@ def tune_decision(
     best: tuple[DecisionParams, HouseholdReport] | None = None
     cheapest: tuple[DecisionParams, HouseholdReport] | None = None
     grid = candidate_params(event_threshold)
+    decisions = Decisions(device, ts, probability)
+    stream = FlaggedStream(device, ts, failure_ts, horizon_s, visible, min_lead_s, presorted=True)
     for params in grid:
-        flags = decide(params, device, ts, probability)
-        report = household_report(device, ts, flags, failure_ts, horizon_s, visible, min_lead_s, presorted=True)
+        report = stream.report(decisions.flags(params))
         fa = report.false_alarms_per_100_device_days
         if cheapest is None or (fa, -report.catch_rate) < (
             cheapest[1].false_alarms_per_100_device_days,

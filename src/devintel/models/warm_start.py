@@ -15,6 +15,7 @@ collected in groups of homes (:class:`HomeSplit`, one per process) joins to the 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 Floats = npt.NDArray[np.float64]
+Floats32 = npt.NDArray[np.float32]
 #: A batch's features: their names and their values, one row per event.
 Table = tuple[list[str], Floats]
 T = TypeVar("T")
@@ -57,27 +59,39 @@ class ExampleRows:
     names: list[str]
     inputs: npt.NDArray[np.float32]
     labels: npt.NDArray[np.bool_]
-    groups: npt.NDArray[np.str_]
+    groups: npt.NDArray[np.object_]
+    """Home type names (objects: one string per home type, shared by its examples)."""
 
     def __len__(self) -> int:
         return len(self.labels)
 
     @classmethod
     def joined(cls, parts: list[ExampleRows]) -> ExampleRows:
-        """The examples of ``parts``, one after the other (their inputs' columns united)."""
+        """The examples of ``parts``, one after the other (their inputs' columns united). The list is emptied as the
+        parts are copied: a part whose caller holds no other reference is freed once copied, so joining holds the
+        joined matrix and the parts not yet copied, not every part besides."""
         names = list(dict.fromkeys(name for part in parts for name in part.names))
-        inputs = np.full((sum(len(p) for p in parts), len(names)), np.nan, dtype=np.float32)
-        start = 0
-        for part in parts:
-            inputs[start : start + len(part), [names.index(n) for n in part.names]] = part.inputs
-            start += len(part)
         labels = np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, np.bool_)
-        groups = np.concatenate([p.groups for p in parts]) if parts else np.zeros(0, np.str_)
+        groups = np.concatenate([p.groups for p in parts]) if parts else np.zeros(0, object)
+        # Empty (untouched pages), filled a part at a time: the memory grows as the copy goes.
+        inputs = np.empty((len(labels), len(names)), dtype=np.float32)
+        start = 0
+        while parts:
+            part = parts.pop(0)
+            rows = slice(start, start + len(part))
+            if part.names == names:
+                inputs[rows] = part.inputs
+            else:
+                inputs[rows] = np.nan
+                inputs[rows, [names.index(n) for n in part.names]] = part.inputs
+            start += len(part)
+            del part
         return cls(names, inputs, labels, groups)
 
 
-#: A batch's model inputs (names, values), each event's home type and its negative-sampling draw.
-InputTable = tuple[list[str], Floats, npt.NDArray[np.object_], Floats]
+#: A batch's model inputs (their columns in the examples' matrix, values), each event's home type and its
+#: negative-sampling draw.
+InputTable = tuple[npt.NDArray[np.intp], Floats32, npt.NDArray[np.object_], Floats]
 
 
 def collect_example_rows(
@@ -102,7 +116,9 @@ def collect_example_rows(
     devices; None: all) may split a stream into parts collected apart (in two processes) whose examples, joined, are
     the whole stream's. The examples come in the order their labels resolve."""
     index: dict[str, int] = {}
-    store = np.full((4096, 64), np.nan, dtype=np.float32)
+    # Rows are written (NaN first) as examples come; the store grows in place (``resize``: the C library moves a large
+    # block's pages, it does not copy them), so growing never holds two stores.
+    store = np.empty((4096, 64), dtype=np.float32)
     labels = bytearray()
     groups: list[str] = []
 
@@ -111,30 +127,47 @@ def collect_example_rows(
         names = list(inputs)
         for name in names:
             index.setdefault(name, len(index))
-        matrix = np.column_stack([inputs[name] for name in names]) if names else np.empty((len(batch), 0))
+        # float32 as the store keeps them (the same rounding, done once per batch): the tables waiting for their
+        # labels hold half as much.
+        matrix = (
+            np.column_stack([inputs[name] for name in names]).astype(np.float32)
+            if names
+            else np.empty((len(batch), 0), dtype=np.float32)
+        )
         draws = np.random.default_rng([seed, number]).random(size)[batch.index.to_numpy()]
-        return names, matrix, names_of(batch["home_type"]), draws
+        where = np.array([index[name] for name in names], dtype=np.intp)
+        return where, matrix, names_of(batch["home_type"]), draws
 
     def emit(device_id: str, table: InputTable, row: int, label: bool) -> None:
         nonlocal store
-        names, matrix, home_types, draws = table
+        where, matrix, home_types, draws = table
         if not label and draws[row] >= negative_rate:
             return
         k = len(labels)
-        if k == len(store) or len(index) > store.shape[1]:
-            grown = np.full((2 * len(store), max(store.shape[1], len(index))), np.nan, dtype=np.float32)
-            grown[:k, : store.shape[1]] = store[:k]
-            store = grown
-        store[k, [index[name] for name in names]] = matrix[row]
+        if len(index) > store.shape[1]:  # a new input (early in the stream): a wider store
+            wider = np.empty((len(store), len(index)), dtype=np.float32)
+            wider[:k, : store.shape[1]] = store[:k]
+            wider[:k, store.shape[1] :] = np.nan
+            store = wider
+        if k == len(store):
+            store.resize((2 * len(store), store.shape[1]), refcheck=False)
+        store[k] = np.nan
+        store[k, where] = matrix[row]
         labels.append(label)
         groups.append(home_types[row])
 
     collected = _collect(batches, tabulate, emit, horizon_s, only, on_event, select)
     k = len(labels)
     collected.learned = k
-    inputs = np.full((k, len(index)), np.nan, dtype=np.float32)
-    inputs[:, : store.shape[1]] = store[:k, : len(index)]  # the store may be narrower: inputs nobody learned
-    rows = ExampleRows(list(index), inputs, np.frombuffer(bytes(labels), np.bool_).copy(), np.array(groups, dtype=str))
+    if store.shape[1] == len(index):
+        store.resize((k, len(index)), refcheck=False)  # in place: the unused rows go back, no second matrix
+        inputs = store
+    else:  # the store is wider (fewer inputs than its first width) or narrower (inputs nobody learned)
+        inputs = np.full((k, len(index)), np.nan, dtype=np.float32)
+        width = min(store.shape[1], len(index))
+        inputs[:, :width] = store[:k, :width]
+    learned = np.frombuffer(bytes(labels), np.bool_).copy()
+    rows = ExampleRows(list(index), inputs, learned, np.array(groups, dtype=object))
     return rows, collected
 
 
@@ -165,6 +198,8 @@ def _collect(
             emit(item.device_id, table, row, item.label)
 
     last = -np.inf
+    waiting: deque[float] = deque()  # the times of the events added, oldest first, until their horizon passes
+    previous = -np.inf  # the last event time walked (inf: the stream was out of order once, so always advance)
     for number, whole in enumerate(batches):
         batch = whole if select is None else whole[select(whole)]
         collected.homes.update(set(names_of(batch["home_id"]).tolist()))
@@ -200,12 +235,22 @@ def _collect(
         )
         table = tabulate(batch, columns, number, len(whole))
         del columns
-        # Second walk: the delayed labels, as the event-by-event collector runs them.
+        # Second walk: the delayed labels, as the event-by-event collector runs them. In a time-ordered stream the
+        # buffer's oldest waiting event is the oldest added and not yet past its horizon (``waiting``), so the clock
+        # need only move when that one expires: the same labels, resolved at the same events, without a call per
+        # event (any disorder: every event moves the clock).
+        ordered = bool(len(ts) == 0 or (ts[0] >= previous and (ts[1:] >= ts[:-1]).all()))
         for i, (device, t) in enumerate(zip(devices, times, strict=True)):
             for t_fail, failed in delivered[i]:
                 resolve(labels.failure(failed, t_fail))
-            resolve(labels.advance(t))
+            if not ordered or (waiting and waiting[0] + horizon_s < t):
+                resolve(labels.advance(t))
+                while waiting and waiting[0] + horizon_s < t:
+                    waiting.popleft()
             labels.add(device, t, (table, i))
+            waiting.append(t)
+        if len(ts):
+            previous = float(ts[-1]) if ordered else np.inf
         collected.events += len(devices)
         if len(whole):
             last = max(last, float(whole["ts"].iloc[-1]))  # the whole stream's clock: a part ends where it ends
