@@ -68,6 +68,15 @@ def revisions(baseline: str) -> dict[str, Any]:
     }
 
 
+def versions_line(record: dict[str, Any]) -> str:
+    """The sentence of a results table that names its two versions (from :func:`revisions`)."""
+    dirty = ", with uncommitted changes" if record["dirty"] else ""
+    return (
+        f"Baseline: `src/` of {record['baseline_revision']} (`git archive`); current: this working tree "
+        f"({record['current_revision']}{dirty})."
+    )
+
+
 def write_results(stem: str, table: str, record: dict[str, Any]) -> None:
     """Print ``table`` and write it to ``bench/results/<stem>.md``, and ``record`` to ``<stem>.json``."""
     print(table)
@@ -281,9 +290,8 @@ def report(args: argparse.Namespace, record: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append(
-        f"Baseline: `src/` of {record['baseline_revision']} (`git archive`); current: this working tree "
-        f"({record['current_revision']}{', with uncommitted changes' if record['dirty'] else ''}). "
-        f"Medians of {args.repeat} alternating run(s) each; seed {args.seed}, {args.days:g} days. "
+        f"{versions_line(record)} Medians of {args.repeat} alternating run(s) each; seed {args.seed}, "
+        f"{args.days:g} days. "
         f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores, load average "
         f"{record['load_before']} before the run; the whole bench took {record['seconds']:.0f} s."
     )

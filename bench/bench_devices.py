@@ -176,6 +176,8 @@ def run_child(
 
 def report(args: argparse.Namespace, record: dict[str, Any]) -> str:
     """The Markdown table and the notes under it."""
+    from bench_core import versions_line
+
     runs = record["runs"]
 
     def pick(name: str, *path: str) -> float:
@@ -217,9 +219,8 @@ def report(args: argparse.Namespace, record: dict[str, Any]) -> str:
         lines += [f"| {name} | {size:,.0f} |" for name, size in sorted(sizes.items(), key=lambda kv: -kv[1])]
     lines.append("")
     lines.append(
-        f"Baseline: `src/` of {record['baseline_revision']} (`git archive`); current: this working tree "
-        f"({record['current_revision']}{', with uncommitted changes' if record['dirty'] else ''}). "
-        f"Medians of {args.repeat} alternating run(s) each, a fresh child process for each measurement. Memory: "
+        f"{versions_line(record)} Medians of {args.repeat} alternating run(s) each, a fresh child process for each "
+        "measurement. Memory: "
         f"growth of {'the traced heap (tracemalloc)' if args.tracemalloc else 'VmRSS'} after `gc.collect()`, from just "
         f"before the first event, over the devices; shipped settings "
         f"(label interval 3600 s, publish interval 300 s). Python {platform.python_version()}, {platform.machine()}, "
