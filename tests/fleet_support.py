@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import httpx
 import nats
 import orjson
 import pytest
@@ -25,7 +26,7 @@ from devintel.fleet.settings import FleetSettings
 from devintel.fleet.state import PartitionState, decode_state
 from devintel.fleet.subjects import HOMES
 from devintel.ingest.outbound import Outgoing
-from nats_cluster import Home, NatsCluster, nats_server_available
+from nats_cluster import Home, NatsCluster, nats_server_available, placement, stream_placement
 
 #: The marks of a fleet test module (``pytestmark = FLEET_TESTS``): run by scripts/check-fleet, skipped without
 #: nats-server.
@@ -195,3 +196,23 @@ def expected_events(home: Home, model_dir: Path, monkeypatch: pytest.MonkeyPatch
         if handler.counters.events > before:
             counts[str(line["topic"])] += 1
     return counts
+
+
+async def events_leader(cluster: NatsCluster) -> int:
+    """The index of the node that leads the events stream, once every running node's ``/jsz`` names the same
+    running node (so the new leader's subscription is known to them all), waiting for that."""
+    names = [node.config.name for node in cluster.nodes]
+    deadline = time.monotonic() + 30.0
+    while True:
+        seen = set()
+        for node in cluster.nodes:
+            if node.alive():
+                try:
+                    seen.add(stream_placement(await node.jsz()).get(EVENTS_STREAM, "-").split(" ")[0])
+                except httpx.HTTPError:
+                    seen.add("?")
+        leader = seen.pop() if len(seen) == 1 else "-"
+        if leader in names and cluster.nodes[names.index(leader)].alive():
+            return names.index(leader)
+        assert time.monotonic() < deadline, f"the events stream has no leader: {await placement(cluster)}"
+        await asyncio.sleep(0.2)

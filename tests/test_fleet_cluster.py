@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
-import httpx
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -27,6 +26,7 @@ from devintel.models.snapshots import SnapshotStore
 from fleet_support import (
     FLEET_TESTS,
     Collector,
+    events_leader,
     expected_events,
     fleet_cluster,
     handled_per_home,
@@ -42,7 +42,6 @@ from nats_cluster import (
     publish_homes,
     settled_messages,
     simulated_homes,
-    stream_placement,
 )
 
 pytestmark = FLEET_TESTS
@@ -215,26 +214,6 @@ def test_a_killed_worker_is_taken_over_within_10_s_with_nothing_lost_or_doubled(
     finally:
         for worker in workers:
             worker.kill()
-
-
-async def events_leader(cluster: NatsCluster) -> int:
-    """The index of the node that leads the events stream, once every running node's ``/jsz`` names the same
-    running node (so the new leader's subscription is known to them all), waiting for that."""
-    names = [node.config.name for node in cluster.nodes]
-    deadline = time.monotonic() + 30.0
-    while True:
-        seen = set()
-        for node in cluster.nodes:
-            if node.alive():
-                try:
-                    seen.add(stream_placement(await node.jsz()).get(EVENTS_STREAM, "-").split(" ")[0])
-                except httpx.HTTPError:
-                    seen.add("?")
-        leader = seen.pop() if len(seen) == 1 else "-"
-        if leader in names and cluster.nodes[names.index(leader)].alive():
-            return names.index(leader)
-        assert time.monotonic() < deadline, f"the events stream has no leader: {await placement(cluster)}"
-        await asyncio.sleep(0.2)
 
 
 async def kill_mid_stream(cluster: NatsCluster, nc: NatsClient, homes: list[Home], victim: int) -> tuple[int, float]:
