@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 
@@ -169,3 +170,25 @@ def test_inputs_known_from_another_model_are_reused_only_for_the_same_features(s
         copy["gap_ewm"] += 3.0  # an input every event has
         assert abs(dense.probability(learning, copy, known=known) - river_p(learning, copy)) <= TOLERANCE
         assert dense.probability_with_inputs(other, x)[1] is None
+
+
+def test_pushes_are_river_weights_times_scaled_inputs(stream: list[Features]) -> None:
+    """The dense view's pushes explain a prediction as River's weights and scaler do (``learners.reasons``)."""
+    model = default_model()
+    rng = random.Random(5)
+    for x in stream[:1_000]:
+        model.learn_one(x, rng.random() < 0.2)
+    view = dense.view(model)
+    assert view is not None
+    assert isinstance(model, compose.Pipeline)
+    scaler, regression = model["StandardScaler"], model["LogisticRegression"]
+    for x in stream[1_000::41]:
+        inputs = model_inputs(x)
+        scaled = scaler.transform_one(inputs)
+        pushes = view.pushes(inputs)
+        assert len(pushes) == len(inputs)
+        for (name, push), scaled_value in zip(zip(inputs, pushes, strict=True), scaled.values(), strict=True):
+            assert push == pytest.approx(regression.weights.get(name, 0.0) * scaled_value, rel=1e-12, abs=1e-12)
+        assert sum(pushes) + regression.intercept == pytest.approx(
+            math.log(river_p(model, x) / (1.0 - river_p(model, x))), rel=1e-9, abs=1e-9
+        )

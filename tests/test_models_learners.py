@@ -69,3 +69,20 @@ def test_every_input_is_attributed_or_describes_the_device() -> None:
     assert signal_of("gap_excess") == "missed_reports"
     assert signal_of("type_lock") is None
     assert signal_of("battery") is None
+
+
+def test_reasons_from_the_dense_view_are_rivers(trained: OnlineLearner) -> None:
+    """A model of the shipped shape is explained from its dense view; the same signals, in the same order, as
+    River's weights times scaled values (the path every other linear pipeline takes)."""
+    from devintel.models.learners import _linear_push, _steps
+
+    extractor = FeatureExtractor()
+    probes = [extractor.update(event) for event in events(generate(samples=6_000, days=30, seed=9))]
+    checked = 0
+    for x in probes[::7]:
+        river_push = _linear_push(_steps(trained.model), x)
+        ranked = sorted((p, s) for s, p in river_push.items() if p > 0.0)
+        expected = [signal for _, signal in reversed(ranked[-3:])]
+        assert reasons(trained.model, x) == expected
+        checked += bool(expected)
+    assert checked > 0

@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 #: Latest events remembered per device to recognise a duplicate (a QoS 1 redelivery).
 RECENT_EVENTS = 16
+#: Topics whose adapter the handler remembers (a few per device); past this the memo starts afresh.
+CLAIMED_TOPICS = 65_536
 
 
 def fingerprint(event: Mapping[str, object]) -> int:
@@ -140,6 +142,8 @@ class Handler:
     ) -> None:
         self.live = live
         self.adapters = list(adapters)
+        self._claimed: dict[str, Adapter | None] = {}
+        """The adapter of each topic heard (``claiming`` memoised: the adapters and their filters are fixed)."""
         self.topics = topics
         self.options = options or HandlerOptions()
         self.counters = Counters()
@@ -183,7 +187,12 @@ class Handler:
         self.counters.messages += 1
         self._received = received
         out = Handled()
-        adapter = claiming(self.adapters, topic)
+        try:
+            adapter = self._claimed[topic]
+        except KeyError:
+            if len(self._claimed) >= CLAIMED_TOPICS:
+                self._claimed.clear()
+            adapter = self._claimed[topic] = claiming(self.adapters, topic)
         if adapter is None:
             self.counters.skipped["unknown_topic"] += 1
             return out

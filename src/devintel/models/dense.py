@@ -145,6 +145,16 @@ class DenseView:
         values = np.fromiter(x.values(), dtype=np.float64, count=len(rows))
         return float(np.dot(values - self.mean[rows], self.coef[rows])) + self.intercept
 
+    def pushes(self, x: Mapping[str, float]) -> list[float]:
+        """Each model input's push on the logit, in the order of ``x`` (model inputs): its weight times its scaled
+        value, River's ``weights[i] * StandardScaler.transform_one(x)[i]`` (to rounding; 0 for an input River has
+        not seen or of zero variance). The logit is their sum plus the intercept."""
+        self.refresh()
+        rows = self._layout(tuple(x))
+        values = np.fromiter(x.values(), dtype=np.float64, count=len(rows))
+        terms: list[float] = ((values - self.mean[rows]) * self.coef[rows]).tolist()
+        return terms
+
     def probability(self, features: Features) -> float:
         """The failure probability of one feature vector: River's ``predict_proba_one(features)[True]``."""
         return self.probability_of_inputs(self.inputs(features))
@@ -228,9 +238,15 @@ def probability(model: Any, features: Features, known: Known | None = None) -> f
     dense = view(model)
     if dense is None or compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT:
         return float(model.predict_proba_one(features).get(True, 0.0))
+    return dense.probability_of_inputs(inputs_of(dense, features, known))
+
+
+def inputs_of(dense: DenseView, features: Features, known: Known | None = None) -> Features:
+    """The model inputs of ``features`` under ``dense``'s input transform: ``known``'s, when another model with the
+    same transform computed them for this very feature vector (the same object), else computed now."""
     if known is not None and known[0] is features and known[1] == dense._funcs:
-        return dense.probability_of_inputs(known[2])
-    return dense.probability(features)
+        return known[2]
+    return dense.inputs(features)
 
 
 def probability_with_inputs(model: Any, features: Features) -> tuple[float, Known | None]:

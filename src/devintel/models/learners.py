@@ -37,6 +37,7 @@ from typing import Any, Final
 
 from river import compose, forest, linear_model, naive_bayes, optim, preprocessing, tree
 
+from devintel.models.dense import DenseView, Known, inputs_of, view
 from devintel.models.features import Features
 from devintel.models.online import Classifier
 
@@ -130,22 +131,37 @@ _SIGNAL_OF_PREFIX: Final[tuple[tuple[str, str], ...]] = (
 def signal_of(model_input: str) -> str | None:
     """The telemetry signal a model input is evidence about (``linkquality_drop2d`` -> ``linkquality``), or None
     for inputs that describe the device rather than its health (its type, its power source)."""
-    for prefix, signal in _SIGNAL_OF_PREFIX:
-        if model_input.startswith(prefix):
-            return signal
-    return None
+    try:
+        return _SIGNAL_OF[model_input]
+    except KeyError:
+        pass
+    found = next((signal for prefix, signal in _SIGNAL_OF_PREFIX if model_input.startswith(prefix)), None)
+    if len(_SIGNAL_OF) < _SIGNAL_OF_KEPT:
+        _SIGNAL_OF[model_input] = found
+    return found
 
 
-def reasons(model: Classifier, features: Features, top: int = 3) -> list[str]:
+#: :func:`signal_of` by model input, memoised (the inputs are a fixed vocabulary; the bound guards odd callers).
+_SIGNAL_OF: dict[str, str | None] = {}
+_SIGNAL_OF_KEPT: Final = 4096
+
+
+def reasons(model: Classifier, features: Features, top: int = 3, known: Known | None = None) -> list[str]:
     """The signals that pushed this prediction towards failure, most important first (at most ``top``).
 
     A signal's push is the sum of its inputs' pushes (see the module docstring: exact for a linear last step,
     by occlusion for any other learner); only signals that pushed towards failure are named. ``model`` is a
-    pipeline that starts with ``compose.FuncTransformer(model_inputs)``, as every registered learner does."""
+    pipeline that starts with ``compose.FuncTransformer(model_inputs)``, as every registered learner does.
+    A model of the shipped shape is explained from its dense view (:mod:`~devintel.models.dense`: the same pushes
+    as River's weights times scaled values, to rounding), reusing ``known`` model inputs of ``features``."""
     if top <= 0:
         return []
-    steps = _steps(model)
-    push = _linear_push(steps, features) if hasattr(steps[-1], "weights") else _occlusion_push(steps, features)
+    dense = view(model)
+    if dense is not None:
+        push = _dense_push(dense, features, known)
+    else:
+        steps = _steps(model)
+        push = _linear_push(steps, features) if hasattr(steps[-1], "weights") else _occlusion_push(steps, features)
     ranked = sorted((p, s) for s, p in push.items() if p > 0.0)
     return [signal for _, signal in reversed(ranked[-top:])]
 
@@ -171,6 +187,17 @@ def _linear_push(steps: list[Any], features: Features) -> dict[str, float]:
         signal = signal_of(name)
         if signal is not None:
             push[signal] = push.get(signal, 0.0) + weights.get(name, 0.0) * value
+    return push
+
+
+def _dense_push(dense: DenseView, features: Features, known: Known | None) -> dict[str, float]:
+    """:func:`_linear_push` of a model of the shipped shape, from its dense view."""
+    x = inputs_of(dense, features, known)
+    push: dict[str, float] = {}
+    for name, term in zip(x, dense.pushes(x), strict=True):
+        signal = signal_of(name)
+        if signal is not None:
+            push[signal] = push.get(signal, 0.0) + term
     return push
 
 

@@ -343,7 +343,9 @@ class LiveModels:
             risk_level=risk_level(probability),
             model=name,
             model_version=self.version,
-            reasons=reasons(self.models[name], features) if explain and features is not None else [],
+            reasons=reasons(self.models[name], features, known=self.learner.last_inputs)
+            if explain and features is not None
+            else [],
         )
 
     def feedback(self, device_id: str, ts: float, kind: str = "failure") -> DetectedFailure | None:
