@@ -81,6 +81,8 @@ class DenseView:
         self.intercept = 0.0
         self._layouts: dict[tuple[str, ...], npt.NDArray[np.intp]] = {}
         """Rows of the arrays for each key order of model inputs seen (valid while ``names`` does not change)."""
+        self._gathered: dict[tuple[str, ...], tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {}
+        """``mean`` and ``coef`` at each layout's rows (valid until the arrays are rebuilt)."""
         self.rebuilds = 0
 
     def _state(self) -> tuple[float, ...]:
@@ -114,6 +116,7 @@ class DenseView:
             # River scales (x - mean) / var ** 0.5, and to 0 when the variance is 0.
             coef[i] = weights.get(name, 0.0) / variance**0.5 if variance else 0.0
         self.mean, self.coef = mean, coef
+        self._gathered.clear()
         self.intercept = float(regression.intercept)
         self._stamp = stamp
         self.rebuilds += 1
@@ -140,10 +143,17 @@ class DenseView:
         return rows
 
     def raw(self, x: Mapping[str, float]) -> float:
-        """The logit of model inputs ``x`` (no refresh: call :meth:`refresh` first)."""
-        rows = self._layout(tuple(x))
-        values = np.fromiter(x.values(), dtype=np.float64, count=len(rows))
-        return float(np.dot(values - self.mean[rows], self.coef[rows])) + self.intercept
+        """The logit of model inputs ``x`` (no refresh: call :meth:`refresh` first). ``x`` is read once per object:
+        change model inputs by making new ones, not in place (as the input transforms do)."""
+        keys, values = _values(x)
+        gathered = self._gathered.get(keys)
+        if gathered is None:
+            rows = self._layout(keys)
+            gathered = (self.mean[rows], self.coef[rows])
+            if len(self._gathered) < MAX_LAYOUTS:
+                self._gathered[keys] = gathered
+        mean, coef = gathered
+        return float(np.dot(values - mean, coef)) + self.intercept
 
     def pushes(self, x: Mapping[str, float]) -> list[float]:
         """Each model input's push on the logit, in the order of ``x`` (model inputs): its weight times its scaled
@@ -198,6 +208,23 @@ class DenseView:
         p[raw < -_SATURATED] = 0.0
         p[raw > _SATURATED] = 1.0
         return p
+
+
+#: The latest model inputs :func:`_values` read, with their keys and values (a serving model and the live learning
+#: copy score the same inputs one after the other).
+_LAST_VALUES: list[tuple[Mapping[str, float], tuple[str, ...], npt.NDArray[np.float64]]] = []
+
+
+def _values(x: Mapping[str, float]) -> tuple[tuple[str, ...], npt.NDArray[np.float64]]:
+    """The keys of model inputs ``x`` in order, and its values as an array; read once for the same object (model
+    inputs are not changed once made)."""
+    if _LAST_VALUES and _LAST_VALUES[0][0] is x:
+        _, keys, values = _LAST_VALUES[0]
+        return keys, values
+    keys = tuple(x)
+    values = np.fromiter(x.values(), dtype=np.float64, count=len(keys))
+    _LAST_VALUES[:] = [(x, keys, values)]
+    return keys, values
 
 
 def _sigmoid(z: float) -> float:

@@ -70,23 +70,35 @@ GAP_EXCESS_CAP: Final = 10.0
 LOW_BATTERY: Final = 30.0
 
 
+#: Per signal of FAILING_LOW: the features read (deviation over 12 h and 2 days, net of drift, CUSUM down) and the
+#: inputs made (the drops and the CUSUM); the same for FAILING_HIGH (rises, CUSUM up). Spelled once, not per event.
+_FALLING: Final = tuple(
+    (f"{n}_dev", f"{n}_dev2d", f"{n}_tdev", f"{n}_cusum_down", f"{n}_drop", f"{n}_drop2d", f"{n}_tdrop", f"{n}_cusum")
+    for n in FAILING_LOW
+)
+_RISING: Final = tuple(
+    (f"{n}_dev", f"{n}_dev2d", f"{n}_tdev", f"{n}_cusum_up", f"{n}_rise", f"{n}_rise2d", f"{n}_trise", f"{n}_cusum")
+    for n in FAILING_HIGH
+)
+
+
 def model_inputs(features: Features) -> Features:
     """The evidence the learner sees, from one event's features (see the module docstring)."""
     x: Features = {}
-    for name in FAILING_LOW:
-        dev = features.get(name + "_dev")
+    for dev_key, dev2d_key, tdev_key, cusum_key, drop, drop2d, tdrop, cusum in _FALLING:
+        dev = features.get(dev_key)
         if dev is not None:
-            x[name + "_drop"] = max(-dev, 0.0)
-            x[name + "_drop2d"] = max(-features[name + "_dev2d"], 0.0)
-            x[name + "_tdrop"] = max(-features[name + "_tdev"], 0.0)
-            x[name + "_cusum"] = features[name + "_cusum_down"]
-    for name in FAILING_HIGH:
-        dev = features.get(name + "_dev")
+            x[drop] = max(-dev, 0.0)
+            x[drop2d] = max(-features[dev2d_key], 0.0)
+            x[tdrop] = max(-features[tdev_key], 0.0)
+            x[cusum] = features[cusum_key]
+    for dev_key, dev2d_key, tdev_key, cusum_key, rise, rise2d, trise, cusum in _RISING:
+        dev = features.get(dev_key)
         if dev is not None:
-            x[name + "_rise"] = max(dev, 0.0)
-            x[name + "_rise2d"] = max(features[name + "_dev2d"], 0.0)
-            x[name + "_trise"] = max(features[name + "_tdev"], 0.0)
-            x[name + "_cusum"] = features[name + "_cusum_up"]
+            x[rise] = max(dev, 0.0)
+            x[rise2d] = max(features[dev2d_key], 0.0)
+            x[trise] = max(features[tdev_key], 0.0)
+            x[cusum] = features[cusum_key]
     level = features.get("battery_level_ewm")
     if level is not None:
         x["battery_low"] = max(LOW_BATTERY - level, 0.0)
