@@ -86,14 +86,14 @@ class DenseView:
         self.rebuilds = 0
 
     def _state(self) -> tuple[float, ...]:
-        regression, scaler = self._regression, self._scaler
-        counts = scaler.counts
+        regression = self._regression
+        counts = self._scaler.counts
         return (
-            float(regression.optimizer.n_iterations),
-            float(regression.intercept),
-            float(len(regression._weights)),
-            float(len(counts)),
-            float(sum(counts.values())),
+            regression.optimizer.n_iterations,
+            regression.intercept,
+            len(regression._weights),
+            len(counts),
+            sum(counts.values()),
         )
 
     def refresh(self) -> None:

@@ -48,7 +48,7 @@ from devintel.models.challenger import ChallengerScore
 from devintel.models.decision import AlarmState, DecisionParams, step
 from devintel.models.dense import features_needed
 from devintel.models.dense import probability as probability_of
-from devintel.models.devices import Column, Device, DeviceTable
+from devintel.models.devices import Column, DeviceTable
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.household import EpisodeLedger
 from devintel.models.labels import DelayedLabels, Resolved
@@ -391,34 +391,40 @@ class LiveModels:
         now = self.clock if now is None else max(self.clock, now)
         self.clock = now
 
-        clocks = self.clocks
-
-        def clock_of(record: Device) -> float:  # as :meth:`clock_of`, from the record at hand
-            source = record.source
-            return clocks[source] if not explicit and source is not None and source in clocks else now
-
+        # Each device's clock, as :meth:`clock_of` (its source's clock, else ``now``), read inline: this walks every
+        # device at every tick.
+        clocks: Mapping[str, float] = {} if explicit else self.clocks
         evidence = self.evidence
+        gone, grace = evidence.gone_for_good_s, evidence.offline_grace_s
+        factor, floor = evidence.silence_factor, evidence.min_silence_s
+        hold = self.learner.labels.hold
         found = []
         records = list(self.table.records.items())
         for device, record in records:
             since = record.offline_since
             if since is None:
                 continue
-            away = clock_of(record) - since
-            if away >= evidence.gone_for_good_s:
+            source = record.source
+            away = (now if source is None else clocks.get(source, now)) - since
+            if away >= gone:
                 found.append(self._fail(device, since, "offline"))
-            elif away > evidence.offline_grace_s:
-                self.learner.labels.hold(device)
+            elif away > grace:
+                hold(device)
         for device, record in records:
             state = record.features  # read now: a device that failed above has none
-            if state is None or state.usual_gap <= 0.0:
+            if state is None:
                 continue
-            limit = max(evidence.silence_factor * state.usual_gap, evidence.min_silence_s)
-            silent = clock_of(record) - state.last_ts
-            if silent >= max(limit, evidence.gone_for_good_s):
-                found.append(self._fail(device, state.last_ts, "silence"))
+            usual_gap = state.usual_gap
+            if usual_gap <= 0.0:
+                continue
+            limit = max(factor * usual_gap, floor)
+            last_ts = state.last_ts
+            source = record.source
+            silent = (now if source is None else clocks.get(source, now)) - last_ts
+            if silent >= max(limit, gone):
+                found.append(self._fail(device, last_ts, "silence"))
             elif silent > limit:
-                self.learner.labels.hold(device)
+                hold(device)
         self.learner.finish(now)
         self.ledger.advance(now)
         return found
