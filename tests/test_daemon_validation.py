@@ -139,6 +139,14 @@ def test_metric_value_checks_the_canonical_range() -> None:
     assert reason_of(metric_value, "error_rate", "1.5") == "out_of_range"
 
 
+def test_metric_value_gives_numbers_past_float_or_not_finite_their_reason() -> None:
+    assert isinstance(metric_value("battery_level", 80), float)
+    assert reason_of(metric_value, "battery_level", 10**400) == "not_finite"  # an int too large for a float
+    assert reason_of(metric_value, "battery_level", float("nan")) == "not_finite"
+    assert reason_of(metric_value, "temperature", float("inf")) == "not_finite"
+    assert reason_of(metric_value, "temperature", -float("inf")) == "not_finite"
+
+
 def test_metric_value_takes_bools_only_for_value() -> None:
     assert metric_value("value", True) == 1.0
     assert metric_value("value", False) == 0.0

@@ -95,10 +95,15 @@ def to_number(value: object, *, field: str = "value") -> float:
 def metric_value(field: str, value: object) -> float:
     """A canonical metric field's value, checked: a finite number within :data:`VALID_RANGES` (``value`` also
     takes a bool as 1.0/0.0). Raises ``wrong_type``, ``not_finite`` or ``out_of_range``."""
+    low, high = VALID_RANGES[field]
+    kind = type(value)
+    # The common case, a number in range, taken as it is (NaN compares false; the ranges are finite; an int is
+    # compared before it is converted, so a huge one cannot overflow here).
+    if (kind is float or kind is int) and low <= value <= high:  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
     if field == "value" and isinstance(value, bool):
         return float(value)
     number = to_number(value, field=field)
-    low, high = VALID_RANGES[field]
     if not low <= number <= high:
         raise Rejected("out_of_range", f"{field}: {number} outside [{low}, {high}]")
     return number
