@@ -135,7 +135,8 @@ class OnlineLearner:
         previous = self.last_held.get(device_id)
         if previous is None or ts - previous >= self.label_interval_s or ts < previous:
             rival = challenger(device_id, ts, features) if challenger is not None else on
-            self.labels.add(device_id, ts, Scored(features, probability, flagged, on, rival))  # packed by the rows
+            waiting = scored if rival == on else Scored(features, probability, flagged, on, rival)  # frozen: shared
+            self.labels.add(device_id, ts, waiting)  # packed by the rows
             self.last_held[device_id] = ts
         return scored
 
