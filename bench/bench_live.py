@@ -15,6 +15,9 @@ daemon (``python -m devintel.daemon.service``) runs with Home Assistant discover
    process) the messages are the events; for the daemon they are its predictions, counted by an observer
    subscription in this process, and its retained health must then say ``events == N`` and
    ``shed_events == 0``. Best of ``--repeat`` each; target: the daemon at least 0.8x the bare subscriber.
+   A third consumer, the bare subscriber publishing one retained QoS 1 message per event as the daemon's sender
+   does (``child_bare --echo``), measures the MQTT work alone of a prediction per event: the ceiling of any
+   daemon that publishes every event through aiomqtt, whatever its handler costs.
 2. **Event-to-prediction latency**, p50 and p99 at 200 and at 1,000 events/s: a paced publisher (a separate
    process, QoS 1) sends events stamped with the wall-clock send time; the observer takes receive time minus
    the prediction's ``ts``. Whether the publisher kept the pace is reported.
@@ -55,6 +58,8 @@ HOST = Broker.host
 QUEUE_SIZE = 200_000
 RSS_TARGET_MB = 250.0
 RATIO_TARGET = 0.8
+#: Bytes of each message the echoing bare subscriber publishes (about a prediction's: ``prediction_message``).
+ECHO_BYTES = 300
 MEMORY_DEVICES = 5_000
 #: (events/s, events) of the latency runs.
 LATENCY_RATES = ((200, 1_000), (1_000, 3_000))
@@ -294,25 +299,49 @@ def child_publish(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def child_bare(args: argparse.Namespace) -> dict[str, Any]:
-    """A bare aiomqtt subscriber with a persistent session: register it, or drain ``n`` messages."""
+    """A bare aiomqtt subscriber with a persistent session: register it, or drain ``n`` messages. With ``--echo``
+    it also publishes, for every message, one retained QoS 1 message of :data:`ECHO_BYTES` bytes to its device's
+    topic, at most ``MAX_IN_FLIGHT`` (the daemon's) awaiting their acknowledgement, a task each as the daemon's
+    sender does, and is timed to the last acknowledgement: the MQTT work of a daemon that publishes a prediction for
+    every event, with no handler at all."""
     import aiomqtt
+
+    from devintel.daemon.mqtt import MAX_IN_FLIGHT
 
     topic = f"{args.prefix}/events/+"
     started = time.perf_counter()
+    body = b"x" * ECHO_BYTES
     async with aiomqtt.Client(args.host, args.port, identifier=args.client_id, clean_session=False) as client:
         await client.subscribe(topic, qos=1)
         if args.n == 0:
             return {"registered": args.client_id}
         count, first, last = 0, 0.0, 0.0
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def echo(name: str) -> None:
+            try:
+                await client.publish(f"{args.prefix}/echo/{name}", body, qos=1, retain=True)
+            finally:
+                slots.release()
+
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(args.timeout):
-                async for _message in client.messages:
+                async for message in client.messages:
                     last = time.perf_counter()
                     if count == 0:
                         first = last
                     count += 1
+                    if args.echo:
+                        await slots.acquire()
+                        task = asyncio.create_task(echo(message.topic.value.rsplit("/", 1)[-1]))
+                        in_flight.add(task)
+                        task.add_done_callback(in_flight.discard)
                     if count >= args.n:
                         break
+                if in_flight:
+                    await asyncio.gather(*in_flight)
+                    last = time.perf_counter()
     seconds = last - first
     return {
         "count": count,
@@ -588,10 +617,11 @@ class Bench:
             timeout=timeout,
         )
 
-    async def drain_bare(self, rep: int) -> dict[str, Any]:
-        """The bare subscriber's drain of a backlog of N events."""
-        n, ns = self.args.events, f"bench-bare{rep}-{os.getpid()}"
-        options = {"host": HOST, "port": self.broker.port, "prefix": ns, "client_id": f"bare-{ns}"}
+    async def drain_bare(self, rep: int, echo: bool = False) -> dict[str, Any]:
+        """The bare subscriber's drain of a backlog of N events (``echo``: publishing one message for each, see
+        :func:`child_bare`)."""
+        n, ns = self.args.events, f"bench-bare{'-echo' if echo else ''}{rep}-{os.getpid()}"
+        options = {"host": HOST, "port": self.broker.port, "prefix": ns, "client_id": f"bare-{ns}", "echo": int(echo)}
         await run_child("bare", 30.0, n=0, timeout=10.0, **options)
         published = await self.publish(ns, n, self.args.devices)
         result = await run_child("bare", 180.0, n=n, timeout=120.0, **options)
@@ -758,16 +788,17 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             bench.baseline = export_revision(args.baseline, workdir / "baseline")
         bare: list[dict[str, Any]] = []
         daemon: dict[str, list[dict[str, Any]]] = {}
+        echo: list[dict[str, Any]] = []
         for rep in range(args.repeat):  # alternating, so that load drifts hit every consumer alike
-            kinds = [None, *variants(args.baseline)]
+            kinds: list[Variant | str] = ["bare", "echo", *variants(args.baseline)]
             for variant in kinds if rep % 2 == 0 else kinds[::-1]:
-                if variant is None:
-                    result = await bench.drain_bare(rep)
-                    bare.append(result)
+                if isinstance(variant, str):
+                    result = await bench.drain_bare(rep, echo=variant == "echo")
+                    (echo if variant == "echo" else bare).append(result)
                 else:
                     result = await bench.drain_daemon(rep, variant)
                     daemon.setdefault(variant.key, []).append(result)
-                name = "bare subscriber" if variant is None else variant.label
+                name = f"{variant} subscriber" if isinstance(variant, str) else variant.label
                 print(f"  run {rep + 1} {name}: {result['rate']:,.0f} events/s", file=sys.stderr)
         alone = await asyncio.to_thread(handler_alone, base_models, spec, args.events, args.devices, args.repeat)
         print(f"  handler alone: {alone['rate']:,.0f} events/s", file=sys.stderr)
@@ -781,6 +812,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         broker.stop()
     return {
         "bare": bare,
+        "echo": echo,
         "daemon": daemon,
         "handler_alone": alone,
         "latency": latency,
@@ -820,6 +852,17 @@ def report(args: argparse.Namespace, record: dict[str, Any]) -> str:
             "",
         )
     ]
+    echo = max(r["rate"] for r in record["echo"])
+    rows.append(
+        (
+            f"the same subscriber publishing one retained QoS 1 message ({ECHO_BYTES} B) per event, as the daemon's "
+            "sender does, with no handler: the MQTT work of a prediction per event (best of "
+            f"{args.repeat}) and **its / bare**",
+            f"{echo:,.0f} events/s, **{echo / bare:.2f}x**",
+            "(the ceiling of a daemon publishing every event)",
+            "",
+        )
+    )
     for variant in variants(args.baseline):
         results = record["daemon"][variant.key]
         best = max(r["rate"] for r in results)
@@ -939,7 +982,7 @@ def main() -> int:
     child = parser.add_argument_group("child processes (internal)")
     for name in ("--child", "--host", "--prefix", "--spec", "--client-id", "--ts-mode"):
         child.add_argument(name, default=None, help=argparse.SUPPRESS)
-    for name in ("--port", "--n"):
+    for name in ("--port", "--n", "--echo"):
         child.add_argument(name, type=int, default=0, help=argparse.SUPPRESS)
     for name in ("--rate", "--interval", "--start-ts", "--timeout"):
         child.add_argument(name, type=float, default=0.0, help=argparse.SUPPRESS)
