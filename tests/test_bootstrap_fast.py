@@ -4,6 +4,8 @@ learn_one's, and a held-out stream scored in batches equal to the whole frame sc
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +16,7 @@ from devintel.models.consolidate import fit_scaler, learn_examples
 from devintel.models.dense import features_needed, pipeline_parts
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.heldout import StreamTruth, score_batches
+from devintel.models.labels import DelayedLabels
 from devintel.models.learners import default_model, model_inputs
 from devintel.models.online import Classifier, ExampleCollector, warm_start_batches
 from devintel.models.warm_start import ExampleRows, HomeSplit, collect_example_rows
@@ -22,29 +25,48 @@ ARGUMENTS = {"samples": 60_000, "days": 50, "seed": 9, "failure_rate": 0.6}
 HORIZON_S = 7 * 86_400.0
 
 
-def rows_of(select: HomeSplit | None = None, negative_rate: float = 0.2) -> ExampleRows:
+def rows_of(
+    select: HomeSplit | None = None,
+    negative_rate: float = 0.2,
+    batches: Iterable[pd.DataFrame] | None = None,
+    max_pending: int = 1024,
+) -> ExampleRows:
     rows, _ = collect_example_rows(
-        iter_batches(**ARGUMENTS),  # type: ignore[arg-type]
+        iter_batches(**ARGUMENTS) if batches is None else batches,  # type: ignore[arg-type]
         HORIZON_S,
         negative_rate=negative_rate,
         seed=5,
         only=features_needed([default_model()]),
         select=select,
+        max_pending=max_pending,
     )
     return rows
 
 
-def test_example_rows_are_the_model_inputs_of_the_event_by_event_collectors_examples() -> None:
-    """With every negative kept (no sampling), the rows are the collector's examples in its order: each row is
-    ``model_inputs`` of the event-by-event features (as float32, the precision the examples are kept in)."""
+def out_of_order(batches: Iterable[pd.DataFrame], number: int) -> Iterator[pd.DataFrame]:
+    """The batches, batch ``number`` with some of its events late (every 50th row moved 7 rows on)."""
+    for i, batch in enumerate(batches):
+        if i == number:
+            order = np.arange(len(batch))
+            for j in range(0, len(batch) - 8, 50):
+                order[j : j + 8] = np.roll(order[j : j + 8], -1)
+            batch = batch.iloc[order]
+            assert (np.diff(batch["ts"].to_numpy()) < 0).any()
+        yield batch
+
+
+def assert_rows_are_the_collectors(rows: ExampleRows, batches: Iterable[pd.DataFrame], max_pending: int) -> int:
+    """With every negative kept (no sampling), the rows are the event-by-event collector's examples in its order:
+    each row is ``model_inputs`` of the event-by-event features (as float32, the precision the examples are kept
+    in). How many there are."""
     needed = features_needed([default_model()])
     one_by_one: list[tuple[str, Features, bool]] = []
     collector = ExampleCollector(
         lambda d, x, y: one_by_one.append((d, x, y)), HORIZON_S, 1.0, seed=5, features=FeatureExtractor(only=needed)
     )
-    warm_start_batches(collector, iter_batches(**ARGUMENTS))  # type: ignore[arg-type]
-    rows = rows_of(negative_rate=1.0)
-    assert len(rows) == len(one_by_one) > 10_000
+    collector.labels = DelayedLabels(HORIZON_S, max_pending)
+    warm_start_batches(collector, batches)
+    assert len(rows) == len(one_by_one)
     assert rows.labels.tolist() == [y for _, _, y in one_by_one]
     assert 100 < int(rows.labels.sum()) < len(rows)
     index = {name: j for j, name in enumerate(rows.names)}
@@ -53,6 +75,26 @@ def test_example_rows_are_the_model_inputs_of_the_event_by_event_collectors_exam
         x = model_inputs(features)
         expected[[index[name] for name in x]] = list(x.values())
         assert np.array_equal(rows.inputs[i], expected, equal_nan=True), i
+    return len(rows)
+
+
+def test_example_rows_are_the_model_inputs_of_the_event_by_event_collectors_examples() -> None:
+    rows = rows_of(negative_rate=1.0)
+    assert assert_rows_are_the_collectors(rows, iter_batches(**ARGUMENTS), 1024) > 10_000  # type: ignore[arg-type]
+
+
+def test_full_label_buffers_drop_the_events_the_event_by_event_buffer_drops() -> None:
+    """Devices with more waiting events than the buffer holds: the batched walk drops the same ones (the oldest)."""
+    rows = rows_of(negative_rate=1.0, max_pending=40)
+    assert len(rows) < len(rows_of(negative_rate=1.0))  # some were dropped
+    assert_rows_are_the_collectors(rows, iter_batches(**ARGUMENTS), 40)  # type: ignore[arg-type]
+
+
+def test_a_stream_out_of_order_resolves_event_by_event_from_its_first_late_batch() -> None:
+    """Batch 5 has late events: from there on the labels resolve event by event, with the earlier batches' waiting
+    events handed over; the same examples come out, in the same order, as the event-by-event collector's."""
+    rows = rows_of(negative_rate=1.0, batches=out_of_order(iter_batches(**ARGUMENTS), 5), max_pending=300)  # type: ignore[arg-type]
+    assert_rows_are_the_collectors(rows, out_of_order(iter_batches(**ARGUMENTS), 5), 300)  # type: ignore[arg-type]
 
 
 def test_a_stream_collected_in_groups_of_homes_joins_to_the_whole_streams_examples() -> None:
