@@ -69,7 +69,7 @@ from devintel.models.heldout import ScoredStream, StreamTruth, score_batches
 from devintel.models.household import household_by_group, household_report
 from devintel.models.learners import default_model, model_inputs
 from devintel.models.live import GLOBAL, MODELS_DIR
-from devintel.models.memory import map_large_blocks, release
+from devintel.models.memory import release
 from devintel.models.metrics import BinaryReport, binary_report, recall_by_group, rolling_history
 from devintel.models.online import Classifier, ExampleCollector, events, warm_start_batches
 from devintel.models.report import markdown_report, plots
@@ -530,7 +530,6 @@ def bootstrap(
 ) -> BootstrapResult:
     """Run the whole bootstrap (see the module docstring); return what it produced."""
     say = progress or (lambda message: logger.info("%s", message))
-    map_large_blocks()  # the phases' large arrays go back to the system when freed
     overlap = set(config.train_variants) & set(config.test_variants)
     if overlap:
         logger.warning("test variants %s are also trained on: the held-out figures are not leave-variant-out", overlap)

@@ -6,10 +6,12 @@ for reuse instead of returning it: measured on the default bootstrap's first hal
 that had freed its examples still held 69 MB more than after its imports, of which ``malloc_trim`` gave back 48 MB.
 The next phase's peak then sits on top of that. :func:`release` collects garbage and, where the C library is
 glibc, asks it to return its free heap (``malloc_trim(0)``; a few milliseconds). Elsewhere (musl, macOS) it only
-collects garbage. :func:`map_large_blocks`, called when a bootstrap starts, keeps blocks of 1 MB and more out of
-the heap for good, so a phase's large arrays go back as soon as they are freed: measured on the default bootstrap,
-the largest process peaked at 378-379 MB with it against 392-407 MB without (the daemon that bootstrapped keeps
-the setting; it allocates few such blocks).
+collects garbage.
+
+glibc's own threshold for mapping large blocks apart is left as it is. Fixing it at 1 MB (every large array its own
+mapping, returned when freed) lowered the largest process's peak by 10-15 MB (351 against 360-366 MB) but made the
+bootstrap 8-10 % slower in wall time: each of the decision tuning's hundreds of 2.4 MB arrays then costs a fresh
+mapping and its page faults (the tuning alone took 4.6 s instead of 1.7 s).
 """
 
 from __future__ import annotations
@@ -19,11 +21,6 @@ import ctypes.util
 import gc
 from collections.abc import Callable
 from functools import cache
-
-#: glibc's ``mallopt`` parameter for the size from which a block is its own mapping (``M_MMAP_THRESHOLD``).
-_M_MMAP_THRESHOLD = -3
-#: Blocks from this size on are mapped on their own, and unmapped (returned) as soon as they are freed.
-MMAP_THRESHOLD = 1 << 20
 
 
 @cache
@@ -36,21 +33,6 @@ def _libc() -> ctypes.CDLL | None:
         return ctypes.CDLL(name)
     except OSError:
         return None
-
-
-def map_large_blocks() -> bool:
-    """Have glibc map every block of :data:`MMAP_THRESHOLD` or more on its own, for good (whether it could).
-
-    By default glibc raises that threshold each time a mapped block is freed (up to 32 MB), after which the arrays of
-    one batch land on the heap and stay there; with a fixed threshold they go back to the system when freed.
-    Called once when a bootstrap starts (a worker forked from it inherits it)."""
-    libc = _libc()
-    if libc is None:
-        return False
-    try:
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except AttributeError:
-        return False
 
 
 @cache

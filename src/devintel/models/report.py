@@ -127,6 +127,10 @@ def markdown_report(
     return "\n".join(lines) + "\n"
 
 
+#: Points drawn of the precision-recall curve (see :func:`plots`).
+PR_CURVE_POINTS: Final = 2_000
+
+
 def _png(figure: Any) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
@@ -173,8 +177,11 @@ def plots(
     hits = np.cumsum(label[order])
     precision = hits / np.arange(1, hits.size + 1)
     recall = hits / max(int(label.sum()), 1)
+    # At most PR_CURVE_POINTS ranks, evenly spaced (the last included): a 450-pixel-wide plot shows no more, and
+    # drawing all 300,000 of a held-out stream took 0.3 s.
+    shown = np.unique(np.linspace(0, hits.size - 1, min(hits.size, PR_CURVE_POINTS)).astype(np.intp))
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(recall, precision)
+    ax.plot(recall[shown], precision[shown])
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (test homes)", xlim=(0, 1), ylim=(0, 1.02))
     out["precision_recall.png"] = _png(fig)
     plt.close(fig)
