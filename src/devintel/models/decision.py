@@ -189,6 +189,13 @@ class Decisions:
         self._on: tuple[tuple[float, int, float], npt.NDArray[np.bool_]] | None = None  # the last on rule's
         self._off: dict[tuple[float, float], npt.NDArray[np.bool_]] = {}  # the current off threshold's rules
 
+    def fresh(self) -> Decisions:
+        """The same stream with nothing kept (for another thread: the kept runs are not shared)."""
+        other = Decisions.__new__(Decisions)
+        other.ts, other.probability, other.starts, other.index = self.ts, self.probability, self.starts, self.index
+        other._raised, other._on, other._off = {}, None, {}
+        return other
+
     def flags(self, params: DecisionParams) -> npt.NDArray[np.bool_]:
         """The alarm state after every report under ``params``."""
         n = self.index.size
