@@ -45,25 +45,31 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 #: The commit the fast core starts from (issue 12's "today").
 DEFAULT_BASELINE = "8e2a06b"
+#: The handler's baseline: the oldest commit ``bench_live.handler_alone`` drives (8e2a06b has no
+#: ``devintel.daemon.from_settings``), main before the compact per-device state.
+DEFAULT_HANDLER_BASELINE = "7b1b5b3"
 BOOTSTRAP_TARGET_S = 20.0
 BOOTSTRAP_LIMIT_S = 60.0
 RSS_TARGET_MB = 400.0
 HANDLER_TARGET_RATIO = 5.0
 
 
+def _git(*command: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *command], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def short_revision(revision: str) -> str:
+    """``revision``'s short commit hash."""
+    return _git("rev-parse", "--short", revision)
+
+
 def revisions(baseline: str) -> dict[str, Any]:
     """What a before-vs-after record says of its two versions and the machine: the baseline's and this tree's short
     revisions, whether ``src/`` has uncommitted changes, and the load average before the run."""
-
-    def git(*command: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(ROOT), *command], check=True, capture_output=True, text=True
-        ).stdout.strip()
-
     return {
-        "baseline_revision": git("rev-parse", "--short", baseline),
-        "current_revision": git("rev-parse", "--short", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "src")),
+        "baseline_revision": short_revision(baseline),
+        "current_revision": short_revision("HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "src")),
         "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
@@ -212,7 +218,8 @@ def bootstrap_run(args: argparse.Namespace, src: Path | None, workdir: Path, tag
 
 
 def handler_child(args: argparse.Namespace) -> int:
-    """In a child process (``--child-handler``): a toy snapshot of this code, then ``bench_live.handler_alone``."""
+    """In a child process (``--child-handler``): a toy snapshot of this code, then ``bench_live.handler_alone`` on the
+    events of ``devices.json`` in that directory (written by the parent, so that both versions replay the same)."""
     sys.path.insert(0, str(BENCH))
     import bench_live
     import devintel
@@ -220,17 +227,17 @@ def handler_child(args: argparse.Namespace) -> int:
     workdir = Path(args.child_handler)
     options = argparse.Namespace(model_dir=None)
     model_dir = bench_live.prepare_models(options, workdir)
-    spec = workdir / "devices.json"
-    spec.write_text(json.dumps(bench_live.device_rows(args.seed)))
-    result = bench_live.handler_alone(model_dir, spec, args.events, args.devices, args.repeat)
+    result = bench_live.handler_alone(model_dir, workdir / "devices.json", args.events, args.devices, args.repeat)
     result["devintel"] = str(Path(devintel.__file__).parent)
     print(json.dumps(result))
     return 0
 
 
-def handler_run(args: argparse.Namespace, src: Path | None, workdir: Path) -> dict[str, Any]:
-    """``bench_live.handler_alone`` for the code in ``src``, in a child process."""
+def handler_run(args: argparse.Namespace, src: Path | None, workdir: Path, devices: str) -> dict[str, Any]:
+    """``bench_live.handler_alone`` for the code in ``src``, in a child process, on ``devices`` (JSON of
+    ``bench_live.device_rows``)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "devices.json").write_text(devices)
     command = [
         sys.executable, str(Path(__file__).resolve()), "--child-handler", str(workdir), "--events", str(args.events),
         "--devices", str(args.devices), "--repeat", str(args.repeat), "--seed", str(args.seed),
@@ -286,6 +293,7 @@ def report(args: argparse.Namespace, record: dict[str, Any]) -> str:
         c = median([r["rate"] for r in handler["current"]])
         lines.append(
             f"| handler alone, in process, {args.events:,} events of {args.devices} devices, events/s "
+            f"(baseline: {record['handler_baseline_revision']}) "
             f"| {b:,.0f} | {c:,.0f} | {c / b:.2f}x | ≥ {HANDLER_TARGET_RATIO:g}x |"
         )
     lines.append("")
@@ -306,6 +314,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision to compare against")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each version (medians)")
+    parser.add_argument(
+        "--handler-baseline", default=DEFAULT_HANDLER_BASELINE, help="git revision the handler is compared against"
+    )
     parser.add_argument("--events", type=int, default=20_000, help="events of the handler run")
     parser.add_argument("--devices", type=int, default=200, help="devices of the handler run")
     parser.add_argument("--no-bootstrap", action="store_true", help="only the handler")
@@ -343,10 +354,19 @@ def main() -> int:
             record["bootstrap"] = runs
         if not args.no_handler:
             handler: dict[str, list[dict[str, Any]]] = {"baseline": [], "current": []}
+            handler_sources: dict[str, Path | None] = {"baseline": sources["baseline"], "current": None}
+            if args.handler_baseline != args.baseline:
+                (workdir / "handler-baseline").mkdir()
+                handler_sources["baseline"] = export_revision(args.handler_baseline, workdir / "handler-baseline")
+            record["handler_baseline_revision"] = short_revision(args.handler_baseline)
+            sys.path.insert(0, str(BENCH))
+            import bench_live
+
+            devices = json.dumps(bench_live.device_rows(args.seed))  # this tree's events, for both versions
             for rep in range(args.repeat):
                 order = ("baseline", "current") if rep % 2 == 0 else ("current", "baseline")
                 for name in order:
-                    result = handler_run(args, sources[name], workdir / f"handler-{name}-{rep}")
+                    result = handler_run(args, handler_sources[name], workdir / f"handler-{name}-{rep}", devices)
                     handler[name].append(result)
                     print(
                         f"  handler {name} run {rep + 1}: {result['rate']:,.0f} events/s", file=sys.stderr, flush=True
