@@ -59,7 +59,7 @@ from river import compose, drift
 from devintel.generators import HOME_TYPES, generate, iter_batches
 from devintel.models.batch_features import computes, frame_columns, model_input_matrix, names_of
 from devintel.models.consolidate import EPOCHS, learn_examples
-from devintel.models.decision import AlarmState, DecisionParams, step
+from devintel.models.decision import AlarmState, DecisionParams, decide, step
 from devintel.models.dense import DenseView, features_needed, probabilities, supports
 from devintel.models.dense import probability as probability_of
 from devintel.models.dense import view as dense_view
@@ -72,7 +72,7 @@ from devintel.models.live import GLOBAL, MODELS_DIR
 from devintel.models.memory import release
 from devintel.models.metrics import BinaryReport, binary_report, recall_by_group, rolling_history
 from devintel.models.online import Classifier, ExampleCollector, events, warm_start_batches
-from devintel.models.report import markdown_report, plots
+from devintel.models.report import markdown_report, plots, pyplot
 from devintel.models.snapshots import SnapshotStore
 from devintel.models.tuning import tune_decision
 from devintel.models.warm_start import Collected, ExampleRows, HomeSplit, collect_example_rows
@@ -597,6 +597,7 @@ def _learn_batched(
     if worker is None:
         learn_home_types(models, rows, config.seed, names)
     else:
+        pyplot()  # the report's plotting imported while the worker is still learning (it takes the longer)
         models.update(worker.trained())
     homes = collected.homes | also.homes
     return learned, len(homes)
@@ -688,7 +689,11 @@ def _bootstrap(
         thresholds[GLOBAL],
         val.visible,
     )
-    val_flags = alarm_flags(tuned.params, val.device, val.ts, val_probability)
+    # The validation homes' flags by the vectorised rule the tuning used (equal to the event-by-event one); the
+    # test homes' below come from the code the live daemon runs.
+    by_device = np.lexsort((val.ts, val.device))
+    val_flags = np.empty(len(by_device), dtype=np.bool_)
+    val_flags[by_device] = decide(tuned.params, val.device[by_device], val.ts[by_device], val_probability[by_device])
     val_household = household_measures(val, val_flags, horizon_s, validation.groups)
     del validation, val_scores
     release()

@@ -154,6 +154,19 @@ def failure_leads_h(
     return leads
 
 
+def pyplot() -> Any:
+    """matplotlib's ``pyplot`` drawing off screen (Agg), imported on first use (half a second), or None without
+    matplotlib. The bootstrap imports it while its worker process is still learning."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
 def plots(
     details: Mapping[str, Any],
     label: npt.NDArray[np.bool_],
@@ -165,12 +178,8 @@ def plots(
     horizon_s: float = 7 * 86_400.0,
 ) -> dict[str, bytes]:
     """The report's PNG plots by file name; empty without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return {}
     out: dict[str, bytes] = {}
     order = np.argsort(-probability, kind="stable")
