@@ -232,3 +232,24 @@ def test_examples_received_from_the_other_process_join_as_the_parts_would(same_c
     np.testing.assert_array_equal(joined.inputs, expected.inputs)  # NaN where a part lacks an input, alike
     assert joined.labels.tolist() == expected.labels.tolist()
     assert joined.groups.tolist() == expected.groups.tolist()
+
+
+def test_this_process_learns_the_lightest_home_types_within_its_share() -> None:
+    """The default bootstrap's examples per model: the three lightest home types are a tenth of them."""
+    learned = {
+        "global": 212_095,
+        "apartment": 13_310,
+        "condo": 23_330,
+        "cottage": 6_535,
+        "multi_story": 24_036,
+        "ranch_house": 23_226,
+        "single_family_house": 104_281,
+        "studio": 2_042,
+        "townhouse": 15_335,
+    }
+    here = bootstrap_module.lightest_home_types(learned)
+    assert here == {"studio", "cottage", "apartment"}
+    assert sum(learned[name] for name in here) <= bootstrap_module.HERE_SHARE * learned["global"]
+    assert bootstrap_module.lightest_home_types(dict.fromkeys(learned, 0) | {"global": 0}) <= set(learned)
+    one_type = dict.fromkeys(learned, 0) | {"global": 100, "studio": 100}
+    assert "studio" not in bootstrap_module.lightest_home_types(one_type)  # more than the share: the worker's

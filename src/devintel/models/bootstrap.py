@@ -72,7 +72,7 @@ from devintel.models.live import GLOBAL, MODELS_DIR
 from devintel.models.memory import release
 from devintel.models.metrics import BinaryReport, binary_report, recall_by_group, rolling_history
 from devintel.models.online import Classifier, ExampleCollector, events, warm_start_batches
-from devintel.models.report import markdown_report, plots, pyplot
+from devintel.models.report import markdown_report, plots
 from devintel.models.snapshots import SnapshotStore
 from devintel.models.tuning import tune_decision
 from devintel.models.warm_start import Collected, ExampleRows, HomeSplit, collect_example_rows
@@ -110,9 +110,10 @@ class BootstrapConfig:
     """World variant families of the held-out test homes (none of the training ones, for an honest figure)."""
     workers: int = 0
     """Processes besides this one (the command line and the daemon use 1): with 1, a worker process collects the
-    examples of half the training homes while this one collects the other half, learns the home-type models while
-    this one learns the global model, then generates and scores the held-out test homes while this one scores the
-    validation homes and tunes the decision (the results are the same); 0 does all of it here, as does a
+    examples of half the training homes while this one collects the other half, learns most home-type models while
+    this one learns the global model (and the lightest home types'), then generates and scores the held-out test
+    homes while this one scores the validation homes and tunes the decision (the results are the same); 0 does all
+    of it here, as does a
     bootstrap whose held-out streams are under :data:`MIN_WORKER_SAMPLES` events (a fresh interpreter costs more
     than it saves). 0 by default because in a threaded process a worker is a fresh interpreter (``spawn``) that
     imports the caller's main module: a script that calls :func:`bootstrap` with a worker from a threaded process
@@ -364,6 +365,25 @@ def learn_home_types(
     return {name: models[name] for name in names}
 
 
+#: Share of the examples whose home-type models this process learns beside the global one while the worker learns
+#: the others (:func:`lightest_home_types`): the worker's eight models on all the examples took 2.8 s against 2.2 s
+#: for the global model on the same examples (per-model costs: the scaler's statistics, the gathers by index).
+HERE_SHARE: Final = 0.125
+
+
+def lightest_home_types(learned: dict[str, int]) -> set[str]:
+    """The home types with the fewest examples (``learned``: examples per model, the global one's all of them), as
+    many as keep their examples within :data:`HERE_SHARE` of all: the home-type models this process learns."""
+    here: set[str] = set()
+    taken = 0
+    for name in sorted(HOME_TYPES, key=lambda name: (learned[name], name)):
+        taken += learned[name]
+        if taken > HERE_SHARE * learned[GLOBAL]:
+            break
+        here.add(name)
+    return here
+
+
 def send_rows(connection: Connection, kind: str, rows: ExampleRows, extra: object) -> None:
     """Send ``rows`` with ``extra`` as a message of ``kind`` (:func:`receive_joined` reads it): the names, labels and
     groups pickled, then the inputs' matrix as its raw bytes, written from where it lies (pickling it would hold a
@@ -446,9 +466,10 @@ def start_method() -> str:
 
 class Worker:
     """A second process for the bootstrap (:attr:`BootstrapConfig.workers`): it collects the second group of homes
-    of the training stream while this process collects the first, learns the home-type models while this process
-    learns the global one (on the same joined examples: the models are those this process would have learned), then
-    scores the held-out test homes while this process scores the validation homes.
+    of the training stream while this process collects the first, learns the home-type models but the lightest
+    (:func:`lightest_home_types`) while this process learns the global one and those (on the same joined examples:
+    the models are those this process would have learned), then scores the held-out test homes while this process
+    scores the validation homes.
 
     Started with ``fork`` when this process runs a single thread (:func:`start_method`: the worker begins at once,
     sharing this process's imported modules instead of importing its own, ~220 MB and 1-2 s), else with ``spawn`` (a
@@ -559,19 +580,15 @@ def _learn_batched(
     """The warm start of models of the shipped shape: the examples of the training stream's two groups of homes
     (:func:`collect_part`; the second one in the worker when there is one), then every model learned on them
     (:func:`~devintel.models.consolidate.learn_examples`: the global model on all, each home-type model on its
-    type's; the home-type ones in the worker when there is one). The examples learned per model, and the homes."""
+    type's; with a worker, it learns the home-type models but the lightest, :func:`lightest_home_types`, which this
+    process learns after the global one). The examples learned per model, and the homes."""
     tick = _progress(config.samples, "warm start", say, every=1)
     first, collected = collect_part(config, 0, tick)
+    n_first = len(first)
     if worker is not None:
-        n_first = len(first)
         only_first = [first]
         del first
         rows, also = worker.rows(only_first)
-        # The first group's examples, as the joined rows hold them (the worker joins them to its own alike).
-        worker.learn(
-            ExampleRows(rows.names, rows.inputs[:n_first], rows.labels[:n_first], rows.groups[:n_first]),
-            set(HOME_TYPES),
-        )
     else:
         second, also = collect_part(config, 1, tick)
         parts = [first, second]
@@ -584,8 +601,15 @@ def _learn_batched(
             f"use more samples or days (a label resolves {config.horizon_days:g} days after its event)"
         )
     learned = {GLOBAL: len(rows)} | {name: int((rows.groups == name).sum()) for name in HOME_TYPES}
-    say(f"learning the models on the {len(rows):,} examples ({EPOCHS} shuffled passes)")
     names = {name for name in HOME_TYPES if learned[name] > 0}
+    here = lightest_home_types(learned) if worker is not None else names
+    if worker is not None:
+        # The first group's examples, as the joined rows hold them (the worker joins them to its own alike).
+        worker.learn(
+            ExampleRows(rows.names, rows.inputs[:n_first], rows.labels[:n_first], rows.groups[:n_first]),
+            set(HOME_TYPES) - here,
+        )
+    say(f"learning the models on the {len(rows):,} examples ({EPOCHS} shuffled passes)")
     learn_examples(
         models[GLOBAL],
         rows.names,
@@ -594,10 +618,8 @@ def _learn_batched(
         config.seed,
         _progress(EPOCHS, "learning", say, "passes", 1),
     )
-    if worker is None:
-        learn_home_types(models, rows, config.seed, names)
-    else:
-        pyplot()  # the report's plotting imported while the worker is still learning (it takes the longer)
+    learn_home_types(models, rows, config.seed, sorted(here & names))
+    if worker is not None:
         models.update(worker.trained())
     homes = collected.homes | also.homes
     return learned, len(homes)
