@@ -113,11 +113,10 @@ class BootstrapConfig:
     examples of half the training homes while this one collects the other half, learns most home-type models while
     this one learns the global model (and the lightest home types'), then generates and scores the held-out test
     homes while this one scores the validation homes and tunes the decision (the results are the same); 0 does all
-    of it here, as does a
-    bootstrap whose held-out streams are under :data:`MIN_WORKER_SAMPLES` events (a fresh interpreter costs more
-    than it saves). 0 by default because in a threaded process a worker is a fresh interpreter (``spawn``) that
-    imports the caller's main module: a script that calls :func:`bootstrap` with a worker from a threaded process
-    needs an ``if __name__ == "__main__"`` guard (:func:`start_method`)."""
+    of it here, as does a bootstrap whose held-out streams are under :data:`MIN_WORKER_SAMPLES` events (a fresh
+    interpreter costs more than it saves). 0 by default because in a threaded process a worker is a fresh
+    interpreter (``spawn``) that imports the caller's main module: a script that calls :func:`bootstrap` with a
+    worker from a threaded process needs an ``if __name__ == "__main__"`` guard (:func:`start_method`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,20 +154,6 @@ def failure_leads_h(
     return leads
 
 
-def pyplot() -> Any:
-    """matplotlib's ``pyplot`` drawing off screen (Agg), imported on first use (half a second), or None without
-    matplotlib. (Imported while the bootstrap's worker still learns, it raised the largest process's peak by 25 MB,
-    past 400 MB in one run of three: the examples are still held then.)"""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
 def plots(
     details: Mapping[str, Any],
     label: npt.NDArray[np.bool_],
@@ -179,8 +165,12 @@ def plots(
     horizon_s: float = 7 * 86_400.0,
 ) -> dict[str, bytes]:
     """The report's PNG plots by file name; empty without matplotlib."""
-    plt = pyplot()
-    if plt is None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:
         return {}
     out: dict[str, bytes] = {}
     order = np.argsort(-probability, kind="stable")
