@@ -50,3 +50,30 @@ def test_release_returns_freed_heap_to_the_system() -> None:
     memory.release()
     assert holding - _rss_mb() > 32
     del kept
+
+
+def _rss_freed_by_dropping(blocks: list[np.ndarray]) -> float:
+    """MB the process's resident set shrinks by when ``blocks`` (each followed by a small block kept meanwhile, so
+    that heap blocks are holes, not the heap's top) are freed."""
+    holding = _rss_mb()
+    blocks.clear()
+    return holding - _rss_mb()
+
+
+def _interleaved(count: int, size_mb: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    large, small = [], []
+    for _ in range(count):
+        large.append(np.ones(size_mb * 131_072))
+        small.append(np.ones(8_000))  # 64 KB, kept
+    return large, small
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_large_blocks_stay_on_the_heap_within_the_block_and_go_back_after() -> None:
+    assert memory.map_large_blocks()  # 2 MB blocks: each its own mapping, unmapped when freed
+    with memory.large_blocks_on_heap():
+        large, small = _interleaved(32, 2)
+        assert _rss_freed_by_dropping(large) < 32  # 64 MB of holes in the heap, kept for reuse
+        holding = _rss_mb()
+    assert holding - _rss_mb() > 32  # handed back on leaving the block
+    del small
