@@ -69,7 +69,7 @@ from devintel.models.heldout import ScoredStream, StreamTruth, score_batches
 from devintel.models.household import household_by_group, household_report
 from devintel.models.learners import default_model, model_inputs
 from devintel.models.live import GLOBAL, MODELS_DIR
-from devintel.models.memory import large_blocks_on_heap, map_large_blocks, release
+from devintel.models.memory import map_large_blocks, release
 from devintel.models.metrics import BinaryReport, binary_report, recall_by_group, rolling_history
 from devintel.models.online import Classifier, ExampleCollector, events, warm_start_batches
 from devintel.models.report import markdown_report, plots
@@ -550,7 +550,6 @@ def bootstrap(
 ) -> BootstrapResult:
     """Run the whole bootstrap (see the module docstring); return what it produced."""
     say = progress or (lambda message: logger.info("%s", message))
-    map_large_blocks()  # the phases' large arrays go back to the system when freed
     overlap = set(config.train_variants) & set(config.test_variants)
     if overlap:
         logger.warning("test variants %s are also trained on: the held-out figures are not leave-variant-out", overlap)
@@ -562,6 +561,10 @@ def bootstrap(
     finally:
         if worker is not None:
             worker.close()
+        # What this process does next (the daemon serving) keeps its large arrays off the heap, and starts from a
+        # trimmed one (memory.map_large_blocks).
+        map_large_blocks()
+        release()
 
 
 def batched(models: dict[str, Classifier]) -> bool:
@@ -701,17 +704,16 @@ def _bootstrap(
     models = {name: model for name, model in models.items() if name in thresholds}
     val_probability, _ = routed_scores(pd.DataFrame({"home_type": val_types}), val_scores, thresholds, router)
     say("tuning the alarm decision on the validation homes")
-    with large_blocks_on_heap():  # the grid's hundreds of 2.4 MB arrays, reused
-        tuned = tune_decision(
-            val.device,
-            val.ts,
-            val_probability,
-            val.failure_at,
-            horizon_s,
-            config.thresholds.max_false_alarms_per_100_device_days,
-            thresholds[GLOBAL],
-            val.visible,
-        )
+    tuned = tune_decision(
+        val.device,
+        val.ts,
+        val_probability,
+        val.failure_at,
+        horizon_s,
+        config.thresholds.max_false_alarms_per_100_device_days,
+        thresholds[GLOBAL],
+        val.visible,
+    )
     # The validation homes' flags by the vectorised rule the tuning used (equal to the event-by-event one); the
     # test homes' below come from the code the live daemon runs.
     by_device = np.lexsort((val.ts, val.device))

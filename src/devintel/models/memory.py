@@ -8,12 +8,13 @@ The next phase's peak then sits on top of that. :func:`release` collects garbage
 glibc, asks it to return its free heap (``malloc_trim(0)``; a few milliseconds). Elsewhere (musl, macOS) it only
 collects garbage.
 
-:func:`map_large_blocks`, called when a bootstrap starts, keeps blocks of 1 MB and more out of the heap for good, so
-a phase's large arrays go back as soon as they are freed: the largest process peaked 10-15 MB lower with it, and a
-daemon that bootstrapped and then served its simulated home held ~355 MB instead of ~420 MB (without it glibc raises
-its threshold as mapped blocks are freed, after which arrays of up to 32 MB stay on the heap). The decision tuning
-allocates hundreds of 2.4 MB arrays in a row; each a fresh mapping with its page faults, it took 4.6 s instead of
-1.7 s, so it runs inside :func:`large_blocks_on_heap`.
+glibc maps a block of 128 KB or more on its own, and raises that threshold (up to 32 MB) each time such a block is
+freed: the bootstrap runs with that, as its many large arrays are then reused from the heap. Fixing the threshold
+at 1 MB for the whole bootstrap made it ~10 % slower (each of the decision tuning's hundreds of 2.4 MB arrays a
+fresh mapping with its page faults: the tuning took 4.6 s instead of 1.7 s) for 10-15 MB less at its peak. But a
+daemon that bootstrapped and then served its simulated home held ~420 MB with the raised threshold against ~350
+MB with 1 MB (its live arrays then stay on a fragmented heap), so :func:`map_large_blocks` fixes the threshold at
+1 MB when a bootstrap ends, for what the process does next.
 """
 
 from __future__ import annotations
@@ -21,16 +22,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import cache
 
 #: glibc's ``mallopt`` parameter for the size from which a block is its own mapping (``M_MMAP_THRESHOLD``).
 _M_MMAP_THRESHOLD = -3
 #: Blocks from this size on are mapped on their own, and unmapped (returned) as soon as they are freed.
 MMAP_THRESHOLD = 1 << 20
-#: The threshold inside :func:`large_blocks_on_heap`.
-HEAP_THRESHOLD = 32 << 20
 
 
 @cache
@@ -60,21 +58,8 @@ def map_large_blocks() -> bool:
 
     By default glibc raises that threshold each time a mapped block is freed (up to 32 MB), after which the arrays of
     one batch land on the heap and stay there; with a fixed threshold they go back to the system when freed.
-    Called once when a bootstrap starts (a worker forked from it inherits it)."""
+    Called when a bootstrap ends (see the module docstring)."""
     return _set_mmap_threshold(MMAP_THRESHOLD)
-
-
-@contextmanager
-def large_blocks_on_heap() -> Iterator[None]:
-    """Within the block, blocks up to :data:`HEAP_THRESHOLD` come from the heap and are reused when freed (for work
-    that allocates many large arrays in a row); then :data:`MMAP_THRESHOLD` again, and the freed heap returned
-    (:func:`release`)."""
-    _set_mmap_threshold(HEAP_THRESHOLD)
-    try:
-        yield
-    finally:
-        _set_mmap_threshold(MMAP_THRESHOLD)
-        release()
 
 
 @cache
