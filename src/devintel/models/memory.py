@@ -43,23 +43,19 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def _set_mmap_threshold(size: int) -> bool:
-    libc = _libc()
-    if libc is None:
-        return False
-    try:
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, size))
-    except AttributeError:
-        return False
-
-
 def map_large_blocks() -> bool:
     """Have glibc map every block of :data:`MMAP_THRESHOLD` or more on its own, for good (whether it could).
 
     By default glibc raises that threshold each time a mapped block is freed (up to 32 MB), after which the arrays of
     one batch land on the heap and stay there; with a fixed threshold they go back to the system when freed.
     Called when a bootstrap ends (see the module docstring)."""
-    return _set_mmap_threshold(MMAP_THRESHOLD)
+    libc = _libc()
+    if libc is None:
+        return False
+    try:
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except AttributeError:
+        return False
 
 
 @cache

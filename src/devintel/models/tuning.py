@@ -36,7 +36,7 @@ HOLD_ON_S: Final = (0.0, 6 * HOUR_S, 12 * HOUR_S, 24 * HOUR_S)
 MIN_EVENTS: Final = (1, 2, 3)
 HOLD_OFF_S: Final = (12 * HOUR_S, 48 * HOUR_S)
 #: Threads the grid is scored in: numpy lets go of the GIL for the array work, so two threads score the default
-#: bootstrap's validation homes in 1.1 s instead of 1.8 s on two cores.
+#: bootstrap's validation homes in 1.3-1.5 s instead of 1.7-1.8 s on two cores.
 THREADS: Final = 2
 
 
