@@ -176,3 +176,38 @@ async def test_refresh_serves_a_passing_bootstrap_and_keeps_serving_after_a_fail
     passed = await runtime.api.refresh()
     assert passed["passed"] is True
     assert runtime.api.model_version() == passed["version"] == store.current_version() != serving
+
+
+async def test_a_broker_that_never_answers_the_connection_is_retried_after_the_connect_timeout() -> None:
+    """A connection the broker accepts but never answers (or drops before its CONNACK, which aiomqtt does not
+    report) costs an attempt ``connect_timeout_s``, not the 10 s operation timeout, before the next one."""
+    attempts: list[float] = []
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        attempts.append(time.monotonic())
+        held.append(writer)  # open and silent: no CONNACK ever comes
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = MqttSettings(
+        host="127.0.0.1", port=port, client_id="devintel-silent", connect_timeout_s=0.3, reconnect_max_s=0.1
+    )
+    counters = Counters()
+    inbox: asyncio.Queue[Received] = asyncio.Queue()
+    session = MqttSession(settings, Topics("silent"), ["silent/events/+"], inbox, Outbox(10, counters), counters)
+    stop = asyncio.Event()
+    task = asyncio.create_task(session.run(stop))
+    try:
+        deadline = time.monotonic() + 10.0
+        while len(attempts) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        for writer in held:
+            writer.close()
+        server.close()
+    assert len(attempts) >= 3, f"{len(attempts)} connection attempts in 10 s"
+    assert not session.state.connected
+    assert "timed out" in (session.state.last_error or ""), session.state.last_error

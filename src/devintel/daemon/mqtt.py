@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 BACKOFF_START_S = 0.5
 #: Seconds the receive loop may take to end by itself when the connection fails on the sending side.
 RECEIVER_GRACE_S = 5.0
+#: Seconds a subscribe or a QoS 1 publish may wait for the broker's acknowledgement (aiomqtt's ``timeout`` once
+#: connected; the connection attempt itself waits ``mqtt.connect_timeout_s``).
+OPERATION_TIMEOUT_S = 10.0
 #: QoS 1 messages published and not yet acknowledged, at most.
 MAX_IN_FLIGHT = 64
 #: CONNACK codes of a refused login: MQTT 3.1.1's 4 and 5, MQTT 5's 134 (bad user name or password), 135 (not
@@ -136,7 +139,7 @@ class MqttSession:
             self.settings.client_id,
             clean_session=False,
             will=aiomqtt.Will(self.topics.status, b"offline", qos=1, retain=True),
-            timeout=10.0,
+            timeout=OPERATION_TIMEOUT_S,
             # Predictions are small messages: without TCP_NODELAY, Nagle's algorithm and delayed ACKs add
             # tens of milliseconds to each (measured in bench/bench_live.py).
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
@@ -154,7 +157,11 @@ class MqttSession:
         reusable.pending_calls_threshold = 2 * MAX_IN_FLIGHT
         while not stop.is_set():
             try:
+                # A connection the broker drops before its CONNACK is not reported by aiomqtt: the attempt waits
+                # out the client's timeout. Connect under the shorter connect timeout, then operate under the longer.
+                reusable.timeout = self.settings.connect_timeout_s
                 async with reusable as client:
+                    client.timeout = OPERATION_TIMEOUT_S
                     self._client = client
                     await self._on_connect(client)
                     attempt = 0

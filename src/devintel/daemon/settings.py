@@ -74,6 +74,11 @@ class MqttSettings(BaseModel):
     reconnect_max_s: float = Field(
         5.0, gt=0.0, description="longest wait between reconnection attempts, seconds (back within this of the broker)"
     )
+    connect_timeout_s: float = Field(
+        3.0,
+        gt=0.0,
+        description="longest wait for the broker's answer (CONNACK) to a connection attempt, seconds, before retrying",
+    )
 
     def model_post_init(self, context: Any, /) -> None:
         """Check what field constraints cannot express: a CA file needs TLS, a password needs a user name."""
