@@ -51,6 +51,8 @@ async def test_learning_is_shed_before_prediction_when_the_queue_is_deep(small_s
     assert learner.shed == 10  # the 10 positives resolved by the feedback were not learned
     assert learner.learned == 0
     assert runtime.handler.report()["labels"]["shed_learning"] == 10  # type: ignore[index]
+    assert runtime.busy_s > 0.0  # the worker's time in the handler, reported for saturation
+    assert runtime.health()["queue"]["busy_s"] == round(runtime.busy_s, 3)
 
 
 async def test_a_full_queue_drops_and_counts_without_blocking_the_receive_loop(mqtt_broker: Broker) -> None:

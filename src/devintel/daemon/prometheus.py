@@ -65,6 +65,13 @@ def prometheus_text(report: Mapping[str, object]) -> str:
     queue = report.get("queue")
     depth = queue.get("depth") if isinstance(queue, Mapping) else 0
     metric("queue_depth", "gauge", "messages waiting for the processing worker", [("", _number(depth))])
+    busy = queue.get("busy_s") if isinstance(queue, Mapping) else 0
+    metric(
+        "handler_busy_seconds_total",
+        "counter",
+        "seconds the processing worker spent handling messages (its rate: the share of a core it uses)",
+        [("", _number(busy))],
+    )
     rolling = report.get("rolling")
     if isinstance(rolling, Mapping):
         samples = [(f'{{metric="{_escape(str(k))}"}}', _number(v)) for k, v in sorted(rolling.items())]

@@ -105,6 +105,10 @@ class Runtime:
         self.exit_after_simulation = exit_after_simulation
         self.notifier = notifier or SystemdNotifier()
         self.started = time.monotonic()
+        self.busy_s = 0.0
+        """Seconds the worker spent handling messages (the models' work on each event and what it produces): over
+        the uptime, the share of a core the handler uses; the rest of a saturated daemon's time is MQTT and
+        asyncio."""
         self.status = "starting"
         self.stop = asyncio.Event()
         """Set by a signal (or the end of a simulation with ``--exit-after-simulation``): begin the shutdown."""
@@ -227,7 +231,11 @@ class Runtime:
             try:
                 learner = self.handler.live.learner  # replaced on reload and refresh
                 learner.learn = self.inbox.qsize() < shed_at
-                handled = self.handler.handle(item.topic, item.payload, item.received)
+                began = time.perf_counter()
+                try:
+                    handled = self.handler.handle(item.topic, item.payload, item.received)
+                finally:
+                    self.busy_s += time.perf_counter() - began
                 for message in handled.messages:
                     self.publish(message)
                 for command in handled.commands:
@@ -286,7 +294,12 @@ class Runtime:
                 "last_error": self.session.state.last_error,
             },
             **({"homeassistant": asdict(self.homeassistant.state)} if self.homeassistant is not None else {}),
-            "queue": {"depth": self.inbox.qsize(), "capacity": self.inbox.maxsize, "outbox": self.outbox.qsize()},
+            "queue": {
+                "depth": self.inbox.qsize(),
+                "capacity": self.inbox.maxsize,
+                "outbox": self.outbox.qsize(),
+                "busy_s": round(self.busy_s, 3),
+            },
             "snapshot": self.models_service.health(),
             **self.handler.report(),
         }
