@@ -31,7 +31,7 @@ from dockerfile_parsing import (
 )
 from harness.broker import free_port
 
-#: A venv built and a toy snapshot baked as the Dockerfile does (about 80 s in all): scripts/check-image runs these,
+#: A venv built and a toy snapshot baked as the Dockerfile does (about 80 s in all): scripts/check-long runs these,
 #: as their own CI step; scripts/test deselects them.
 pytestmark = pytest.mark.image
 

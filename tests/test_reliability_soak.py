@@ -41,6 +41,7 @@ from pathlib import Path
 import aiomqtt
 import orjson
 import pandas as pd
+import pytest
 
 from devintel.daemon.from_settings import build_handler
 from devintel.daemon.replay import replay
@@ -53,6 +54,10 @@ from devintel.models.online import events
 from devintel.models.snapshots import SnapshotStore
 from harness.broker import Broker
 from harness.daemon_env import daemon_env
+
+#: Weeks of events (about 40 s in all): scripts/check-long runs these, as their own CI step; scripts/test deselects
+#: them.
+pytestmark = pytest.mark.soak
 
 DAY = 86_400.0
 SOAK_DAYS = 30
