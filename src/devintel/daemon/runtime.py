@@ -232,10 +232,8 @@ class Runtime:
                 learner = self.handler.live.learner  # replaced on reload and refresh
                 learner.learn = self.inbox.qsize() < shed_at
                 began = time.perf_counter()
-                try:
-                    handled = self.handler.handle(item.topic, item.payload, item.received)
-                finally:
-                    self.busy_s += time.perf_counter() - began
+                handled = self.handler.handle(item.topic, item.payload, item.received)
+                self.busy_s += time.perf_counter() - began
                 for message in handled.messages:
                     self.publish(message)
                 for command in handled.commands:
