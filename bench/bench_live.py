@@ -67,7 +67,7 @@ LATENCY_RATES = ((200, 1_000), (1_000, 3_000))
 SHIPPED_PUBLISH_INTERVAL_S = 300.0
 #: Stream seconds between a device's events in the drains: an hour (each event then outlasts the shipped publish
 #: interval, so every event publishes), and a minute in one more drain of this tree at the shipped interval (a device
-#: that reports every minute, as a plug or a chatty sensor does: about one event in five publishes).
+#: that reports every minute, as a plug or a chatty sensor does: at least one event in five publishes).
 HOURLY_S, MINUTELY_S = 3600.0, 60.0
 
 
@@ -195,7 +195,7 @@ def handler_alone(model_dir: Path, spec: Path, n: int, devices: int, repeat: int
 
     synthetic = json.loads(spec.read_text())
     rows = [synthetic[d % len(synthetic)] for d in range(devices)]
-    interval, step = 3600.0, 3600.0 / devices
+    interval, step = HOURLY_S, HOURLY_S / devices
     start_ts = time.time() - 3600.0 - (n // devices + 1) * interval
     messages = [
         (

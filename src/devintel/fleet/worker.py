@@ -94,7 +94,7 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self.handed_back: dict[int, float] = {}
         """Partition -> monotonic time until which this worker leaves it to the others."""
-        self.ended_restarts: Counter[int] = Counter()
+        self._ended_restarts: Counter[int] = Counter()
         """Partition -> consumer restarts of this worker's runners of it that have ended (a failed one included)."""
         self._done = asyncio.Event()
 
@@ -102,7 +102,7 @@ class Worker:
         """How often this worker's runners of ``partition`` started its consumer again, the ended ones included:
         a runner may fail while it restarts (the cluster did not answer in time), and its successor resumes."""
         runner = self.runners.get(partition)
-        return self.ended_restarts[partition] + (runner.consumer_restarts if runner else 0)
+        return self._ended_restarts[partition] + (runner.consumer_restarts if runner else 0)
 
     def current_models(self) -> ModelSet:
         """The model version the worker serves now."""
@@ -161,7 +161,7 @@ class Worker:
             task = self.tasks[partition]
             if task.done():
                 del self.runners[partition], self.tasks[partition]
-                self.ended_restarts[partition] += runner.consumer_restarts
+                self._ended_restarts[partition] += runner.consumer_restarts
                 if runner.lost:
                     leases.forget(partition_lease(partition))
                 else:
