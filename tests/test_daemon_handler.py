@@ -84,6 +84,51 @@ def test_unchanged_predictions_are_republished_only_after_the_interval(small_sna
     assert len(published) >= 30 * 60 // 600
 
 
+def _received_at(message: tuple[str, bytes, float], received: float) -> tuple[str, bytes, float]:
+    topic, payload, _ = message
+    return topic, payload, received
+
+
+def _latest_predictions(messages: list[Outgoing]) -> dict[str, bytes]:
+    return {m.topic: m.payload for m in messages if m.topic.startswith("devintel/predictions/")}
+
+
+def test_catching_up_on_a_backlog_publishes_each_devices_latest_prediction(small_snapshot: Path) -> None:
+    """While catching up, a device's prediction goes out at most once a second of receipt time; the release then
+    publishes each device's latest, exactly as a handler that published every one would have published it last."""
+    live = {"publish_interval_s": 0.0, "backlog_publish_interval_s": 1.0}
+    catching_up, every = _handler(small_snapshot, live=live), _handler(small_snapshot, live=live)
+    catching_up.catching_up = True
+    devices = ("a", "b", "c")
+    published: list[Outgoing] = []
+    expected: dict[str, bytes] = {}
+    for i in range(300):  # 300 events over 3 s of receipt, 100 for each device a minute apart in event time
+        message = _received_at(_event(devices[i % 3], T0 + 60 * i, battery_level=80.0 - i / 10), T0 + 3600 + i / 100)
+        published += [m for m in catching_up.handle(*message).messages if "predictions" in m.topic]
+        expected.update(_latest_predictions(every.handle(*message).messages))
+    per_device = {d: sum(1 for m in published if m.topic.endswith(f"/{d}")) for d in devices}
+    assert all(1 <= count <= 4 for count in per_device.values()), per_device  # the first, then once a second
+    assert catching_up.counters.held_publish == 300 - len(published)
+    assert catching_up.holding
+    released = catching_up.release_held().messages
+    assert _latest_predictions(released) == expected  # the latest of each, reasons and all
+    assert len(released) == 3
+    assert catching_up.counters.published == len(published) + 3
+    assert not catching_up.holding
+    assert catching_up.release_held().messages == []
+
+
+def test_a_held_prediction_of_a_device_forgotten_since_is_not_released(small_snapshot: Path) -> None:
+    handler = _handler(small_snapshot, live={"publish_interval_s": 0.0, "max_devices": 2})
+    handler.catching_up = True
+    for k, device in enumerate(["a", "b", "a", "b"]):  # the first of each published, the second held
+        handler.handle(*_received_at(_event(device, T0 + 60 * k), T0 + 3600 + k / 10))
+    assert handler.counters.held_publish == 2
+    out = handler.handle(*_received_at(_event("c", T0 + 300), T0 + 3601))  # over the cap: "a" is evicted
+    assert "devintel/predictions/a" in {m.topic for m in out.messages if m.payload == b""}  # its state removed
+    assert _topics(handler.release_held().messages) == ["devintel/predictions/b"]
+
+
 BAD_MESSAGES = [
     ("devintel/events/x", b"{not json", "malformed_json"),
     ("devintel/events/x", b"[1, 2]", "wrong_type"),

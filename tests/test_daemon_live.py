@@ -157,6 +157,55 @@ async def test_broker_restart_mid_stream_loses_no_qos1_message(
             daemon.communicate()
 
 
+async def test_a_backlog_publishes_each_devices_latest_prediction_not_every_stale_one(
+    mqtt_broker: Broker, topic_namespace: str, small_snapshot: Path
+) -> None:
+    """Events queued at the broker while the daemon was away: it catches up, and Home Assistant gets each device's
+    latest prediction, not one per queued event (``live.backlog_publish_interval_s``, here so long that after each
+    device's first prediction nothing more is published before the backlog is handled: so the release at its end
+    is what publishes the latest)."""
+    ns = topic_namespace
+    env = daemon_env(
+        small_snapshot,
+        ns,
+        mqtt_broker,
+        DEVINTEL_LIVE__PUBLISH_INTERVAL_S="0",
+        DEVINTEL_LIVE__BACKLOG_PUBLISH_INTERVAL_S="60",
+    )
+    devices, per_device = ("a", "b", "c", "d"), 250
+    n = len(devices) * per_device
+    start = time.time() - 86_400
+    last_ts = {device: start + (per_device - 1) * 60 + k for k, device in enumerate(devices)}
+    daemon = _start(env)  # the first run makes the daemon's persistent session
+    try:
+        async with collect(_watcher(mqtt_broker), f"{ns}/status") as seen:
+            await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
+            code, err = _stop(daemon)
+            assert code == 0, err[-3000:]
+            await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"stopped", "status stopped")
+        async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub-{ns}") as pub:
+            for i in range(per_device):
+                for k, device in enumerate(devices):
+                    await pub.publish(f"{ns}/events/{device}", leak_event(start + i * 60 + k, i), qos=1)
+        async with collect(_watcher(mqtt_broker), f"{ns}/#") as seen:
+            daemon = _start(env)
+            await seen.wait_for(lambda: seen.counters(ns).get("events") == n, f"{n} events handled")
+
+            def latest() -> dict[str, float]:
+                return {p["device_id"]: p["ts"] for p in seen.predictions(ns)}
+
+            await seen.wait_for(lambda: latest() == last_ts, "each device's latest prediction")
+            published = seen.predictions(ns)
+            assert len(published) < n / 2, f"{len(published)} predictions for {n} events: the backlog was not merged"
+            assert seen.counters(ns)["held_publish"] >= n - len(published)
+        code, err = _stop(daemon)
+        assert code == 0, err[-3000:]
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+
+
 async def test_replay_and_live_give_the_same_predictions(
     mqtt_broker: Broker, topic_namespace: str, small_snapshot: Path, tmp_path: Path
 ) -> None:
@@ -178,7 +227,8 @@ async def test_replay_and_live_give_the_same_predictions(
         else:
             target.write_bytes(child.read_bytes())
 
-    daemon = _start(daemon_env(small_snapshot, ns, mqtt_broker))
+    # Every prediction is compared, so none may be held while the daemon catches up.
+    daemon = _start(daemon_env(small_snapshot, ns, mqtt_broker, DEVINTEL_LIVE__BACKLOG_PUBLISH_INTERVAL_S="0"))
     try:
         async with collect(_watcher(mqtt_broker), f"{ns}/#") as seen:
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")

@@ -91,6 +91,7 @@ def handler_options(settings: Settings) -> HandlerOptions:
         discovery=settings.ha.discovery,
         remove_gone=settings.ha.remove_gone,
         publish_interval_s=settings.live.publish_interval_s,
+        backlog_publish_interval_s=settings.live.backlog_publish_interval_s,
         retention_s=settings.live.retention_days * DAY_S,
         max_devices=settings.live.max_devices,
         origin=origin(settings),

@@ -266,6 +266,12 @@ class MqttSession:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
 
+    def received_waiting(self) -> int:
+        """Messages the client received from the broker (and acknowledged) that the receive loop has not yet taken
+        (aiomqtt's queue, ahead of the processing queue: where a backlog waits); 0 when not connected."""
+        client = self._client
+        return len(client.messages) if client is not None else 0
+
     async def _publish(self, client: aiomqtt.Client, message: Outgoing) -> None:
         try:
             await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)

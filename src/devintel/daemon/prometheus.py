@@ -14,6 +14,7 @@ _COUNTERS: Final[tuple[tuple[str, str], ...]] = (
     ("shed_events", "messages dropped because the processing queue was full"),
     ("shed_publish", "messages not published because the outbox was full"),
     ("superseded_publish", "retained messages replaced unsent by a newer one for the same topic"),
+    ("held_publish", "predictions not published while catching up on a backlog (each device's latest was)"),
     ("evicted", "devices evicted"),
     ("drift_alerts", "drifts of the live error rate detected"),
 )

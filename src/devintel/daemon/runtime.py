@@ -6,7 +6,9 @@ Tasks (all in one ``asyncio.TaskGroup``):
   publish from the outbox, reconnect with capped randomised backoff;
 - ``worker``: the processing worker: takes messages off the queue, runs the handler, queues what to publish;
   when the queue is more than ``live.shed_learning_at`` full, labels that resolve are scored but not learned
-  (learning is shed before prediction, and counted);
+  (learning is shed before prediction, and counted); while a backlog waits (:data:`BACKLOG_MESSAGES` received and
+  not yet handled), the handler is *catching up*: a device's prediction is published at most once per
+  ``live.backlog_publish_interval_s``, and each device's latest once the backlog is handled;
 - ``health``: the retained health message every ``live.health_interval_s``;
 - ``snapshots``: a snapshot every ``snapshot.interval_s`` when the models learned something since the last;
 - ``http``: the loopback HTTP API (uvicorn in this loop) over :class:`~devintel.daemon.api.ApiFacade`, unless
@@ -59,6 +61,10 @@ logger = logging.getLogger(__name__)
 
 #: Messages the worker handles in a row before it lets the other tasks run (the receive loop among them).
 WORKER_BATCH = 32
+#: Received messages waiting to be handled (aiomqtt's queue and the processing queue) from which the daemon is
+#: catching up on a backlog (:attr:`~devintel.ingest.handler.Handler.catching_up`). Draining a backlog the broker
+#: kept, thousands wait; a paced load the daemon keeps up with leaves a few at a time (``bench/bench_live.py``).
+BACKLOG_MESSAGES = 100
 
 
 class Runtime:
@@ -231,6 +237,8 @@ class Runtime:
             try:
                 learner = self.handler.live.learner  # replaced on reload and refresh
                 learner.learn = self.inbox.qsize() < shed_at
+                behind = self.session.received_waiting() + self.inbox.qsize() >= BACKLOG_MESSAGES
+                self.handler.catching_up = behind
                 began = time.perf_counter()
                 handled = self.handler.handle(item.topic, item.payload, item.received)
                 self.busy_s += time.perf_counter() - began
@@ -238,6 +246,8 @@ class Runtime:
                     self.publish(message)
                 for command in handled.commands:
                     self._run_command(command)
+                if not behind:
+                    self._release_held()
             except Exception:
                 logger.exception("handling a message on %s failed; it is dropped", item.topic[:200])
             finally:
@@ -246,6 +256,13 @@ class Runtime:
             if handled_in_a_row >= WORKER_BATCH or self.inbox.empty():
                 handled_in_a_row = 0
                 await asyncio.sleep(0)  # let the receive and send loops run
+
+    def _release_held(self) -> None:
+        """Publish each device's latest prediction held while catching up on a backlog."""
+        if self.handler.holding:
+            self.handler.catching_up = False
+            for message in self.handler.release_held().messages:
+                self.publish(message)
 
     def publish(self, message: Outgoing) -> None:
         """Queue a message for the broker; when the outbox is full it is dropped and counted."""
@@ -295,6 +312,7 @@ class Runtime:
             "queue": {
                 "depth": self.inbox.qsize(),
                 "capacity": self.inbox.maxsize,
+                "received": self.session.received_waiting(),
                 "outbox": self.outbox.qsize(),
                 "busy_s": round(self.busy_s, 3),
             },
@@ -367,6 +385,7 @@ class Runtime:
             await asyncio.wait_for(self.inbox.join(), timeout)
         except TimeoutError:
             logger.warning("shutdown: %d queued messages not handled within %.0f s", self.inbox.qsize(), timeout)
+        self._release_held()
         try:
             await asyncio.wait_for(self.models_service.snapshot(), timeout)
         except (OSError, TimeoutError) as error:

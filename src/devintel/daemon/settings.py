@@ -188,6 +188,12 @@ class LiveSettings(BaseModel):
     publish_interval_s: float = Field(
         300.0, ge=0.0, description="a device's unchanged prediction is republished at most this often (stream s)"
     )
+    backlog_publish_interval_s: float = Field(
+        1.0,
+        ge=0.0,
+        description="while catching up on a backlog (100 or more received messages waiting), a device's prediction is "
+        "published at most this often (wall s), and its latest once the backlog is handled; 0: as without a backlog",
+    )
     health_interval_s: float = Field(60.0, gt=0.0, description="seconds between health messages")
     label_interval_s: float = Field(
         3600.0, ge=0.0, description="a device's events wait for a label at most once per this much stream time"

@@ -41,6 +41,10 @@ class Counters:
     superseded_publish: int = 0
     """Retained messages not published because a newer one for the same topic replaced them while they waited
     (the daemon catching up on a backlog faster than the broker takes its output)."""
+    held_publish: int = 0
+    """Predictions not published while the daemon caught up on a backlog, because the device's prediction was published
+    less than ``live.backlog_publish_interval_s`` before (each device's latest is published once the backlog is
+    handled)."""
     evicted: int = 0
     """Devices evicted (silent past retention, or over the device cap)."""
     drift_alerts: int = 0
@@ -67,6 +71,7 @@ class Counters:
             "shed_events": self.shed_events,
             "shed_publish": self.shed_publish,
             "superseded_publish": self.superseded_publish,
+            "held_publish": self.held_publish,
             "evicted": self.evicted,
             "drift_alerts": self.drift_alerts,
         }

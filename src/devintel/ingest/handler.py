@@ -81,6 +81,9 @@ class HandlerOptions:
     discovery: bool = True
     remove_gone: bool = True
     publish_interval_s: float = 300.0
+    backlog_publish_interval_s: float = 1.0
+    """While :attr:`Handler.catching_up`, a device's prediction is published at most once per this many seconds of
+    receipt time; its latest is published by :meth:`Handler.release_held` (0: as without a backlog)."""
     retention_s: float = 30 * 86_400.0
     max_devices: int = 10_000
     tick_interval_s: float = 300.0
@@ -107,6 +110,10 @@ class DeviceRecord:
     prediction: Prediction | None = None
     published: tuple[str, bool, float] | None = None
     """(risk level, needs attention, event time) of the last prediction published."""
+    published_at: float = float("-inf")
+    """When (receipt time) the last prediction was published."""
+    held: bool = False
+    """Its latest prediction is due but was held while catching up on a backlog (:meth:`Handler.release_held`)."""
     discovered: bool = False
     recent: array[int] = field(default_factory=lambda: array("q"))
     """Fingerprints (a hash of the event time and the event) of the device's latest :data:`RECENT_EVENTS` events, to
@@ -155,6 +162,12 @@ class Handler:
         self._last_tick: dict[str, float] = {}
         """Each source's clock at its last check of the evidence and of retention."""
         self._received = float("-inf")
+        self.catching_up = False
+        """Set by the daemon while a backlog of received messages waits to be handled: a device's due prediction is
+        then published at most once per ``backlog_publish_interval_s``, and the others are held (Home Assistant
+        wants each device's latest state, not every stale one before it); :meth:`release_held` publishes the latest
+        of each once the backlog is handled. Replay and the fleet never set it."""
+        self._held: set[str] = set()
         self._bad_input = RateLimitedLog(logger)
         self._drift_log = RateLimitedLog(logger, interval_s=600.0)
 
@@ -275,19 +288,14 @@ class Handler:
         if self.options.discovery and not record.discovered:
             out.messages += self._discovery_of(device_id, record)
         if self._due(record, prediction):
+            # Its reasons now, while the live models still hold this event's features.
             prediction = record.prediction = self.live.explain(prediction)
-            if prediction.needs_attention and (record.published is None or not record.published[1]):
-                logger.info(
-                    "%s needs attention: failure probability %.2f (%s), model %s, signals: %s",
-                    device_id,
-                    prediction.failure_probability,
-                    prediction.risk_level,
-                    prediction.model,
-                    ", ".join(prediction.reasons) or "-",
-                )
-            out.messages.append(prediction_message(self.topics, prediction))
-            record.published = (prediction.risk_level, prediction.needs_attention, prediction.ts)
-            self.counters.published += 1
+            if self.catching_up and self._received - record.published_at < self.options.backlog_publish_interval_s:
+                record.held = True
+                self._held.add(device_id)
+                self.counters.held_publish += 1
+            else:
+                self._publish(device_id, record, prediction, out)
         drifts = len(self.live.learner.drifts)
         if drifts != self._drifts_seen:
             self._drifts_seen = drifts
@@ -299,6 +307,39 @@ class Handler:
                 self.last_drift or 0.0,
                 self.live.learner.rolling.get(),
             )
+
+    def _publish(self, device_id: str, record: DeviceRecord, prediction: Prediction, out: Handled) -> None:
+        """Publish ``prediction``, the device's latest (and log an alarm it raises)."""
+        if prediction.needs_attention and (record.published is None or not record.published[1]):
+            logger.info(
+                "%s needs attention: failure probability %.2f (%s), model %s, signals: %s",
+                device_id,
+                prediction.failure_probability,
+                prediction.risk_level,
+                prediction.model,
+                ", ".join(prediction.reasons) or "-",
+            )
+        out.messages.append(prediction_message(self.topics, prediction))
+        record.published = (prediction.risk_level, prediction.needs_attention, prediction.ts)
+        record.published_at = self._received
+        record.held = False
+        self.counters.published += 1
+
+    @property
+    def holding(self) -> bool:
+        """Whether predictions wait for :meth:`release_held`."""
+        return bool(self._held)
+
+    def release_held(self) -> Handled:
+        """The latest prediction of every device whose prediction was held while catching up on a backlog (those of
+        devices forgotten since are not published: their entities may have been removed)."""
+        out = Handled()
+        for device_id in self._held:
+            record = self.devices.get(device_id)
+            if record is not None and record.held and record.prediction is not None:
+                self._publish(device_id, record, record.prediction, out)
+        self._held.clear()
+        return out
 
     def _feedback(self, item: Feedback, out: Handled) -> None:
         """A person's word: a failure is evidence; ``replaced`` and ``repaired`` clear the device's alarm, and the
@@ -316,9 +357,7 @@ class Handler:
             and prediction.needs_attention
         ):
             record.prediction = prediction = replace(prediction, needs_attention=False)
-            out.messages.append(prediction_message(self.topics, prediction))
-            record.published = (prediction.risk_level, False, prediction.ts)
-            self.counters.published += 1
+            self._publish(item.device_id, record, prediction, out)
 
     def _record(self, device_id: str, ts: float, out: Handled) -> DeviceRecord:
         device = self._table().heard(device_id)
