@@ -26,6 +26,18 @@ def test_valid_rejects_junk() -> None:
     assert valid("value", True) == 1.0  # a 0/1 state may arrive as a bool
 
 
+def test_the_extractor_reads_every_kind_of_value_as_valid_does() -> None:
+    """The extractor's fast path (a float in range) and ``valid`` agree: each raw value gives the features of the
+    event holding ``valid``'s reading of it (none, when it rejects it)."""
+    for raw in (80.0, 80, "80.0", 100.0, 0.0, 255.0, -1.0, float("nan"), float("inf"), True, None):
+        as_sent, as_valid = FeatureExtractor(), FeatureExtractor()
+        for fx in (as_sent, as_valid):
+            fx.update(_event(0.0, battery_level=60.0))
+        reading = valid("battery_level", raw)
+        expected = as_valid.update(_event(HOUR, **({} if reading is None else {"battery_level": reading})))
+        assert as_sent.update(_event(HOUR, battery_level=raw)) == expected, raw
+
+
 def test_out_of_range_values_do_not_move_the_features() -> None:
     fx = FeatureExtractor()
     fx.update(_event(0.0, battery_level=80))

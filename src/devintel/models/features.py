@@ -356,6 +356,7 @@ class FeatureExtractor:
                 _SIGNALS + k * SIGNAL_SLOTS,
                 (_SIGNALS + k * SIGNAL_SLOTS) * _FRESH.itemsize,
                 name,
+                *VALID_RANGES[name],
                 tuple(
                     (name + suffix) if wanted(name + suffix) and (suffix != "_peak" or name in PEAKED) else None
                     for suffix in SIGNAL_SUFFIXES
@@ -416,8 +417,10 @@ class FeatureExtractor:
         if want_ewm:
             out["gap_ewm"] = state[_GAP_EWM]
 
-        for at, offset, name, keys in self._signals:
-            x = valid(name, event.get(name))
+        for at, offset, name, lo, hi, keys in self._signals:
+            x = event.get(name)
+            if x.__class__ is not float or not lo <= x <= hi:
+                x = valid(name, x)  # the fast path above takes a float in range (not NaN), as valid() does
             if x is not None:
                 if name == "response_time":
                     x = math.log1p(x)

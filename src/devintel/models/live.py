@@ -307,7 +307,9 @@ class LiveModels:
         return self._prediction(device_id, ts, name, scored.probability, scored.alarm, features if explain else None)
 
     def explain(self, prediction: Prediction) -> Prediction:
-        """``prediction`` with its reasons, when it is the latest observed event's (else unchanged)."""
+        """``prediction`` with its reasons, when it is the latest observed event's and names them (else unchanged)."""
+        if not _explained(prediction.needs_attention, prediction.failure_probability):
+            return prediction  # no reasons to name: the same prediction
         device_id, ts, features = self._latest
         if prediction.reasons or (device_id, ts) != (prediction.device_id, prediction.ts):
             return prediction
@@ -334,7 +336,7 @@ class LiveModels:
     def _prediction(
         self, device_id: str, ts: float, name: str, probability: float, attention: bool, features: Features | None
     ) -> Prediction:
-        explain = features is not None and (attention or probability >= EXPLAINED_FROM)
+        explain = features is not None and _explained(attention, probability)
         return Prediction(
             device_id=device_id,
             ts=ts,
@@ -472,6 +474,11 @@ class LiveModels:
     def alarm_quality(self) -> dict[str, float | int]:
         """The live household measures from resolved labels (:class:`~devintel.models.household.EpisodeLedger`)."""
         return self.ledger.report()
+
+
+def _explained(attention: bool, probability: float) -> bool:
+    """Whether a prediction names its reasons (:data:`EXPLAINED_FROM`)."""
+    return attention or probability >= EXPLAINED_FROM
 
 
 def _on_since(alarm: AlarmState | None, ts: float, lead_s: float) -> bool:
