@@ -401,10 +401,11 @@ def test_metrics_carry_the_live_alarm_quality_and_the_challenger() -> None:
         {
             "alarms": {"false_alarms_per_100_device_days": 0.25, "catch_rate": 0.9, "failures": 4},
             "challenger": {"verdict": "serving models hold", "promotions": 1, "serving_false": 3},
-            "queue": {"depth": 2, "capacity": 100, "outbox": 0, "busy_s": 12.5},
+            "queue": {"depth": 2, "capacity": 100, "received": 340, "outbox": 0, "busy_s": 12.5},
         }
     )
     assert "devintel_queue_depth 2" in text
+    assert "devintel_queue_received 340" in text
     assert "devintel_handler_busy_seconds_total 12.5" in text
     assert 'devintel_alarm_quality{metric="false_alarms_per_100_device_days"} 0.25' in text
     assert 'devintel_alarm_quality{metric="catch_rate"} 0.9' in text

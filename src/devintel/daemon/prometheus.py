@@ -66,6 +66,13 @@ def prometheus_text(report: Mapping[str, object]) -> str:
     queue = report.get("queue")
     depth = queue.get("depth") if isinstance(queue, Mapping) else 0
     metric("queue_depth", "gauge", "messages waiting for the processing worker", [("", _number(depth))])
+    received = queue.get("received") if isinstance(queue, Mapping) else 0
+    metric(
+        "queue_received",
+        "gauge",
+        "messages received from the broker, not yet taken by the receive loop (a backlog waits here)",
+        [("", _number(received))],
+    )
     busy = queue.get("busy_s") if isinstance(queue, Mapping) else 0
     metric(
         "handler_busy_seconds_total",
