@@ -25,6 +25,7 @@ from devintel.daemon.settings import Settings
 from devintel.ingest.handler import Handler, fingerprint
 from devintel.ingest.inbound import Command
 from devintel.ingest.outbound import SERVICE_ENTITIES, Outgoing, service_discovery_messages
+from devintel.models.decision import DecisionParams
 from devintel.models.snapshots import SnapshotStore
 
 T0 = 1_790_000_000.0
@@ -114,8 +115,24 @@ def test_catching_up_on_a_backlog_publishes_each_devices_latest_prediction(small
     assert _latest_predictions(released) == expected  # the latest of each, reasons and all
     assert len(released) == 3
     assert catching_up.counters.published == len(published) + 3
-    assert not catching_up.holding
-    assert catching_up.release_held().messages == []
+    assert catching_up.release_held().messages == []  # nothing held any more
+
+
+def test_an_alarm_raised_while_catching_up_is_logged_though_not_published(
+    small_snapshot: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    handler = _handler(small_snapshot, live={"publish_interval_s": 0.0})
+    handler.catching_up = True
+    always, never = DecisionParams.plain(0.0), DecisionParams.plain(1.0)  # p >= 0 always, p >= 1 not here
+    caplog.set_level(logging.INFO, logger="devintel.ingest.handler")
+    for k, decision in enumerate([always, never, always, always]):  # raised, cleared, raised again, still on
+        handler.live.decision = decision
+        handler.handle(*_received_at(_event("a", T0 + 60 * k), T0 + 3600 + k / 10))
+    raised = [r for r in caplog.records if "needs attention" in r.getMessage()]
+    assert len(raised) == 2  # each time it was raised, the second while its prediction was held
+    assert handler.counters.held_publish == 3
+    (latest,) = handler.release_held().messages
+    assert orjson.loads(latest.payload)["needs_attention"] is True
 
 
 def test_a_held_prediction_of_a_device_forgotten_since_is_not_released(small_snapshot: Path) -> None:

@@ -34,7 +34,10 @@ def test_the_extractor_reads_every_kind_of_value_as_valid_does() -> None:
         for fx in (as_sent, as_valid):
             fx.update(_event(0.0, battery_level=60.0))
         reading = valid("battery_level", raw)
-        expected = as_valid.update(_event(HOUR, **({} if reading is None else {"battery_level": reading})))
+        cleaned = _event(HOUR, battery_level=reading)
+        if reading is None:
+            del cleaned["battery_level"]
+        expected = as_valid.update(cleaned)
         assert as_sent.update(_event(HOUR, battery_level=raw)) == expected, raw
 
 

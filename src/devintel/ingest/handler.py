@@ -284,9 +284,20 @@ class Handler:
             event, explain=False, clock_limit=self._received + self.options.clock_skew_s, source=source
         )
         self.counters.events += 1
-        record.prediction = prediction
+        previous, record.prediction = record.prediction, prediction
         if self.options.discovery and not record.discovered:
             out.messages += self._discovery_of(device_id, record)
+        if prediction.needs_attention and (previous is None or not previous.needs_attention):
+            # Logged when it is raised, whether or not it is published (held while catching up on a backlog).
+            prediction = record.prediction = self.live.explain(prediction)
+            logger.info(
+                "%s needs attention: failure probability %.2f (%s), model %s, signals: %s",
+                device_id,
+                prediction.failure_probability,
+                prediction.risk_level,
+                prediction.model,
+                ", ".join(prediction.reasons) or "-",
+            )
         if self._due(record, prediction):
             # Its reasons now, while the live models still hold this event's features.
             prediction = record.prediction = self.live.explain(prediction)
@@ -295,7 +306,7 @@ class Handler:
                 self._held.add(device_id)
                 self.counters.held_publish += 1
             else:
-                self._publish(device_id, record, prediction, out)
+                self._publish(record, prediction, out)
         drifts = len(self.live.learner.drifts)
         if drifts != self._drifts_seen:
             self._drifts_seen = drifts
@@ -308,17 +319,8 @@ class Handler:
                 self.live.learner.rolling.get(),
             )
 
-    def _publish(self, device_id: str, record: DeviceRecord, prediction: Prediction, out: Handled) -> None:
-        """Publish ``prediction``, the device's latest (and log an alarm it raises)."""
-        if prediction.needs_attention and (record.published is None or not record.published[1]):
-            logger.info(
-                "%s needs attention: failure probability %.2f (%s), model %s, signals: %s",
-                device_id,
-                prediction.failure_probability,
-                prediction.risk_level,
-                prediction.model,
-                ", ".join(prediction.reasons) or "-",
-            )
+    def _publish(self, record: DeviceRecord, prediction: Prediction, out: Handled) -> None:
+        """Publish ``prediction``, the device's latest."""
         out.messages.append(prediction_message(self.topics, prediction))
         record.published = (prediction.risk_level, prediction.needs_attention, prediction.ts)
         record.published_at = self._received
@@ -337,7 +339,7 @@ class Handler:
         for device_id in self._held:
             record = self.devices.get(device_id)
             if record is not None and record.held and record.prediction is not None:
-                self._publish(device_id, record, record.prediction, out)
+                self._publish(record, record.prediction, out)
         self._held.clear()
         return out
 
@@ -357,7 +359,7 @@ class Handler:
             and prediction.needs_attention
         ):
             record.prediction = prediction = replace(prediction, needs_attention=False)
-            self._publish(item.device_id, record, prediction, out)
+            self._publish(record, prediction, out)
 
     def _record(self, device_id: str, ts: float, out: Handled) -> DeviceRecord:
         device = self._table().heard(device_id)
