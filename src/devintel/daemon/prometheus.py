@@ -64,21 +64,19 @@ def prometheus_text(report: Mapping[str, object]) -> str:
     metric("devices", "gauge", "devices tracked", [("", _number(report.get("devices")))])
     metric("needs_attention", "gauge", "devices that need attention", [("", _number(report.get("needs_attention")))])
     queue = report.get("queue")
-    depth = queue.get("depth") if isinstance(queue, Mapping) else 0
-    metric("queue_depth", "gauge", "messages waiting for the processing worker", [("", _number(depth))])
-    received = queue.get("received") if isinstance(queue, Mapping) else 0
+    queue = queue if isinstance(queue, Mapping) else {}
+    metric("queue_depth", "gauge", "messages waiting for the processing worker", [("", _number(queue.get("depth")))])
     metric(
         "queue_received",
         "gauge",
         "messages received from the broker, not yet taken by the receive loop (a backlog waits here)",
-        [("", _number(received))],
+        [("", _number(queue.get("received")))],
     )
-    busy = queue.get("busy_s") if isinstance(queue, Mapping) else 0
     metric(
         "handler_busy_seconds_total",
         "counter",
         "seconds the processing worker spent handling messages (its rate: the share of a core it uses)",
-        [("", _number(busy))],
+        [("", _number(queue.get("busy_s")))],
     )
     rolling = report.get("rolling")
     if isinstance(rolling, Mapping):

@@ -260,7 +260,6 @@ class Runtime:
     def _release_held(self) -> None:
         """Publish each device's latest prediction held while catching up on a backlog."""
         if self.handler.holding:
-            self.handler.catching_up = False
             for message in self.handler.release_held().messages:
                 self.publish(message)
 

@@ -112,8 +112,6 @@ class DeviceRecord:
     """(risk level, needs attention, event time) of the last prediction published."""
     published_at: float = float("-inf")
     """When (receipt time) the last prediction was published."""
-    held: bool = False
-    """Its latest prediction is due but was held while catching up on a backlog (:meth:`Handler.release_held`)."""
     discovered: bool = False
     recent: array[int] = field(default_factory=lambda: array("q"))
     """Fingerprints (a hash of the event time and the event) of the device's latest :data:`RECENT_EVENTS` events, to
@@ -168,6 +166,8 @@ class Handler:
         wants each device's latest state, not every stale one before it); :meth:`release_held` publishes the latest
         of each once the backlog is handled. Replay and the fleet never set it."""
         self._held: set[str] = set()
+        """The devices whose latest prediction is due and held (published by :meth:`release_held` or their own next
+        publication)."""
         self._bad_input = RateLimitedLog(logger)
         self._drift_log = RateLimitedLog(logger, interval_s=600.0)
 
@@ -287,9 +287,12 @@ class Handler:
         previous, record.prediction = record.prediction, prediction
         if self.options.discovery and not record.discovered:
             out.messages += self._discovery_of(device_id, record)
-        if prediction.needs_attention and (previous is None or not previous.needs_attention):
-            # Logged when it is raised, whether or not it is published (held while catching up on a backlog).
+        raised = prediction.needs_attention and (previous is None or not previous.needs_attention)
+        due = self._due(record, prediction)
+        if raised or due:
+            # Its reasons now, while the live models still hold this event's features.
             prediction = record.prediction = self.live.explain(prediction)
+        if raised:  # logged when raised, whether or not it is published (held while catching up on a backlog)
             logger.info(
                 "%s needs attention: failure probability %.2f (%s), model %s, signals: %s",
                 device_id,
@@ -298,15 +301,12 @@ class Handler:
                 prediction.model,
                 ", ".join(prediction.reasons) or "-",
             )
-        if self._due(record, prediction):
-            # Its reasons now, while the live models still hold this event's features.
-            prediction = record.prediction = self.live.explain(prediction)
+        if due:
             if self.catching_up and self._received - record.published_at < self.options.backlog_publish_interval_s:
-                record.held = True
                 self._held.add(device_id)
                 self.counters.held_publish += 1
             else:
-                self._publish(record, prediction, out)
+                self._publish(device_id, record, prediction, out)
         drifts = len(self.live.learner.drifts)
         if drifts != self._drifts_seen:
             self._drifts_seen = drifts
@@ -319,12 +319,12 @@ class Handler:
                 self.live.learner.rolling.get(),
             )
 
-    def _publish(self, record: DeviceRecord, prediction: Prediction, out: Handled) -> None:
-        """Publish ``prediction``, the device's latest."""
+    def _publish(self, device_id: str, record: DeviceRecord, prediction: Prediction, out: Handled) -> None:
+        """Publish ``prediction``, the device's latest (a prediction of it held before is no longer waiting)."""
         out.messages.append(prediction_message(self.topics, prediction))
         record.published = (prediction.risk_level, prediction.needs_attention, prediction.ts)
         record.published_at = self._received
-        record.held = False
+        self._held.discard(device_id)
         self.counters.published += 1
 
     @property
@@ -336,11 +336,11 @@ class Handler:
         """The latest prediction of every device whose prediction was held while catching up on a backlog (those of
         devices forgotten since are not published: their entities may have been removed)."""
         out = Handled()
-        for device_id in self._held:
+        held, self._held = self._held, set()
+        for device_id in held:
             record = self.devices.get(device_id)
-            if record is not None and record.held and record.prediction is not None:
-                self._publish(record, record.prediction, out)
-        self._held.clear()
+            if record is not None and record.prediction is not None:
+                self._publish(device_id, record, record.prediction, out)
         return out
 
     def _feedback(self, item: Feedback, out: Handled) -> None:
@@ -359,7 +359,7 @@ class Handler:
             and prediction.needs_attention
         ):
             record.prediction = prediction = replace(prediction, needs_attention=False)
-            self._publish(record, prediction, out)
+            self._publish(item.device_id, record, prediction, out)
 
     def _record(self, device_id: str, ts: float, out: Handled) -> DeviceRecord:
         device = self._table().heard(device_id)
