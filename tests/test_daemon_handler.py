@@ -248,6 +248,17 @@ def test_silent_devices_are_evicted_and_their_entities_removed(small_snapshot: P
     assert handler.counters.evicted == 1
 
 
+def test_a_device_restored_from_the_registry_is_evicted_once_silent_past_retention(small_snapshot: Path) -> None:
+    handler = _handler(small_snapshot, live={"retention_days": 1.0})
+    registry = {"devices": [{"device_id": "gone", "source": "native", "last_heard": T0 - 86_400 + 600}]}
+    assert handler.restore(registry) == 1
+    handler.handle(*_event("here", T0))
+    assert "gone" in handler.devices  # silent 23 h 50 min: kept
+    out = handler.handle(*_event("here", T0 + 1200))
+    assert "gone" not in handler.devices
+    assert "devintel/predictions/gone" in _topics(out.messages)
+
+
 def test_the_device_cap_evicts_the_least_recently_heard(small_snapshot: Path) -> None:
     handler = _handler(small_snapshot, live={"max_devices": 3})
     for i, device in enumerate(["a", "b", "c", "a", "d"]):

@@ -22,6 +22,9 @@ from devintel.ingest.handler import Handler
 from devintel.models.live import GLOBAL
 
 KIND = "partition"
+#: The layout of the per-home state this version writes: a snapshot of another layout does not read (its partition
+#: is rebuilt from the stream, docs/fleet.md). 2: the devices' schedule of evidence and retention checks.
+STATE_LAYOUT = 2
 
 
 @dataclass(slots=True)
@@ -40,6 +43,8 @@ class PartitionState:
     """Messages whose handling raised (logged and dropped)."""
     bad: Counter[str] = field(default_factory=Counter)
     """Messages dropped before a handler: the reason, counted."""
+    layout: int = STATE_LAYOUT
+    """The layout of the per-home state (:data:`STATE_LAYOUT` of the version that wrote it)."""
 
     def totals(self) -> dict[str, Any]:
         """Counters of the whole partition (for ``devintel-fleet status`` and the tests)."""
@@ -105,6 +110,9 @@ def decode_state(blob: bytes, models: ModelSet) -> PartitionState:
     state = _Unpickler(io.BytesIO(unseal(KIND, blob)), models).load()  # sealed blobs of the cluster only
     if not isinstance(state, PartitionState):
         raise TypeError(f"a partition snapshot holds a {type(state).__name__}")
+    layout = getattr(state, "layout", 1)  # written before the layout was: 1
+    if layout != STATE_LAYOUT:
+        raise ValueError(f"a partition snapshot of state layout {layout}, not this version's {STATE_LAYOUT}")
     if state.version != models.version:
         for handler in state.homes.values():
             switch_models(handler, models)

@@ -55,6 +55,7 @@ from devintel.ingest.outbound import (
     service_discovery_messages,
 )
 from devintel.ingest.validation import clean_name, sanitize_device_id
+from devintel.models.checks import CheckSchedule
 from devintel.models.devices import Column, DeviceTable
 from devintel.models.live import CLEARING_FEEDBACK, LiveModels, Prediction
 
@@ -113,6 +114,8 @@ class DeviceRecord:
     published_at: float = float("-inf")
     """When (receipt time) the last prediction was published."""
     discovered: bool = False
+    check_at: float | None = None
+    """When it may next be silent past the retention time (:mod:`devintel.models.checks`)."""
     recent: array[int] = field(default_factory=lambda: array("q"))
     """Fingerprints (a hash of the event time and the event) of the device's latest :data:`RECENT_EVENTS` events, to
     drop redelivered duplicates: a ring of machine integers (a deque of tuples cost ~2.7 KB a device)."""
@@ -159,6 +162,8 @@ class Handler:
         self._drifts_seen = len(live.learner.drifts)
         self._last_tick: dict[str, float] = {}
         """Each source's clock at its last check of the evidence and of retention."""
+        self._retention = CheckSchedule()
+        """When each device may next be silent past the retention time (the check looks at those only)."""
         self._received = float("-inf")
         self.catching_up = False
         """Set by the daemon while a backlog of received messages waits to be handled: a device's due prediction is
@@ -367,6 +372,7 @@ class Handler:
         if record is None:
             self._evicted(out)
             record = device.ingest = DeviceRecord(last_heard=ts)
+            self._retention.at(device_id, record, ts + self.options.retention_s)
         else:
             record.last_heard = max(record.last_heard, ts)
         return record
@@ -405,16 +411,21 @@ class Handler:
         for failure in self.live.tick():
             self.counters.failures[failure.evidence] += 1
             logger.info("failure evidence: %s (%s at %.0f)", failure.device_id, failure.evidence, failure.ts)
-        # Each device against its own source's clock: one source's time must not age out another's devices.
-        clocks, never = self.live.clocks, float("-inf")
-        expired = [
-            device_id
-            for device_id, device in self._table().records.items()
-            if (record := device.ingest) is not None
-            and clocks.get(record.source, never) - record.last_heard > self.options.retention_s
-        ]
-        for device_id in expired:
-            self._evict(device_id, out, "silent past the retention time")
+        # Each device against its own source's clock: one source's time must not age out another's devices. Only
+        # the devices that may be silent past the retention time are looked at (no source's clock is past the
+        # stream clock).
+        clocks, never, retention = self.live.clocks, float("-inf"), self.options.retention_s
+        records = self._table().records
+        for device_id in self._retention.due(self.live.clock, self._ingest_record, len(records)):
+            record = records[device_id].ingest
+            if clocks.get(record.source, never) - record.last_heard > retention:
+                self._evict(device_id, out, "silent past the retention time")
+            else:
+                self._retention.at(device_id, record, record.last_heard + retention)
+
+    def _ingest_record(self, device_id: str) -> DeviceRecord | None:
+        device = self.live.table.records.get(device_id)
+        return None if device is None else device.ingest
 
     def _evict(self, device_id: str, out: Handled, why: str) -> None:
         self.live.forget(device_id)
@@ -479,6 +490,7 @@ class Handler:
                 continue
             device = table.record(device_id)
             device.ingest = record
+            self._retention.at(device_id, record, record.last_heard + self.options.retention_s)
             if info is not None:
                 device.info = info
             restored += 1

@@ -102,6 +102,8 @@ class Device:
     """The source it was last heard from (its evidence is judged on that source's clock)."""
     home_type: str | None = field(default=None, metadata=_transient("every event names it again"))
     offline_since: float | None = field(default=None, metadata=_transient("availability is published again"))
+    check_at: float | None = field(default=None, metadata=_transient("scheduled again from its evidence"))
+    """When its live evidence (offline, silence) is next worth a look (:mod:`devintel.models.checks`)."""
     ingest: Any = field(default=None, metadata=_transient("the handler saves it as its device registry"))
     """What the ingest handler knows of it once it reported (:class:`devintel.ingest.handler.DeviceRecord`)."""
     info: Any = field(default=None, metadata=_transient("the handler saves it as its device registry"))

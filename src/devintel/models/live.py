@@ -45,6 +45,7 @@ from typing import Final
 
 from devintel.contract import risk_level
 from devintel.models.challenger import ChallengerScore
+from devintel.models.checks import CheckSchedule
 from devintel.models.decision import AlarmState, DecisionParams, step
 from devintel.models.dense import features_needed
 from devintel.models.dense import probability as probability_of
@@ -174,6 +175,8 @@ class LiveModels:
     home_type_of: Column[str] = field(init=False)
     failures: int = field(default=0, init=False)
     """Failures established by live evidence (each resolves the device's waiting labels)."""
+    checks: CheckSchedule = field(default_factory=CheckSchedule, init=False)
+    """When each device's live evidence is next worth a look (:meth:`tick` looks at those devices only)."""
     _latest: tuple[str, float, Features] = field(default=("", 0.0, {}), init=False, repr=False)
     _onset: float | None = field(default=None, init=False, repr=False)
 
@@ -303,6 +306,9 @@ class LiveModels:
         features = scored.features
         assert isinstance(features, dict)  # process() returns the features unpacked
         self._latest = (device_id, ts, features)
+        state = device.features
+        if state is not None and state.usual_gap > 0.0:
+            self.checks.at(device_id, device, self._silent_from(state.last_ts, state.usual_gap))
         self.ledger.observe(device_id, gap, self._onset)
         return self._prediction(device_id, ts, name, scored.probability, scored.alarm, features if explain else None)
 
@@ -370,7 +376,10 @@ class LiveModels:
             self.offline_since.pop(device_id, None)
             self.learner.labels.release(device_id)
         else:
-            self.offline_since.setdefault(device_id, ts)
+            device = self.table.record(device_id)
+            if device.offline_since is None:
+                device.offline_since = ts
+            self.checks.at(device_id, device, device.offline_since + self._away_for)
         self.clock = max(self.clock, ts)
         if source is not None:
             self.clocks[source] = max(self.clocks.get(source, ts), ts)
@@ -393,16 +402,18 @@ class LiveModels:
         now = self.clock if now is None else max(self.clock, now)
         self.clock = now
 
-        # Each device's clock, as :meth:`clock_of` (its source's clock, else ``now``), read inline: this walks every
-        # device at every tick.
+        # Each device's clock, as :meth:`clock_of` (its source's clock, else ``now``), read inline. Only the devices
+        # whose time has come are looked at (:attr:`checks`); every source's clock is at most ``now``.
         clocks: Mapping[str, float] = {} if explicit else self.clocks
         evidence = self.evidence
         gone, grace = evidence.gone_for_good_s, evidence.offline_grace_s
         factor, floor = evidence.silence_factor, evidence.min_silence_s
         hold = self.learner.labels.hold
         found = []
-        records = list(self.table.records.items())
-        for device, record in records:
+        records = self.table.records
+        due = [(device, records[device]) for device in self.checks.due(now, records.get, len(records))]
+        suspected = set()
+        for device, record in due:
             since = record.offline_since
             if since is None:
                 continue
@@ -412,7 +423,8 @@ class LiveModels:
                 found.append(self._fail(device, since, "offline"))
             elif away > grace:
                 hold(device)
-        for device, record in records:
+                suspected.add(device)
+        for device, record in due:
             state = record.features  # read now: a device that failed above has none
             if state is None:
                 continue
@@ -427,9 +439,31 @@ class LiveModels:
                 found.append(self._fail(device, last_ts, "silence"))
             elif silent > limit:
                 hold(device)
+                suspected.add(device)
+        for device, record in due:
+            # A suspected device is held again at every tick until it fails or is back (as it was before the
+            # schedule: something in between may have released it); the others when their time comes.
+            if device in suspected:
+                self.checks.at(device, record, now)
+                continue
+            if record.offline_since is not None:
+                self.checks.at(device, record, record.offline_since + self._away_for)
+            state = record.features
+            if state is not None and state.usual_gap > 0.0:
+                self.checks.at(device, record, self._silent_from(state.last_ts, state.usual_gap))
         self.learner.finish(now)
         self.ledger.advance(now)
         return found
+
+    @property
+    def _away_for(self) -> float:
+        """How long after going offline a device's evidence calls for something (suspected, or failed)."""
+        return min(self.evidence.offline_grace_s, self.evidence.gone_for_good_s)
+
+    def _silent_from(self, last_ts: float, usual_gap: float) -> float:
+        """When a device last heard at ``last_ts``, usually every ``usual_gap`` seconds, is silent enough to be
+        suspected (and later failed): the earliest time its silence calls for something."""
+        return last_ts + max(self.evidence.silence_factor * usual_gap, self.evidence.min_silence_s)
 
     def _fail(self, device_id: str, ts: float, evidence: str) -> DetectedFailure:
         alarm = self.alarms.get(device_id)
@@ -450,8 +484,10 @@ class LiveModels:
         """Take over the state of ``previous``, whose models these replace in serving (a reload or refresh must not
         forget every device): its device table, as one object (every device's features, waiting labels, evidence,
         alarm decisions, serving and challenger), and the stream's state over those devices (the label buffer's
-        and the ledger's queues, the packer's layouts, the clocks, the rolling metrics and drift)."""
+        and the ledger's queues, the packer's layouts, the schedule of evidence checks, the clocks, the rolling
+        metrics and drift)."""
         self._bind(previous.table)
+        self.checks = previous.checks
         mine, theirs = self.learner, previous.learner
         mine.labels, mine.packer, self.ledger = theirs.labels, theirs.packer, previous.ledger
         mine.rolling, mine.error_drift, mine.drifts = theirs.rolling, theirs.error_drift, theirs.drifts
