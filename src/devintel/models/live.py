@@ -49,7 +49,7 @@ from devintel.models.checks import CheckSchedule
 from devintel.models.decision import AlarmState, DecisionParams, step
 from devintel.models.dense import features_needed
 from devintel.models.dense import probability as probability_of
-from devintel.models.devices import Column, DeviceTable
+from devintel.models.devices import Column, Device, DeviceTable
 from devintel.models.features import FeatureExtractor, Features
 from devintel.models.household import EpisodeLedger
 from devintel.models.labels import DelayedLabels, Resolved
@@ -306,9 +306,7 @@ class LiveModels:
         features = scored.features
         assert isinstance(features, dict)  # process() returns the features unpacked
         self._latest = (device_id, ts, features)
-        state = device.features
-        if state is not None and state.usual_gap > 0.0:
-            self.checks.at(device_id, device, self._silent_from(state.last_ts, state.usual_gap))
+        self._schedule(device_id, device)
         self.ledger.observe(device_id, gap, self._onset)
         return self._prediction(device_id, ts, name, scored.probability, scored.alarm, features if explain else None)
 
@@ -379,7 +377,7 @@ class LiveModels:
             device = self.table.record(device_id)
             if device.offline_since is None:
                 device.offline_since = ts
-            self.checks.at(device_id, device, device.offline_since + self._away_for)
+            self._schedule(device_id, device)
         self.clock = max(self.clock, ts)
         if source is not None:
             self.clocks[source] = max(self.clocks.get(source, ts), ts)
@@ -445,25 +443,24 @@ class LiveModels:
             # schedule: something in between may have released it); the others when their time comes.
             if device in suspected:
                 self.checks.at(device, record, now)
-                continue
-            if record.offline_since is not None:
-                self.checks.at(device, record, record.offline_since + self._away_for)
-            state = record.features
-            if state is not None and state.usual_gap > 0.0:
-                self.checks.at(device, record, self._silent_from(state.last_ts, state.usual_gap))
+            else:
+                self._schedule(device, record)
         self.learner.finish(now)
         self.ledger.advance(now)
         return found
 
-    @property
-    def _away_for(self) -> float:
-        """How long after going offline a device's evidence calls for something (suspected, or failed)."""
-        return min(self.evidence.offline_grace_s, self.evidence.gone_for_good_s)
-
-    def _silent_from(self, last_ts: float, usual_gap: float) -> float:
-        """When a device last heard at ``last_ts``, usually every ``usual_gap`` seconds, is silent enough to be
-        suspected (and later failed): the earliest time its silence calls for something."""
-        return last_ts + max(self.evidence.silence_factor * usual_gap, self.evidence.min_silence_s)
+    def _schedule(self, device_id: str, record: Device) -> None:
+        """Put the device on :attr:`checks` at the earliest time its evidence may call for something: its offline
+        time past the grace (or gone for good, if sooner), its silence past ``silence_factor`` usual intervals (at
+        least ``min_silence_s``)."""
+        evidence = self.evidence
+        if record.offline_since is not None:
+            away = min(evidence.offline_grace_s, evidence.gone_for_good_s)
+            self.checks.at(device_id, record, record.offline_since + away)
+        state = record.features
+        if state is not None and state.usual_gap > 0.0:
+            silent = max(evidence.silence_factor * state.usual_gap, evidence.min_silence_s)
+            self.checks.at(device_id, record, state.last_ts + silent)
 
     def _fail(self, device_id: str, ts: float, evidence: str) -> DetectedFailure:
         alarm = self.alarms.get(device_id)
