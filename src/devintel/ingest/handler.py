@@ -55,7 +55,6 @@ from devintel.ingest.outbound import (
     service_discovery_messages,
 )
 from devintel.ingest.validation import clean_name, sanitize_device_id
-from devintel.models.checks import CheckSchedule
 from devintel.models.devices import Column, DeviceTable
 from devintel.models.live import CLEARING_FEEDBACK, LiveModels, Prediction
 
@@ -114,8 +113,6 @@ class DeviceRecord:
     published_at: float = float("-inf")
     """When (receipt time) the last prediction was published."""
     discovered: bool = False
-    check_at: float | None = None
-    """When it may next be silent past the retention time (:mod:`devintel.models.checks`)."""
     recent: array[int] = field(default_factory=lambda: array("q"))
     """Fingerprints (a hash of the event time and the event) of the device's latest :data:`RECENT_EVENTS` events, to
     drop redelivered duplicates: a ring of machine integers (a deque of tuples cost ~2.7 KB a device)."""
@@ -162,8 +159,9 @@ class Handler:
         self._drifts_seen = len(live.learner.drifts)
         self._last_tick: dict[str, float] = {}
         """Each source's clock at its last check of the evidence and of retention."""
-        self._retention = CheckSchedule()
-        """When each device may next be silent past the retention time (the check looks at those only)."""
+        self._oldest_heard = float("inf")
+        """No device was last heard before this (a bound, made exact at each walk of the devices): the retention
+        check walks them only once the stream clock is past it by the retention time."""
         self._received = float("-inf")
         self.catching_up = False
         """Set by the daemon while a backlog of received messages waits to be handled: a device's due prediction is
@@ -372,7 +370,7 @@ class Handler:
         if record is None:
             self._evicted(out)
             record = device.ingest = DeviceRecord(last_heard=ts)
-            self._retention.at(device_id, record, ts + self.options.retention_s)
+            self._oldest_heard = min(self._oldest_heard, ts)
         else:
             record.last_heard = max(record.last_heard, ts)
         return record
@@ -411,21 +409,23 @@ class Handler:
         for failure in self.live.tick():
             self.counters.failures[failure.evidence] += 1
             logger.info("failure evidence: %s (%s at %.0f)", failure.device_id, failure.evidence, failure.ts)
-        # Each device against its own source's clock: one source's time must not age out another's devices. Only
-        # the devices that may be silent past the retention time are looked at (no source's clock is past the
-        # stream clock).
-        clocks, never, retention = self.live.clocks, float("-inf"), self.options.retention_s
-        records = self._table().records
-        for device_id in self._retention.due(self.live.clock, self._ingest_record, len(records)):
-            record = records[device_id].ingest
+        retention = self.options.retention_s
+        if self.live.clock - self._oldest_heard <= retention:
+            return  # no device can be silent past the retention time: no source's clock is past the stream clock
+        # Each device against its own source's clock: one source's time must not age out another's devices.
+        clocks, never, oldest = self.live.clocks, float("-inf"), float("inf")
+        expired = []
+        for device_id, device in self._table().records.items():
+            record: DeviceRecord | None = device.ingest
+            if record is None:
+                continue
             if clocks.get(record.source, never) - record.last_heard > retention:
-                self._evict(device_id, out, "silent past the retention time")
+                expired.append(device_id)
             else:
-                self._retention.at(device_id, record, record.last_heard + retention)
-
-    def _ingest_record(self, device_id: str) -> DeviceRecord | None:
-        device = self.live.table.records.get(device_id)
-        return None if device is None else device.ingest
+                oldest = min(oldest, record.last_heard)
+        self._oldest_heard = oldest
+        for device_id in expired:
+            self._evict(device_id, out, "silent past the retention time")
 
     def _evict(self, device_id: str, out: Handled, why: str) -> None:
         self.live.forget(device_id)
@@ -490,7 +490,7 @@ class Handler:
                 continue
             device = table.record(device_id)
             device.ingest = record
-            self._retention.at(device_id, record, record.last_heard + self.options.retention_s)
+            self._oldest_heard = min(self._oldest_heard, record.last_heard)
             if info is not None:
                 device.info = info
             restored += 1

@@ -1,5 +1,5 @@
-"""When each device is next worth a look: the periodic checks (live evidence, retention) visit only the devices whose
-time may have come, not every device at every check.
+"""When each device is next worth a look: the periodic check of the live evidence (offline, silence) visits only the
+devices whose time may have come, not every device at every check.
 
 A check asks of a device a question whose answer can only change from "no" to "yes" as its clock runs (has it been
 silent, or offline, for so long?), until the device's own state changes (it reports, goes offline). So each device
