@@ -9,11 +9,13 @@ command (embedded broker and simulated home) and systemd notifications.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -27,14 +29,22 @@ from harness.collector import WAIT_S, collect, leak_event
 from harness.daemon_env import daemon_env
 
 
-def _start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+@contextlib.contextmanager
+def _daemon(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
+    """The daemon as a subprocess, killed at the end if the test left it running."""
+    process = subprocess.Popen(
         [sys.executable, "-m", "devintel.daemon.service", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
@@ -58,8 +68,7 @@ async def test_events_in_predictions_and_discovery_out_then_sigterm(
 ) -> None:
     ns = topic_namespace
     http_port = free_port()
-    daemon = _start(daemon_env(small_snapshot, ns, mqtt_broker, DEVINTEL_HTTP__PORT=str(http_port)))
-    try:
+    with _daemon(daemon_env(small_snapshot, ns, mqtt_broker, DEVINTEL_HTTP__PORT=str(http_port))) as daemon:
         async with collect(_watcher(mqtt_broker), f"{ns}/#", f"{ns}-ha/#") as seen:
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
             now = time.time() - 3600
@@ -100,18 +109,13 @@ async def test_events_in_predictions_and_discovery_out_then_sigterm(
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"stopped", "status stopped")
         assert len(SnapshotStore(small_snapshot).versions()) == len(versions_before) + 1  # the final snapshot
         assert "snapshot" in err
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate()
 
 
 async def test_kill_9_leaves_a_retained_offline(
     mqtt_broker: Broker, topic_namespace: str, small_snapshot: Path
 ) -> None:
     ns = topic_namespace
-    daemon = _start(daemon_env(small_snapshot, ns, mqtt_broker))
-    try:
+    with _daemon(daemon_env(small_snapshot, ns, mqtt_broker)) as daemon:
         async with collect(_watcher(mqtt_broker), f"{ns}/status") as seen:
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
             daemon.kill()
@@ -119,10 +123,6 @@ async def test_kill_9_leaves_a_retained_offline(
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"offline", "the last will")
         async with collect(_watcher(mqtt_broker), f"{ns}/status") as fresh:  # a newcomer sees it retained
             await fresh.wait_for(lambda: fresh.latest.get(f"{ns}/status") == b"offline", "retained offline")
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate()
 
 
 async def test_broker_restart_mid_stream_loses_no_qos1_message(
@@ -131,9 +131,8 @@ async def test_broker_restart_mid_stream_loses_no_qos1_message(
     if mqtt_broker.kind != "mosquitto":
         pytest.skip("needs a broker that keeps persistent sessions across a restart (mosquitto)")
     ns = topic_namespace
-    daemon = _start(daemon_env(small_snapshot, ns, mqtt_broker))
     now = time.time() - 7200
-    try:
+    with _daemon(daemon_env(small_snapshot, ns, mqtt_broker)) as daemon:
         async with collect(_watcher(mqtt_broker), f"{ns}/status") as seen:
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
         async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub1-{ns}") as pub:
@@ -151,10 +150,6 @@ async def test_broker_restart_mid_stream_loses_no_qos1_message(
             assert seen.health(ns)["mqtt"]["connections"] >= 2
         code, err = _stop(daemon)
         assert code == 0, err[-3000:]
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate()
 
 
 async def test_a_backlog_publishes_each_devices_latest_prediction_not_every_stale_one(
@@ -176,19 +171,18 @@ async def test_a_backlog_publishes_each_devices_latest_prediction_not_every_stal
     n = len(devices) * per_device
     start = time.time() - 86_400
     last_ts = {device: start + (per_device - 1) * 60 + k for k, device in enumerate(devices)}
-    daemon = _start(env)  # the first run makes the daemon's persistent session
-    try:
+    with _daemon(env) as daemon:  # the first run makes the daemon's persistent session
         async with collect(_watcher(mqtt_broker), f"{ns}/status") as seen:
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
             code, err = _stop(daemon)
             assert code == 0, err[-3000:]
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"stopped", "status stopped")
-        async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub-{ns}") as pub:
-            for i in range(per_device):
-                for k, device in enumerate(devices):
-                    await pub.publish(f"{ns}/events/{device}", leak_event(start + i * 60 + k, i), qos=1)
+    async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub-{ns}") as pub:
+        for i in range(per_device):
+            for k, device in enumerate(devices):
+                await pub.publish(f"{ns}/events/{device}", leak_event(start + i * 60 + k, i), qos=1)
+    with _daemon(env) as daemon:
         async with collect(_watcher(mqtt_broker), f"{ns}/#") as seen:
-            daemon = _start(env)
             await seen.wait_for(lambda: seen.counters(ns).get("events") == n, f"{n} events handled")
 
             def latest() -> dict[str, float]:
@@ -200,10 +194,6 @@ async def test_a_backlog_publishes_each_devices_latest_prediction_not_every_stal
             assert seen.counters(ns)["held_publish"] >= n - len(published)
         code, err = _stop(daemon)
         assert code == 0, err[-3000:]
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate()
 
 
 async def test_replay_and_live_give_the_same_predictions(
@@ -228,8 +218,7 @@ async def test_replay_and_live_give_the_same_predictions(
             target.write_bytes(child.read_bytes())
 
     # Every prediction is compared, so none may be held while the daemon catches up.
-    daemon = _start(daemon_env(small_snapshot, ns, mqtt_broker, DEVINTEL_LIVE__BACKLOG_PUBLISH_INTERVAL_S="0"))
-    try:
+    with _daemon(daemon_env(small_snapshot, ns, mqtt_broker, DEVINTEL_LIVE__BACKLOG_PUBLISH_INTERVAL_S="0")) as daemon:
         async with collect(_watcher(mqtt_broker), f"{ns}/#") as seen:
             await seen.wait_for(lambda: seen.latest.get(f"{ns}/status") == b"online", "status online")
             async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"pub-{ns}") as pub:
@@ -244,10 +233,6 @@ async def test_replay_and_live_give_the_same_predictions(
         code, err = _stop(daemon)
         assert code == 0, err[-3000:]
         assert "pending publish calls" not in err  # aiomqtt's warning when more calls wait than it expects
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate()
 
     out = tmp_path / "predictions.jsonl"
     run = subprocess.run(
