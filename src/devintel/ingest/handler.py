@@ -337,10 +337,10 @@ class Handler:
 
     def release_held(self) -> Handled:
         """The latest prediction of every device whose prediction was held while catching up on a backlog (those of
-        devices forgotten since are not published: their entities may have been removed)."""
+        devices forgotten since are not published: their entities may have been removed), in device order."""
         out = Handled()
         held, self._held = self._held, set()
-        for device_id in held:
+        for device_id in sorted(held):  # an order that is the same in every process (a set's is not)
             record = self.devices.get(device_id)
             if record is not None and record.prediction is not None:
                 self._publish(device_id, record, record.prediction, out)
