@@ -99,7 +99,7 @@ def variants(baseline: str | None) -> list[Variant]:
         out += [
             Variant(f"{prefix}-shipped", f"{name}, shipped publish interval ({SHIPPED_PUBLISH_INTERVAL_S:.0f} s)",
                     SHIPPED_PUBLISH_INTERVAL_S, is_baseline),
-            Variant(f"{prefix}-every", f"{name}, a prediction published for every event (interval 0)", 0.0,
+            Variant(f"{prefix}-every", f"{name}, every event's prediction due (publish interval 0)", 0.0,
                     is_baseline),
         ]  # fmt: skip
     out.append(
